@@ -1,0 +1,1 @@
+"""Sub-commands of the ``buildbot-kernel`` console script (see ``buildbot_kernel.cli``)."""

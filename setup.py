@@ -1,0 +1,32 @@
+"""Packaging for buildbot-kernel: a continuous kernel image build server on Buildbot."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="buildbot-kernel",
+    version="0.1.0",
+    description="Continuous kernel image builds, an image tree served by URL, "
+    "and kexec-based bisection on Buildbot",
+    packages=find_packages(include=["buildbot_kernel", "buildbot_kernel.*"]),
+    include_package_data=True,
+    package_data={"buildbot_kernel": ["data/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "buildbot>=4.0",
+        "buildbot-www>=4.0",
+        "buildbot-worker>=4.0",
+        "buildbot-waterfall-view>=4.0",
+        "buildbot-console-view>=4.0",
+        "buildbot-grid-view>=4.0",
+        "buildbot-wsgi-dashboards>=4.0",
+        "twisted",
+        "treq",
+        "GitPython>=3.1",
+        "jinja2>=3.0",
+        "watchdog>=3.0",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
+    },
+    entry_points={"console_scripts": ["buildbot-kernel = buildbot_kernel.cli:main"]},
+)
