@@ -238,6 +238,11 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         if len(set(branches)) != len(branches):
             problems.append(f"[[repository]] ({r.get('name')!r}).branches: a branch is listed twice")
     for b in tables["build"]:
+        if "deb" in b.get("packages", []):
+            problems.append(
+                f"[[build]] ({b.get('name')!r}).packages: \"deb\" cannot work with the image naming "
+                "contract: the kernel release holds '_' (-<branch>_<sha6>_<date>_) and Debian package "
+                "names and versions cannot, so bindeb-pkg fails; use [\"tar\"]")
         files = list(b.get("fragments", []))
         if "config" in b and not b["config"].endswith("config"):
             files.append(b["config"])

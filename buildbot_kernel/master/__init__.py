@@ -1,0 +1,1 @@
+"""Buildbot glue: turning validated settings into a BuildmasterConfig, services and schedulers."""

@@ -1,0 +1,124 @@
+"""Settings -> BuildmasterConfig.  master.cfg calls ``make_config`` and nothing else."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from buildbot import config as bbconfig
+from buildbot.plugins import changes, schedulers, util, worker
+from buildbot.worker.local import LocalWorker
+
+from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.master.factory import kernel_build_factory
+from buildbot_kernel.master.schedulers import AtStartup
+from buildbot_kernel.naming import safe_branch
+from buildbot_kernel.steps.heads import ReconcileHeads
+from buildbot_kernel.target import BuildTarget, builder_name
+
+CONTROL_WORKER = "master-local"  # in-process worker for orchestration builders (heads, bisect)
+HEADS_BUILDER = "heads"
+
+
+def identifier(text: str) -> str:
+    """Buildbot identifiers (scheduler names in REST URLs) allow [A-Za-z0-9_-] only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:50]
+
+
+def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):
+    """(target, builder name) for every configured (repository, branch)."""
+    counts = Counter(b for r in s.repositories for b in r["branches"])
+    out = []
+    for r in s.repositories:
+        build = s.build(r["build"])
+        for b in r["branches"]:
+            t = BuildTarget(repository=r["name"], url=r["url"], branch=b, build=build,
+                            images_root=images_root, state_dir=state_dir)
+            out.append((t, builder_name(r["name"], b, counts[b] == 1)))
+    return out
+
+
+def make_config(basedir: str, settings_path: str) -> dict:
+    try:
+        s = settings_mod.load(settings_path)
+    except settings_mod.SettingsError as e:
+        for line in str(e).splitlines():
+            bbconfig.error(line)
+        return {}  # not reached: error() raises once collected by checkconfig
+
+    basedir = os.path.abspath(basedir)
+    images_root = str(Path(basedir, s.images["root"]).resolve())
+    state_dir = os.path.join(basedir, "state")
+    os.makedirs(images_root, exist_ok=True)
+    srv = s.server
+    c: dict = {
+        "title": srv["title"],
+        "titleURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
+        "buildbotURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
+        "db": {"db_url": srv["db_url"]},
+        "protocols": {"pb": {"port": f"tcp:{srv['worker_port']}:interface={srv['bind']}"}},
+        "www": {
+            "port": f"tcp:{srv['web_port']}:interface={srv['bind']}",
+            "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}},
+        },
+        "buildbotNetUsageData": None,
+        "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]
+        + [LocalWorker(CONTROL_WORKER)],
+        "change_source": [],
+        "schedulers": [],
+        "builders": [],
+        "services": [],
+    }
+    build_workers = [w["name"] for w in s.workers]
+    targets = branch_targets(s, images_root, state_dir)
+
+    for r in s.repositories:
+        c["change_source"].append(changes.GitPoller(
+            repourl=r["url"], branches=list(r["branches"]), pollInterval=r["poll_interval"],
+            workdir=os.path.join(state_dir, "gitpoller", identifier(r["name"])), project=r["name"],
+            buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
+
+    heads_steps = []
+    for r in s.repositories:
+        repo_targets = []
+        for t, bname in targets:
+            if t.repository != r["name"]:
+                continue
+            sched = identifier(f"changes-{bname}")
+            repo_targets.append((t, bname, sched))
+            c["schedulers"].append(schedulers.SingleBranchScheduler(
+                name=sched, builderNames=[bname], treeStableTimer=min(10, r["poll_interval"]),
+                change_filter=util.ChangeFilter(repository=t.url, branch=t.branch)))
+            c["schedulers"].append(schedulers.ForceScheduler(
+                name=identifier(f"rebuild-{bname}"), builderNames=[bname], label=f"Build {bname}",
+                buttonName="Build", reason=util.StringParameter(name="reason", default="forced", size=40),
+                codebases=[util.CodebaseParameter(
+                    "", label="Commit",
+                    branch=util.FixedParameter(name="branch", default=t.branch),
+                    revision=util.StringParameter(name="revision", label="revision (empty = branch head)",
+                                                  default=""),
+                    repository=util.FixedParameter(name="repository", default=t.url),
+                    project=util.FixedParameter(name="project", default=t.repository))],
+                properties=[util.BooleanParameter(name="force_rebuild", default=False,
+                                                  label="build even if this commit failed before")]))
+            c["builders"].append(util.BuilderConfig(
+                name=bname, workernames=build_workers, factory=kernel_build_factory(s, t),
+                tags=[t.repository, safe_branch(t.branch)],
+                locks=[util.MasterLock(f"tree-{bname}").access("exclusive")],
+                description=f"{t.repository} {t.branch} -> images/{safe_branch(t.branch)}/ "
+                            f"(build config {t.build_name})"))
+        heads_steps.append(ReconcileHeads(r["url"], repo_targets))
+
+    heads_factory = util.BuildFactory(heads_steps)
+    c["builders"].append(util.BuilderConfig(
+        name=HEADS_BUILDER, workernames=[CONTROL_WORKER], factory=heads_factory, tags=["control"],
+        description="asks each repository for its branch heads and builds those without an image"))
+    c["schedulers"].append(AtStartup(name="heads-at-startup", builderNames=[HEADS_BUILDER]))
+    c["schedulers"].append(schedulers.Periodic(
+        name="heads-periodic", builderNames=[HEADS_BUILDER],
+        periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
+    c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
+                                                     label="Check branch heads now", buttonName="Check"))
+    return c

@@ -1,0 +1,57 @@
+"""The steps of a branch build, in order (DESIGN section 6)."""
+
+from __future__ import annotations
+
+from buildbot.plugins import steps, util
+
+from buildbot_kernel import kbuild_commands
+from buildbot_kernel.settings import Settings, resolve
+from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
+from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
+from buildbot_kernel.target import BuildTarget
+
+NO_LOCALVERSION = {"LOCALVERSION": None}  # unset: setting it, even empty, drops the "+" of the name
+
+
+def _skipped(results, step):
+    return not not_skipped(step)
+
+
+def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildFactory:
+    build = target.build
+    full_config = not build["config"].endswith("config") or "/" in build["config"]
+    downloads = []
+    if full_config:
+        downloads.append((resolve(settings, build["config"]), "fragments/base.config"))
+    for i, frag in enumerate(build["fragments"]):
+        downloads.append((resolve(settings, frag), f"fragments/{i}.config"))
+    common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
+
+    f = util.BuildFactory()
+    f.addStep(steps.Git(name="update tree", repourl=target.url, branch=target.branch, mode="incremental",
+                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600))
+    f.addStep(KernelFacts(target))
+    f.addStep(steps.ShellCommand(name="clean fragments", command=["rm", "-rf", "fragments"], **common))
+    for src, dest in downloads:
+        f.addStep(steps.FileDownload(name=f"download {dest}", mastersrc=str(src), workerdest=dest,
+                                     haltOnFailure=True, **common))
+    f.addStep(steps.ShellCommand(
+        name="configure", haltOnFailure=True, env=NO_LOCALVERSION, **common,
+        command=util.Transform(lambda lv: kbuild_commands.configure_script(
+            build, lv, len(build["fragments"]), full_config), util.Property("localversion"))))
+    f.addStep(KbuildCompile(
+        env=NO_LOCALVERSION, timeout=build["timeout"], **common,
+        command=util.Transform(lambda jobs, ccache, ts: kbuild_commands.compile_command(build, jobs, ccache, ts),
+                               util.Property("jobs"), util.Property("use_ccache"),
+                               util.Property("commit_date"))))
+    f.addStep(CheckKernelRelease(command=kbuild_commands.kernelrelease_command(build), env=NO_LOCALVERSION,
+                                 **{k: v for k, v in common.items() if k != "workdir"}))
+    f.addStep(steps.ShellCommand(
+        name="package", haltOnFailure=True, env=NO_LOCALVERSION, **common,
+        command=util.Transform(lambda name: kbuild_commands.package_script(build, name),
+                               util.Property("image_name"))))
+    f.addStep(steps.DirectoryUpload(name="upload", workersrc="pkg", masterdest=util.Property("incoming_dir"),
+                                    haltOnFailure=True, **common))
+    f.addStep(PublishImage(target, doStepIf=not_skipped, hideStepIf=_skipped))
+    f.addStep(RecordOutcome(target))
+    return f

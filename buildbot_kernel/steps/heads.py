@@ -1,0 +1,87 @@
+"""The "heads" builder's step: ask each remote for its branch heads and build the ones without images."""
+
+from __future__ import annotations
+
+from buildbot.process import buildstep
+from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from twisted.internet import defer, utils
+
+from buildbot_kernel import heads
+from buildbot_kernel.target import BuildTarget
+
+
+class ReconcileHeads(buildstep.BuildStep):
+    """One step per repository.  A remote that cannot be reached fails this step with git's message,
+    which is how a poll problem becomes visible in the UI instead of only in twistd.log."""
+
+    haltOnFailure = False
+    flunkOnFailure = True
+
+    def __init__(self, url: str, targets: list[tuple[BuildTarget, str, str]], **kwargs):
+        # targets: (target, builder name, scheduler name) for each branch of this repository
+        self.url = url
+        self.targets = targets
+        kwargs.setdefault("name", f"heads of {targets[0][0].repository}")
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        branches = [t.branch for t, _, _ in self.targets]
+        refs = [f"refs/heads/{b}" for b in branches]
+        out, err, code = yield utils.getProcessOutputAndValue(
+            "git", ["ls-remote", "--", self.url, *refs], env={"GIT_TERMINAL_PROMPT": "0", "PATH": _path()})
+        out, err = out.decode(errors="replace"), err.decode(errors="replace")
+        log = yield self.addLog("heads")
+        yield log.addHeader(f"git ls-remote {self.url} {' '.join(refs)}\n")
+        if code != 0:
+            yield log.addStderr(err)
+            first = (err.strip().splitlines() or [f"exit code {code}"])[-1]
+            self.descriptionDone = [f"cannot reach {self.url}: {first}"[:180]]
+            return FAILURE
+        yield log.addStdout(out)
+        found = heads.parse_ls_remote(out)
+        scheduled, missing = [], heads.missing_branches([t for t, _, _ in self.targets], found)
+        for target, builder, scheduler_name in self.targets:
+            sha = found.get(target.branch)
+            if sha is None:
+                continue
+            reason = heads.needs_build(target, sha)
+            if reason is None:
+                yield log.addStdout(f"{target.branch}: {sha[:12]} already built\n")
+                continue
+            if (yield self._pending(builder, sha)):
+                yield log.addStdout(f"{target.branch}: {sha[:12]} already queued\n")
+                continue
+            sched = self.master.scheduler_manager.namedServices[scheduler_name]
+            yield sched.addBuildsetForSourceStamps(
+                sourcestamps=[{"codebase": "", "repository": target.url, "branch": target.branch,
+                               "revision": sha, "project": target.repository}],
+                reason=reason, builderNames=[builder])
+            scheduled.append(f"{target.branch}@{sha[:8]}")
+            yield log.addStdout(f"{target.branch}: {reason} -> build scheduled\n")
+        summary = f"scheduled {', '.join(scheduled)}" if scheduled else "all heads have images"
+        if missing:
+            yield log.addStderr(f"branches not on the remote: {', '.join(missing)}\n")
+            self.descriptionDone = [f"{summary}; missing on remote: {', '.join(missing)}"]
+            return WARNINGS
+        self.descriptionDone = [summary]
+        return SUCCESS
+
+    @defer.inlineCallbacks
+    def _pending(self, builder: str, sha: str):
+        """A request for this sha that is queued or running: do not add a second one."""
+        bid = yield self.master.data.updates.findBuilderId(builder)
+        reqs = yield self.master.db.buildrequests.getBuildRequests(builderid=bid, complete=False)
+        for req in reqs:
+            bs = yield self.master.db.buildsets.getBuildset(req.buildsetid)
+            for ssid in bs.sourcestamps if bs else []:
+                ss = yield self.master.db.sourcestamps.getSourceStamp(ssid)
+                if ss and ss.revision == sha:
+                    return True
+        return False
+
+
+def _path() -> str:
+    import os
+
+    return os.environ.get("PATH", "/usr/bin:/bin")

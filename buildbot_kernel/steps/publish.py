@@ -1,0 +1,121 @@
+"""Master-side steps: publish an uploaded package atomically, and remember what failed."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from buildbot.process import buildstep
+from buildbot.process.results import FAILURE, SUCCESS
+from twisted.internet import defer, threads
+
+from buildbot_kernel.imagetree import package
+from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
+from buildbot_kernel.steps.kernel import SKIP_PROPERTY
+from buildbot_kernel.target import BuildTarget
+
+WORKER_SUMS = ".worker.sha256"
+IMAGE_TREE_SERVICE = "image-tree"
+
+
+def check_transfer(incoming: Path) -> list[str]:
+    """Compare what arrived with the checksums the worker computed before the upload."""
+    sums = incoming / WORKER_SUMS
+    if not sums.is_file():
+        return [f"{WORKER_SUMS} missing: the upload is incomplete"]
+    problems = []
+    for line in sums.read_text().splitlines():
+        digest, _, fname = line.partition("  ")
+        f = incoming / fname
+        if not f.is_file():
+            problems.append(f"{fname}: listed by the worker but not uploaded")
+        elif package.sha256_file(f) != digest:
+            problems.append(f"{fname}: sha256 differs from the worker's (corrupted in transfer)")
+    return problems
+
+
+def publish_package(target: BuildTarget, incoming: Path, fields: dict) -> Path:
+    """Verify the transfer, write metadata.json + SHA256SUMS, and rename into the tree (in a thread)."""
+    problems = check_transfer(incoming)
+    if problems:
+        raise package.CorruptImage(problems)
+    (incoming / WORKER_SUMS).unlink()
+    package.write_manifest(incoming, fields)
+    return package.publish(incoming, target.images_root, target.branch, fields["name"])
+
+
+class PublishImage(buildstep.BuildStep):
+    name = "publish"
+    haltOnFailure = True
+
+    def __init__(self, target: BuildTarget, **kwargs):
+        self.target = target
+        super().__init__(**kwargs)
+
+    def _fields(self) -> dict:
+        t, p = self.target, self.getProperty
+        started = p("build_started")
+        build_seconds = round(time.time() - started, 1) if started else None
+        return {
+            "name": p("image_name"), "kernelrelease": p("image_name"),
+            "repository": t.repository, "url": t.url, "branch": t.branch,
+            "sha": p("commit_sha"), "subject": p("commit_subject"), "author": p("commit_author"),
+            "commit_date": p("commit_date"),
+            "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build": t.build_name, "arch": t.build["arch"], "compiler": p("compiler"),
+            "config": t.build["config"], "fragments": list(t.build.get("fragments", [])),
+            "build_seconds": build_seconds, "builder": self.build.builder.name,
+            "buildnumber": p("buildnumber"),
+        }
+
+    @defer.inlineCallbacks
+    def run(self):
+        incoming = Path(self.getProperty("incoming_dir"))
+        fields = self._fields()
+        try:
+            path = yield threads.deferToThread(publish_package, self.target, incoming, fields)
+        except package.ImageExists:
+            self.descriptionDone = [f"{fields['name']} was already published"]
+            shutil.rmtree(incoming, ignore_errors=True)
+            return SUCCESS
+        except package.CorruptImage as e:
+            yield self.addCompleteLog("problems", "\n".join(e.problems) + "\n")
+            self.descriptionDone = [f"not published: {e.problems[0]}"]
+            return FAILURE
+        BuildLedger(self.target.ledger_path).record(
+            self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
+            PUBLISHED, image=fields["name"])
+        tree = self.master.namedServices.get(IMAGE_TREE_SERVICE)
+        if tree is not None:
+            yield tree.published(path)
+        base = getattr(tree, "base_url", "") if tree is not None else ""
+        url = f"{base.rstrip('/')}/{path.parent.name}/{path.name}/" if base else ""
+        if url:
+            self.addURL(fields["name"], url)
+        self.descriptionDone = [f"published {fields['name']}"]
+        return SUCCESS
+
+
+class RecordOutcome(buildstep.BuildStep):
+    """Runs always: a failed build is remembered (not rebuilt on restart) and its upload cleaned away."""
+
+    name = "record outcome"
+    alwaysRun = True
+    hideStepIf = staticmethod(lambda results, step: results == SUCCESS)
+
+    def __init__(self, target: BuildTarget, **kwargs):
+        self.target = target
+        super().__init__(**kwargs)
+
+    def run(self):
+        incoming = self.getProperty("incoming_dir")
+        if incoming and Path(incoming).exists():
+            shutil.rmtree(incoming, ignore_errors=True)
+        sha = self.getProperty("commit_sha")
+        if self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
+            BuildLedger(self.target.ledger_path).record(
+                self.target.repository, self.target.branch, sha, self.target.build_name, FAILED,
+                buildnumber=self.getProperty("buildnumber"))
+            self.descriptionDone = ["recorded as failed"]
+        return defer.succeed(SUCCESS)
