@@ -1,0 +1,39 @@
+"""Atomic file replacement: a reader (HTTP client, NFS client, test farm) never sees half a file.
+
+The temporary file lives in the target's directory (same filesystem, so ``os.replace`` is atomic) and
+starts with a dot, so the watchdog observer and the index scan both ignore it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def is_temp_name(name: str) -> bool:
+    """Hidden names are ours (or rsync's): never listed, never part of a manifest."""
+    return name.startswith(".")

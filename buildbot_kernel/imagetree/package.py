@@ -1,0 +1,264 @@
+"""The image directory contract (DESIGN section 5): what one published image is, and how it gets there.
+
+An image is ``<root>/<safe branch>/<name>/`` holding ``vmlinuz``, ``config``, ``System.map``,
+``modules.tar.xz``, optional ``*.deb``, ``metadata.json`` and ``SHA256SUMS``.  The manifest lists every
+file with its size and sha256 twice on purpose: ``metadata.json`` for programs (index, bisect, test farm)
+and ``SHA256SUMS`` so a person can run ``sha256sum -c`` on the NFS tree.  Publishing is one directory
+rename from a staging directory on the same filesystem, so nobody ever sees half an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
+from buildbot_kernel.naming import safe_branch
+
+SCHEMA = 1
+METADATA = "metadata.json"
+SUMS = "SHA256SUMS"
+MANIFEST_FILES = (METADATA, SUMS)
+REQUIRED_FILES = ("vmlinuz", "config", "System.map", "modules.tar.xz")
+REQUIRED_FIELDS = (
+    "name", "repository", "url", "branch", "sha", "subject", "author",
+    "commit_date", "build_date", "build", "arch", "kernelrelease",
+)
+DATE_FIELDS = ("commit_date", "build_date")
+# directories of the tree that are never branches: staging, deletion in progress, server state
+RESERVED_DIRS = (".incoming", ".trash", ".state")
+INCOMING = ".incoming"
+TRASH = ".trash"
+
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+_CHUNK = 1 << 20
+
+
+class ImageExists(Exception):
+    """The target image directory is already published (same branch and name)."""
+
+
+class CorruptImage(Exception):
+    """A staging directory failed verification; ``problems`` says what, the directory is kept."""
+
+    def __init__(self, image_dir, problems: list[str]):
+        self.image_dir = str(image_dir)
+        self.problems = list(problems)
+        super().__init__(f"{image_dir}: " + "; ".join(self.problems))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so a big modules tarball never sits in memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_files(image_dir: str | os.PathLike) -> list[str]:
+    """The payload file names of an image directory: regular files, minus manifests and hidden files."""
+    names = []
+    with os.scandir(image_dir) as it:
+        for e in it:
+            if e.name in MANIFEST_FILES or is_temp_name(e.name):
+                continue
+            if e.is_file(follow_symlinks=False):
+                names.append(e.name)
+    return sorted(names)
+
+
+def field_problems(fields: dict) -> list[str]:
+    """What is wrong with the metadata fields, each message naming the field and what is expected."""
+    problems = []
+    for key in REQUIRED_FIELDS:
+        v = fields.get(key)
+        if not isinstance(v, str) or not v.strip():
+            problems.append(f"metadata field '{key}' is missing or empty; expected a non-empty string")
+    sha = fields.get("sha")
+    if isinstance(sha, str) and sha and not _SHA_RE.match(sha):
+        problems.append(f"metadata field 'sha' is {sha!r}; expected the full lowercase hex commit id "
+                        "(40 or 64 digits)")
+    for key in DATE_FIELDS:
+        v = fields.get(key)
+        if isinstance(v, str) and v:
+            try:
+                parsed = datetime.fromisoformat(v)
+            except ValueError:
+                problems.append(f"metadata field '{key}' is {v!r}; expected an ISO 8601 time in UTC "
+                                "such as 2013-07-18T09:30:00Z")
+                continue
+            if parsed.tzinfo is None:
+                problems.append(f"metadata field '{key}' is {v!r}; expected a time zone (UTC, 'Z')")
+    name, release = fields.get("name"), fields.get("kernelrelease")
+    if isinstance(name, str) and name and isinstance(release, str) and release and name != release:
+        problems.append(f"metadata field 'kernelrelease' is {release!r} but 'name' is {name!r}; "
+                        "they must be equal (the image name is the kernel's release string)")
+    if isinstance(name, str) and ("/" in name or name.startswith(".") or name in ("", "..")):
+        problems.append(f"metadata field 'name' is {name!r}; expected one path component not starting "
+                        "with '.'")
+    return problems
+
+
+def _sums_text(files: dict) -> str:
+    return "".join(f"{files[n]['sha256']}  {n}\n" for n in sorted(files))
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """``sha256sum`` output -> {file name: hex}; raises ValueError on a line that is not of that form."""
+    out = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _SUMS_LINE.match(line)
+        if not m:
+            raise ValueError(f"{SUMS} line {i} is not '<sha256>  <file>': {line[:80]!r}")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
+    """Hash every payload file and write ``metadata.json`` and ``SHA256SUMS`` (each atomically).
+
+    ``fields`` carries the required fields (``REQUIRED_FIELDS``) and any extra ones (compiler,
+    build_seconds, config_id...), which pass through unchanged.  Raises ValueError naming a missing or
+    malformed field before anything is written.
+    """
+    problems = field_problems(fields)
+    if problems:
+        raise ValueError("; ".join(problems))
+    image_dir = Path(image_dir)
+    files = {}
+    for name in image_files(image_dir):
+        p = image_dir / name
+        files[name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    metadata = {k: v for k, v in fields.items() if k not in ("schema", "files")}
+    metadata["schema"] = SCHEMA
+    metadata["files"] = files
+    atomic_write(image_dir / SUMS, _sums_text(files))
+    atomic_write(image_dir / METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
+
+def read_metadata(image_dir: str | os.PathLike) -> dict:
+    """Parsed ``metadata.json``; raises ValueError (unreadable, not JSON, not an object)."""
+    path = Path(image_dir) / METADATA
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"{METADATA}: cannot read: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{METADATA}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{METADATA}: expected a JSON object")
+    return data
+
+
+def manifest_problems(metadata: dict, sums: dict[str, str]) -> list[str]:
+    """Do ``metadata.json`` and ``SHA256SUMS`` describe the same files with the same hashes? (no I/O)"""
+    problems = []
+    if metadata.get("schema") != SCHEMA:
+        problems.append(f"{METADATA}: 'schema' is {metadata.get('schema')!r}; expected {SCHEMA}")
+    files = metadata.get("files")
+    if not isinstance(files, dict):
+        return problems + [f"{METADATA}: 'files' missing; expected an object file -> {{size, sha256}}"]
+    for name, info in files.items():
+        if not (isinstance(info, dict) and isinstance(info.get("size"), int)
+                and isinstance(info.get("sha256"), str)):
+            problems.append(f"{METADATA}: files[{name!r}] expected {{\"size\": int, \"sha256\": hex}}")
+        elif sums.get(name) != info["sha256"]:
+            problems.append(f"{SUMS} and {METADATA} disagree on {name!r}")
+    for name in sums.keys() - files.keys():
+        problems.append(f"{SUMS} lists {name!r} which {METADATA} does not")
+    for name in REQUIRED_FILES:
+        if name not in files:
+            problems.append(f"required file {name!r} is not in the manifest")
+    return problems
+
+
+def verify_image_dir(image_dir: str | os.PathLike) -> list[str]:
+    """Every problem of an image directory, [] when complete and consistent (hashes every file)."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        return [f"{image_dir} is not a directory"]
+    try:
+        metadata = read_metadata(image_dir)
+    except ValueError as e:
+        return [str(e)]
+    try:
+        sums = parse_sums((image_dir / SUMS).read_text())
+    except OSError as e:
+        return [f"{SUMS}: cannot read: {e.strerror}"]
+    except (ValueError, UnicodeDecodeError) as e:
+        return [str(e)]
+    problems = field_problems(metadata) + manifest_problems(metadata, sums)
+    files = metadata.get("files") if isinstance(metadata.get("files"), dict) else {}
+    present = set(image_files(image_dir))
+    for name in sorted(present - files.keys()):
+        problems.append(f"file {name!r} is in the directory but not in the manifest")
+    for name, info in sorted(files.items()):
+        if not isinstance(info, dict):
+            continue
+        p = image_dir / name
+        if name not in present:
+            problems.append(f"file {name!r} is in the manifest but missing")
+            continue
+        size = p.stat().st_size
+        if size != info.get("size"):
+            problems.append(f"file {name!r} is {size} bytes; the manifest says {info.get('size')}")
+        elif sha256_file(p) != info.get("sha256"):
+            problems.append(f"file {name!r} does not match its sha256")
+    return problems
+
+
+def image_path(root: str | os.PathLike, branch: str, name: str) -> Path:
+    """Where an image of ``branch`` (a raw git branch name) named ``name`` lives in the tree."""
+    return Path(root) / safe_branch(branch) / name
+
+
+def staging_dir(root: str | os.PathLike, prefix: str = "image-") -> Path:
+    """A fresh directory under ``<root>/.incoming/`` (same filesystem as the tree, so publish can rename)."""
+    incoming = Path(root) / INCOMING
+    incoming.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=incoming))
+
+
+def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str, name: str) -> Path:
+    """Verify a staged image and rename it to ``<root>/<safe branch>/<name>/`` in one step.
+
+    Raises CorruptImage (staging directory left in place for inspection) or ImageExists (a rebuild of the
+    same commit gives the same name: the published image is kept, never replaced under a reader).
+    """
+    staging = Path(staging_dir)
+    problems = verify_image_dir(staging)
+    if not problems:
+        meta = read_metadata(staging)
+        if meta.get("name") != name:
+            problems.append(f"metadata name {meta.get('name')!r} differs from the publish name {name!r}")
+        if meta.get("branch") != branch and safe_branch(meta.get("branch", "?")) != safe_branch(branch):
+            problems.append(f"metadata branch {meta.get('branch')!r} differs from the publish branch "
+                            f"{branch!r}")
+    if problems:
+        raise CorruptImage(staging, problems)
+    target = image_path(root, branch, name)
+    if target.exists():
+        raise ImageExists(f"{target} is already published")
+    if os.stat(staging).st_dev != os.stat(root).st_dev:
+        raise CorruptImage(staging, [f"staging directory is not on the filesystem of {root}; "
+                                     f"stage under {Path(root) / INCOMING}"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the tree is served to everyone
+    try:
+        # rename(2) of a directory onto an existing non-empty directory fails: no silent replacement
+        os.rename(staging, target)
+    except OSError as e:
+        if target.exists():
+            raise ImageExists(f"{target} is already published") from None
+        raise CorruptImage(staging, [f"cannot rename into {target}: {e.strerror}"]) from None
+    return target

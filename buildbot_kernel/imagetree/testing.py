@@ -1,0 +1,63 @@
+"""Fixture images for tests and benchmarks: real directories with the contract's files and manifest.
+
+The payload is filler bytes (honestly not a kernel); everything else (names, metadata, hashes, the
+publish path) is the real thing, so the index, retention, watchdog and server see what a build makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from buildbot_kernel.imagetree.package import REQUIRED_FILES, publish, staging_dir, write_manifest
+from buildbot_kernel.naming import image_name
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def fake_sha(seed: str | int) -> str:
+    return hashlib.sha1(str(seed).encode()).hexdigest()
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_fields(branch: str, i: int, *, sha: str | None = None, build: str = "x86_64",
+                 kernel: str = "6.1.0") -> dict:
+    """Metadata fields of the i-th image of a branch; a higher ``i`` is newer (commit and build)."""
+    sha = sha or fake_sha(f"{branch}-{i}")
+    committed = EPOCH + timedelta(hours=i)
+    name = image_name(kernel, branch, sha, committed.timestamp(), at_release_tag=False)
+    return {
+        "name": name, "kernelrelease": name, "repository": "fixture",
+        "url": "https://git.example.org/fixture.git", "branch": branch, "sha": sha,
+        "subject": f"commit {i} on {branch}", "author": "A U Thor <author@example.org>",
+        "commit_date": iso(committed), "build_date": iso(committed + timedelta(minutes=30)),
+        "build": build, "arch": "x86_64", "compiler": "gcc (fixture)", "build_seconds": 42,
+    }
+
+
+def write_payload(d: Path, sizes: dict[str, int] | None = None, seed: str = "") -> None:
+    """The contract's files filled with deterministic bytes (``sizes`` overrides per file)."""
+    sizes = sizes or {}
+    for n in REQUIRED_FILES:
+        size = sizes.get(n, 64)
+        block = hashlib.sha256(f"{seed}/{n}".encode()).digest() * 2048  # 64 KiB
+        with open(d / n, "wb") as f:
+            left = size
+            while left > 0:
+                f.write(block[:left])
+                left -= len(block)
+
+
+def make_image(root: str | os.PathLike, branch: str, i: int, *, sizes: dict[str, int] | None = None,
+               **kw) -> Path:
+    """Stage, manifest and publish one fixture image; returns its published directory."""
+    fields = image_fields(branch, i, **kw)
+    stage = staging_dir(root)
+    write_payload(stage, sizes, seed=fields["sha"])
+    write_manifest(stage, fields)
+    return publish(stage, root, branch, fields["name"])

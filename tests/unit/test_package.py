@@ -1,0 +1,129 @@
+"""The image directory contract: manifest, verification and the atomic publish rename."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from buildbot_kernel.imagetree import package
+from buildbot_kernel.imagetree.package import (
+    CorruptImage,
+    ImageExists,
+    publish,
+    sha256_file,
+    staging_dir,
+    verify_image_dir,
+    write_manifest,
+)
+from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+
+
+def staged(root, branch="drm-intel-next", i=1, **kw):
+    fields = image_fields(branch, i, **kw)
+    d = staging_dir(root)
+    write_payload(d, seed=fields["sha"])
+    return d, fields
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    p = tmp_path / "f"
+    data = os.urandom(3 * (1 << 20) + 17)  # more than one read chunk
+    p.write_bytes(data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_write_manifest_writes_both_manifests(tmp_path):
+    d, fields = staged(tmp_path)
+    (d / "linux-image_1.deb").write_bytes(b"deb")
+    meta = write_manifest(d, fields)
+    assert meta["schema"] == 1
+    assert set(meta["files"]) == {"vmlinuz", "config", "System.map", "modules.tar.xz", "linux-image_1.deb"}
+    assert meta["files"]["linux-image_1.deb"] == {"size": 3, "sha256": hashlib.sha256(b"deb").hexdigest()}
+    assert meta["compiler"] == "gcc (fixture)"  # extra fields pass through
+    assert json.loads((d / "metadata.json").read_text()) == meta
+    sums = (d / "SHA256SUMS").read_text().splitlines()
+    assert f"{hashlib.sha256(b'deb').hexdigest()}  linux-image_1.deb" in sums
+    assert len(sums) == 5
+    assert verify_image_dir(d) == []
+
+
+@pytest.mark.parametrize("field", package.REQUIRED_FIELDS)
+def test_missing_field_is_named(tmp_path, field):
+    d, fields = staged(tmp_path)
+    del fields[field]
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        write_manifest(d, fields)
+    assert not (d / "metadata.json").exists()
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("sha", "abc123", "full lowercase hex"),
+    ("commit_date", "yesterday", "ISO 8601"),
+    ("build_date", "2024-01-01T00:00:00", "time zone"),
+    ("kernelrelease", "6.1.0-other", "must be equal"),
+])
+def test_malformed_field_is_explained(tmp_path, field, value, says):
+    d, fields = staged(tmp_path)
+    fields[field] = value
+    with pytest.raises(ValueError, match=says):
+        write_manifest(d, fields)
+
+
+def test_verify_finds_each_kind_of_damage(tmp_path):
+    d, fields = staged(tmp_path)
+    write_manifest(d, fields)
+    (d / "config").write_bytes(b"changed!")
+    (d / "extra").write_bytes(b"x")
+    problems = verify_image_dir(d)
+    assert any("'config' is 8 bytes" in p for p in problems)
+    assert any("'extra' is in the directory but not in the manifest" in p for p in problems)
+    (d / "extra").unlink()
+    (d / "vmlinuz").write_bytes(b"y" * 64)  # same size, other content
+    (d / "config").unlink()
+    problems = verify_image_dir(d)
+    assert any("'vmlinuz' does not match its sha256" in p for p in problems)
+    assert any("'config' is in the manifest but missing" in p for p in problems)
+
+
+def test_verify_sums_disagreeing_with_metadata(tmp_path):
+    d, fields = staged(tmp_path)
+    write_manifest(d, fields)
+    (d / "SHA256SUMS").write_text("0" * 64 + "  vmlinuz\n")
+    problems = verify_image_dir(d)
+    assert any("disagree on 'config'" in p for p in problems)
+    (d / "SHA256SUMS").write_text("garbage\n")
+    assert "not '<sha256>  <file>'" in verify_image_dir(d)[0]
+    (d / "metadata.json").write_text("{")
+    assert "not valid JSON" in verify_image_dir(d)[0]
+
+
+def test_publish_renames_into_the_tree(tmp_path):
+    d, fields = staged(tmp_path, branch="topic/fix")
+    write_manifest(d, fields)
+    target = publish(d, tmp_path, "topic/fix", fields["name"])
+    assert target == tmp_path / "topic-fix" / fields["name"]
+    assert not d.exists()
+    assert verify_image_dir(target) == []
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
+def test_publish_refuses_existing_and_corrupt(tmp_path):
+    first = make_image(tmp_path, "b", 1)
+    d, fields = staged(tmp_path, branch="b", i=1)
+    write_manifest(d, fields)
+    with pytest.raises(ImageExists):
+        publish(d, tmp_path, "b", fields["name"])
+    assert verify_image_dir(first) == []
+    (d / "vmlinuz").write_bytes(b"short")
+    with pytest.raises(CorruptImage) as e:
+        publish(d, tmp_path, "b", fields["name"] + "x")
+    assert any("vmlinuz" in p for p in e.value.problems)
+    assert d.is_dir()  # left for inspection
+
+
+def test_publish_checks_the_name(tmp_path):
+    d, fields = staged(tmp_path)
+    write_manifest(d, fields)
+    with pytest.raises(CorruptImage, match="differs from the publish name"):
+        publish(d, tmp_path, "drm-intel-next", "something-else")
