@@ -19,6 +19,10 @@ setup(
         "buildbot-console-view>=4.0",
         "buildbot-grid-view>=4.0",
         "buildbot-wsgi-dashboards>=4.0",
+        # Buildbot 4.3 inserts an empty executemany for a buildset without sourcestamps; SQLAlchemy 2.1
+        # turns that into "INSERT ... DEFAULT VALUES" and the NOT NULL constraint fails (seen here with
+        # the startup scheduler). 2.0 is what Buildbot 4.3 was tested with.
+        "sqlalchemy>=1.4,<2.1",
         "twisted",
         "treq",
         "GitPython>=3.1",

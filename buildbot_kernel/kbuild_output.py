@@ -16,6 +16,8 @@ _COMPILER_ERROR = re.compile(r"^\S+:\d+(:\d+)?: (fatal )?error: ")
 _LINKER_ERROR = re.compile(r"(undefined reference to|ld(\.bfd)?: .*error)")
 _MAKE_ERROR = re.compile(r"^make(\[\d+\])?: \*\*\* ")
 _KCONFIG_ERROR = re.compile(r"^\*\*\* ")
+# absolute paths into the worker's checkout say nothing to a maintainer: show tree-relative ones
+_WORKDIR_PREFIX = re.compile(r"(^|\s)\S*/work/src/")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class KbuildProgress:
             self.last_object = m.group(2)
             return False
         if _COMPILER_ERROR.match(line) or _LINKER_ERROR.search(line):
-            self.errors.append(line.strip())
+            self.errors.append(_WORKDIR_PREFIX.sub(r"\1", line.strip()))
             return True
         if _MAKE_ERROR.match(line) or _KCONFIG_ERROR.match(line):
             self._make_errors.append(line.strip())

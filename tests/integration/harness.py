@@ -1,0 +1,208 @@
+"""A real Buildbot master and a real buildbot-worker process on loopback, for integration tests.
+
+Nothing is faked: ``buildbot create-master``/``start``, ``buildbot-worker create-worker``/``start``,
+the project's own master.cfg, a settings.toml written for the test, git repositories on disk, and the
+REST API over HTTP.  Waiting is always "poll a condition until a deadline", never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAKELINUX = REPO_ROOT / "tests" / "fixtures" / "fakelinux"
+BIN = Path(sys.executable).parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Fixture Dev", "GIT_AUTHOR_EMAIL": "dev@example.org",
+    "GIT_COMMITTER_NAME": "Fixture Dev", "GIT_COMMITTER_EMAIL": "dev@example.org",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def git(cwd, *args, env=None, check=True) -> str:
+    e = {**os.environ, **GIT_ENV, **(env or {})}
+    r = subprocess.run(["git", *args], cwd=cwd, env=e, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {r.stderr}")
+    return r.stdout.strip()
+
+
+class FixtureRepo:
+    """An upstream bare repository plus a working clone that tests commit and push from."""
+
+    def __init__(self, base: Path, branches=("drm-intel-fixes", "drm-intel-next"), tree: Path = FAKELINUX):
+        self.bare = base / "upstream.git"
+        self.work = base / "dev"
+        git(base, "init", "-q", "--bare", str(self.bare))
+        shutil.copytree(tree, self.work)
+        git(self.work, "init", "-q", "-b", branches[0])
+        git(self.work, "add", "-A")
+        self._commit("Initial fixture kernel tree")
+        git(self.work, "remote", "add", "origin", str(self.bare))
+        for b in branches:
+            if b != branches[0]:
+                git(self.work, "branch", "-f", b)
+            git(self.work, "push", "-q", "origin", b)
+        self.date = 1767225600  # 2026-01-01T00:00:00Z; each commit one hour later
+
+    def _commit(self, message: str):
+        d = getattr(self, "date", 1767225600) + 3600
+        self.date = d
+        stamp = f"@{d} +0000"
+        git(self.work, "commit", "-q", "-m", message, env={"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp})
+        return git(self.work, "rev-parse", "HEAD")
+
+    def commit_file(self, branch: str, path: str, content: str, message: str) -> str:
+        git(self.work, "checkout", "-q", branch)
+        p = self.work / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+        git(self.work, "add", path)
+        return self._commit(message)
+
+    def push(self, branch: str, force=False):
+        git(self.work, "push", "-q", *(["-f"] if force else []), "origin", branch)
+
+    def head(self, branch: str) -> str:
+        return git(self.bare, "rev-parse", branch)
+
+
+def settings_text(repo_url: str, branches, ports: dict, extra: str = "", poll: int = 1) -> str:
+    return f"""
+[server]
+title = "test"
+web_port = {ports['web']}
+worker_port = {ports['worker']}
+image_port = {ports['image']}
+[images]
+root = "images"
+base_url = "http://127.0.0.1:{ports['image']}"
+[[repository]]
+name = "drm-intel"
+url = "{repo_url}"
+branches = {json.dumps(list(branches))}
+poll_interval = {poll}
+build = "x86_64"
+[[build]]
+name = "x86_64"
+arch = "x86_64"
+config = "defconfig"
+[[worker]]
+name = "w1"
+password = "pw"
+{extra}
+"""
+
+
+class Master:
+    def __init__(self, base: Path, settings: str, workers=("w1",)):
+        self.base = base
+        self.dir = base / "master"
+        self.ports = {}
+        self.workers = workers
+        if not self.dir.exists():
+            self._run(BIN / "buildbot", "create-master", "-q", str(self.dir))
+            shutil.copy(REPO_ROOT / "master.cfg", self.dir / "master.cfg")
+        (self.dir / "settings.toml").write_text(settings)
+
+    @property
+    def env(self):
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def _run(self, *cmd, check=True):
+        r = subprocess.run([str(c) for c in cmd], env=self.env, capture_output=True, text=True, timeout=300)
+        if check and r.returncode != 0:
+            log = self.dir / "twistd.log"
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stdout}\n{r.stderr}\n{tail}")
+        return r
+
+    def start(self, web_port: int):
+        self.web_port = web_port
+        self._run(BIN / "buildbot", "start", str(self.dir))
+        wait_for(lambda: self._api_ok(), 60, "the web API to answer")
+
+    def stop(self):
+        self._run(BIN / "buildbot", "stop", str(self.dir), check=False)
+
+    def _api_ok(self):
+        try:
+            return self.get("builders") is not None
+        except OSError:
+            return False
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/api/v2/{path}", timeout=10) as r:
+            return json.load(r)
+
+    def post_json(self, path: str, payload: dict):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/v2/{path}",
+                                     data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def builds(self, builder: str | None = None) -> list[dict]:
+        builds = self.get("builds?property=*")["builds"]
+        if builder is None:
+            return builds
+        bid = self.builder_id(builder)
+        return [b for b in builds if b["builderid"] == bid]
+
+    def builder_id(self, name: str) -> int:
+        for b in self.get("builders")["builders"]:
+            if b["name"] == name:
+                return b["builderid"]
+        raise KeyError(name)
+
+    def steps(self, buildid: int) -> list[dict]:
+        return self.get(f"builds/{buildid}/steps")["steps"]
+
+    def idle(self) -> bool:
+        """No build running and nothing queued."""
+        pending = self.get("buildrequests?complete=false")["buildrequests"]
+        running = [b for b in self.get("builds?complete=false")["builds"]]
+        return not pending and not running
+
+    def log_tail(self, n=3000) -> str:
+        return (self.dir / "twistd.log").read_text()[-n:]
+
+
+class Worker:
+    def __init__(self, base: Path, name: str, password: str, master_port: int):
+        self.dir = base / f"worker-{name}"
+        if not self.dir.exists():
+            subprocess.run([str(BIN / "buildbot-worker"), "create-worker", "-q", str(self.dir),
+                            f"127.0.0.1:{master_port}", name, password], check=True)
+
+    def start(self):
+        subprocess.run([str(BIN / "buildbot-worker"), "start", str(self.dir)], check=True,
+                       capture_output=True, timeout=120)
+
+    def stop(self):
+        subprocess.run([str(BIN / "buildbot-worker"), "stop", str(self.dir)], capture_output=True, timeout=120)

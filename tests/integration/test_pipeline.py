@@ -1,0 +1,144 @@
+"""Poll -> build -> publish, on a real master and a separate real worker, with the fixture kernel tree."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from buildbot_kernel.imagetree import package
+from buildbot_kernel.naming import image_name
+
+from .harness import FixtureRepo, Master, Worker, free_port, settings_text, wait_for
+
+pytestmark = pytest.mark.integration
+BRANCHES = ("drm-intel-fixes", "drm-intel-next")
+SUCCESS, FAILURE = 0, 2
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    repo = FixtureRepo(base, BRANCHES)
+    ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
+    master = Master(base, settings_text(str(repo.bare), BRANCHES, ports))
+    worker = Worker(base, "w1", "pw", ports["worker"])
+    master.start(ports["web"])
+    worker.start()
+    yield repo, master, worker
+    worker.stop()
+    master.stop()
+
+
+def images(master, branch):
+    d = master.dir / "images" / branch
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def kernel_builds(master):
+    return [b for b in master.builds() if b["builderid"] != master.builder_id("heads")]
+
+
+def finished(master, n):
+    """At least n kernel builds, all complete, nothing queued."""
+    builds = kernel_builds(master)
+    return len(builds) >= n and all(b["complete"] for b in builds) and master.idle()
+
+
+def expected_name(repo, branch):
+    sha = repo.head(branch)
+    ts = int(repo_git_ts(repo, sha))
+    return image_name("6.1.0-fake", branch, sha, ts, at_release_tag=False)
+
+
+def repo_git_ts(repo, sha):
+    from .harness import git
+
+    return git(repo.bare, "show", "-s", "--format=%ct", sha)
+
+
+def test_first_start_builds_every_branch_head(farm):
+    repo, master, _ = farm
+    wait_for(lambda: finished(master, 2), 120, "both branch heads to be built")
+    for branch in BRANCHES:
+        name = expected_name(repo, branch)
+        assert images(master, branch) == [name]
+        d = master.dir / "images" / branch / name
+        assert package.verify_image_dir(d) == []
+        meta = json.loads((d / "metadata.json").read_text())
+        assert meta["name"] == meta["kernelrelease"] == name
+        assert meta["sha"] == repo.head(branch) and meta["branch"] == branch
+        assert meta["repository"] == "drm-intel" and meta["url"] == str(repo.bare)
+        assert meta["build"] == "x86_64" and meta["arch"] == "x86_64"
+        assert meta["commit_date"] == "2026-01-01T01:00:00Z"
+        assert set(meta["files"]) == {"vmlinuz", "config", "System.map", "modules.tar.xz"}
+        # the image carries the release string it was built with, as a real bzImage's banner does
+        assert (d / "vmlinuz").read_bytes().startswith(f"FAKELINUX-BZIMAGE {name}\n".encode())
+        assert f'CONFIG_LOCALVERSION="-{branch}_' in (d / "config").read_text()
+    assert all(b["results"] == SUCCESS for b in kernel_builds(master))
+
+
+def test_push_builds_only_the_new_head(farm):
+    repo, master, _ = farm
+    before = len(kernel_builds(master))
+    repo.commit_file("drm-intel-fixes", "drivers/gpu/i915.c",
+                     '/* fixture */\nconst char i915_state[] = "i915 v2";\n', "drm/i915: first change")
+    repo.commit_file("drm-intel-fixes", "drivers/gpu/extra.c", "int extra(void) { return 1; }\n",
+                     "drm/i915: second change")
+    repo.push("drm-intel-fixes")
+    name = expected_name(repo, "drm-intel-fixes")
+    wait_for(lambda: name in images(master, "drm-intel-fixes") and master.idle(), 120, f"image {name}")
+    assert len(images(master, "drm-intel-fixes")) == 2  # the intermediate commit got no image
+    new = kernel_builds(master)[before:]
+    assert [b["results"] for b in new] == [SUCCESS]
+    assert images(master, "drm-intel-next") == [expected_name(repo, "drm-intel-next")]
+
+
+def test_breaking_commit_fails_and_publishes_nothing(farm):
+    repo, master, _ = farm
+    before = len(kernel_builds(master))
+    published = images(master, "drm-intel-next")
+    repo.commit_file("drm-intel-next", "drivers/gpu/i915.c", "int i915_init(void) { return oops; }\n",
+                     "drm/i915: break the build")
+    repo.push("drm-intel-next")
+    wait_for(lambda: finished(master, before + 1), 120, "the breaking build to finish")
+    build = kernel_builds(master)[-1]
+    assert build["results"] == FAILURE
+    assert "error" in build["state_string"] and "i915.c" in build["state_string"]
+    compile_step = [s for s in master.steps(build["buildid"]) if s["name"] == "compile"][0]
+    assert compile_step["state_string"].startswith("failed: ")
+    assert compile_step["state_string"].startswith("failed: drivers/gpu/i915.c:1:")
+    assert "oops" in compile_step["state_string"] and "undeclared" in compile_step["state_string"]
+    assert images(master, "drm-intel-next") == published
+    assert not list((master.dir / "images" / ".incoming").glob("*"))  # the upload was cleaned away
+
+
+def test_force_push_builds_the_new_head(farm):
+    repo, master, _ = farm
+    from .harness import git
+
+    git(repo.work, "checkout", "-q", "drm-intel-next")
+    git(repo.work, "reset", "-q", "--hard", "HEAD~1")
+    sha = repo.commit_file("drm-intel-next", "drivers/gpu/i915.c",
+                           '/* fixture */\nconst char i915_state[] = "fixed";\n', "drm/i915: fix, rewritten")
+    repo.push("drm-intel-next", force=True)
+    name = expected_name(repo, "drm-intel-next")
+    assert repo.head("drm-intel-next") == sha
+    wait_for(lambda: name in images(master, "drm-intel-next") and master.idle(), 120, f"image {name}")
+
+
+def test_restart_builds_nothing_again(farm):
+    repo, master, worker = farm
+    wait_for(master.idle, 60, "the master to be idle")
+    before = len(kernel_builds(master))
+    heads_before = len(master.builds("heads"))
+    master.stop()
+    master.start(master.web_port)
+    # the startup reconcile runs and decides; then nothing else may be queued
+    wait_for(lambda: len(master.builds("heads")) > heads_before and master.idle(), 120,
+             "the startup heads check to finish")
+    heads_build = master.builds("heads")[-1]
+    assert heads_build["results"] == SUCCESS, heads_build["state_string"]
+    step = [s for s in master.steps(heads_build["buildid"]) if s["name"] == "heads of drm-intel"][0]
+    assert step["state_string"] == "all heads have images"
+    assert len(kernel_builds(master)) == before
