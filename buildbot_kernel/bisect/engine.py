@@ -58,6 +58,8 @@ class BisectInputError(ValueError):
 class Test:
     """Test ``sha`` with its existing ``image`` (whatever ``has_image`` returned) and record the verdict."""
 
+    __test__ = False  # not a pytest class, whatever its name
+
     sha: str
     image: Any
     dist: int
@@ -172,19 +174,20 @@ def start_bisect(repo: str | Path | Repo, good: Iterable[str], bad: str) -> Bise
     for rev in good:
         sha = repo.resolve(rev)
         if sha is None:
-            raise BisectInputError("good", f"{rev!r} names no commit in {repo.path}; fetch it or fix the name")
+            raise BisectInputError("good", f"{rev!r} names no commit in {repo.path}; fetch it or fix it")
         if sha == bad_sha:
-            raise BisectInputError("good", f"{rev!r} is the bad commit {bad_sha} itself; give an older good revision")
+            raise BisectInputError("good", f"{rev!r} is the bad commit {bad_sha} itself; "
+                                   "give an older good revision")
         if not repo.is_ancestor(sha, bad_sha):
             raise BisectInputError(
-                "good", f"{rev!r} ({sha}) is not an ancestor of bad {bad!r} ({bad_sha}); give a good revision "
-                "that bad was built on (are good and bad swapped?)")
+                "good", f"{rev!r} ({sha}) is not an ancestor of bad {bad!r} ({bad_sha}); give a good "
+                "revision that bad was built on (are good and bad swapped?)")
         if sha not in goods:
             goods.append(sha)
     state = BisectState(repo, bad_sha, goods)
     if not state.candidates():
-        raise BisectInputError("good", f"no commit is reachable from bad {bad_sha} and from no good revision: "
-                               "the range is empty")
+        raise BisectInputError("good", f"no commit is reachable from bad {bad_sha} and from no good "
+                               "revision: the range is empty")
     return state
 
 
@@ -208,7 +211,7 @@ def next_step(state: BisectState, has_image: Callable[[str], Any], allow_build: 
     skipped = set(state.skipped)
     testable = [c for c in cands if c.sha != state.bad and c.sha not in skipped]
     if not testable:
-        return Unresolved(_oldest_first(state, cands), _only_skipped_reason(cands, skipped), ONLY_SKIPPED)
+        return Unresolved(remaining_candidates(state), _only_skipped_reason(cands, skipped), ONLY_SKIPPED)
     best = _midpoint(state, cands, testable, skipped)
     image = has_image(best.sha)
     if image is not None:
@@ -222,7 +225,7 @@ def next_step(state: BisectState, has_image: Callable[[str], Any], allow_build: 
     reason = (f"none of the {len(testable)} untested commits left has an image for this build"
               + (f" ({n_skipped} more were skipped)" if n_skipped else "")
               + " and building is off; the first bad commit is proven to be one of these")
-    return Unresolved(_oldest_first(state, cands), reason, NO_IMAGES)
+    return Unresolved(remaining_candidates(state), reason, NO_IMAGES)
 
 
 def prefetch(state: BisectState, sha: str, has_image: Callable[[str], Any],
@@ -268,8 +271,7 @@ def _only_skipped_reason(cands: list[Candidate], skipped: set[str]) -> str:
             "or the bad commit")
 
 
-def _oldest_first(state: BisectState, cands: list[Candidate]) -> tuple[str, ...]:
-    order = state.repo.run("rev-list", "--topo-order", "--reverse", state.bad,
-                           *[f"^{g}" for g in state.goods], "--").stdout.split()
-    wanted = {c.sha for c in cands}
-    return tuple(s for s in order if s in wanted)
+def remaining_candidates(state: BisectState) -> tuple[str, ...]:
+    """The commits the first bad one is proven to be among, oldest first (the bad commit last)."""
+    return tuple(state.repo.run("rev-list", "--topo-order", "--reverse", state.bad,
+                                *[f"^{g}" for g in state.goods], "--").stdout.split())

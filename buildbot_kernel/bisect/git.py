@@ -65,7 +65,8 @@ class Repo:
         """Full sha of the commit ``rev`` names, or None when it names no commit."""
         if not rev or rev.startswith("-"):
             return None
-        proc = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
+        proc = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+                        check=False)
         out = proc.stdout.strip()
         return out if proc.returncode == 0 and out else None
 
@@ -88,7 +89,7 @@ class Repo:
         return candidates
 
     def has_bisect_refs(self) -> bool:
-        """A ``git bisect`` in progress in this repository (its refs would leak into ``rev-list --bisect``)."""
+        """A ``git bisect`` in progress here (its refs would leak into ``rev-list --bisect``)."""
         return bool(self.run("for-each-ref", "--count=1", "refs/bisect/").stdout.strip())
 
     def bisect_pick(self, bad: str, goods: list[str]) -> str:

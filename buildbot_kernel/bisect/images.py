@@ -71,7 +71,8 @@ class ImageIndex:
 
     @classmethod
     def from_document(cls, doc: Any, base_url: str = "", source: str = "index") -> ImageIndex:
-        if not isinstance(doc, dict) or doc.get("schema") != INDEX_SCHEMA or not isinstance(doc.get("images"), list):
+        if (not isinstance(doc, dict) or doc.get("schema") != INDEX_SCHEMA
+                or not isinstance(doc.get("images"), list)):
             raise ImageError(f"{source}: expected {{\"schema\": {INDEX_SCHEMA}, \"images\": [...]}}")
         images = [_image(entry, i, base_url, source) for i, entry in enumerate(doc["images"])]
         return cls(images, source)
@@ -114,11 +115,12 @@ def fetch_image(image: Image, dest: str | Path) -> Path:
                             size += len(chunk)
                             out.write(chunk)
                 except (urllib.error.URLError, OSError, ValueError) as e:
-                    raise ImageError(f"download of {image.file_url(name)} failed: {getattr(e, 'reason', e)}") from None
+                    reason = getattr(e, "reason", e)
+                    raise ImageError(f"download of {image.file_url(name)} failed: {reason}") from None
             if info.get("size") is not None and size != info["size"]:
                 raise ImageError(f"{image.file_url(name)}: {size} bytes, the index says {info['size']}")
             if digest.hexdigest() != want:
-                raise ImageError(f"{image.file_url(name)}: sha256 {digest.hexdigest()}, the index says {want}")
+                raise ImageError(f"{image.file_url(name)}: sha256 {digest.hexdigest()}, index says {want}")
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

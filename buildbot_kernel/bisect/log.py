@@ -168,7 +168,7 @@ def _start_args(args: list[str], source: str, n: int) -> list[str]:
     for i, a in enumerate(args):
         if a == "--":
             if args[i + 1:]:
-                raise BisectInputError("replay", f"{source} line {n}: path-limited bisection is not supported")
+                raise BisectInputError("replay", f"{source} line {n}: path-limited bisection is unsupported")
             break
         if a in ("--no-checkout",):
             continue

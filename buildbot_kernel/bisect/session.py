@@ -32,11 +32,13 @@ class BisectSession:
         self._finished = finished
 
     @classmethod
-    def start(cls, repo: str | Path | Repo, good: Iterable[str], bad: str, log_path: str | Path) -> BisectSession:
+    def start(cls, repo: str | Path | Repo, good: Iterable[str], bad: str,
+              log_path: str | Path) -> BisectSession:
         """Validate, then create the log (refusing to overwrite one: that is what resume is for)."""
         log_path = Path(log_path)
         if log_path.exists():
-            raise BisectInputError("log", f"{log_path} already exists; resume it with replay, or choose a new file")
+            raise BisectInputError("log", f"{log_path} already exists; resume it with replay, "
+                                   "or choose a new file")
         if not log_path.parent.is_dir():
             raise BisectInputError("log", f"directory {log_path.parent} does not exist")
         state = start_bisect(repo, good, bad)
@@ -65,5 +67,6 @@ class BisectSession:
         self.log.verdict(sha, verdict)
         self.state.record(sha, verdict)
 
-    def prefetch(self, sha: str, has_image: Callable[[str], Any], min_split: float = DEFAULT_MIN_SPLIT) -> Prefetch:
+    def prefetch(self, sha: str, has_image: Callable[[str], Any],
+                 min_split: float = DEFAULT_MIN_SPLIT) -> Prefetch:
         return prefetch(self.state, sha, has_image, min_split)

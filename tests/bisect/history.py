@@ -140,7 +140,8 @@ class GitRun:
     steps: int  # commits git tested (good/bad/skip verdicts after start)
 
 
-def git_bisect_run(h: History, goods: list[int], bad: int, culprit: int, skip: set[int] = frozenset()) -> GitRun:
+def git_bisect_run(h: History, goods: list[int], bad: int, culprit: int,
+                   skip: set[int] = frozenset()) -> GitRun:
     """Plain ``git bisect run`` in the history's repository, with a script that knows the culprit."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "test.sh"
@@ -157,9 +158,39 @@ def git_bisect_run(h: History, goods: list[int], bad: int, culprit: int, skip: s
             out += git(h.path, "bisect", "run", str(script), check=False).stdout
             log = git(h.path, "bisect", "log").stdout
         finally:
-            git(h.path, "bisect", "reset", "-q", check=False)
+            git(h.path, "bisect", "reset", check=False)
             git(h.path, "checkout", "-q", "main", check=False)
     steps = len(re.findall(r"^git bisect (good|bad|skip) ", log, re.M))
     m = _FIRST_BAD.search(out)
     could = _COULD_BE.search(out)
     return GitRun(m.group(1) if m else None, set(could.group(1).split()) if could else set(), steps)
+
+
+@dataclass
+class EngineRun:
+    result: object  # the final Done / Unresolved step
+    tested: list[str]
+    built: list[str]
+
+
+def drive(state, verdict: Callable[[str], str], imaged: set[str], allow_build: bool,
+          min_split: float = 0.5, max_steps: int = 500) -> EngineRun:
+    """Run the engine to its end with a perfect tester; a Build makes the image exist (no cost here)."""
+    from buildbot_kernel.bisect.engine import Build, Test, next_step
+
+    imaged = set(imaged)
+    tested: list[str] = []
+    built: list[str] = []
+    for _ in range(max_steps):
+        step = next_step(state, lambda sha: sha if sha in imaged else None, allow_build, min_split)
+        if isinstance(step, Build):
+            assert step.sha not in imaged and step.sha not in built, f"asked to build {step.sha} twice"
+            built.append(step.sha)
+            imaged.add(step.sha)
+        elif isinstance(step, Test):
+            assert step.sha not in tested, f"asked to test {step.sha} twice"
+            tested.append(step.sha)
+            state.record(step.sha, verdict(step.sha))
+        else:
+            return EngineRun(step, tested, built)
+    raise AssertionError(f"no end after {max_steps} steps")
