@@ -155,7 +155,8 @@ def git_bisect_run(h: History, goods: list[int], bad: int, culprit: int,
         script.chmod(0o755)
         out = git(h.path, "bisect", "start", h.shas[bad], *[h.shas[g] for g in goods]).stdout
         try:
-            out += git(h.path, "bisect", "run", str(script), check=False).stdout
+            if not _FIRST_BAD.search(out):  # done at start: "bisect run" would still test HEAD once
+                out += git(h.path, "bisect", "run", str(script), check=False).stdout
             log = git(h.path, "bisect", "log").stdout
         finally:
             git(h.path, "bisect", "reset", check=False)

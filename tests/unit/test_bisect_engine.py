@@ -152,7 +152,8 @@ def test_prefetch_names_both_next_midpoints(lin):
     for verdict, want in (("good", ahead.if_good), ("bad", ahead.if_bad)):
         what_if = state.copy()
         what_if.record(first.sha, verdict)
-        assert next_step(what_if, lambda sha: None, allow_build=True) == Build(want, *_dist_left(what_if, want))
+        step = next_step(what_if, lambda sha: None, allow_build=True)
+        assert step == Build(want, *_dist_left(what_if, want))
     mid = lin.index(first.sha)
     assert lin.index(ahead.if_good) > mid > lin.index(ahead.if_bad)
     assert state.history == []  # the what-ifs left the real state alone
