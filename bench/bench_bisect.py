@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--culprits", type=int, default=25, help="planted regressions, one bisection each")
     p.add_argument("--min-split", type=float, default=0.5, help="engine rule: image split vs git's midpoint")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sweep", default="0,0.25,0.5,0.75,1", metavar="LIST",
+                   help="min_split values to compare under policy (b) (empty: no sweep)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +159,10 @@ def main(argv=None) -> int:
             for c, r in zip(culprits, runs, strict=True):
                 assert r.found == h.shas[c], f"{name}: wrong culprit for {c}"
             results[name] = runs
+        sweep = {}
+        for ms in [float(x) for x in args.sweep.split(",") if x.strip()]:
+            sweep[ms] = [bisect(h, c, prebuilt, args.build_time, args.test_time, False, 1, ms)
+                         for c in culprits]
 
     print(f"bisect benchmark: {len(h)}-commit generated history ({merges} merges, made in {gen_s:.2f} s), "
           f"{len(culprits)} planted regressions, good = root, bad = tip")
@@ -188,10 +194,16 @@ def main(argv=None) -> int:
     print(f"{'':34}" + "".join(f"{n:>{width}}" for n in names))
     for label, fmt in rows:
         print(f"{label:34}" + "".join(f"{fmt(results[n]):>{width}}" for n in names))
+    if sweep:
+        print("\nmin_split under (b): an image must split at least min_split x as well as git's midpoint")
+        print(f"{'min_split':>10}{'tests':>8}{'builds':>8}{'wall (mean)':>13}")
+        for ms, rs in sweep.items():
+            wall = _duration(mean(rs, "wall"))
+            print(f"{ms:>10g}{mean(rs, 'tests'):>8.1f}{mean(rs, 'builds'):>8.1f}{wall:>13}")
     cmd = [f"{Path(sys.executable).name}", "bench/bench_bisect.py", "--commits", args.commits, "--every",
            args.every, "--build-time", f"{args.build_time:g}", "--test-time", f"{args.test_time:g}",
            "--workers", args.workers, "--culprits", args.culprits, "--min-split", f"{args.min_split:g}",
-           "--seed", args.seed]
+           "--seed", args.seed, "--sweep", args.sweep]
     print("\ncommand: " + " ".join(shlex.quote(str(c)) for c in cmd))
     return 0
 

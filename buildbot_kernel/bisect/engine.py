@@ -252,7 +252,10 @@ def _midpoint(state: BisectState, cands: list[Candidate], testable: list[Candida
     equally good splits the way ``git bisect`` does; else the best split that is not skipped."""
     if any(c.sha in skipped for c in cands) or state.repo.has_bisect_refs():
         return testable[0]
-    pick = state.repo.bisect_pick(state.bad, state.goods)
+    key = ("pick", state.bad, tuple(sorted(state.goods)))
+    if key not in state._cache:
+        state._cache[key] = state.repo.bisect_pick(state.bad, state.goods)
+    pick = state._cache[key]
     by_sha = {c.sha: c for c in testable}
     return by_sha.get(pick, testable[0])
 

@@ -21,7 +21,7 @@ from buildbot_kernel.bisect.engine import (
     start_bisect,
     steps_left_estimate,
 )
-from tests.bisect.history import drive, git_bisect_run, linear, make_history, with_merges
+from tests.bisect.history import drive, git, git_bisect_run, linear, make_history, with_merges
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,16 @@ def test_record_refuses_nonsense(lin):
         state.record(lin.shas[5], "maybe")
     with pytest.raises(ValueError, match="full"):
         state.record("abc123", "good")
+
+
+def test_a_git_bisect_in_progress_in_the_same_clone_does_not_steer_us(tmp_path):
+    h = make_history(tmp_path / "repo", linear(33))
+    # the user's own half-done "git bisect" says good at 30: rev-list --bisect would obey it
+    def run_once():
+        return drive(start_bisect(h.path, [h.shas[0]], h.shas[32]), h.oracle(3), everything(h), False)
+
+    clean = run_once()
+    git(h.path, "update-ref", f"refs/bisect/good-{h.shas[30]}", h.shas[30])
+    run = run_once()
+    assert run.result == clean.result == Done(h.shas[3])
+    assert len(run.tested) == len(clean.tested) == 5  # still halving 32 candidates
