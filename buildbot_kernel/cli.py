@@ -13,6 +13,7 @@ import sys
 # sub-command modules, in the order ``--help`` lists them
 COMMANDS = [
     "buildbot_kernel.commands.run",
+    "buildbot_kernel.commands.bisect",
 ]
 
 

@@ -1,0 +1,216 @@
+"""Bisect builder policies on a generated 1,000-commit history: steps, builds and modelled wall time.
+
+Real engine calls on a real git repository (fast-import), with a cost model for the parts that take
+minutes in real life: a kernel build costs B seconds, a test T seconds. Policies:
+
+  (a) build every step           no prebuilt images: every midpoint is built, then tested
+  (b) prebuilt + on-demand       images on every k-th commit (as the branch builders leave them); the
+                                 engine tests an image when one splits well enough, else builds git's
+                                 midpoint (one worker, build then test)
+  (c) (b) + ahead builds         as (b), and while a commit is being tested, the two possible next
+                                 midpoints that lack images are built on free workers; the one the
+                                 verdict rules out is cancelled (its worker time counts as wasted)
+
+Each planted regression (culprit) is one bisection from the root (good) to the tip (bad); figures are
+means over the culprits. The engine's own time per step (git rev-list calls, the decision) is measured
+and printed separately; it is not part of the modelled wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from buildbot_kernel.bisect.engine import Build, Done, Test, next_step, prefetch, start_bisect  # noqa: E402
+from tests.bisect.history import make_history, with_merges  # noqa: E402
+
+
+@dataclass
+class Outcome:
+    tests: int = 0
+    builds: int = 0  # builds started, ahead ones included
+    wasted: int = 0  # ahead builds cancelled because the verdict ruled them out
+    wall: float = 0.0  # modelled seconds
+    engine_s: float = 0.0  # measured seconds inside engine calls
+    engine_calls: int = 0
+    found: str | None = None
+
+
+@dataclass
+class Workers:
+    """Build workers: each is busy until some time; a job runs on the first one free."""
+
+    n: int
+    busy_until: list[float] = field(default_factory=list)
+    job: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.busy_until = [0.0] * self.n
+        self.job = [None] * self.n
+
+    def start(self, sha: str, now: float, duration: float) -> float:
+        w = min(range(self.n), key=lambda i: self.busy_until[i])
+        begin = max(now, self.busy_until[w])
+        self.busy_until[w], self.job[w] = begin + duration, sha
+        return begin + duration
+
+    def cancel(self, sha: str, now: float) -> None:
+        for w in range(self.n):
+            if self.job[w] == sha and self.busy_until[w] > now:
+                self.busy_until[w], self.job[w] = now, None
+
+
+def bisect(h, culprit: int, prebuilt: set[str], build_s: float, test_s: float, ahead: bool, workers: int,
+           min_split: float) -> Outcome:
+    out = Outcome()
+    state = start_bisect(h.path, [h.shas[0]], h.shas[-1])
+    verdict = h.oracle(culprit)
+    images = set(prebuilt)
+    in_flight: dict[str, float] = {}  # sha -> finish time of its build
+    pool = Workers(workers if ahead else 1)
+    now = 0.0
+
+    def timed(fn, *args, **kw):
+        began = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            out.engine_s += time.perf_counter() - began
+            out.engine_calls += 1
+
+    while True:
+        for sha, finish in list(in_flight.items()):  # finished builds are published images
+            if finish <= now:
+                images.add(sha)
+                del in_flight[sha]
+        has_image = {s: s for s in images}.get
+        step = timed(next_step, state, has_image, allow_build=True, min_split=min_split)
+        if isinstance(step, Build):
+            if step.sha not in in_flight:  # not built ahead: build it now
+                in_flight[step.sha] = pool.start(step.sha, now, build_s)
+                out.builds += 1
+            now = max(now, in_flight.pop(step.sha))
+            images.add(step.sha)
+            continue
+        if not isinstance(step, Test):
+            assert isinstance(step, Done), step
+            out.found, out.wall = step.sha, now
+            return out
+        nxt = None
+        if ahead:  # while this test runs, build both possible next midpoints
+            nxt = timed(prefetch, state, step.sha, has_image, min_split)
+            for sha in nxt.shas():
+                if sha not in in_flight:
+                    in_flight[sha] = pool.start(sha, now, build_s)
+                    out.builds += 1
+        now += test_s
+        out.tests += 1
+        v = verdict(step.sha)
+        timed(state.record, step.sha, v)
+        ruled_out = {"good": nxt and nxt.if_bad, "bad": nxt and nxt.if_good}.get(v)
+        if ruled_out and in_flight.get(ruled_out, 0.0) > now:  # still building: cancel (done: keep the image)
+            pool.cancel(ruled_out, now)
+            del in_flight[ruled_out]
+            out.wasted += 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--commits", type=int, default=1000)
+    p.add_argument("--every", type=int, default=10, help="prebuilt image on every k-th commit for (b), (c)")
+    p.add_argument("--build-time", type=float, default=180.0, help="B: seconds per kernel build")
+    p.add_argument("--test-time", type=float, default=15.0, help="T: seconds per test (boot + run)")
+    p.add_argument("--workers", type=int, default=2, help="build workers available for ahead builds in (c)")
+    p.add_argument("--culprits", type=int, default=25, help="planted regressions, one bisection each")
+    p.add_argument("--min-split", type=float, default=0.5, help="engine rule: image split vs git's midpoint")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sweep", default="0,0.25,0.5,0.75,1", metavar="LIST",
+                   help="min_split values to compare under policy (b) (empty: no sweep)")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.perf_counter()
+        h = make_history(Path(tmp) / "repo", with_merges(args.commits, seed=args.seed))
+        gen_s = time.perf_counter() - began
+        merges = sum(1 for ps in h.parents if len(ps) == 2)
+        in_range = sorted(h.ancestors(len(h) - 1) - {0})
+        rng = random.Random(args.seed)
+        culprits = sorted(rng.sample(in_range, args.culprits))
+        prebuilt = {h.shas[i] for i in range(0, len(h), args.every)}
+        policies = {
+            "(a) build every step": dict(prebuilt=set(), ahead=False),
+            f"(b) every {args.every}th + on demand": dict(prebuilt=prebuilt, ahead=False),
+            "(c) (b) + ahead builds": dict(prebuilt=prebuilt, ahead=True),
+        }
+        results = {}
+        for name, kw in policies.items():
+            runs = [bisect(h, c, kw["prebuilt"], args.build_time, args.test_time, kw["ahead"], args.workers,
+                           args.min_split) for c in culprits]
+            for c, r in zip(culprits, runs, strict=True):
+                assert r.found == h.shas[c], f"{name}: wrong culprit for {c}"
+            results[name] = runs
+        sweep = {}
+        for ms in [float(x) for x in args.sweep.split(",") if x.strip()]:
+            sweep[ms] = [bisect(h, c, prebuilt, args.build_time, args.test_time, False, 1, ms)
+                         for c in culprits]
+
+    print(f"bisect benchmark: {len(h)}-commit generated history ({merges} merges, made in {gen_s:.2f} s), "
+          f"{len(culprits)} planted regressions, good = root, bad = tip")
+    print(f"cost model: build B = {args.build_time:g} s, test T = {args.test_time:g} s; prebuilt images on "
+          f"every {args.every}th commit for (b)/(c); {args.workers} build workers for ahead builds; "
+          f"min_split = {args.min_split:g}")
+    print("all runs found the planted commit\n")
+    names = list(results)
+    base_wall = statistics.mean(r.wall for r in results[names[0]])
+    def mean(rs, attr):
+        return statistics.mean(getattr(r, attr) for r in rs)
+
+    def per(rs, attr, by):
+        return 1000 * sum(getattr(r, attr) for r in rs) / sum(getattr(r, by) for r in rs)
+
+    rows = [
+        ("tests (mean)", lambda rs: f"{mean(rs, 'tests'):.1f}"),
+        ("builds started (mean)", lambda rs: f"{mean(rs, 'builds'):.1f}"),
+        ("  of which cancelled", lambda rs: f"{mean(rs, 'wasted'):.1f}"),
+        ("modelled wall time (mean)", lambda rs: _duration(mean(rs, "wall"))),
+        ("  min .. max", lambda rs: f"{_duration(min(r.wall for r in rs))} .. "
+                                    f"{_duration(max(r.wall for r in rs))}"),
+        ("wall time ratio to (a)", lambda rs: f"{mean(rs, 'wall') / base_wall:.2f}"),
+        ("speed-up over (a)", lambda rs: f"{base_wall / mean(rs, 'wall'):.1f}x"),
+        ("engine time per call (measured)", lambda rs: f"{per(rs, 'engine_s', 'engine_calls'):.1f} ms"),
+        ("engine time per test step", lambda rs: f"{per(rs, 'engine_s', 'tests'):.1f} ms"),
+    ]
+    width = max(len(n) for n in names) + 2
+    print(f"{'':34}" + "".join(f"{n:>{width}}" for n in names))
+    for label, fmt in rows:
+        print(f"{label:34}" + "".join(f"{fmt(results[n]):>{width}}" for n in names))
+    if sweep:
+        print("\nmin_split under (b): an image must split at least min_split x as well as git's midpoint")
+        print(f"{'min_split':>10}{'tests':>8}{'builds':>8}{'wall (mean)':>13}")
+        for ms, rs in sweep.items():
+            wall = _duration(mean(rs, "wall"))
+            print(f"{ms:>10g}{mean(rs, 'tests'):>8.1f}{mean(rs, 'builds'):>8.1f}{wall:>13}")
+    cmd = [f"{Path(sys.executable).name}", "bench/bench_bisect.py", "--commits", args.commits, "--every",
+           args.every, "--build-time", f"{args.build_time:g}", "--test-time", f"{args.test_time:g}",
+           "--workers", args.workers, "--culprits", args.culprits, "--min-split", f"{args.min_split:g}",
+           "--seed", args.seed, "--sweep", args.sweep]
+    print("\ncommand: " + " ".join(shlex.quote(str(c)) for c in cmd))
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The local-command tester (contract): a command decides good / bad / skip for one image.
+
+The command gets the commit and its image in the environment::
+
+    BISECT_SHA        full commit sha
+    BISECT_IMAGE      image name (the kernel release string)
+    BISECT_IMAGE_URL  the image directory's URL (ends in "/")
+    BISECT_IMAGE_DIR  a local directory holding the image's files, downloaded and sha256-checked
+
+and answers with its exit status, as for ``git bisect run``: 0 good, 125 skip, 1..127 other than 125
+bad, anything above 127 (including death by a signal) aborts the bisection: such a status means the
+test itself broke, and calling that "bad" would send the bisection the wrong way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
+
+EXIT_SKIP = 125
+
+
+class TesterAbort(RuntimeError):
+    """The test command exited above 127: stop the bisection, record nothing for this commit."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def verdict_for_exit(status: int) -> str:
+    """Map an exit status to a verdict, or raise :class:`TesterAbort`.
+
+    A negative status (Python's way of saying "killed by signal N") counts as 128+N, as a shell reports it.
+    """
+    if status < 0:
+        status = 128 - status
+    if status == 0:
+        return GOOD
+    if status == EXIT_SKIP:
+        return SKIP
+    if 1 <= status <= 127:
+        return BAD
+    raise TesterAbort(status, f"test command exited with status {status} (above 127): bisection aborted")
+
+
+def tester_env(sha: str, image_name: str, image_url: str, image_dir: str | Path,
+               base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update(
+        BISECT_SHA=sha,
+        BISECT_IMAGE=image_name,
+        BISECT_IMAGE_URL=image_url,
+        BISECT_IMAGE_DIR=str(image_dir),
+    )
+    return env
+
+
+def run_test_command(command: str, env: Mapping[str, str], cwd: str | Path | None = None,
+                     timeout: float | None = None) -> int:
+    """Run ``command`` through the shell (it is a command line, as for ``git bisect run``); its status.
+
+    A command that outlives ``timeout`` is killed and reported as status 128 + SIGKILL: an abort, since
+    a hung test says nothing about the commit.
+    """
+    proc = subprocess.Popen(command, shell=True, env=dict(env), cwd=cwd, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return 128 + signal.SIGKILL
+    except BaseException:  # Ctrl-C: its own session does not get the terminal's SIGINT
+        _kill_group(proc)
+        raise
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """The whole process group: the shell and whatever it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
