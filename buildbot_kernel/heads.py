@@ -8,7 +8,6 @@ that has neither a published image nor a recorded failure for the branch's build
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from buildbot_kernel.ledger import BuildLedger
 from buildbot_kernel.target import BuildTarget
