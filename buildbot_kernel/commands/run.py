@@ -1,0 +1,90 @@
+"""``buildbot-kernel run`` / ``stop``: a master, a local worker and the image server, from one command.
+
+It uses Buildbot's own tools (``buildbot create-master/start``, ``buildbot-worker create-worker/start``),
+so what it sets up is an ordinary Buildbot installation an admin can keep managing with them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.cli import CommandError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    exe = BIN / name
+    return str(exe) if exe.exists() else (shutil.which(name) or name)
+
+
+def _call(*cmd) -> None:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CommandError(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}")
+
+
+def prepare_master(master_dir: Path, settings_file: Path | None) -> settings_mod.Settings:
+    if not (master_dir / "buildbot.tac").exists():
+        _call(_tool("buildbot"), "create-master", "-q", master_dir)
+    shutil.copy(REPO_ROOT / "master.cfg", master_dir / "master.cfg")
+    target = master_dir / "settings.toml"
+    if settings_file is not None:
+        shutil.copy(settings_file, target)
+    elif not target.exists():
+        shutil.copy(REPO_ROOT / "settings.toml", target)
+    try:
+        return settings_mod.load(target)
+    except settings_mod.SettingsError as e:
+        raise CommandError(str(e)) from None
+
+
+def run(args) -> int:
+    master_dir = Path(args.dir).resolve()
+    worker_dir = Path(args.worker_dir).resolve() if args.worker_dir else master_dir.parent / "worker"
+    s = prepare_master(master_dir, Path(args.settings) if args.settings else None)
+    _call(_tool("buildbot"), "checkconfig", master_dir)
+    local = s.workers[0]
+    if not (worker_dir / "buildbot.tac").exists():
+        _call(_tool("buildbot-worker"), "create-worker", "-q", worker_dir,
+              f"localhost:{s.server['worker_port']}", local["name"], local["password"])
+    _call(_tool("buildbot"), "start", master_dir)
+    _call(_tool("buildbot-worker"), "start", worker_dir)
+    web = s.server["url"] or f"http://localhost:{s.server['web_port']}/"
+    print(f"buildbot-kernel is running: {s.server['title']}")
+    print(f"  web UI and REST API  {web}")
+    if s.server["image_port"]:
+        print(f"  image tree           {s.images['base_url']}/  (index.json, index.html)")
+    print(f"  master directory     {master_dir}   (settings: {master_dir / 'settings.toml'})")
+    print(f"  local worker         {worker_dir}   ({local['name']})")
+    print("  stop with            buildbot-kernel stop")
+    return 0
+
+
+def stop(args) -> int:
+    master_dir = Path(args.dir).resolve()
+    worker_dir = Path(args.worker_dir).resolve() if args.worker_dir else master_dir.parent / "worker"
+    for tool, d in ((_tool("buildbot-worker"), worker_dir), (_tool("buildbot"), master_dir)):
+        if (d / "twistd.pid").exists():
+            subprocess.run([tool, "stop", str(d)], capture_output=True)
+    print("stopped")
+    return 0
+
+
+def register(sub) -> None:
+    for name, func, text in (("run", run, "create (first time) and start the master, a local worker and the "
+                                          "image server"),
+                             ("stop", stop, "stop what `run` started")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--dir", default="master", help="master directory (default: ./master)")
+        p.add_argument("--worker-dir", default=None, help="local worker directory (default: ./worker)")
+        if name == "run":
+            p.add_argument("--settings", default=None,
+                           help="settings file to install into the master directory (default: keep the one "
+                                "there, or copy the shipped settings.toml)")
+        p.set_defaults(func=func)
