@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,14 +16,10 @@ from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.steps.heads import ReconcileHeads
 from buildbot_kernel.target import BuildTarget, builder_name
+from buildbot_kernel.util import identifier
 
 CONTROL_WORKER = "master-local"  # in-process worker for orchestration builders (heads, bisect)
 HEADS_BUILDER = "heads"
-
-
-def identifier(text: str) -> str:
-    """Buildbot identifiers (scheduler names in REST URLs) allow [A-Za-z0-9_-] only."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:50]
 
 
 def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):

@@ -9,6 +9,7 @@ from buildbot_kernel.settings import Settings, resolve
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.util import identifier
 
 NO_LOCALVERSION = {"LOCALVERSION": None}  # unset: setting it, even empty, drops the "+" of the name
 
@@ -28,12 +29,12 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
 
     f = util.BuildFactory()
-    f.addStep(steps.Git(name="update tree", repourl=target.url, branch=target.branch, mode="incremental",
+    f.addStep(steps.Git(name="update-tree", repourl=target.url, branch=target.branch, mode="incremental",
                         workdir="work/src", progress=True, haltOnFailure=True, timeout=3600))
     f.addStep(KernelFacts(target))
-    f.addStep(steps.ShellCommand(name="clean fragments", command=["rm", "-rf", "fragments"], **common))
+    f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **common))
     for src, dest in downloads:
-        f.addStep(steps.FileDownload(name=f"download {dest}", mastersrc=str(src), workerdest=dest,
+        f.addStep(steps.FileDownload(name=identifier(f"download-{dest}"), mastersrc=str(src), workerdest=dest,
                                      haltOnFailure=True, **common))
     f.addStep(steps.ShellCommand(
         name="configure", haltOnFailure=True, env=NO_LOCALVERSION, **common,

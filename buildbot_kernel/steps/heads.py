@@ -8,6 +8,7 @@ from twisted.internet import defer, utils
 
 from buildbot_kernel import heads
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.util import identifier
 
 
 class ReconcileHeads(buildstep.BuildStep):
@@ -21,7 +22,7 @@ class ReconcileHeads(buildstep.BuildStep):
         # targets: (target, builder name, scheduler name) for each branch of this repository
         self.url = url
         self.targets = targets
-        kwargs.setdefault("name", f"heads of {targets[0][0].repository}")
+        kwargs.setdefault("name", identifier(f"heads-{targets[0][0].repository}"))
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks

@@ -41,7 +41,7 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
     worker reports; Kbuild's own ``kernelrelease`` is compared with it after the build.
     """
 
-    name = "kernel facts"
+    name = "kernel-facts"
     haltOnFailure = True
 
     def __init__(self, target: BuildTarget, **kwargs):
@@ -135,15 +135,15 @@ class KbuildCompile(ShellCommand):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.progress = KbuildProgress()
+        self.kbuild = KbuildProgress()
         self._errors_log = None
         self.addLogObserver("stdio", _ProgressObserver(self))
 
     def lineReceived(self, line: str):
-        is_error = self.progress.feed(line)
+        is_error = self.kbuild.feed(line)
         if is_error and self._errors_log is not None:
             self._errors_log.addStdout(line + "\n")
-        if self.progress.objects % 25 == 1 or is_error:
+        if self.kbuild.objects % 25 == 1 or is_error:
             self.updateSummary()
 
     @defer.inlineCallbacks
@@ -155,21 +155,21 @@ class KbuildCompile(ShellCommand):
         return cmd.results()
 
     def getCurrentSummary(self):
-        return {"step": self.progress.summary(running=True)}
+        return {"step": self.kbuild.summary(running=True)}
 
     def getResultSummary(self):
-        if self.results not in (SUCCESS, SKIPPED) and self.progress.first_error:
-            return {"step": f"failed: {self.progress.first_error}"[:200],
-                    "build": f"compile error: {self.progress.first_error}"[:200]}
+        if self.results not in (SUCCESS, SKIPPED) and self.kbuild.first_error:
+            return {"step": f"failed: {self.kbuild.first_error}"[:200],
+                    "build": f"compile error: {self.kbuild.first_error}"[:200]}
         if self.results == SKIPPED:
             return super().getResultSummary()
-        return {"step": self.progress.summary(running=False)}
+        return {"step": self.kbuild.summary(running=False)}
 
 
 class CheckKernelRelease(buildstep.ShellMixin, buildstep.BuildStep):
     """Kbuild must agree with the naming contract, else the image would lie to ``uname -r``."""
 
-    name = "check kernelrelease"
+    name = "check-kernelrelease"
     haltOnFailure = True
 
     def __init__(self, **kwargs):

@@ -100,7 +100,7 @@ class PublishImage(buildstep.BuildStep):
 class RecordOutcome(buildstep.BuildStep):
     """Runs always: a failed build is remembered (not rebuilt on restart) and its upload cleaned away."""
 
-    name = "record outcome"
+    name = "record-outcome"
     alwaysRun = True
     hideStepIf = staticmethod(lambda results, step: results == SUCCESS)
 

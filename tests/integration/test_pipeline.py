@@ -139,6 +139,6 @@ def test_restart_builds_nothing_again(farm):
              "the startup heads check to finish")
     heads_build = master.builds("heads")[-1]
     assert heads_build["results"] == SUCCESS, heads_build["state_string"]
-    step = [s for s in master.steps(heads_build["buildid"]) if s["name"] == "heads of drm-intel"][0]
+    step = [s for s in master.steps(heads_build["buildid"]) if s["name"] == "heads-drm-intel"][0]
     assert step["state_string"] == "all heads have images"
     assert len(kernel_builds(master)) == before
