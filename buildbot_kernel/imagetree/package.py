@@ -148,9 +148,9 @@ def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
 
 def read_metadata(image_dir: str | os.PathLike) -> dict:
     """Parsed ``metadata.json``; raises ValueError (unreadable, not JSON, not an object)."""
-    path = Path(image_dir) / METADATA
     try:
-        data = json.loads(path.read_text())
+        with open(os.path.join(image_dir, METADATA), "rb") as f:
+            data = json.loads(f.read())
     except OSError as e:
         raise ValueError(f"{METADATA}: cannot read: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
