@@ -92,7 +92,7 @@ class TreeIndex:
         self.base_url = base_url
         self.scanner = TreeScanner(self.root)
         self.env = make_env(templates)
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
         self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
         self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
 
@@ -123,7 +123,7 @@ class TreeIndex:
     def regenerate(self, exclude: frozenset[str] | set[str] = frozenset()) -> Result:
         """Rescan and rewrite what changed.  ``exclude`` = image paths (``branch/name/``) to leave out:
         retention excludes what it is about to delete, so the index never lists a deleted image."""
-        with self._lock:
+        with self.lock:
             images = [i for i in self.scanner.scan() if i.path not in exclude]
             encoded = self._entries(images)
             result = Result([e[0] for e in encoded], skipped=dict(self.scanner.skipped))
