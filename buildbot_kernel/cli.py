@@ -13,6 +13,9 @@ import sys
 # sub-command modules, in the order ``--help`` lists them
 COMMANDS = [
     "buildbot_kernel.commands.run",
+    "buildbot_kernel.commands.index",
+    "buildbot_kernel.commands.images",
+    "buildbot_kernel.commands.snippets",
 ]
 
 

@@ -47,9 +47,14 @@ class ImageTree:
         """Verify and rename into place, apply retention, regenerate the index.  Raises
         package.CorruptImage / package.ImageExists (nothing changes in the tree then)."""
         target = package.publish(staging_dir, self.root, branch, name)
-        self.apply_retention()
-        self.regenerate()
+        self.published(target)
         return target
+
+    def published(self, path: str | os.PathLike | None = None) -> Result:
+        """After an image was renamed into the tree (by ``publish`` or a caller using
+        ``package.publish`` itself): apply retention, then regenerate the index."""
+        self.apply_retention()
+        return self.regenerate()
 
     def regenerate(self) -> Result:
         with self.index.lock:
