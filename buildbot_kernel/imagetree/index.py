@@ -132,16 +132,17 @@ class TreeIndex:
             by_branch: dict[str, list[int]] = {}
             for k, img in enumerate(images):
                 by_branch.setdefault(img.branch_dir, []).append(k)
+            # branch files first: whoever sees the new root index.json finds the branch files current
+            for b in _branch_dirs(self.root) | by_branch.keys():
+                ks = by_branch.get(b, [])
+                self._write_branch(b, [images[k] for k in ks], [encoded[k] for k in ks], generated, result)
             if self._changed(INDEX_JSON, signature) or self._changed(INDEX_HTML, signature):
-                self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in encoded]), signature, result)
                 branches = [{"dir": b, "name": images[ks[0]].metadata["branch"], "count": len(ks),
                              "rows": _rows([encoded[k] for k in ks])} for b, ks in by_branch.items()]
                 html = self.env.get_template("index.html.j2").render(
                     generated=generated, branches=branches, count=len(images), branch_dir=None)
                 self._write(INDEX_HTML, html, signature, result)
-            for b in _branch_dirs(self.root) | by_branch.keys():
-                ks = by_branch.get(b, [])
-                self._write_branch(b, [images[k] for k in ks], [encoded[k] for k in ks], generated, result)
+                self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in encoded]), signature, result)
             return result
 
     def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], generated: str,

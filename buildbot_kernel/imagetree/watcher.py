@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 from watchdog.events import DirModifiedEvent, FileSystemEvent, FileSystemEventHandler
@@ -27,6 +28,9 @@ from watchdog.observers.polling import PollingObserver
 from buildbot_kernel.imagetree.index import GENERATED_FILES
 
 log = logging.getLogger(__name__)
+# watchdog (7.x) warns each time a watched directory is renamed inside the tree (every publish moves
+# one in from .incoming/); it re-adds the watch correctly, so the warning is only noise in the log
+warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
 _IGNORED_TYPES = {"opened", "closed_no_write"}
 
 

@@ -57,13 +57,3 @@ def serve(tmp_path_factory):
     yield start
     for s in servers:
         s.stop()
-
-
-def parse_cli(module, argv):
-    """Parse ``argv`` with one command module's parser (as ``buildbot-kernel`` would) -> args."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="buildbot-kernel")
-    sub = parser.add_subparsers(dest="command")
-    module.register(sub)
-    return parser.parse_args(argv)
