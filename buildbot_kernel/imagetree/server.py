@@ -32,30 +32,40 @@ def _not_found(request) -> bytes:
 
 
 class FileProducer:
-    """Pull producer: the transport asks for more when it has sent what it had."""
+    """Push producer: writes chunks until the transport says its buffer is full (``pauseProducing``)
+    and carries on when the transport drained it (``resumeProducing``, called from the transport's
+    own write event), so a download costs one read and one send per chunk and no timer turns."""
 
     def __init__(self, request, f, offset: int, length: int):
         self.request = request
         self.f = f
         self.offset = offset
         self.left = length
+        self.paused = False
         request.notifyFinish().addBoth(self._close)
 
     def start(self) -> None:
-        self.request.registerProducer(self, False)
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None and getattr(transport, "SEND_LIMIT", CHUNK) < CHUNK:
+            transport.SEND_LIMIT = CHUNK  # one send(2) per chunk instead of several
+        self.request.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
 
     def resumeProducing(self) -> None:
-        if self.f is None:
-            return
-        data = os.pread(self.f.fileno(), min(CHUNK, self.left), self.offset) if self.left else b""
-        if not data:  # done (or the file shrank under us: end what we can)
-            self.request.unregisterProducer()
-            self.request.finish()
-            self._close()
-            return
-        self.offset += len(data)
-        self.left -= len(data)
-        self.request.write(data)
+        self.paused = False
+        while not self.paused and self.f is not None:
+            data = os.pread(self.f.fileno(), min(CHUNK, self.left), self.offset) if self.left else b""
+            if not data:  # done (or the file shrank under us: end what we can)
+                self._close()
+                self.request.unregisterProducer()
+                self.request.finish()
+                return
+            self.offset += len(data)
+            self.left -= len(data)
+            self.request.write(data)  # may call pauseProducing before it returns
 
     def stopProducing(self) -> None:
         self._close()
