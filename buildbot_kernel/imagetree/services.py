@@ -94,8 +94,16 @@ class ImageServerService(BuildbotService):
     def __init__(self, *args, **kwargs):
         self.site = None
         self.port = None
+        self.mounted: dict[bytes, object] = {}  # survives a reconfig that rebuilds the site
         self._listen_args = None
         super().__init__(*args, **kwargs)
+
+    def mount(self, name: str | bytes, res) -> None:
+        """Serve ``res`` at ``/<name>/`` (the test-farm driver mounts ``machines``)."""
+        key = name.encode() if isinstance(name, str) else name
+        self.mounted[key] = res
+        if self.site is not None:
+            self.site.resource.putChild(key, res)
 
     @defer.inlineCallbacks
     def reconfigService(self, root, port, interface="127.0.0.1", access_log=None, children=None, **kwargs):
@@ -103,11 +111,12 @@ class ImageServerService(BuildbotService):
         if listen_args != self._listen_args:
             yield self._stop_listening()
             self.site = make_site(root, access_log=access_log)
+            for key, res in self.mounted.items():
+                self.site.resource.putChild(key, res)
             self.port = reactor.listenTCP(port, self.site, interface=interface)
             self._listen_args = listen_args
         for child_name, res in (children or {}).items():
-            self.site.resource.putChild(child_name.encode() if isinstance(child_name, str) else child_name,
-                                        res)
+            self.mount(child_name, res)
         yield super().reconfigService(**kwargs)
 
     def _stop_listening(self):
@@ -119,3 +128,16 @@ class ImageServerService(BuildbotService):
         yield self._stop_listening()
         self._listen_args = None
         yield super().stopService()
+
+
+def services_from_settings(settings, images_root: str, children: dict | None = None) -> list:
+    """The services for ``c['services']``: the tree always, the embedded server unless
+    ``server.image_port`` is 0 (Apache/nginx serves the tree then)."""
+    images = settings.images
+    out = [ImageTreeService(root=images_root, base_url=images["base_url"],
+                            keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"],
+                            debounce=images["debounce"], watch=images.get("watch", "inotify"))]
+    if settings.server["image_port"]:
+        out.append(ImageServerService(root=images_root, port=settings.server["image_port"],
+                                      interface=settings.server["bind"], children=children))
+    return out

@@ -8,6 +8,7 @@ import shutil
 import socket
 import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
 from twisted.internet import defer, threads
@@ -28,6 +29,9 @@ class Machines(resource.Resource):
 
     def render_GET(self, request):
         return b"boot instructions"
+
+
+REPO_SETTINGS = Path(__file__).resolve().parents[2] / "settings.toml"
 
 
 def fetch(url):
@@ -110,3 +114,27 @@ class ImageServicesTest(unittest.TestCase):
             ImageTreeService(root=self.root, base_url="http://x/", watch="sometimes")
         with self.assertRaises(ValueError):
             ImageServerService(root=self.root, port=70000)
+
+    @defer.inlineCallbacks
+    def test_mounts_survive_a_new_site(self):
+        tree, srv, url = yield self.start()
+        srv.mount("farm", Machines())
+        self.assertEqual((yield fetch(url + "farm/x")), b"boot instructions")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            new = s.getsockname()[1]
+        yield srv.reconfigService(root=self.root, port=new)
+        self.assertEqual((yield fetch(f"http://127.0.0.1:{new}/farm/x")), b"boot instructions")
+
+
+def test_services_from_settings(tmp_path):
+    from buildbot_kernel import settings as settings_mod
+    from buildbot_kernel.imagetree.services import services_from_settings
+
+    text = (REPO_SETTINGS.read_text())
+    s = settings_mod.parse(text, str(tmp_path / "settings.toml"))
+    svcs = services_from_settings(s, str(tmp_path / "images"))
+    assert [type(x).__name__ for x in svcs] == ["ImageTreeService", "ImageServerService"]
+    off = settings_mod.parse(text.replace("image_port = 8011", "image_port = 0"), str(tmp_path / "s.toml"))
+    assert [type(x).__name__ for x in services_from_settings(off, str(tmp_path / "images"))] == [
+        "ImageTreeService"]
