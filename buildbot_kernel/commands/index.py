@@ -49,6 +49,7 @@ def run(args) -> int:
     if args.retention:
         print(tree.apply_retention().describe())
     result = tree.regenerate()
+    tree.save_cache()
     for path, why in sorted(result.skipped.items()):
         print(f"not listed: {path}: {why}")
     print(f"{len(result.images)} images listed; wrote {len(result.written)} files under {root}")

@@ -28,6 +28,8 @@ INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
+CACHE = ".state/index-cache.json"
+CACHE_SCHEMA = 1
 
 
 def templates_dir() -> Path:
@@ -111,6 +113,38 @@ class TreeIndex:
             out.append(cached[1:])
         self._encoded = fresh
         return out
+
+    def save_cache(self) -> None:
+        """Write what this process parsed and rendered to ``.state/index-cache.json``, so the next
+        process (``buildbot-kernel index``, a master restart) regenerates without re-reading every
+        manifest.  Only a speed-up: every entry is re-validated against the files' stat data."""
+        with self.lock:
+            images = {}
+            for path, (img, _entry, text, row) in self._encoded.items():
+                images[path] = [list(img.version), img.metadata, text, row]
+            doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
+            (self.root / CACHE).parent.mkdir(exist_ok=True)
+            atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
+
+    def load_cache(self) -> int:
+        """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
+        try:
+            with open(self.root / CACHE, "rb") as f:
+                doc = json.loads(f.read())
+            if doc.get("schema") != CACHE_SCHEMA:
+                return 0
+            same_url = doc.get("base_url") == self.base_url
+            with self.lock:
+                for path, (key, meta, text, row) in doc["images"].items():
+                    branch_dir, name = path.rstrip("/").split("/")
+                    img = self.scanner.seed(branch_dir, name, meta, key)
+                    entry = index_entry(img, self.base_url)
+                    if not same_url:
+                        text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+                    self._encoded[path] = (img, entry, text, row)
+            return len(doc["images"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0  # no cache or a damaged one: the scan reads everything
 
     def _changed(self, rel: str, signature: tuple) -> bool:
         return self._signatures.get(rel) != signature or not (self.root / rel).exists()

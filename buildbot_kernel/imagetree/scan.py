@@ -88,10 +88,17 @@ class TreeScanner:
                 problems.append(size_problem)
         if problems:
             return _Cached(key, None, "; ".join(problems))
-        files = meta["files"]
-        sort_key = (_timestamp(meta["build_date"]), _timestamp(meta["commit_date"]), img_dir)
-        image = Image(branch_dir, img_dir, meta, sort_key, sum(f["size"] for f in files.values()), key)
-        return _Cached(key, image, "")
+        return _Cached(key, make_image_record(branch_dir, img_dir, meta, key), "")
+
+    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple) -> Image:
+        """Remember an image checked by an earlier process (the index's saved cache); the next scan uses
+        it only if both manifests and the directory still have exactly this ``key``."""
+        image = make_image_record(branch_dir, img_dir, metadata, tuple(key))
+        self._cache[f"{branch_dir}/{img_dir}"] = _Cached(tuple(key), image, "")
+        return image
+
+    def cached_images(self) -> list[Image]:
+        return [c.image for c in self._cache.values() if c.image is not None]
 
     def scan(self) -> list[Image]:
         """Every complete image, newest first (build date, then commit date, then name)."""
@@ -125,6 +132,11 @@ class TreeScanner:
         self.skipped = skipped
         images.sort(key=lambda i: i.sort_key, reverse=True)
         return images
+
+
+def make_image_record(branch_dir: str, img_dir: str, meta: dict, key: tuple) -> Image:
+    sort_key = (_timestamp(meta["build_date"]), _timestamp(meta["commit_date"]), img_dir)
+    return Image(branch_dir, img_dir, meta, sort_key, sum(f["size"] for f in meta["files"].values()), key)
 
 
 def _subdirs(path: Path) -> list[str]:

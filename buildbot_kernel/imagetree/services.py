@@ -50,6 +50,7 @@ class ImageTreeService(BuildbotService):
                               pins=self.pins)
         yield threads.deferToThread(empty_trash, root)
         yield threads.deferToThread(self.tree.regenerate)
+        yield threads.deferToThread(self.tree.save_cache)
         if watch != "off":
             self.watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce,
                                        polling=(watch == "poll"))
@@ -80,6 +81,8 @@ class ImageTreeService(BuildbotService):
     @defer.inlineCallbacks
     def stopService(self):
         yield self._stop_watcher()
+        if self.tree is not None:
+            yield threads.deferToThread(self.tree.save_cache)
         yield super().stopService()
 
 

@@ -26,6 +26,7 @@ class ImageTree:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.index = TreeIndex(self.root, base_url)
+        self.index.load_cache()  # a restart does not re-read every manifest (re-validated by stat)
         self.keep_per_branch = keep_per_branch
         self.max_bytes = max_bytes
         self.pins = pins
@@ -62,6 +63,9 @@ class ImageTree:
         for listener in list(self.listeners):
             listener(result)
         return result
+
+    def save_cache(self) -> None:
+        self.index.save_cache()
 
     def apply_retention(self) -> retention.Plan:
         """Delete what the policy says; the index is rewritten without them before they disappear."""

@@ -175,3 +175,30 @@ def test_atomic_write_replaces_by_rename(tmp_path):
                                     (10 * 2**20, "10.0 MiB"), (3 * 2**40, "3072.0 GiB")])
 def test_filesize(n, text):
     assert filesize(n) == text
+
+
+def test_saved_cache_is_used_and_revalidated(tree):
+    a = make_image(tree, "b", 1)
+    b = make_image(tree, "b", 2)
+    first = TreeIndex(tree, BASE)
+    first.regenerate()
+    first.save_cache()
+    # b changes after the cache was saved: its manifests are rewritten with another subject
+    fields = json.loads((b / "metadata.json").read_text())
+    fields["subject"] = "rewritten"
+    write_manifest(b, {k: v for k, v in fields.items() if k not in ("files", "schema")})
+    second = TreeIndex(tree, "http://other/")
+    assert second.load_cache() == 2
+    images = {e["name"]: e for e in second.regenerate().images}
+    assert images[b.name]["subject"] == "rewritten"  # stale cache entry not used
+    assert images[a.name]["url"] == f"http://other/b/{a.name}/"  # JSON re-encoded for the new URL
+    assert images[a.name]["subject"] == "commit 1 on b"
+
+
+def test_damaged_cache_is_ignored(tree):
+    make_image(tree, "b", 1)
+    (tree / ".state").mkdir()
+    (tree / ".state" / "index-cache.json").write_text('{"schema": 1, "images": {"x": [1]}}')
+    idx = TreeIndex(tree, BASE)
+    assert idx.load_cache() == 0
+    assert len(idx.regenerate().images) == 1
