@@ -174,7 +174,14 @@ def test_sha_endpoint_ambiguous_prefix(tmp_path, serve):  # a second server, own
     doc = json.loads(body)
     assert status == 409
     assert [m["sha"] for m in doc["matches"]] == ["abcd" + "1" * 36, "abcd" + "2" * 36]
-    assert get(f"{url}sha/abcd2")[0] == 200  # the index is re-read as it changes: still answers
+    assert get(f"{url}sha/abcd2")[0] == 200
+    (root / "index.json").write_text("{ half an index")
+    status, _, body = get(f"{url}sha/abcd2")
+    assert status == 503 and "cannot be read" in json.loads(body)["error"]
+    make_image(root, "b", 3, sha="abcd" + "3" * 36)
+    TreeIndex(root, url).regenerate()  # the index is re-read as it changes
+    status, _, body = get(f"{url}sha/abcd3")
+    assert status == 200 and json.loads(body)["sha"] == "abcd" + "3" * 36
 
 
 def test_access_log(site):
