@@ -42,9 +42,9 @@ def watched(tmp_path):
     tree.listeners.append(results.append)
     watchers = []
 
-    def start(debounce=0.2):
+    def start(debounce=0.2, **kw):
         tree.regenerate()
-        w = TreeWatcher(root, tree.regenerate, debounce=debounce)
+        w = TreeWatcher(root, tree.regenerate, debounce=debounce, **kw)
         w.start()
         watchers.append(w)
         return w
@@ -54,11 +54,12 @@ def watched(tmp_path):
         w.stop()
 
 
-def test_deleted_directory_leaves_the_index_within_2s(watched):
+@pytest.mark.parametrize("observer", [{}, {"polling": True, "poll_interval": 0.5}], ids=["inotify", "poll"])
+def test_deleted_directory_leaves_the_index_within_2s(watched, observer):
     root, tree, start, _ = watched
     a = make_image(root, "b", 1)
     b = make_image(root, "b", 2)
-    start()
+    start(**observer)
     assert listed(root) == [b.name, a.name]
     t0 = time.monotonic()
     shutil.rmtree(b)
