@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from buildbot_kernel.imagetree.index import TreeIndex  # noqa: E402
-from buildbot_kernel.imagetree.snippets import render, snippet_vars  # noqa: E402
+from buildbot_kernel.imagetree.snippets import standalone_nginx_conf  # noqa: E402
 from buildbot_kernel.imagetree.testing import make_image  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -65,14 +65,8 @@ def build_tree(root: Path, images: int, size: int) -> list[str]:
 
 def start_nginx(root: Path, work: Path, port: int) -> subprocess.Popen:
     work.mkdir(parents=True, exist_ok=True)
-    server = render("nginx", **snippet_vars(str(root), f"http://127.0.0.1:{port}/", "*",
-                                            access_log=str(work / "access.log")))
     conf = work / "nginx.conf"
-    conf.write_text(
-        f"daemon off;\nworker_processes auto;\npid {work}/nginx.pid;\nerror_log {work}/error.log;\n"
-        f"events {{ worker_connections 1024; }}\n"
-        f"http {{\n  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};\n"
-        f"  uwsgi_temp_path {work}; scgi_temp_path {work};\n{server}\n}}\n")
+    conf.write_text(standalone_nginx_conf(str(root), f"http://127.0.0.1:{port}/", str(work)))
     proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(work)], stderr=subprocess.PIPE)
     wait_port(port, proc, "nginx")
     return proc

@@ -36,3 +36,15 @@ def snippet_vars(root: str, base_url: str, nfs_clients: str = "*", access_log: s
 
 def render(kind: str, **variables) -> str:
     return make_env().get_template(TEMPLATES[kind]).render(**variables)
+
+
+def standalone_nginx_conf(root: str, base_url: str, workdir: str, workers: str = "auto") -> str:
+    """A complete nginx.conf around the nginx snippet, for running nginx in the foreground with all its
+    files under ``workdir`` (the benchmark and the tests compare it with the embedded server)."""
+    server = render("nginx", **snippet_vars(root, base_url, access_log=f"{workdir}/access.log"))
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temps = " ".join(f"{k}_temp_path {workdir};" for k in kinds)
+    # `user root` only matters when started as root (CI containers): workers must read the tree
+    return (f"daemon off;\nuser root;\nworker_processes {workers};\npid {workdir}/nginx.pid;\n"
+            f"error_log {workdir}/error.log;\nevents {{ worker_connections 1024; }}\n"
+            f"http {{\n{temps}\n{server}\n}}\n")
