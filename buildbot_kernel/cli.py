@@ -14,6 +14,9 @@ import sys
 COMMANDS = [
     "buildbot_kernel.commands.run",
     "buildbot_kernel.commands.bisect",
+    "buildbot_kernel.commands.index",
+    "buildbot_kernel.commands.images",
+    "buildbot_kernel.commands.snippets",
 ]
 
 

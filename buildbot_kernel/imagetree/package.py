@@ -47,10 +47,15 @@ class ImageExists(Exception):
 class CorruptImage(Exception):
     """A staging directory failed verification; ``problems`` says what, the directory is kept."""
 
-    def __init__(self, image_dir, problems: list[str]):
+    def __init__(self, image_dir_or_problems, problems: list[str] | None = None):
+        # CorruptImage(dir, problems) or CorruptImage(problems) when there is no directory to name
+        if problems is None:
+            image_dir, problems = "", image_dir_or_problems
+        else:
+            image_dir = image_dir_or_problems
         self.image_dir = str(image_dir)
-        self.problems = list(problems)
-        super().__init__(f"{image_dir}: " + "; ".join(self.problems))
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__((f"{image_dir}: " if image_dir else "") + "; ".join(self.problems))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -148,9 +153,9 @@ def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
 
 def read_metadata(image_dir: str | os.PathLike) -> dict:
     """Parsed ``metadata.json``; raises ValueError (unreadable, not JSON, not an object)."""
-    path = Path(image_dir) / METADATA
     try:
-        data = json.loads(path.read_text())
+        with open(os.path.join(image_dir, METADATA), "rb") as f:
+            data = json.loads(f.read())
     except OSError as e:
         raise ValueError(f"{METADATA}: cannot read: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -127,3 +127,8 @@ def test_publish_checks_the_name(tmp_path):
     write_manifest(d, fields)
     with pytest.raises(CorruptImage, match="differs from the publish name"):
         publish(d, tmp_path, "drm-intel-next", "something-else")
+
+
+def test_corrupt_image_without_a_directory():
+    e = CorruptImage(["upload incomplete"])
+    assert e.problems == ["upload incomplete"] and str(e) == "upload incomplete"

@@ -1,0 +1,56 @@
+"""``buildbot-kernel index``: regenerate every index file of an image tree by hand.
+
+For an admin after manual changes when no master runs (with a master running, its watchdog does this).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildbot_kernel.cli import CommandError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("index", help="regenerate the index files of an image tree",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--root", help="the image tree (default: images.root of --settings)")
+    p.add_argument("--base-url", help="URL the tree is served at (default: images.base_url of --settings)")
+    p.add_argument("--settings", help="settings file to take --root/--base-url from")
+    p.add_argument("--retention", action="store_true",
+                   help="also apply the retention of --settings (keep_per_branch, max_bytes); "
+                        "bisect pins are not known here, so use it only with no bisect running")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from buildbot_kernel.imagetree.tree import ImageTree
+
+    keep = budget = 0
+    root, base_url = args.root, args.base_url
+    if args.settings:
+        from buildbot_kernel.settings import SettingsError, load, resolve
+
+        try:
+            s = load(args.settings)
+        except SettingsError as e:
+            raise CommandError(str(e)) from None
+        root = root or str(resolve(s, s.images["root"]))
+        base_url = base_url or s.images["base_url"]
+        keep, budget = s.images["keep_per_branch"], s.images["max_bytes"]
+    elif args.retention:
+        raise CommandError("--retention needs --settings (the limits are in the settings file)")
+    if not root or not base_url:
+        raise CommandError("give --root DIR and --base-url URL (or --settings FILE)")
+    if not Path(root).is_dir():
+        raise CommandError(f"--root {root}: not a directory")
+    if not base_url.startswith(("http://", "https://")):
+        raise CommandError(f"--base-url {base_url!r}: expected an http:// or https:// URL")
+    tree = ImageTree(root, base_url, keep_per_branch=keep, max_bytes=budget)
+    if args.retention:
+        print(tree.apply_retention().describe())
+    result = tree.regenerate()
+    tree.save_cache()
+    for path, why in sorted(result.skipped.items()):
+        print(f"not listed: {path}: {why}")
+    print(f"{len(result.images)} images listed; wrote {len(result.written)} files under {root}")
+    return 0

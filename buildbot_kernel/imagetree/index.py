@@ -1,0 +1,227 @@
+"""The generated index of an image tree (contract, see docs/index-format.md).
+
+Writes ``<root>/index.{json,html}``, ``<root>/<branch>/index.{json,html}`` and ``<root>/<branch>/latest``,
+each atomically.  One ``TreeIndex`` per tree is meant to live as long as the process (master, watchdog,
+CLI run): it keeps the scanner's manifest cache and each image's encoded JSON, and skips files whose
+content would not change, so the regeneration after a publish costs little more than a directory walk
+and the writes of what did change.  That also keeps the watchdog from looping on its own writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
+
+from buildbot_kernel.imagetree.atomic import atomic_write
+from buildbot_kernel.imagetree.scan import Image, TreeScanner
+
+SCHEMA = 1
+INDEX_JSON = "index.json"
+INDEX_HTML = "index.html"
+LATEST = "latest"
+GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
+CACHE = ".state/index-cache.json"
+CACHE_SCHEMA = 1
+
+
+def templates_dir() -> Path:
+    """The repository's ``templates/`` (beside the package)."""
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+def filesize(n: int) -> str:
+    """Sizes as a person reads them in a listing: 1023 B, 4.2 MiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def make_env(directory: Path | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory or templates_dir())),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["filesize"] = filesize
+    return env
+
+
+def image_url(base_url: str, image: Image) -> str:
+    return f"{base_url.rstrip('/')}/{quote(image.branch_dir, safe='+')}/{quote(image.name, safe='+')}/"
+
+
+def index_entry(image: Image, base_url: str) -> dict:
+    """metadata.json as is, except its repository ``url`` moves to ``repository_url`` and ``url`` becomes
+    the image directory's absolute URL; ``path`` is the same relative to the tree root."""
+    entry = dict(image.metadata)
+    entry["repository_url"] = entry.pop("url", "")
+    entry["url"] = image_url(base_url, image)
+    entry["path"] = image.path
+    return entry
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Result:
+    """What one regeneration saw and did."""
+
+    images: list[dict]
+    written: list[str] = field(default_factory=list)  # paths relative to the root
+    skipped: dict[str, str] = field(default_factory=dict)  # incomplete directories and why
+
+
+class TreeIndex:
+    """Regenerates the index files of one tree; thread-safe (publish, watchdog and retention share it)."""
+
+    def __init__(self, root: str | os.PathLike, base_url: str, templates: Path | None = None):
+        self.root = Path(root)
+        self.base_url = base_url
+        self.scanner = TreeScanner(self.root)
+        self.env = make_env(templates)
+        self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
+        self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
+        self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
+
+    def _entries(self, images: list[Image]) -> list[tuple[dict, str, str]]:
+        """(entry, its JSON, its HTML row) per image, each encoded once per image version."""
+        out = []
+        fresh = {}
+        row = self.env.get_template("_image_row.html.j2")
+        for img in images:
+            cached = self._encoded.get(img.path)
+            if cached is None or cached[0] is not img:
+                entry = index_entry(img, self.base_url)
+                cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
+                          row.render(i=entry))
+            fresh[img.path] = cached
+            out.append(cached[1:])
+        self._encoded = fresh
+        return out
+
+    def save_cache(self) -> None:
+        """Write what this process parsed and rendered to ``.state/index-cache.json``, so the next
+        process (``buildbot-kernel index``, a master restart) regenerates without re-reading every
+        manifest.  Only a speed-up: every entry is re-validated against the files' stat data."""
+        with self.lock:
+            images = {}
+            for path, (img, _entry, text, row) in self._encoded.items():
+                images[path] = [list(img.version), img.metadata, text, row]
+            doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
+            (self.root / CACHE).parent.mkdir(exist_ok=True)
+            atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
+
+    def load_cache(self) -> int:
+        """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
+        try:
+            with open(self.root / CACHE, "rb") as f:
+                doc = json.loads(f.read())
+            if doc.get("schema") != CACHE_SCHEMA:
+                return 0
+            same_url = doc.get("base_url") == self.base_url
+            with self.lock:
+                for path, (key, meta, text, row) in doc["images"].items():
+                    branch_dir, name = path.rstrip("/").split("/")
+                    img = self.scanner.seed(branch_dir, name, meta, key)
+                    entry = index_entry(img, self.base_url)
+                    if not same_url:
+                        text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+                    self._encoded[path] = (img, entry, text, row)
+            return len(doc["images"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0  # no cache or a damaged one: the scan reads everything
+
+    def _changed(self, rel: str, signature: tuple) -> bool:
+        return self._signatures.get(rel) != signature or not (self.root / rel).exists()
+
+    def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
+        atomic_write(self.root / rel, text)
+        self._signatures[rel] = signature
+        result.written.append(rel)
+
+    def regenerate(self, exclude: frozenset[str] | set[str] = frozenset()) -> Result:
+        """Rescan and rewrite what changed.  ``exclude`` = image paths (``branch/name/``) to leave out:
+        retention excludes what it is about to delete, so the index never lists a deleted image."""
+        with self.lock:
+            images = [i for i in self.scanner.scan() if i.path not in exclude]
+            encoded = self._entries(images)
+            result = Result([e[0] for e in encoded], skipped=dict(self.scanner.skipped))
+            generated = now_iso()
+            signature = tuple((i.path, i.version) for i in images)
+            by_branch: dict[str, list[int]] = {}
+            for k, img in enumerate(images):
+                by_branch.setdefault(img.branch_dir, []).append(k)
+            # branch files first: whoever sees the new root index.json finds the branch files current
+            for b in _branch_dirs(self.root) | by_branch.keys():
+                ks = by_branch.get(b, [])
+                self._write_branch(b, [images[k] for k in ks], [encoded[k] for k in ks], generated, result)
+            if self._changed(INDEX_JSON, signature) or self._changed(INDEX_HTML, signature):
+                branches = [{"dir": b, "name": images[ks[0]].metadata["branch"], "count": len(ks),
+                             "rows": _rows([encoded[k] for k in ks])} for b, ks in by_branch.items()]
+                html = self.env.get_template("index.html.j2").render(
+                    generated=generated, branches=branches, count=len(images), branch_dir=None)
+                self._write(INDEX_HTML, html, signature, result)
+                self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in encoded]), signature, result)
+            return result
+
+    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], generated: str,
+                      result: Result) -> None:
+        signature = tuple((i.path, i.version) for i in images)
+        rel_json, rel_html, rel_latest = f"{b}/{INDEX_JSON}", f"{b}/{INDEX_HTML}", f"{b}/{LATEST}"
+        if not (self._changed(rel_json, signature) or self._changed(rel_html, signature)
+                or (images and self._changed(rel_latest, signature))):
+            return
+        branch = images[0].metadata["branch"] if images else b
+        self._write(rel_json, _json_doc(generated, [e[1] for e in encoded], branch=branch), signature, result)
+        html = self.env.get_template("branch-index.html.j2").render(
+            generated=generated, branch=branch, branch_dir=b, count=len(images), rows=_rows(encoded))
+        self._write(rel_html, html, signature, result)
+        if images:
+            self._write(rel_latest, images[0].name + "\n", signature, result)
+        else:
+            try:
+                (self.root / rel_latest).unlink()
+                result.written.append(rel_latest)
+            except FileNotFoundError:
+                pass
+            self._signatures.pop(rel_latest, None)
+
+
+def _rows(encoded: list[tuple[dict, str, str]]) -> Markup:
+    return Markup("\n".join(e[2] for e in encoded))
+
+
+def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> str:
+    """One image per line: diff-friendly, and each line is the cached C-encoder output."""
+    head = {"schema": SCHEMA, "generated": generated, **extra}
+    parts = [json.dumps(head)[:-1], ', "images": [\n', ",\n".join(encoded_images), "\n]}\n"]
+    return "".join(parts)
+
+
+def _branch_dirs(root: Path) -> set[str]:
+    """Branch directories that hold generated files (a branch whose last image went still has them)."""
+    out = set()
+    try:
+        with os.scandir(root) as it:
+            for e in it:
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False) \
+                        and os.path.exists(os.path.join(e.path, INDEX_JSON)):
+                    out.add(e.name)
+    except FileNotFoundError:
+        pass
+    return out

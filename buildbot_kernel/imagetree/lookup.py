@@ -1,0 +1,112 @@
+"""Find the image(s) of a commit by full sha or unique prefix, as ``git`` resolves abbreviations.
+
+One commit can have several images (it is on two branches, or built with two build configs), so a
+lookup answers the commit's images; it is ambiguous only when the prefix names two different commits.
+The index is a sorted list of shas searched with ``bisect``: a lookup among 10,000 images costs
+microseconds, so the HTTP endpoint and the bisect tool can ask per step without a cache of their own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+MIN_PREFIX = 4
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class LookupError_(LookupError):
+    """Base of the lookup errors; ``str()`` is a message for a person."""
+
+
+class BadPrefix(LookupError_):
+    pass
+
+
+class NotFound(LookupError_):
+    pass
+
+
+class Ambiguous(LookupError_):
+    """``matches`` is [{"sha": ..., "names": [...]}, ...] of every commit the prefix names."""
+
+    def __init__(self, prefix: str, matches: list[dict]):
+        self.prefix = prefix
+        self.matches = matches
+        lines = "\n".join(f"  {m['sha']}  {', '.join(m['names'])}" for m in matches)
+        super().__init__(f"sha prefix {prefix!r} is ambiguous; it matches {len(matches)} commits:\n{lines}")
+
+
+def normalize_prefix(prefix: str) -> str:
+    p = prefix.strip().lower()
+    if not _HEX.match(p) or len(p) < MIN_PREFIX or len(p) > 64:
+        raise BadPrefix(f"{prefix!r} is not a commit sha or prefix; expected {MIN_PREFIX} to 64 hex digits")
+    return p
+
+
+class ShaLookup:
+    """Lookup over index entries (dicts with at least ``sha``); entries keep their index order."""
+
+    def __init__(self, entries: list[dict]):
+        self.entries = entries
+        pairs = sorted((e["sha"], i) for i, e in enumerate(entries))
+        self._shas = [s for s, _ in pairs]
+        self._idx = [i for _, i in pairs]
+
+    def find(self, prefix: str, **filters: str) -> tuple[str, list[dict]]:
+        """(full sha, its images newest first); filters such as ``branch=`` or ``build=`` narrow them.
+
+        Raises BadPrefix, NotFound or Ambiguous.
+        """
+        p = normalize_prefix(prefix)
+        lo = bisect.bisect_left(self._shas, p)
+        hi = lo
+        while hi < len(self._shas) and self._shas[hi].startswith(p):
+            hi += 1
+        if lo == hi:
+            raise NotFound(f"no image for a commit starting with {p!r}")
+        shas = sorted(set(self._shas[lo:hi]))
+        if len(shas) > 1:
+            names: dict[str, list[str]] = {s: [] for s in shas}
+            for k in range(lo, hi):
+                names[self._shas[k]].append(self.entries[self._idx[k]]["name"])
+            raise Ambiguous(p, [{"sha": s, "names": sorted(names[s])} for s in shas])
+        found = [self.entries[i] for i in sorted(self._idx[lo:hi])]
+        active = {k: v for k, v in filters.items() if v}
+        found = [e for e in found if all(e.get(k) == v for k, v in active.items())]
+        if not found:
+            wanted = ", ".join(f"{k}={v}" for k, v in active.items())
+            raise NotFound(f"commit {shas[0]} has images, but none with {wanted}")
+        return shas[0], found
+
+
+def index_location(where: str) -> str:
+    """``URL|PATH`` -> the index.json to read: a directory or a URL ending in ``/`` means its index.json."""
+    if where.startswith(("http://", "https://")):
+        return where + "index.json" if where.endswith("/") else where
+    if os.path.isdir(where):
+        return os.path.join(where, "index.json")
+    return where
+
+
+def load_index(where: str, timeout: float = 30) -> dict:
+    """Read an index.json from a URL or a path; raises LookupError_ with a message for a person."""
+    loc = index_location(where)
+    try:
+        if loc.startswith(("http://", "https://")):
+            with urllib.request.urlopen(loc, timeout=timeout) as r:
+                data = json.loads(r.read())
+        else:
+            data = json.loads(Path(loc).read_text())
+    except (OSError, urllib.error.URLError) as e:
+        raise LookupError_(f"cannot read the index {loc}: {getattr(e, 'reason', None) or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LookupError_(f"{loc} is not an index.json: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise LookupError_(f"{loc} is not an index.json: expected an object with an 'images' list")
+    return data

@@ -1,0 +1,88 @@
+"""Retention: which images go when the tree keeps the newest K per branch and/or fits a byte budget.
+
+The policy is a pure function over the scan's images so it can be tested (and explained) without a
+filesystem.  Rules, in order:
+  1. a pinned image (a running bisect uses it) is never deleted, whatever the limits say;
+  2. ``keep_per_branch`` K > 0: each branch keeps its K newest images (pinned ones are kept on top);
+  3. ``max_bytes`` B > 0: while the tree is over B, the oldest image of the whole tree goes, except a
+     branch's newest image (its ``latest``), so a budget never empties a branch.  If pins and latest
+     images alone exceed B, the plan says so (``over_budget``) instead of breaking a bisect.
+Deleting is a rename into ``<root>/.trash/`` (atomic, instantly gone from the tree) and then rmtree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildbot_kernel.imagetree.package import TRASH
+from buildbot_kernel.imagetree.scan import Image
+
+
+@dataclass
+class Plan:
+    delete: list[Image] = field(default_factory=list)
+    kept_bytes: int = 0
+    over_budget: bool = False
+
+    def describe(self) -> str:
+        gone = ", ".join(i.path for i in self.delete) or "nothing"
+        note = " (still over the byte budget: pinned and latest images are kept)" if self.over_budget else ""
+        return f"retention deletes {gone}; {self.kept_bytes} bytes kept{note}"
+
+
+def plan(images: Iterable[Image], keep_per_branch: int = 0, max_bytes: int = 0,
+         pinned: Iterable[str] = ()) -> Plan:
+    """What to delete.  ``images`` newest first (as the scan returns them); ``pinned`` holds image names
+    or ``branch/name/`` paths."""
+    if keep_per_branch < 0 or max_bytes < 0:
+        raise ValueError("keep_per_branch and max_bytes must be >= 0 (0 = no limit)")
+    images = sorted(images, key=lambda i: i.sort_key, reverse=True)
+    pins = set(pinned)
+    is_pinned = {i.path: (i.name in pins or i.path in pins) for i in images}
+    rank: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for img in images:
+        rank[img.path] = seen.get(img.branch_dir, 0)
+        seen[img.branch_dir] = rank[img.path] + 1
+    doomed = {i.path for i in images
+              if keep_per_branch and rank[i.path] >= keep_per_branch and not is_pinned[i.path]}
+    kept = [i for i in images if i.path not in doomed]
+    total = sum(i.size for i in kept)
+    over = False
+    if max_bytes and total > max_bytes:
+        for img in reversed(kept):  # oldest first
+            if total <= max_bytes:
+                break
+            if is_pinned[img.path] or rank[img.path] == 0:
+                continue
+            doomed.add(img.path)
+            total -= img.size
+        over = total > max_bytes
+    return Plan([i for i in images if i.path in doomed], total, over)
+
+
+def move_to_trash(root: str | os.PathLike, rel_path: str) -> Path:
+    """Rename ``<root>/<rel_path>`` into ``<root>/.trash/`` (one atomic step out of the tree)."""
+    root = Path(root)
+    trash = root / TRASH
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{rel_path.strip('/').replace('/', '--')}--{uuid.uuid4().hex[:8]}"
+    os.rename(root / rel_path, target)
+    return target
+
+
+def rmtree_quietly(path: str | os.PathLike) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def empty_trash(root: str | os.PathLike) -> None:
+    """Remove what earlier deletions left in ``.trash`` (a crash between rename and rmtree)."""
+    trash = Path(root) / TRASH
+    if trash.is_dir():
+        for p in trash.iterdir():
+            rmtree_quietly(p)

@@ -1,0 +1,325 @@
+"""The embedded image server: the image tree over HTTP from the master process (Twisted web).
+
+``make_site(root)`` returns a ``Site`` whose root resource serves the tree and takes mounted children:
+``/sha/<prefix>`` (commit lookup, mounted here) and ``/machines`` (the test-farm driver mounts it).
+Files stream from disk in chunks through a pull producer (never read whole), with single-range
+requests, conditional GET (ETag, Last-Modified) and HEAD.  Anything that would leave the root (``..``,
+``%2e%2e``, encoded slashes, symlinks pointing outside) or names a hidden entry is a plain 404, so a
+probe learns nothing about what exists outside.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import stat
+from urllib.parse import quote
+
+from twisted.internet import defer, threads
+from twisted.python import failure, log
+from twisted.web import http, resource, server
+
+from buildbot_kernel.imagetree.httpfiles import Refused, content_type, parse_range, resolve
+from buildbot_kernel.imagetree.lookup import Ambiguous, BadPrefix, NotFound, ShaLookup
+
+CHUNK = 1 << 18  # 256 KiB per read: few reactor turns per file, little memory per client
+
+
+def _not_found(request) -> bytes:
+    request.setResponseCode(http.NOT_FOUND)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"404 not found\n"
+
+
+class FileProducer:
+    """Push producer: writes chunks until the transport says its buffer is full (``pauseProducing``)
+    and carries on when the transport drained it (``resumeProducing``, called from the transport's
+    own write event), so a download costs one read and one send per chunk and no timer turns."""
+
+    def __init__(self, request, f, offset: int, length: int):
+        self.request = request
+        self.f = f
+        self.offset = offset
+        self.left = length
+        self.paused = False
+        request.notifyFinish().addBoth(self._close)
+
+    def start(self) -> None:
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None and getattr(transport, "SEND_LIMIT", CHUNK) < CHUNK:
+            transport.SEND_LIMIT = CHUNK  # one send(2) per chunk instead of several
+        self.request.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.f is not None:
+            data = os.pread(self.f.fileno(), min(CHUNK, self.left), self.offset) if self.left else b""
+            if not data:  # done (or the file shrank under us: end what we can)
+                self._close()
+                self.request.unregisterProducer()
+                self.request.finish()
+                return
+            self.offset += len(data)
+            self.left -= len(data)
+            self.request.write(data)  # may call pauseProducing before it returns
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _close(self, _=None) -> None:
+        # also the notifyFinish callback: a client that went away is not an error worth logging
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class TreeNode(resource.Resource):
+    """A leaf resource for one path under the tree (resolved at render time)."""
+
+    isLeaf = True
+
+    def __init__(self, root_real: str, segments: list[bytes]):
+        super().__init__()
+        self.root_real = root_real
+        self.segments = segments
+
+    def render_HEAD(self, request):
+        return self.render_GET(request)
+
+    def render_GET(self, request):
+        try:
+            segs = [s.decode("utf-8") for s in self.segments]
+            path = resolve(self.root_real, segs)
+        except (Refused, UnicodeDecodeError):
+            return _not_found(request)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return _not_found(request)
+        if stat.S_ISDIR(st.st_mode):
+            if not request.path.endswith(b"/"):
+                request.redirect(request.path + b"/")
+                return b""
+            index = os.path.join(path, "index.html")
+            if os.path.isfile(index):
+                return self._file(request, index, os.stat(index))
+            return self._listing(request, path)
+        if not stat.S_ISREG(st.st_mode):
+            return _not_found(request)
+        return self._file(request, path, st)
+
+    def _file(self, request, path: str, st: os.stat_result):
+        try:
+            f = open(path, "rb")
+        except OSError:
+            return _not_found(request)
+        st = os.fstat(f.fileno())  # what we send is this open file, whatever the path becomes
+        size = st.st_size
+        etag = b'"%x-%x"' % (size, st.st_mtime_ns)
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"content-type", content_type(os.path.basename(path)).encode())
+        if request.setETag(etag) is http.CACHED or request.setLastModified(st.st_mtime) is http.CACHED:
+            f.close()
+            return b""
+        rng = parse_range(_header(request, b"range"), size)
+        if_range = _header(request, b"if-range")
+        if rng is not None and if_range and if_range.encode() != etag:
+            rng = None  # the client's partial copy is of another version: send it all
+        if rng == "unsatisfiable":
+            f.close()
+            request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"content-range", b"bytes */%d" % size)
+            request.setHeader(b"content-length", b"0")
+            return b""
+        if rng is None:
+            first, length = 0, size
+        else:
+            first, last = rng
+            length = last - first + 1
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, size))
+        request.setHeader(b"content-length", b"%d" % length)
+        if request.method == b"HEAD" or length == 0:
+            f.close()
+            return b""
+        FileProducer(request, f, first, length).start()
+        return server.NOT_DONE_YET
+
+    def _listing(self, request, path: str) -> bytes:
+        """A plain listing for directories without index.html (an image directory, for instance)."""
+        rows = []
+        with os.scandir(path) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.name.startswith("."):
+                    continue
+                is_dir = e.is_dir()
+                size = "" if is_dir else str(e.stat().st_size)
+                name = e.name + ("/" if is_dir else "")
+                rows.append(f'<tr><td><a href="{quote(name, safe="/+")}">{html.escape(name)}</a></td>'
+                            f'<td align="right">{size}</td></tr>')
+        title = html.escape(request.path.decode("utf-8", "replace"))
+        body = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>"
+                f"<h1>{title}</h1><p><a href=\"../\">../</a></p><table>{''.join(rows)}</table>"
+                "</body></html>\n")
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return body.encode()
+
+
+def _header(request, name: bytes) -> str | None:
+    v = request.getHeader(name)
+    return v.decode("latin-1") if isinstance(v, bytes) else v
+
+
+class TreeRoot(resource.Resource):
+    """The tree's root: mounted children (``putChild``) first, else a path into the tree."""
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__()
+        self.root_real = os.path.realpath(root)
+
+    def getChild(self, name: bytes, request):
+        # Resource traversal already popped ``name``; the leaf takes the rest of the path.
+        segments = [name, *request.postpath]
+        request.prepath.extend(request.postpath)
+        request.postpath = []
+        return TreeNode(self.root_real, segments)
+
+    def render_GET(self, request):  # "GET" with an empty path, e.g. an absolute-form request target
+        return TreeNode(self.root_real, []).render_GET(request)
+
+    render_HEAD = render_GET
+
+
+class ShaResource(resource.Resource):
+    """``GET /sha/<sha or prefix>[?branch=&build=&arch=]`` answers JSON from the tree's index.json.
+
+    200 ``{"sha": full, "images": [index entries]}``; 404 ``{"error"}`` (no such commit, or not with
+    those filters); 409 ``{"error", "matches": [{"sha", "names"}]}`` (ambiguous prefix); 400 for
+    something that is not hex.  index.json is re-read (in a thread: 10 MB at 10,000 images) only when
+    it changed; requests arriving meanwhile wait for it, so an image is found right after its publish.
+    """
+
+    isLeaf = True
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__()
+        self.index_path = os.path.join(root, "index.json")
+        self._key = None
+        self._lookup = ShaLookup([])
+        self._waiters: list[defer.Deferred] = []  # requests waiting for the index being read
+
+    def _stat_key(self):
+        try:
+            st = os.stat(self.index_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read(self) -> ShaLookup:
+        with open(self.index_path, "rb") as f:
+            return ShaLookup(json.loads(f.read()).get("images", []))
+
+    def lookup(self) -> defer.Deferred:
+        """Deferred ShaLookup over the current index.json."""
+        key = self._stat_key()
+        if key == self._key:
+            return defer.succeed(self._lookup)
+        if key is None:
+            self._key, self._lookup = None, ShaLookup([])
+            return defer.succeed(self._lookup)
+        waiter = defer.Deferred()
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:  # nobody is reading it yet
+            threads.deferToThread(self._read).addBoth(self._loaded, key)
+        return waiter
+
+    def _loaded(self, result, key) -> None:
+        waiters, self._waiters = self._waiters, []
+        if isinstance(result, failure.Failure):
+            for w in waiters:
+                w.errback(result)
+            return
+        self._key, self._lookup = key, result
+        for w in waiters:
+            w.callback(result)
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-cache")
+        prefix = b"/".join(request.postpath).decode("utf-8", "replace")
+        filters = {k: request.args[k.encode()][0].decode("utf-8", "replace")
+                   for k in ("branch", "build", "arch") if k.encode() in request.args}
+
+        def answer(lookup):
+            try:
+                sha, images = lookup.find(prefix, **filters)
+                return _json(request, http.OK, {"sha": sha, "images": images})
+            except BadPrefix as e:
+                return _json(request, http.BAD_REQUEST, {"error": str(e)})
+            except NotFound as e:
+                return _json(request, http.NOT_FOUND, {"error": str(e)})
+            except Ambiguous as e:
+                return _json(request, http.CONFLICT, {"error": str(e), "matches": e.matches})
+
+        def unreadable(f):
+            log.msg(f"sha lookup: cannot read {self.index_path}: {f.getErrorMessage()}")
+            return _json(request, http.SERVICE_UNAVAILABLE, {"error": "the index cannot be read now"})
+
+        def send(body):
+            if not request._disconnected:
+                request.setHeader(b"content-length", b"%d" % len(body))
+                request.write(body)
+                request.finish()
+
+        d = self.lookup()
+        d.addCallbacks(answer, unreadable).addCallback(send)
+        d.addErrback(log.err)
+        return server.NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+
+def _json(request, code: int, obj) -> bytes:
+    request.setResponseCode(code)
+    return (json.dumps(obj, indent=1) + "\n").encode()
+
+
+def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool = True) -> server.Site:
+    """A Site serving ``root``; ``site.resource.putChild(b"name", r)`` mounts more.  ``access_log`` is a
+    file for the combined-format access log (default: the Twisted log, i.e. the master's twistd.log)."""
+    tree = TreeRoot(root)
+    if sha:
+        tree.putChild(b"sha", ShaResource(root))
+    site = server.Site(tree, logPath=access_log)
+    site.displayTracebacks = False
+    return site
+
+
+def serve_forever(root: str, port: int, bind: str = "127.0.0.1", access_log: str | None = None) -> None:
+    """Run a standalone server (``buildbot-kernel images serve``); prints the URL once listening."""
+    import sys
+
+    from twisted.internet import reactor
+
+    if access_log is None:
+        log.startLogging(sys.stdout, setStdout=False)
+    listening = reactor.listenTCP(port, make_site(root, access_log=access_log), interface=bind)
+    print(f"serving {os.path.abspath(root)} at http://{bind}:{listening.getHost().port}/", flush=True)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="the embedded image server, standalone")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--port", type=int, default=8011)
+    ap.add_argument("--bind", default="127.0.0.1")
+    ap.add_argument("--access-log")
+    a = ap.parse_args()
+    serve_forever(a.root, a.port, a.bind, a.access_log)

@@ -1,0 +1,146 @@
+"""Buildbot services of the image tree, for ``c['services']`` in master.cfg.
+
+``ImageTreeService`` (name ``image-tree``) owns the tree: index regeneration at start, the watchdog
+observer, retention, and ``publish()`` for the build pipeline's master-side step.
+``ImageServerService`` (name ``image-server``) is the embedded HTTP server; other parts mount their
+resources through ``children`` (e.g. ``{"machines": resource}``) or ``service.site.resource.putChild``.
+Both run their blocking work in threads so the master's reactor never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import os
+
+from buildbot.util.service import BuildbotService
+from twisted.internet import defer, reactor, threads
+
+from buildbot_kernel.imagetree.retention import empty_trash
+from buildbot_kernel.imagetree.server import make_site
+from buildbot_kernel.imagetree.tree import ImageTree
+from buildbot_kernel.imagetree.watcher import TreeWatcher
+
+
+class ImageTreeService(BuildbotService):
+    name = "image-tree"
+
+    def checkConfig(self, root, base_url, keep_per_branch=0, max_bytes=0, debounce=1.0, watch="inotify",
+                    **kwargs):
+        if watch not in ("inotify", "poll", "off"):
+            raise ValueError(f"watch is {watch!r}; expected 'inotify', 'poll' (NFS) or 'off'")
+        return super().checkConfig(**kwargs)
+
+    def __init__(self, *args, **kwargs):
+        self.tree: ImageTree | None = None
+        self.watcher: TreeWatcher | None = None
+        self.pin_sources: list = []  # callables returning image names in use (running bisects)
+        super().__init__(*args, **kwargs)
+
+    def pins(self) -> set[str]:
+        out: set[str] = set()
+        for source in self.pin_sources:
+            out |= set(source())
+        return out
+
+    @defer.inlineCallbacks
+    def reconfigService(self, root, base_url, keep_per_branch=0, max_bytes=0, debounce=1.0,
+                        watch="inotify", **kwargs):
+        yield self._stop_watcher()
+        root = os.path.abspath(root)
+        self.tree = ImageTree(root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes,
+                              pins=self.pins)
+        yield threads.deferToThread(empty_trash, root)
+        yield threads.deferToThread(self.tree.regenerate)
+        yield threads.deferToThread(self.tree.save_cache)
+        if watch != "off":
+            self.watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce,
+                                       polling=(watch == "poll"))
+            self.watcher.start()
+        yield super().reconfigService(**kwargs)
+
+    @property
+    def base_url(self) -> str:
+        return self.tree.index.base_url if self.tree else ""
+
+    def publish(self, staging_dir, branch: str, name: str) -> defer.Deferred:
+        """Deferred firing with the published path (or failing with CorruptImage / ImageExists)."""
+        return threads.deferToThread(self.tree.publish, staging_dir, branch, name)
+
+    def published(self, path=None) -> defer.Deferred:
+        """The publish step renamed an image into the tree itself: retention, then the index."""
+        return threads.deferToThread(self.tree.published, path)
+
+    def regenerate(self) -> defer.Deferred:
+        return threads.deferToThread(self.tree.regenerate)
+
+    def _stop_watcher(self):
+        watcher, self.watcher = self.watcher, None
+        if watcher is None:
+            return defer.succeed(None)
+        return threads.deferToThread(watcher.stop)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield self._stop_watcher()
+        if self.tree is not None:
+            yield threads.deferToThread(self.tree.save_cache)
+        yield super().stopService()
+
+
+class ImageServerService(BuildbotService):
+    name = "image-server"
+
+    def checkConfig(self, root, port, interface="127.0.0.1", access_log=None, children=None, **kwargs):
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port is {port!r}; expected a TCP port 1-65535 (0 = any free port, for tests)")
+        return super().checkConfig(**kwargs)
+
+    def __init__(self, *args, **kwargs):
+        self.site = None
+        self.port = None
+        self.mounted: dict[bytes, object] = {}  # survives a reconfig that rebuilds the site
+        self._listen_args = None
+        super().__init__(*args, **kwargs)
+
+    def mount(self, name: str | bytes, res) -> None:
+        """Serve ``res`` at ``/<name>/`` (the test-farm driver mounts ``machines``)."""
+        key = name.encode() if isinstance(name, str) else name
+        self.mounted[key] = res
+        if self.site is not None:
+            self.site.resource.putChild(key, res)
+
+    @defer.inlineCallbacks
+    def reconfigService(self, root, port, interface="127.0.0.1", access_log=None, children=None, **kwargs):
+        listen_args = (os.path.abspath(root), port, interface, access_log)
+        if listen_args != self._listen_args:
+            yield self._stop_listening()
+            self.site = make_site(root, access_log=access_log)
+            for key, res in self.mounted.items():
+                self.site.resource.putChild(key, res)
+            self.port = reactor.listenTCP(port, self.site, interface=interface)
+            self._listen_args = listen_args
+        for child_name, res in (children or {}).items():
+            self.mount(child_name, res)
+        yield super().reconfigService(**kwargs)
+
+    def _stop_listening(self):
+        port, self.port = self.port, None
+        return defer.succeed(None) if port is None else defer.maybeDeferred(port.stopListening)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield self._stop_listening()
+        self._listen_args = None
+        yield super().stopService()
+
+
+def services_from_settings(settings, images_root: str, children: dict | None = None) -> list:
+    """The services for ``c['services']``: the tree always, the embedded server unless
+    ``server.image_port`` is 0 (Apache/nginx serves the tree then)."""
+    images = settings.images
+    out = [ImageTreeService(root=images_root, base_url=images["base_url"],
+                            keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"],
+                            debounce=images["debounce"], watch=images.get("watch", "inotify"))]
+    if settings.server["image_port"]:
+        out.append(ImageServerService(root=images_root, port=settings.server["image_port"],
+                                      interface=settings.server["bind"], children=children))
+    return out

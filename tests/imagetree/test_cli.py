@@ -1,0 +1,165 @@
+"""The image-tree commands: index, images find/verify, snippets (each through its own parser)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from buildbot_kernel.cli import CommandError
+from buildbot_kernel.commands import images, index, snippets
+from buildbot_kernel.imagetree.testing import make_image
+
+
+def run(module, argv):
+    """Parse ``argv`` with one command module's parser (as ``buildbot-kernel`` would) and run it."""
+    parser = argparse.ArgumentParser(prog="buildbot-kernel")
+    module.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    a = make_image(root, "next", 1, sha="abcd" + "1" * 36)
+    b = make_image(root, "next", 2, sha="abcd" + "2" * 36)
+    (root / "next" / "half-copied").mkdir()
+    return root, a, b
+
+
+def test_index_command(tree, capsys):
+    root, a, b = tree
+    assert run(index, ["index", "--root", str(root), "--base-url", "http://srv:8011/"]) == 0
+    out = capsys.readouterr().out
+    assert "2 images listed" in out and "not listed: next/half-copied" in out
+    doc = json.loads((root / "index.json").read_text())
+    assert doc["images"][0]["url"] == f"http://srv:8011/next/{b.name}/"
+
+
+def test_index_command_errors(tmp_path):
+    with pytest.raises(CommandError, match="--root"):
+        run(index, ["index", "--base-url", "http://x/"])
+    with pytest.raises(CommandError, match="not a directory"):
+        run(index, ["index", "--root", str(tmp_path / "nope"), "--base-url", "http://x/"])
+    with pytest.raises(CommandError, match="http"):
+        run(index, ["index", "--root", str(tmp_path), "--base-url", "srv:8011"])
+
+
+def test_find_by_path(tree, capsys):
+    root, a, b = tree
+    run(index, ["index", "--root", str(root), "--base-url", "http://srv/"])
+    capsys.readouterr()
+    assert run(images, ["images", "find", "abcd2", "--index", str(root)]) == 0
+    assert capsys.readouterr().out == f"{b.name}\thttp://srv/next/{b.name}/\n"
+    with pytest.raises(CommandError) as e:
+        run(images, ["images", "find", "abcd", "--index", str(root / "index.json")])
+    assert "ambiguous" in str(e.value) and "abcd" + "1" * 36 in str(e.value)
+    with pytest.raises(CommandError, match="no image"):
+        run(images, ["images", "find", "0000000", "--index", str(root)])
+
+
+def test_find_over_http(tree, serve, capsys):
+    root, a, b = tree
+    url = serve(root)
+    run(index, ["index", "--root", str(root), "--base-url", url])
+    capsys.readouterr()
+    run(images, ["images", "find", "abcd" + "1" * 36, "--index", url, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["images"][0]["name"] == a.name and doc["images"][0]["url"] == f"{url}next/{a.name}/"
+
+
+def test_verify(tree, capsys):
+    root, a, b = tree
+    assert run(images, ["images", "verify", str(a)]) == 0
+    (b / "config").write_text("tampered")
+    assert run(images, ["images", "verify", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert f"{a}: ok" in out and "'config'" in out
+
+
+def test_snippets(tmp_path, capsys):
+    settings = tmp_path / "settings.toml"
+    settings.write_text('''
+[server]
+image_port = 8011
+[images]
+root = "tree"
+base_url = "http://images.example.org/kernels/"
+[[repository]]
+name = "r"
+url = "https://example.org/r.git"
+branches = ["main"]
+build = "x86_64"
+[[build]]
+name = "x86_64"
+[[worker]]
+name = "w"
+password = "p"
+''')
+    assert run(snippets, ["snippets", "--settings", str(settings), "--nfs-clients", "10.0.0.0/8"]) == 0
+    out = capsys.readouterr().out
+    root = str(tmp_path / "tree")
+    assert f'Alias "/kernels" "{root}"' in out
+    assert f"alias {root}/;" in out and "location /kernels/ {" in out and "listen 80;" in out
+    assert f"{root} 10.0.0.0/8(ro," in out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_nginx_serves_the_tree_with_the_generated_config(tree, tmp_path):
+    """nginx (the Debian package) started with the generated server block, under a URL prefix."""
+    from buildbot_kernel.imagetree.index import TreeIndex
+    from buildbot_kernel.imagetree.snippets import standalone_nginx_conf
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.skip("nginx is not installed (scripts/install-deps installs it)")
+    root, a, b = tree
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/kernels/"
+    TreeIndex(root, base).regenerate()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    (work / "nginx.conf").write_text(standalone_nginx_conf(str(root), base, str(work), workers="1"))
+    proc = subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(base + "index.json", timeout=5) as r:
+                    doc = json.loads(r.read())
+                    assert r.headers["Cache-Control"] == "no-cache"
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "nginx did not answer"
+                time.sleep(0.05)
+        assert doc["images"][0]["url"] == f"{base}next/{b.name}/"
+        with urllib.request.urlopen(doc["images"][0]["url"] + "vmlinuz", timeout=5) as r:
+            assert hashlib.sha256(r.read()).hexdigest() == doc["images"][0]["files"]["vmlinuz"]["sha256"]
+        req = urllib.request.Request(base + f"next/{b.name}/vmlinuz", headers={"Range": "bytes=0-9"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 206 and len(r.read()) == 10
+        for hidden in (".incoming/", ".state/index-cache.json", "next/half-copied/../../.trash/"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(base + hidden, timeout=5)
+            assert e.value.code in (403, 404)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

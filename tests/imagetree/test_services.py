@@ -1,0 +1,140 @@
+"""The Buildbot services as master.cfg runs them: real reactor, real HTTP, real watchdog."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+from twisted.web import resource
+
+from buildbot_kernel.imagetree import package
+from buildbot_kernel.imagetree.services import ImageServerService, ImageTreeService
+from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+
+# watchdog warns when a watched directory is renamed inside the tree (each publish); see watcher.py
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+
+
+
+class Machines(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"boot instructions"
+
+
+REPO_SETTINGS = Path(__file__).resolve().parents[2] / "settings.toml"
+
+
+def fetch(url):
+    return threads.deferToThread(lambda: urllib.request.urlopen(url, timeout=30).read())
+
+
+class ImageServicesTest(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="imagetree-services-")
+        self.addCleanup(shutil.rmtree, self.root, True)
+
+    @defer.inlineCallbacks
+    def start(self, **tree_kw):
+        tree = ImageTreeService(root=self.root, base_url="http://images.example.org/", debounce=0.1,
+                                **tree_kw)
+        srv = ImageServerService(root=self.root, port=0, children={"machines": Machines()})
+        yield tree.startService()
+        self.addCleanup(tree.stopService)
+        yield srv.startService()
+        self.addCleanup(srv.stopService)
+        return tree, srv, f"http://127.0.0.1:{srv.port.getHost().port}/"
+
+    @defer.inlineCallbacks
+    def test_serves_tree_index_and_mounted_children(self):
+        make_image(self.root, "b", 1)
+        tree, srv, url = yield self.start()
+        doc = json.loads((yield fetch(url + "index.json")))  # regenerated at start
+        self.assertEqual(len(doc["images"]), 1)
+        self.assertTrue(doc["images"][0]["url"].startswith("http://images.example.org/b/"))
+        self.assertEqual((yield fetch(url + "machines/skl-1/boot")), b"boot instructions")
+        self.assertEqual(tree.base_url, "http://images.example.org/")
+
+    @defer.inlineCallbacks
+    def test_publish_applies_retention_and_respects_pins(self):
+        tree, srv, url = yield self.start(keep_per_branch=1)
+        pinned = image_fields("b", 0)["name"]
+        tree.pin_sources.append(lambda: {pinned})
+        for i in range(3):
+            fields = image_fields("b", i)
+            stage = package.staging_dir(self.root)
+            write_payload(stage)
+            package.write_manifest(stage, fields)
+            path = yield tree.publish(stage, "b", fields["name"])
+            self.assertTrue(os.path.isdir(path))
+        names = [e["name"] for e in json.loads((yield fetch(url + "index.json")))["images"]]
+        self.assertEqual(names, [image_fields("b", 2)["name"], pinned])
+        with self.assertRaises(package.ImageExists):
+            stage = package.staging_dir(self.root)
+            write_payload(stage)
+            package.write_manifest(stage, image_fields("b", 2))
+            yield tree.publish(stage, "b", image_fields("b", 2)["name"])
+
+    @defer.inlineCallbacks
+    def test_published_after_a_callers_own_rename(self):
+        tree, srv, url = yield self.start()
+        fields = image_fields("b", 7)
+        stage = package.staging_dir(self.root)
+        write_payload(stage)
+        package.write_manifest(stage, fields)
+        path = package.publish(stage, self.root, "b", fields["name"])
+        yield tree.published(path)
+        latest = yield fetch(url + "b/latest")
+        self.assertEqual(latest.decode().strip(), fields["name"])
+
+    @defer.inlineCallbacks
+    def test_reconfig_moves_the_port(self):
+        tree, srv, url = yield self.start()
+        with socket.socket() as s:  # a port that is free now
+            s.bind(("127.0.0.1", 0))
+            new = s.getsockname()[1]
+        yield srv.reconfigService(root=self.root, port=new, interface="127.0.0.1")
+        self.assertEqual(srv.port.getHost().port, new)
+        body = yield fetch(f"http://127.0.0.1:{new}/index.json")
+        self.assertIn(b'"images"', body)
+        with self.assertRaises(OSError):
+            yield fetch(url + "index.json")  # the old port is closed
+
+    def test_bad_config(self):
+        with self.assertRaises(ValueError):
+            ImageTreeService(root=self.root, base_url="http://x/", watch="sometimes")
+        with self.assertRaises(ValueError):
+            ImageServerService(root=self.root, port=70000)
+
+    @defer.inlineCallbacks
+    def test_mounts_survive_a_new_site(self):
+        tree, srv, url = yield self.start()
+        srv.mount("farm", Machines())
+        self.assertEqual((yield fetch(url + "farm/x")), b"boot instructions")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            new = s.getsockname()[1]
+        yield srv.reconfigService(root=self.root, port=new)
+        self.assertEqual((yield fetch(f"http://127.0.0.1:{new}/farm/x")), b"boot instructions")
+
+
+def test_services_from_settings(tmp_path):
+    from buildbot_kernel import settings as settings_mod
+    from buildbot_kernel.imagetree.services import services_from_settings
+
+    text = (REPO_SETTINGS.read_text())
+    s = settings_mod.parse(text, str(tmp_path / "settings.toml"))
+    svcs = services_from_settings(s, str(tmp_path / "images"))
+    assert [type(x).__name__ for x in svcs] == ["ImageTreeService", "ImageServerService"]
+    off = settings_mod.parse(text.replace("image_port = 8011", "image_port = 0"), str(tmp_path / "s.toml"))
+    assert [type(x).__name__ for x in services_from_settings(off, str(tmp_path / "images"))] == [
+        "ImageTreeService"]

@@ -1,0 +1,204 @@
+"""Index generation: JSON fields, ordering, per-branch files, latest, incomplete images, atomic writes."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from buildbot_kernel.imagetree import atomic
+from buildbot_kernel.imagetree.index import TreeIndex, filesize
+from buildbot_kernel.imagetree.package import REQUIRED_FIELDS, write_manifest
+from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+
+BASE = "http://images.example.org:8011/"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    return root
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_index_json_fields_and_order(tree):
+    make_image(tree, "drm-intel-next", 1)
+    make_image(tree, "drm-intel-next", 3)
+    make_image(tree, "topic/x", 2)
+    TreeIndex(tree, BASE).regenerate()
+    doc = read_json(tree / "index.json")
+    assert doc["schema"] == 1 and doc["generated"].endswith("Z")
+    names = [e["name"] for e in doc["images"]]
+    expected = [image_fields("drm-intel-next", 3)["name"], image_fields("topic/x", 2)["name"],
+                image_fields("drm-intel-next", 1)["name"]]
+    assert names == expected  # newest build first
+    e = doc["images"][1]
+    meta = read_json(tree / "topic-x" / e["name"] / "metadata.json")
+    assert e["url"] == f"http://images.example.org:8011/topic-x/{e['name']}/"
+    assert e["repository_url"] == meta["url"] == "https://git.example.org/fixture.git"
+    assert e["path"] == f"topic-x/{e['name']}/"
+    assert e["branch"] == "topic/x"
+    for key in set(REQUIRED_FIELDS) - {"url"} | {"schema", "files"}:
+        assert e[key] == meta[key], key
+    assert e["files"]["vmlinuz"]["size"] == 64
+
+
+def test_commit_date_breaks_build_date_ties(tree):
+    a = image_fields("b", 1)
+    b = image_fields("b", 2)
+    b["build_date"] = a["build_date"]
+    for fields in (b, a):
+        d = tree / "b" / fields["name"]
+        d.mkdir(parents=True)
+        write_payload(d)
+        write_manifest(d, fields)
+    TreeIndex(tree, BASE).regenerate()
+    assert [e["name"] for e in read_json(tree / "index.json")["images"]] == [b["name"], a["name"]]
+
+
+def test_per_branch_files_and_latest(tree):
+    for i in (1, 5, 3):
+        make_image(tree, "fixes", i)
+    make_image(tree, "next", 4)
+    TreeIndex(tree, BASE).regenerate()
+    fixes = read_json(tree / "fixes" / "index.json")
+    assert fixes["branch"] == "fixes"
+    assert [e["name"] for e in fixes["images"]] == [image_fields("fixes", i)["name"] for i in (5, 3, 1)]
+    assert (tree / "fixes" / "latest").read_text().strip() == image_fields("fixes", 5)["name"]
+    assert (tree / "next" / "latest").read_text().strip() == image_fields("next", 4)["name"]
+    html = (tree / "fixes" / "index.html").read_text()
+    assert '<base href="../">' in html and image_fields("fixes", 1)["name"] in html
+    root_html = (tree / "index.html").read_text()
+    assert root_html.index('id="branch-fixes"') < root_html.index('id="branch-next"')  # newest branch first
+    assert "commit 5 on fixes" in root_html and "64 B" in root_html
+
+
+def test_html_escapes_metadata(tree):
+    make_image(tree, "b", 1)
+    d = next((tree / "b").iterdir())
+    fields = json.loads((d / "metadata.json").read_text())
+    fields["subject"] = "<script>alert(1)</script>"
+    write_manifest(d, {k: v for k, v in fields.items() if k not in ("files", "schema")})
+    TreeIndex(tree, BASE).regenerate()
+    html = (tree / "index.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+def test_incomplete_and_hidden_directories_are_not_listed(tree):
+    good = make_image(tree, "b", 1)
+    half = tree / "b" / image_fields("b", 2)["name"]
+    shutil.copytree(good, half)
+    fields = image_fields("b", 2)
+    write_manifest(half, fields)
+    with open(half / "vmlinuz", "ab") as f:
+        f.write(b"still copying")
+    nomanifest = tree / "b" / "6.1.0-b_000000_20240101_+"
+    nomanifest.mkdir()
+    (tree / ".incoming" / "x" / "y").mkdir(parents=True)
+    idx = TreeIndex(tree, BASE)
+    res = idx.regenerate()
+    assert [e["name"] for e in res.images] == [good.name]
+    assert "vmlinuz is" in res.skipped[f"b/{half.name}"]
+    assert f"b/{nomanifest.name}" in res.skipped
+    # the copy finishes: same manifests, so only the size recheck can notice
+    (half / "vmlinuz").write_bytes((good / "vmlinuz").read_bytes())
+    write_manifest(half, fields)
+    assert [e["name"] for e in idx.regenerate().images] == [half.name, good.name]
+
+
+def test_wrong_directory_for_metadata_is_not_listed(tree):
+    img = make_image(tree, "b", 1)
+    moved = tree / "other" / img.name
+    moved.parent.mkdir()
+    img.rename(moved)
+    res = TreeIndex(tree, BASE).regenerate()
+    assert res.images == []
+    assert "does not belong" in res.skipped[f"other/{img.name}"]
+
+
+def test_regeneration_skips_unchanged_files_and_follows_deletes(tree):
+    a = make_image(tree, "b", 1)
+    b = make_image(tree, "b", 2)
+    idx = TreeIndex(tree, BASE)
+    first = idx.regenerate()
+    assert set(first.written) == {"index.json", "index.html", "b/index.json", "b/index.html", "b/latest"}
+    assert idx.regenerate().written == []
+    shutil.rmtree(b)
+    res = idx.regenerate()
+    assert "b/latest" in res.written
+    assert (tree / "b" / "latest").read_text().strip() == a.name
+    shutil.rmtree(a)
+    idx.regenerate()
+    assert read_json(tree / "b" / "index.json")["images"] == []
+    assert not (tree / "b" / "latest").exists()
+    assert read_json(tree / "index.json")["images"] == []
+
+
+def test_exclude_leaves_images_out(tree):
+    a = make_image(tree, "b", 1)
+    make_image(tree, "b", 2)
+    res = TreeIndex(tree, BASE).regenerate(exclude={f"b/{a.name}/"})
+    assert a.name not in [e["name"] for e in res.images] and len(res.images) == 1
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    p = tmp_path / "index.json"
+    atomic.atomic_write(p, "old")
+
+    class Boom(Exception):
+        pass
+
+    class Exploding(str):
+        def encode(self):
+            raise Boom
+
+    with pytest.raises(Boom):
+        atomic.atomic_write(p, Exploding("new"))
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["index.json"]  # no temp file left behind
+
+
+def test_atomic_write_replaces_by_rename(tmp_path):
+    p = tmp_path / "f"
+    atomic.atomic_write(p, "one")
+    with open(p) as reader:  # a reader holding the old file keeps seeing it whole
+        atomic.atomic_write(p, "two")
+        assert reader.read() == "one"
+    assert p.read_text() == "two"
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                    (10 * 2**20, "10.0 MiB"), (3 * 2**40, "3072.0 GiB")])
+def test_filesize(n, text):
+    assert filesize(n) == text
+
+
+def test_saved_cache_is_used_and_revalidated(tree):
+    a = make_image(tree, "b", 1)
+    b = make_image(tree, "b", 2)
+    first = TreeIndex(tree, BASE)
+    first.regenerate()
+    first.save_cache()
+    # b changes after the cache was saved: its manifests are rewritten with another subject
+    fields = json.loads((b / "metadata.json").read_text())
+    fields["subject"] = "rewritten"
+    write_manifest(b, {k: v for k, v in fields.items() if k not in ("files", "schema")})
+    second = TreeIndex(tree, "http://other/")
+    assert second.load_cache() == 2
+    images = {e["name"]: e for e in second.regenerate().images}
+    assert images[b.name]["subject"] == "rewritten"  # stale cache entry not used
+    assert images[a.name]["url"] == f"http://other/b/{a.name}/"  # JSON re-encoded for the new URL
+    assert images[a.name]["subject"] == "commit 1 on b"
+
+
+def test_damaged_cache_is_ignored(tree):
+    make_image(tree, "b", 1)
+    (tree / ".state").mkdir()
+    (tree / ".state" / "index-cache.json").write_text('{"schema": 1, "images": {"x": [1]}}')
+    idx = TreeIndex(tree, BASE)
+    assert idx.load_cache() == 0
+    assert len(idx.regenerate().images) == 1
