@@ -73,6 +73,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "keep_per_branch": Key((int,), 0, "a whole number >= 0 (0 = keep all)", _non_negative),
         "max_bytes": Key((int,), 0, "a whole number of bytes >= 0 (0 = no budget)", _non_negative),
         "debounce": Key((int, float), 1.0, "seconds >= 0", _non_negative),
+        "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
+                     lambda v: v in ("inotify", "poll", "off")),
     },
 }
 

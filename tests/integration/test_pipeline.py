@@ -32,7 +32,7 @@ def farm(tmp_path_factory):
 
 def images(master, branch):
     d = master.dir / "images" / branch
-    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
 def kernel_builds(master):
@@ -142,3 +142,32 @@ def test_restart_builds_nothing_again(farm):
     step = [s for s in master.steps(heads_build["buildid"]) if s["name"] == "heads-drm-intel"][0]
     assert step["state_string"] == "all heads have images"
     assert len(kernel_builds(master)) == before
+
+
+def test_published_images_are_indexed_and_download_by_url(farm):
+    """index.json lists every image with its URL; the embedded server hands out the exact bytes."""
+    import hashlib
+    import urllib.request
+
+    repo, master, _ = farm
+    port = master_image_port(master)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.json", timeout=10) as r:
+        index = json.load(r)
+    names = {e["name"] for e in index["images"]}
+    on_disk = {n for b in BRANCHES for n in images(master, b)}
+    assert names == on_disk
+    newest = index["images"][0]
+    assert newest["url"] == f"http://127.0.0.1:{port}/{newest['branch']}/{newest['name']}/"
+    assert newest["repository_url"] == str(repo.bare)
+    with urllib.request.urlopen(newest["url"] + "vmlinuz", timeout=10) as r:
+        body = r.read()
+    assert hashlib.sha256(body).hexdigest() == newest["files"]["vmlinuz"]["sha256"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/sha/{newest['sha'][:10]}", timeout=10) as r:
+        found = json.load(r)
+    assert newest["name"] in json.dumps(found)
+
+
+def master_image_port(master):
+    import tomllib
+
+    return tomllib.loads((master.dir / "settings.toml").read_text())["server"]["image_port"]
