@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from buildbot.process.properties import Properties
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin

@@ -99,7 +99,8 @@ def test_not_toml():
 
 
 def test_deb_packages_refused_with_the_reason():
-    msg = problems(GOOD.replace('name = "x86_64"\n[[worker]]', 'name = "x86_64"\npackages = ["tar", "deb"]\n[[worker]]'))
+    msg = problems(GOOD.replace('name = "x86_64"\n[[worker]]',
+                                'name = "x86_64"\npackages = ["tar", "deb"]\n[[worker]]'))
     assert "Debian package names" in msg
 
 
