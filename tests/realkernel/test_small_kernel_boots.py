@@ -1,0 +1,84 @@
+"""The real kernel, end to end: built with our config fragment, booted in QEMU, it names itself as the
+image naming contract says (``uname -r`` == ``make kernelrelease`` == ``naming.image_name``, ending in
+``+``), loads a module from its modules_install tree and reaches the host over QEMU user networking, as
+a stage-2 test machine must to report."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import kbuild_helper
+import pytest
+
+pytestmark = pytest.mark.realkernel
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    paths: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.paths.append(self.path)
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _initramfs(dest: Path, modules_root: Path, port: int) -> Path:
+    extra = {"bin/dhcp-script": (0o100755, kbuild_helper.DHCP_SCRIPT.encode())}
+    staging = modules_root.parent.parent.parent  # <staging>/lib/modules/<release>
+    for path in [modules_root.parent, modules_root, *sorted(modules_root.rglob("*"))]:
+        if path.is_symlink():  # build -> the object directory
+            continue
+        name = path.relative_to(staging).as_posix()
+        extra[name] = (0o040755, b"") if path.is_dir() else (0o100644, path.read_bytes())
+    init = (
+        kbuild_helper.INIT_PREAMBLE
+        + f"""
+echo "UNAME=$(uname -r)"
+modprobe dummy && ip link show dummy0 >/dev/null && echo MODULE-OK
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -n -q -t 10 -s /bin/dhcp-script
+timeout 30 wget -q -O /dev/null "http://10.0.2.2:{port}/report?uname=$(uname -r)" && echo REPORT-SENT
+reboot -f
+"""
+    )
+    return kbuild_helper.busybox_initramfs(dest, init, extra)
+
+
+def test_small_kernel_boots_with_its_image_name(small_kernel, qemu_accel, tmp_path):
+    assert small_kernel.release == small_kernel.expected_name
+    assert small_kernel.release.endswith("_+"), "a clean untagged tree must give the '+' suffix"
+
+    modules = kbuild_helper.modules_install(small_kernel.tree, small_kernel.obj, tmp_path / "staging")
+    assert (modules / "kernel" / "drivers" / "net" / "dummy.ko").is_file()
+    assert (modules / "modules.dep").is_file(), "modules_install ran no depmod: install the kmod package"
+
+    _Recorder.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        initrd = _initramfs(tmp_path / "initrd.gz", modules, server.server_address[1])
+        cmd = kbuild_helper.qemu_command(
+            small_kernel.bzimage, initrd, "console=ttyS0 panic=-1 quiet", accel=qemu_accel
+        )
+        start = time.monotonic()
+        console = kbuild_helper.boot(cmd, timeout=180)
+        boot_seconds = time.monotonic() - start
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    print(f"build {small_kernel.build_seconds:.1f}s, boot ({qemu_accel}) {boot_seconds:.1f}s")
+    assert f"UNAME={small_kernel.release}\n" in console, console[-3000:]
+    assert "MODULE-OK" in console, console[-3000:]
+    assert "REPORT-SENT" in console, console[-3000:]
+    assert _Recorder.paths == [f"/report?uname={small_kernel.release}"]
