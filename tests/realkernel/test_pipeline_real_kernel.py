@@ -16,6 +16,7 @@ import kbuild_helper
 import pytest
 from integration.harness import Master, Worker, free_port, git, settings_text, wait_for
 
+from buildbot_kernel.farm.qemu_accel import choose_accel
 from buildbot_kernel.imagetree import package
 
 pytestmark = [pytest.mark.realkernel, pytest.mark.integration]
@@ -48,7 +49,7 @@ def published(master):
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def test_real_kernel_image_is_named_by_its_kernelrelease_and_boots(kernel_farm, qemu_accel, tmp_path):
+def test_real_kernel_image_is_named_by_its_kernelrelease_and_boots(kernel_farm, tmp_path):
     base, upstream, master = kernel_farm
     wait_for(lambda: published(master) and master.idle(), 1500, "the first real kernel image")
     [name] = published(master)
@@ -64,7 +65,7 @@ def test_real_kernel_image_is_named_by_its_kernelrelease_and_boots(kernel_farm, 
     initrd = kbuild_helper.busybox_initramfs(tmp_path / "initrd.gz", kbuild_helper.INIT_PREAMBLE +
                                              'echo "UNAME=$(uname -r)"\nreboot -f\n')
     console = kbuild_helper.boot(kbuild_helper.qemu_command(image / "vmlinuz", initrd, "console=ttyS0 panic=-1",
-                                                            accel=qemu_accel), timeout=180)
+                                                            accel=choose_accel(image / "vmlinuz")), timeout=180)
     assert f"UNAME={name}" in console
     print(f"clean build through the pipeline: {meta['build_seconds']} s")
 
