@@ -72,6 +72,15 @@ def choose_accel(setting: str, kernel: str) -> str:
     return "kvm" if probe_kvm(kernel) else "tcg"
 
 
+def _read_prompt(sock: socket.socket) -> None:
+    seen = b""
+    while not seen.rstrip().endswith(b"(qemu)"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError("QEMU monitor closed the connection")
+        seen = (seen + chunk)[-256:]
+
+
 class QemuMachine:
     """One VM; ``soft_reboot``/``power_cycle`` are the power interface the driver calls."""
 
@@ -156,8 +165,9 @@ class QemuMachine:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(5)
                 s.connect(os.fspath(self.monitor_path))
+                _read_prompt(s)
                 s.sendall(b"system_reset\n")
-                time.sleep(0.05)  # let the monitor read the line before the socket closes
+                _read_prompt(s)  # the command ran when the monitor prompts again
         except OSError:
             self.power_cycle()
 
