@@ -14,6 +14,9 @@ import os
 import subprocess
 import tarfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,3 +169,21 @@ class FarmServer:
         if not p:
             return None
         return BootFile(f"{self.guest_url()}/machines/{machine}/initrd", sha256_file(p))
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET, HTTP errors included: tests assert on refusals too."""
+    return _http(urllib.request.Request(url))
+
+
+def http_post(url: str, fields: dict) -> tuple[int, str]:
+    """(status, body) of an urlencoded POST, as stage 1 and stage 2 send reports."""
+    return _http(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode()))
+
+
+def _http(req) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import FarmServer, ReactorThread, stage1_artifacts, write_image
+from buildbot_kernel.farm.testing import http_post as _post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -57,15 +55,6 @@ def farm(tmp_path_factory):
     vm.stop()
     server.stop()
     print(f"console log: {vm.console_log}")
-
-
-def _post(url, fields):
-    data = urllib.parse.urlencode(fields).encode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_stage1_kexecs_candidate_and_stage2_reports(farm):

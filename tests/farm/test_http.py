@@ -1,15 +1,14 @@
 """The /machines resource over real HTTP on 127.0.0.1 (no VM): what stage 1 and stage 2 see."""
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import pytest
 
 from buildbot_kernel.farm import instructions as ins
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import FarmServer
+from buildbot_kernel.farm.testing import http_get as get
+from buildbot_kernel.farm.testing import http_post as post
 
 SHA = "ab" * 32
 
@@ -23,23 +22,6 @@ def srv(tmp_path_factory):
     s.start()
     yield s
     s.stop()
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def post(url, fields):
-    data = urllib.parse.urlencode(fields).encode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_nothing_assigned_says_wait(srv):
