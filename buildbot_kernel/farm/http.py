@@ -52,8 +52,8 @@ class MachinesResource(resource.Resource):
                  initrds: dict[str, str] | None = None):
         super().__init__()
         self.registry = registry
-        self.poll = poll or {}
-        self.initrds = initrds or {}
+        self.poll = poll if poll is not None else {}  # the factory fills these in after creation
+        self.initrds = initrds if initrds is not None else {}
 
     def getChild(self, path, request):
         if path == b"":

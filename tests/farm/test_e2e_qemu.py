@@ -11,6 +11,7 @@ module, in order, as a lab machine would serve one bisect.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -131,3 +132,51 @@ def test_hanging_candidate_is_power_cycled_retried_then_skipped(farm):
 def test_machine_recovers_after_hang(farm):
     out = farm.step(farm.image(farm.s1.release), MARK_TEST)
     assert out.verdict == "good" and out.uname == farm.s1.release, (out, farm.vm.console_tail())
+
+
+def test_standalone_farm_step(farm, tmp_path):
+    """`python -m buildbot_kernel.farm.standalone` (the `farm-step` command): its own server, its own VM."""
+    import socket
+    import subprocess
+    import sys
+
+    from buildbot_kernel.farm.stage1 import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "settings.toml").write_text(f"""
+[server]
+image_port = {port}
+[images]
+root = "{farm.images}"
+base_url = "http://127.0.0.1:{port}"
+[[repository]]
+name = "r"
+url = "/dev/null"
+branches = ["main"]
+build = "b"
+[[build]]
+name = "b"
+[[worker]]
+name = "w"
+password = "p"
+[[machine]]
+name = "desk"
+type = "qemu"
+stage1_kernel = "{farm.s1.kernel}"
+stage1_initrd = "{farm.s1.ramfs}"
+accel = "{farm.vm.accel}"
+boot_timeout = 60
+cmdline = "console=ttyS0 panic=5"
+""")
+    farm.image(farm.s1.release)
+    url = f"http://127.0.0.1:{port}/farm-test/{farm.s1.release}/"
+    p = subprocess.run([sys.executable, "-m", "buildbot_kernel.farm.standalone", "--settings",
+                        str(tmp_path / "settings.toml"), "--machine", "desk", "--image", url, "--test",
+                        "uname -r; exit 1", "--mode", "test", "--state", str(tmp_path / "state.json"),
+                        "--workdir", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout)
+    assert out["verdict"] == "bad" and out["uname"] == farm.s1.release and farm.s1.release in out["log_tail"]
