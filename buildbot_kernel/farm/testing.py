@@ -152,3 +152,26 @@ def _http(req) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def settings_toml(image_port: int, images_root: str, base_url: str, machines: str) -> str:
+    """A complete settings file (one repository, build and worker, as validation requires) around the
+    given ``[[machine]]`` tables."""
+    return f"""
+[server]
+image_port = {image_port}
+[images]
+root = "{images_root}"
+base_url = "{base_url}"
+[[repository]]
+name = "r"
+url = "/dev/null"
+branches = ["main"]
+build = "b"
+[[build]]
+name = "b"
+[[worker]]
+name = "w"
+password = "p"
+{machines}
+"""

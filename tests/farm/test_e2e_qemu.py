@@ -20,7 +20,13 @@ import pytest
 from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry
-from buildbot_kernel.farm.testing import FarmServer, ReactorThread, stage1_artifacts, write_image
+from buildbot_kernel.farm.testing import (
+    FarmServer,
+    ReactorThread,
+    settings_toml,
+    stage1_artifacts,
+    write_image,
+)
 from buildbot_kernel.farm.testing import http_post as _post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -145,22 +151,7 @@ def test_standalone_farm_step(farm, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    (tmp_path / "settings.toml").write_text(f"""
-[server]
-image_port = {port}
-[images]
-root = "{farm.images}"
-base_url = "http://127.0.0.1:{port}"
-[[repository]]
-name = "r"
-url = "/dev/null"
-branches = ["main"]
-build = "b"
-[[build]]
-name = "b"
-[[worker]]
-name = "w"
-password = "p"
+    machine = f"""
 [[machine]]
 name = "desk"
 type = "qemu"
@@ -169,7 +160,9 @@ stage1_initrd = "{farm.s1.ramfs}"
 accel = "{farm.vm.accel}"
 boot_timeout = 60
 cmdline = "console=ttyS0 panic=5"
-""")
+"""
+    (tmp_path / "settings.toml").write_text(settings_toml(port, str(farm.images), f"http://127.0.0.1:{port}",
+                                                          machine))
     farm.image(farm.s1.release)
     url = f"http://127.0.0.1:{port}/farm-test/{farm.s1.release}/"
     p = subprocess.run([sys.executable, "-m", "buildbot_kernel.farm.standalone", "--settings",

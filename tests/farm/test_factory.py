@@ -3,24 +3,10 @@
 from buildbot_kernel.farm.driver import ShellPower
 from buildbot_kernel.farm.factory import machine_server_url, make_farm
 from buildbot_kernel.farm.qemu import QemuMachine
+from buildbot_kernel.farm.testing import settings_toml
 from buildbot_kernel.settings import parse
 
-BASE = """
-[server]
-image_port = 18011
-[images]
-base_url = "http://localhost:18011"
-[[repository]]
-name = "r"
-url = "/tmp/r"
-branches = ["main"]
-build = "b"
-[[build]]
-name = "b"
-[[worker]]
-name = "w"
-password = "p"
-"""
+BASE = settings_toml(18011, "images", "http://localhost:18011", "")
 
 
 def test_make_farm_from_settings(tmp_path):
