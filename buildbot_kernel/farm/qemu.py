@@ -105,7 +105,8 @@ class QemuMachine:
         self.console_log = self.workdir / f"{name}.console.log"
         self.monitor_path = self.workdir / f"{name}.monitor"
         self.proc: subprocess.Popen | None = None
-        self.starts = 0
+        self.starts = 0  # power-ons
+        self.resets = 0  # soft reboots of a running VM
         self._accel: str | None = None
 
     @property
@@ -166,6 +167,7 @@ class QemuMachine:
                 s.settimeout(5)
                 s.connect(os.fspath(self.monitor_path))
                 _read_prompt(s)
+                self.resets += 1
                 s.sendall(b"system_reset\n")
                 _read_prompt(s)  # the command ran when the monitor prompts again
         except OSError:

@@ -56,6 +56,7 @@ class MachineState:
     last_kernel: str = ""
     last_report: dict = field(default_factory=dict)
     last_poll: float = 0.0
+    last_seen: float = 0.0  # any request from the machine: a machine that just reported polls next
     flagged: str = ""  # why an admin should look at it (uname mismatch, ...) even though it works
     broken_reason: str = ""
     infra_failures: int = 0  # consecutive
@@ -131,8 +132,9 @@ class Registry:
         return {"schema": 1, "machines": [m.public() for m in self.machines.values()]}
 
     def is_polling(self, name: str, within: float) -> bool:
-        """The machine asked for instructions recently, so writing them is enough to start it."""
-        return self.clock() - self.get(name).last_poll <= within
+        """The machine talked to us recently (stage 1 or 2 polls, or stage 2 just reported and polls
+        next), so writing the instructions is enough to start it."""
+        return self.clock() - self.get(name).last_seen <= within
 
     # -- listeners ---------------------------------------------------------------------------------
     def subscribe(self, name: str, fn: Callable[[Event], None]) -> None:
@@ -217,7 +219,7 @@ class Registry:
         until the driver decides (it may retry, with a new token)."""
         m = self.get(name)
         now = self.clock()
-        m.last_poll = now
+        m.last_poll = m.last_seen = now
         a = self.assignment(name)
         if a is None or m.state == "broken":
             return None
@@ -254,6 +256,7 @@ class Registry:
         if verdict != "ok":
             return self._refuse(m, fields, peer, f"{verdict} token")
         a = self.assignment(name)
+        m.last_seen = now
         report = {k: fields.get(k, "") for k in REPORT_FIELDS}
         report["log"] = report["log"][-LOG_TAIL_CHARS:]
         report["at"] = now

@@ -76,11 +76,11 @@ def test_stage1_kexecs_candidate_and_stage2_reports(farm):
 
 
 def test_next_step_kexecs_from_stage2_without_power(farm):
-    starts = farm.vm.starts
+    power = (farm.vm.starts, farm.vm.resets)
     out = farm.step(farm.image(farm.s1.release), "echo planted regression; exit 1")
     assert out.verdict == "bad" and out.uname == farm.s1.release
     assert "planted regression" in out.log_tail
-    assert farm.vm.starts == starts  # no firmware: kexec'd from the previous candidate
+    assert (farm.vm.starts, farm.vm.resets) == power  # no firmware: kexec'd from the previous candidate
 
 
 def test_replayed_and_forged_reports_are_refused(farm):
@@ -136,8 +136,10 @@ def test_hanging_candidate_is_power_cycled_retried_then_skipped(farm):
 
 
 def test_machine_recovers_after_hang(farm):
+    resets = farm.vm.resets
     out = farm.step(farm.image(farm.s1.release), MARK_TEST)
     assert out.verdict == "good" and out.uname == farm.s1.release, (out, farm.vm.console_tail())
+    assert farm.vm.resets == resets + 1  # the hung candidate got a reset through the firmware
 
 
 def test_standalone_farm_step(farm, tmp_path):

@@ -121,3 +121,7 @@ def test_polling_is_recent_boot_requests(reg):
     assert reg.is_polling("m1", within=5)
     reg.clock.t += 10
     assert not reg.is_polling("m1", within=5)
+    a = assignment()
+    reg.assign(a)
+    reg.report("m1", {"result": "kexec", "token": a.token})
+    assert reg.is_polling("m1", within=5)  # a machine that reports polls next
