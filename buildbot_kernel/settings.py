@@ -120,6 +120,16 @@ TABLES: dict[str, dict[str, Key]] = {
         "stage1_kernel": Key((str,), "", "a path to the stage-1 kernel (qemu machines)"),
         "stage1_initrd": Key((str,), "", "a path to the stage-1 ramfs (qemu machines)"),
         "disk": Key((str,), "", "a path to the machine's local root disk image (qemu machines)"),
+        "test_timeout": Key((int,), 600, "seconds > 0 the test command may run before the machine is "
+                            "power-cycled", _positive),
+        "poll": Key((int,), 5, "seconds > 0 between a waiting machine's requests for instructions",
+                    _positive),
+        "server_url": Key((str,), "", "the server's URL as the machine reaches it (default: images.base_url; "
+                          "qemu: http://10.0.2.2:<image_port>)"),
+        "initrd": Key((str,), "", "a path to an initrd given to every candidate (the local OS of a diskless "
+                      "machine; qemu default: stage1_initrd)"),
+        "nic": Key((str,), "virtio", "the QEMU network device: virtio or e1000 (qemu machines)",
+                   lambda v: v in ("virtio", "e1000")),
     },
 }
 

@@ -1,0 +1,6 @@
+"""The test farm: two-stage kexec boot of test machines (DESIGN section 7).
+
+Pure parts: :mod:`instructions` (boot instructions, tokens), :mod:`registry` (machine state, persisted),
+:mod:`steplogic` (attempts -> verdict).  Twisted parts: :mod:`http` (``/machines`` Resource),
+:mod:`driver` (``MachineDriver.run_step``), :mod:`qemu` (the ``qemu`` machine type).
+"""

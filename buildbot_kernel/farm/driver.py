@@ -1,0 +1,201 @@
+"""Run one bisect step on one test machine: write its boot instructions, power it, wait for the report.
+
+The glue between the pure parts (instructions, registry, steplogic) and time: Twisted timers for the
+boot and test timeouts, Deferreds for the machine's events, power commands run off the reactor thread.
+A machine that is already polling (it is sitting in stage 1, or in stage 2 of the previous candidate)
+needs no power action at all: it picks the new instructions up and kexecs, which is what makes a bisect
+step one kexec boot.  Otherwise the first attempt soft-reboots it and every retry power-cycles it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+
+from twisted.internet import defer, threads
+from twisted.internet.defer import inlineCallbacks
+
+from buildbot_kernel.farm import steplogic
+from buildbot_kernel.farm.instructions import BootFile, make_assignment
+from buildbot_kernel.farm.registry import Event, Registry
+from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
+
+log = logging.getLogger(__name__)
+
+POWER_COMMAND_TIMEOUT = 300
+_LOCKS: dict[str, defer.DeferredLock] = {}
+
+
+def lock_name(machine: str) -> str:
+    """The name of the machine's lock; the Buildbot glue uses it for a ``util.MasterLock`` so two
+    bisects never share a machine, and :func:`machine_lock` serialises steps inside one master."""
+    return f"farm-machine-{machine}"
+
+
+def machine_lock(machine: str) -> defer.DeferredLock:
+    return _LOCKS.setdefault(machine, defer.DeferredLock())
+
+
+class PowerError(Exception):
+    pass
+
+
+class ShellPower:
+    """Power control through the admin's commands (ssh reboot, ipmitool, a PDU's CLI, ...)."""
+
+    def __init__(self, soft_reboot: str, power_cycle: str, timeout: float = POWER_COMMAND_TIMEOUT):
+        if not power_cycle and not soft_reboot:
+            raise ValueError("a machine needs a soft_reboot or a power_cycle command")
+        self.soft_cmd = soft_reboot
+        self.cycle_cmd = power_cycle or soft_reboot
+        self.timeout = timeout
+
+    def _run(self, cmd: str):
+        def run():
+            try:
+                p = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True,
+                                   timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise PowerError(f"{cmd!r} did not finish within {self.timeout}s") from None
+            if p.returncode != 0:
+                raise PowerError(f"{cmd!r} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
+        return threads.deferToThread(run)
+
+    def soft_reboot(self):
+        return self._run(self.soft_cmd or self.cycle_cmd)
+
+    def power_cycle(self):
+        return self._run(self.cycle_cmd)
+
+
+class MachineDriver:
+    """One machine as the bisect builder's tester.
+
+    ``machine`` is a validated ``[[machine]]`` settings table; ``server_url`` the farm server as the
+    machine reaches it (``http://10.0.2.2:8011`` for a QEMU guest); ``public_base`` the images' base
+    URL in index.json, rewritten to ``server_url`` in instructions; ``initrd`` the local OS handed to
+    every candidate when the machine has no disk of its own (QEMU machines); ``power`` anything with
+    ``soft_reboot()`` and ``power_cycle()`` (plain or Deferred results).
+    """
+
+    def __init__(self, machine: dict, registry: Registry, power, server_url: str, *, public_base: str = "",
+                 initrd: BootFile | None = None, reactor=None, clock=time.time):
+        from twisted.internet import reactor as default_reactor
+
+        self.machine = machine
+        self.name = machine["name"]
+        self.registry = registry
+        self.power = power
+        self.server_url = server_url
+        self.public_base = public_base
+        self.initrd = initrd
+        self.reactor = reactor or default_reactor
+        self.clock = clock
+        self.lock = machine_lock(self.name)
+
+    @property
+    def lock_name(self) -> str:
+        return lock_name(self.name)
+
+    @property
+    def infra_limit(self) -> int:
+        return self.machine.get("retries", 2) + 1
+
+    def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "") -> defer.Deferred:
+        """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome."""
+        return self.lock.run(self._run_step, image_entry, test_command, mode, owner)
+
+    @inlineCallbacks
+    def _run_step(self, image_entry, test_command, mode, owner):
+        state = self.registry.get(self.name)
+        if state.state == "broken":
+            return StepOutcome("skip", reason=f"machine {self.name} is broken: {state.broken_reason}",
+                               machine_broken=True)
+        ends: list[AttemptEnd] = []
+        for attempt in range(1, self.machine.get("retries", 2) + 2):
+            a = make_assignment(self.machine, image_entry, test_command, mode, self.server_url,
+                                public_base=self.public_base, initrd=self.initrd, attempt=attempt,
+                                now=self.clock())
+            self.registry.assign(a, owner)
+            end = yield self._attempt(a, first=attempt == 1)
+            end = steplogic.check_uname(end, a.image)
+            ends.append(end)
+            log.info("farm: %s %s attempt %d: %s: %s", self.name, a.image, attempt, end.kind, end.reason)
+            if end.kind in ("infra", "mismatch"):
+                streak = self.registry.note_infra_failure(self.name)
+            else:
+                self.registry.note_machine_ok(self.name)
+                streak = 0
+            if end.kind == "mismatch":
+                self.registry.flag(self.name, end.reason)
+            if not steplogic.should_retry(end) or streak >= self.infra_limit:
+                break
+        streak = self.registry.get(self.name).infra_failures
+        outcome = steplogic.conclude(ends, mode, streak, self.infra_limit)
+        if outcome.machine_broken:
+            self.registry.mark_broken(self.name, outcome.reason)
+        return outcome
+
+    def _attempt(self, a, first: bool) -> defer.Deferred:
+        """Fires with the AttemptEnd of one attempt."""
+        boot_timeout = self.machine.get("boot_timeout", 300)
+        test_timeout = self.machine.get("test_timeout", 600)
+        poll = self.machine.get("poll", 5)
+        done: defer.Deferred = defer.Deferred()
+        st = {"phase": "assigned", "since": self.clock(), "powered": False, "timer": None}
+
+        def finish(end: AttemptEnd):
+            if done.called:
+                return
+            if st["timer"] and st["timer"].active():
+                st["timer"].cancel()
+            self.registry.unsubscribe(self.name, on_event)
+            done.callback(end)
+
+        def arm(seconds):
+            if st["timer"] and st["timer"].active():
+                st["timer"].cancel()
+            st["since"] = self.clock()
+            st["timer"] = self.reactor.callLater(seconds, on_timeout, seconds)
+
+        def on_event(ev: Event):
+            if ev.token != a.token:
+                return
+            if ev.kind == "reset":
+                finish(steplogic.from_reset(ev.report.get("phase", "")))
+            elif ev.kind == "final":
+                finish(steplogic.from_report(ev.report))
+            elif ev.kind in ("fetched", "kexec"):
+                st["phase"] = ev.kind
+                arm(boot_timeout)
+            elif ev.kind == "running":
+                st["phase"] = "running"
+                arm(test_timeout)
+
+        def power(cycle: bool):
+            st["powered"] = True
+            arm(boot_timeout)
+            action = self.power.power_cycle if cycle else self.power.soft_reboot
+            d = defer.maybeDeferred(action)
+
+            def failed(f):
+                self.registry.withdraw(self.name)
+                finish(AttemptEnd("infra", f"power {'cycle' if cycle else 'reboot'} failed: "
+                                           f"{f.getErrorMessage()}"))
+            d.addErrback(failed)
+
+        def on_timeout(waited):
+            if st["phase"] == "assigned" and not st["powered"]:
+                log.info("farm: %s did not pick up its instructions while polling; rebooting it", self.name)
+                power(cycle=False)
+                return
+            self.registry.withdraw(self.name)
+            finish(steplogic.from_timeout(st["phase"], waited))
+
+        self.registry.subscribe(self.name, on_event)
+        if first and self.registry.is_polling(self.name, within=3 * poll + 2):
+            arm(3 * poll + 5)  # it is polling: the instructions alone start it
+        else:
+            power(cycle=not first)
+        return done

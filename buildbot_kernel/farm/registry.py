@@ -1,0 +1,289 @@
+"""What the server knows about each test machine, kept in one JSON file so a master restart keeps it.
+
+State machine per machine (what the UI shows):
+
+- ``idle``: nothing assigned (the machine may be polling from stage 1 or stage 2);
+- ``booting``: an assignment is written; the machine fetched it and is downloading / kexec'ing;
+- ``testing``: the candidate kernel reported it is up and runs the test command;
+- ``broken``: repeated infrastructure failures; nothing is assigned until an admin repairs it.
+
+The assignment's ``phase`` (assigned -> fetched -> kexec -> running) tells the driver where an attempt
+stopped when a timeout fires, which is what separates "the candidate hangs" from "the machine never
+came back".  Reports are accepted only with the live single-use token; everything refused is logged and
+counted.  No Twisted here: events go to plain callbacks, which the driver turns into Deferreds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from buildbot_kernel.farm.instructions import Assignment, TokenLedger
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "booting", "testing", "broken")
+FINAL_RESULTS = ("good", "bad", "skip", "boot-error")
+PROGRESS_RESULTS = ("kexec", "running")
+REPORT_FIELDS = ("result", "stage", "token", "uname", "error", "reason", "log")
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class Event:
+    """Something a machine did: ``fetched``, ``kexec``, ``running``, ``final`` or ``reset``.
+
+    ``reset``: the machine asked for instructions again while its candidate should have been running,
+    i.e. the candidate rebooted (panic, triple fault) without reporting.
+    """
+
+    kind: str
+    machine: str
+    token: str
+    report: dict = field(default_factory=dict)
+    at: float = 0.0
+
+
+@dataclass
+class MachineState:
+    name: str
+    state: str = "idle"
+    last_kernel: str = ""
+    last_report: dict = field(default_factory=dict)
+    last_poll: float = 0.0
+    last_seen: float = 0.0  # any request from the machine: a machine that just reported polls next
+    flagged: str = ""  # why an admin should look at it (uname mismatch, ...) even though it works
+    broken_reason: str = ""
+    infra_failures: int = 0  # consecutive
+    owner: str = ""  # who holds the machine (a bisect), for the UI
+    assignment: dict | None = None
+    ledger: dict = field(default_factory=dict)
+    refused: int = 0
+    last_refused: dict = field(default_factory=dict)
+
+    def public(self) -> dict:
+        """The UI's view: no live token (it would let anyone who can read the page forge a report)."""
+        d = asdict(self)
+        d.pop("ledger")
+        a = d.pop("assignment")
+        d["assignment"] = None if a is None else {
+            k: a[k] for k in ("image", "mode", "attempt", "phase", "issued_at")}
+        return d
+
+
+class UnknownMachine(KeyError):
+    pass
+
+
+class Registry:
+    """All machines' state; every change is written through to ``path`` (atomically) when given."""
+
+    def __init__(self, machines: list[str], path: str | os.PathLike | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.path = os.fspath(path) if path else None
+        self.clock = clock
+        self.machines: dict[str, MachineState] = {n: MachineState(n) for n in machines}
+        self.ledgers: dict[str, TokenLedger] = {n: TokenLedger() for n in machines}
+        self._listeners: dict[str, list[Callable[[Event], None]]] = {n: [] for n in machines}
+        if self.path and os.path.exists(self.path):
+            self._load()
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        with open(self.path) as f:
+            data = json.load(f)
+        for name, d in data.get("machines", {}).items():
+            if name not in self.machines:
+                continue  # removed from the settings: forget it
+            known = {k: v for k, v in d.items() if k in MachineState.__dataclass_fields__}
+            self.machines[name] = MachineState(**known)
+            self.ledgers[name] = TokenLedger(history=dict(d.get("ledger", {})))
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        for name, m in self.machines.items():
+            m.ledger = dict(self.ledgers[name].history)
+        data = {"schema": 1, "machines": {n: asdict(m) for n, m in self.machines.items()}}
+        d = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".farm-state.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def get(self, name: str) -> MachineState:
+        try:
+            return self.machines[name]
+        except KeyError:
+            raise UnknownMachine(name) from None
+
+    def assignment(self, name: str) -> Assignment | None:
+        a = self.get(name).assignment
+        return Assignment.from_json(a) if a else None
+
+    def snapshot(self) -> dict:
+        return {"schema": 1, "machines": [m.public() for m in self.machines.values()]}
+
+    def is_polling(self, name: str, within: float) -> bool:
+        """The machine talked to us recently (stage 1 or 2 polls, or stage 2 just reported and polls
+        next), so writing the instructions is enough to start it."""
+        return self.clock() - self.get(name).last_seen <= within
+
+    # -- listeners ---------------------------------------------------------------------------------
+    def subscribe(self, name: str, fn: Callable[[Event], None]) -> None:
+        self.get(name)
+        self._listeners[name].append(fn)
+
+    def unsubscribe(self, name: str, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners.get(name, []):
+            self._listeners[name].remove(fn)
+
+    def _emit(self, ev: Event) -> None:
+        for fn in list(self._listeners[ev.machine]):
+            try:
+                fn(ev)
+            except Exception:  # a listener bug must not break the HTTP answer to a machine
+                log.exception("farm listener failed on %s", ev)
+
+    # -- the driver's side -------------------------------------------------------------------------
+    def assign(self, a: Assignment, owner: str = "") -> None:
+        """"Set the default kernel": from now on the machine's next GET /boot gets ``a``."""
+        m = self.get(a.machine)
+        if m.state == "broken":
+            raise RuntimeError(f"machine {a.machine} is broken ({m.broken_reason}); repair it first")
+        self.ledgers[a.machine].issue(a.token)
+        a.phase = "assigned"
+        m.assignment = a.to_json()
+        m.state = "booting"
+        if owner:
+            m.owner = owner
+        self.save()
+
+    def withdraw(self, name: str) -> None:
+        """Stop offering the current assignment; its token becomes stale."""
+        m = self.get(name)
+        self.ledgers[name].withdraw()
+        m.assignment = None
+        if m.state != "broken":
+            m.state = "idle"
+        self.save()
+
+    def note_infra_failure(self, name: str) -> int:
+        m = self.get(name)
+        m.infra_failures += 1
+        self.save()
+        return m.infra_failures
+
+    def note_machine_ok(self, name: str) -> None:
+        m = self.get(name)
+        if m.infra_failures:
+            m.infra_failures = 0
+            self.save()
+
+    def flag(self, name: str, reason: str) -> None:
+        m = self.get(name)
+        m.flagged = reason
+        log.warning("farm: machine %s flagged: %s", name, reason)
+        self.save()
+
+    def mark_broken(self, name: str, reason: str) -> None:
+        m = self.get(name)
+        self.ledgers[name].withdraw()
+        m.assignment = None
+        m.state = "broken"
+        m.broken_reason = reason
+        log.error("farm: machine %s is broken: %s", name, reason)
+        self.save()
+
+    def repair(self, name: str) -> None:
+        """An admin fixed the machine: back to idle, counters cleared."""
+        m = self.get(name)
+        m.state, m.broken_reason, m.flagged, m.infra_failures = "idle", "", "", 0
+        self.save()
+
+    def set_owner(self, name: str, owner: str) -> None:
+        self.get(name).owner = owner
+        self.save()
+
+    # -- the machine's side (called by the HTTP resource) ------------------------------------------
+    def boot_request(self, name: str) -> Assignment | None:
+        """GET /boot: the live assignment, or None (wait).  A request while the candidate should be
+        running means the candidate went away without a report: a ``reset`` event, and no instructions
+        until the driver decides (it may retry, with a new token)."""
+        m = self.get(name)
+        now = self.clock()
+        m.last_poll = m.last_seen = now
+        a = self.assignment(name)
+        if a is None or m.state == "broken":
+            return None
+        if a.phase in ("kexec", "running"):
+            self.ledgers[name].withdraw()
+            m.assignment = None
+            m.state = "idle"
+            self.save()
+            self._emit(Event("reset", name, a.token, {"phase": a.phase}, now))
+            return None
+        if a.phase == "assigned":
+            a.phase = "fetched"
+            m.assignment = a.to_json()
+            self.save()
+            self._emit(Event("fetched", name, a.token, {}, now))
+        return a
+
+    def test_command(self, name: str, token: str) -> str | None:
+        a = self.assignment(name)
+        if a is None or self.ledgers[name].judge(token) != "ok" or a.token != token:
+            return None
+        return a.test_command
+
+    def report(self, name: str, fields: dict[str, str], peer: str = "") -> tuple[bool, str]:
+        """POST /report.  Returns (accepted, message); refused reports are logged and counted."""
+        m = self.get(name)
+        now = self.clock()
+        result = fields.get("result", "")
+        token = fields.get("token", "")
+        if result not in FINAL_RESULTS + PROGRESS_RESULTS:
+            return self._refuse(m, fields, peer, f"unknown result {result!r} (expected one of "
+                                                 f"{list(FINAL_RESULTS + PROGRESS_RESULTS)})")
+        verdict = self.ledgers[name].judge(token)
+        if verdict != "ok":
+            return self._refuse(m, fields, peer, f"{verdict} token")
+        a = self.assignment(name)
+        m.last_seen = now
+        report = {k: fields.get(k, "") for k in REPORT_FIELDS}
+        report["log"] = report["log"][-LOG_TAIL_CHARS:]
+        report["at"] = now
+        report["image"] = a.image if a else ""
+        if result in PROGRESS_RESULTS:
+            a.phase = result
+            m.assignment = a.to_json()
+            if result == "running":
+                m.state = "testing"
+            self.save()
+            self._emit(Event(result, name, token, report, now))
+            return True, "ok"
+        self.ledgers[name].consume(token)
+        m.assignment = None
+        m.state = "idle"
+        m.last_report = report
+        if result != "boot-error" and report["uname"]:
+            m.last_kernel = report["uname"]
+        self.save()
+        self._emit(Event("final", name, token, report, now))
+        return True, "ok"
+
+    def _refuse(self, m: MachineState, fields: dict, peer: str, why: str) -> tuple[bool, str]:
+        m.refused += 1
+        m.last_refused = {"at": self.clock(), "why": why, "peer": peer, "result": fields.get("result", ""),
+                          "token": (fields.get("token") or "")[:8]}
+        log.warning("farm: refused report for %s from %s: %s (result=%s)", m.name, peer or "?", why,
+                    fields.get("result"))
+        self.save()
+        return False, why

@@ -1,0 +1,47 @@
+"""Settings -> farm objects (no VM is started)."""
+
+from buildbot_kernel.farm.driver import ShellPower
+from buildbot_kernel.farm.factory import machine_server_url, make_farm
+from buildbot_kernel.farm.qemu import QemuMachine
+from buildbot_kernel.farm.testing import settings_toml
+from buildbot_kernel.settings import parse
+
+BASE = settings_toml(18011, "images", "http://localhost:18011", "")
+
+
+def test_make_farm_from_settings(tmp_path):
+    (tmp_path / "k").write_bytes(b"kernel")
+    (tmp_path / "r.cpio.gz").write_bytes(b"ramfs")
+    text = BASE + f"""
+[[machine]]
+name = "vm"
+type = "qemu"
+stage1_kernel = "{tmp_path / 'k'}"
+stage1_initrd = "r.cpio.gz"
+accel = "tcg"
+nic = "e1000"
+[[machine]]
+name = "skl-1"
+power_cycle = "ipmitool -H skl-1-bmc chassis power cycle"
+cmdline = "root=/dev/sda2 console=ttyS0"
+install_modules = true
+"""
+    s = parse(text, str(tmp_path / "settings.toml"))
+    farm = make_farm(s, tmp_path / "state.json", tmp_path / "work")
+    vm = farm.driver("vm")
+    assert isinstance(vm.power, QemuMachine) and vm.server_url == "http://10.0.2.2:18011"
+    assert vm.initrd.url == "http://10.0.2.2:18011/machines/vm/initrd"  # the ramfs doubles as local OS
+    assert vm.power.initrd == str(tmp_path / "r.cpio.gz")  # relative to the settings file
+    cmd = vm.power.command()
+    assert cmd[cmd.index("-accel") + 1] == "tcg" and "e1000,netdev=net0" in cmd
+    assert "bbk.machine=vm" in cmd[-1] and "bbk.server=http://10.0.2.2:18011" in cmd[-1]
+    hw = farm.driver("skl-1")
+    assert isinstance(hw.power, ShellPower) and hw.initrd is None
+    assert hw.server_url == "http://localhost:18011"
+    assert sorted(m["name"] for m in farm.registry.snapshot()["machines"]) == ["skl-1", "vm"]
+    assert farm.resource.poll == {"vm": 5, "skl-1": 5}
+
+
+def test_server_url_setting_wins():
+    m = {"name": "x", "type": "qemu", "server_url": "http://10.0.2.2:9/"}
+    assert machine_server_url(m, "http://localhost:8011", 8011) == "http://10.0.2.2:9"

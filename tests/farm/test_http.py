@@ -1,0 +1,69 @@
+"""The /machines resource over real HTTP on 127.0.0.1 (no VM): what stage 1 and stage 2 see."""
+
+import json
+
+import pytest
+
+from buildbot_kernel.farm import instructions as ins
+from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.farm.testing import FarmServer
+from buildbot_kernel.farm.testing import http_get as get
+from buildbot_kernel.farm.testing import http_post as post
+
+SHA = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http")
+    (tmp / "initrd").write_bytes(b"local os")
+    reg = Registry(["m1"], tmp / "state.json")
+    s = FarmServer(tmp, reg, poll={"m1": 3}, initrds={"m1": str(tmp / "initrd")})
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_nothing_assigned_says_wait(srv):
+    assert get(f"{srv.url}/machines/m1/boot") == (200, "WAIT=3\n")
+
+
+def test_one_step_over_http(srv):
+    a = ins.make_assignment({"name": "m1"}, {"name": "6.1-x", "url": "http://h/i/",
+                                             "files": {"vmlinuz": {"sha256": SHA}}},
+                            "echo from server", "test", srv.url)
+    srv.registry.assign(a)
+    code, body = get(f"{srv.url}/machines/m1/boot")
+    assert code == 200 and ins.parse(body)["TOKEN"] == a.token and ins.parse(body)["KERNEL_SHA256"] == SHA
+    assert get(f"{srv.url}/machines/m1/test?token={a.token}") == (200, "echo from server\n")
+    assert get(f"{srv.url}/machines/m1/test?token=nope")[0] == 403
+    assert post(f"{srv.url}/machines/m1/report", {"result": "running", "token": a.token}) == (200, "ok\n")
+    log = "line & with = signs\n" * 10
+    code, _ = post(f"{srv.url}/machines/m1/report",
+                   {"result": "good", "token": a.token, "uname": "6.1-x", "log": log, "stage": "2"})
+    assert code == 200
+    assert srv.registry.get("m1").last_report["log"] == log
+    code, body = post(f"{srv.url}/machines/m1/report", {"result": "good", "token": a.token})
+    assert code == 403 and "replayed" in body
+    code, body = post(f"{srv.url}/machines/m1/report", {"result": "good", "token": "0" * 32})
+    assert code == 403 and "forged" in body
+
+
+def test_state_json_for_the_ui(srv):
+    for path in ("/machines/", "/machines"):
+        code, body = get(srv.url + path)
+        data = json.loads(body)
+        assert code == 200 and data["machines"][0]["name"] == "m1"
+    code, body = get(f"{srv.url}/machines/m1")
+    assert code == 200 and json.loads(body)["name"] == "m1"
+
+
+def test_errors_are_explicit(srv):
+    code, body = get(f"{srv.url}/machines/nope/boot")
+    assert code == 404 and "unknown machine" in body and "m1" in body
+    assert get(f"{srv.url}/machines/m1/report")[0] == 405
+    assert get(f"{srv.url}/machines/m1/bogus")[0] == 404
+
+
+def test_initrd_is_served(srv):
+    assert get(f"{srv.url}/machines/m1/initrd") == (200, "local os")

@@ -1,0 +1,127 @@
+"""Machine state, report acceptance and persistence (pure, real JSON file)."""
+
+import json
+
+import pytest
+
+from buildbot_kernel.farm import instructions as ins
+from buildbot_kernel.farm.registry import Registry, UnknownMachine
+
+SHA = "ab" * 32
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def assignment(machine="m1", name="6.1.0-x"):
+    return ins.make_assignment({"name": machine}, {"name": name, "url": "http://h/i/",
+                                                    "files": {"vmlinuz": {"sha256": SHA}}},
+                               "echo hi", "test", "http://h:1")
+
+
+@pytest.fixture
+def reg(tmp_path):
+    events = []
+    r = Registry(["m1", "m2"], tmp_path / "state.json", clock=Clock())
+    r.subscribe("m1", events.append)
+    r.events = events
+    return r
+
+
+def test_full_step_walks_the_states(reg):
+    assert reg.boot_request("m1") is None and reg.get("m1").state == "idle"
+    a = assignment()
+    reg.assign(a, owner="bisect 7")
+    assert reg.get("m1").state == "booting" and reg.get("m1").owner == "bisect 7"
+    assert reg.boot_request("m1").token == a.token
+    assert reg.test_command("m1", a.token) == "echo hi"
+    assert reg.test_command("m1", "forged") is None
+    assert reg.report("m1", {"result": "kexec", "token": a.token}) == (True, "ok")
+    assert reg.report("m1", {"result": "running", "token": a.token, "uname": "6.1.0-x"})[0]
+    assert reg.get("m1").state == "testing"
+    assert reg.report("m1", {"result": "good", "token": a.token, "uname": "6.1.0-x", "log": "L" * 9000})[0]
+    st = reg.get("m1")
+    assert st.state == "idle" and st.last_kernel == "6.1.0-x" and st.assignment is None
+    assert st.last_report["result"] == "good" and len(st.last_report["log"]) == 4000
+    assert [e.kind for e in reg.events] == ["fetched", "kexec", "running", "final"]
+
+
+def test_replayed_forged_stale_reports_are_refused_and_counted(reg):
+    a = assignment()
+    reg.assign(a)
+    reg.boot_request("m1")
+    assert reg.report("m1", {"result": "good", "token": a.token, "uname": "6.1.0-x"})[0]
+    assert reg.report("m1", {"result": "bad", "token": a.token}) == (False, "replayed token")
+    assert reg.report("m1", {"result": "bad", "token": "f" * 32}) == (False, "forged token")
+    b = assignment()
+    reg.assign(b)
+    c = assignment()
+    reg.assign(c)
+    assert reg.report("m1", {"result": "bad", "token": b.token}) == (False, "stale token")
+    assert reg.report("m1", {"result": "weird", "token": c.token})[0] is False
+    st = reg.get("m1")
+    assert st.refused == 4 and st.last_report["result"] == "good"
+    assert "token" in st.last_refused["why"] or "result" in st.last_refused["why"]
+    # a token of another machine is forged there
+    assert reg.report("m2", {"result": "good", "token": c.token}) == (False, "forged token")
+
+
+def test_boot_request_after_kexec_is_a_reset(reg):
+    a = assignment()
+    reg.assign(a)
+    reg.boot_request("m1")
+    reg.report("m1", {"result": "kexec", "token": a.token})
+    assert reg.boot_request("m1") is None  # the candidate went back to stage 1
+    assert reg.events[-1].kind == "reset" and reg.events[-1].report["phase"] == "kexec"
+    assert reg.report("m1", {"result": "good", "token": a.token})[1] == "stale token"
+
+
+def test_state_survives_a_restart(tmp_path, reg):
+    a = assignment()
+    reg.assign(a)
+    reg.boot_request("m1")
+    reg.flag("m2", "uname mismatch")
+    again = Registry(["m1", "m2", "m3"], tmp_path / "state.json")
+    assert again.get("m1").state == "booting" and again.assignment("m1") == reg.assignment("m1")
+    assert again.report("m1", {"result": "good", "token": a.token, "uname": "6.1.0-x"})[0]
+    assert again.get("m2").flagged == "uname mismatch" and again.get("m3").state == "idle"
+    data = json.loads((tmp_path / "state.json").read_text())
+    assert data["machines"]["m1"]["last_kernel"] == "6.1.0-x"
+
+
+def test_broken_machine_gets_nothing_until_repaired(reg):
+    reg.mark_broken("m1", "no power")
+    with pytest.raises(RuntimeError, match="broken"):
+        reg.assign(assignment())
+    assert reg.boot_request("m1") is None
+    reg.repair("m1")
+    reg.assign(assignment())
+    assert reg.boot_request("m1") is not None
+
+
+def test_public_view_hides_the_token(reg):
+    a = assignment()
+    reg.assign(a)
+    snap = json.dumps(reg.snapshot())
+    assert a.token not in snap and '"image": "6.1.0-x"' in snap
+
+
+def test_unknown_machine(reg):
+    with pytest.raises(UnknownMachine):
+        reg.get("nope")
+
+
+def test_polling_is_recent_boot_requests(reg):
+    reg.boot_request("m1")
+    assert reg.is_polling("m1", within=5)
+    reg.clock.t += 10
+    assert not reg.is_polling("m1", within=5)
+    a = assignment()
+    reg.assign(a)
+    reg.report("m1", {"result": "kexec", "token": a.token})
+    assert reg.is_polling("m1", within=5)  # a machine that reports polls next
