@@ -269,6 +269,9 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         if m.get("type") == "remote" and not m.get("power_cycle"):
             problems.append(f"[[machine]] ({m.get('name')!r}).power_cycle: a remote machine needs a power-cycle "
                             "command (ssh, ipmitool, a PDU) so a hung kernel can be recovered")
+    if tables["machine"] and sections["server"].get("image_port") == 0:
+        problems.append("[server].image_port: test machines ([[machine]]) fetch boot instructions from the "
+                        "embedded server's /machines/; set image_port to a port, not 0")
     ports = [(k, sections["server"].get(k)) for k in ("web_port", "worker_port", "image_port")]
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):

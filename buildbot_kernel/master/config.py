@@ -13,6 +13,7 @@ from buildbot.worker.local import LocalWorker
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master.factory import kernel_build_factory
+from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.steps.heads import ReconcileHeads
@@ -118,4 +119,6 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
     c["services"] += services_from_settings(s, images_root)
+    if s.machines:
+        c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     return c

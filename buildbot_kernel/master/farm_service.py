@@ -1,0 +1,72 @@
+"""The test farm inside the master: registry, ``/machines`` on the image server, a driver per machine.
+
+The bisect builder asks this service (``master.namedServices["farm"]``) for a machine's driver; test
+machines talk to ``<image server>/machines/<name>/...``.  Building the farm may fetch Debian's stage-1
+kernel and build the ramfs the first time, so it runs in a thread and drivers wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from buildbot.util.service import BuildbotService
+from twisted.internet import defer, threads
+from twisted.python import log
+
+from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.farm.factory import Farm, make_farm
+
+FARM_SERVICE = "farm"
+IMAGE_SERVER_SERVICE = "image-server"
+
+
+class FarmService(BuildbotService):
+    name = FARM_SERVICE
+
+    def __init__(self, *args, **kwargs):
+        self.farm: Farm | None = None
+        self._ready = defer.Deferred()
+        super().__init__(*args, **kwargs)
+
+    @defer.inlineCallbacks
+    def reconfigService(self, settings_path, state_dir, **kwargs):
+        yield super().reconfigService(**kwargs)
+        old, self.farm = self.farm, None
+        if old is not None:
+            yield threads.deferToThread(old.stop)
+        s = settings_mod.load(settings_path)
+        os.makedirs(state_dir, exist_ok=True)
+        try:
+            self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
+                                                    os.path.join(state_dir, "farm"))
+        except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
+            log.err(e, "test farm could not be set up")
+            self._fail(e)
+            return
+        server = self.master.namedServices.get(IMAGE_SERVER_SERVICE)
+        if server is not None:
+            server.mount("machines", self.farm.resource)
+        if not self._ready.called:
+            self._ready.callback(self.farm)
+        else:
+            self._ready = defer.succeed(self.farm)
+
+    def _fail(self, e):
+        if not self._ready.called:
+            self._ready.errback(e)
+            self._ready.addErrback(lambda _: None)
+
+    @defer.inlineCallbacks
+    def driver(self, machine: str):
+        """The machine's driver, once the farm is ready (raises KeyError naming the configured ones)."""
+        farm = yield self._ready
+        return farm.driver(machine)
+
+    def snapshot(self) -> dict:
+        return self.farm.registry.snapshot() if self.farm is not None else {"schema": 1, "machines": []}
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        if self.farm is not None:
+            yield threads.deferToThread(self.farm.stop)
+        yield super().stopService()
