@@ -12,6 +12,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.imagetree.services import services_from_settings
+from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.schedulers import AtStartup
@@ -58,7 +59,9 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "protocols": {"pb": {"port": f"tcp:{srv['worker_port']}:interface={srv['bind']}"}},
         "www": {
             "port": f"tcp:{srv['web_port']}:interface={srv['bind']}",
-            "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}},
+            "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
+                "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
+                "app": KernelDashboard(images_root, state_dir, s.images["base_url"])}]},
         },
         "buildbotNetUsageData": None,
         "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]

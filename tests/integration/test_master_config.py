@@ -68,5 +68,11 @@ def test_unreachable_repository_starts_and_shows_the_poll_error(tmp_path):
         step = [s for s in master.steps(build["buildid"]) if s["name"] == "heads-drm-intel"][0]
         assert step["state_string"].startswith(f"cannot reach {dead}: ")
         assert master.get("builders") is not None  # still serving after the failure
+        import urllib.request
+
+        url = f"http://127.0.0.1:{ports['web']}/plugins/wsgi_dashboards/kernels/index.html"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            page = r.read().decode()
+        assert "Test machines" in page and "No bisect has run yet" in page
     finally:
         master.stop()
