@@ -41,7 +41,9 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
         command=util.Transform(lambda lv: kbuild_commands.configure_script(
             build, lv, len(build["fragments"]), full_config), util.Property("localversion"))))
     f.addStep(KbuildCompile(
-        env=NO_LOCALVERSION, timeout=build["timeout"], **common,
+        # paths under the builder's directory are hashed relative (../src/...), so every branch builder
+        # and every worker directory shares ccache hits: drm-tip's first build reuses drm-intel-next's work
+        env={**NO_LOCALVERSION, "CCACHE_BASEDIR": util.Property("builddir")}, timeout=build["timeout"], **common,
         command=util.Transform(lambda jobs, ccache, ts: kbuild_commands.compile_command(build, jobs, ccache, ts),
                                util.Property("jobs"), util.Property("use_ccache"),
                                util.Property("commit_date"))))
