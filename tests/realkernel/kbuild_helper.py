@@ -186,6 +186,23 @@ def busybox_initramfs(
     return dest
 
 
+def binary_with_libs(path: Path) -> dict[str, tuple[int, bytes]]:
+    """Initramfs entries for a dynamically linked program and the shared libraries ``ldd`` lists."""
+    listing = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+    libs = [
+        p
+        for line in listing.splitlines()
+        if (p := line.split("=>")[-1].split("(")[0].strip()).startswith("/")
+    ]
+    entries: dict[str, tuple[int, bytes]] = {}
+    for file in [*libs, str(path)]:
+        parts = Path(file).parts[1:]
+        for depth in range(1, len(parts)):  # parent directories first, as the kernel's unpacker needs
+            entries.setdefault("/".join(parts[:depth]), (0o040755, b""))
+        entries["/".join(parts)] = (0o100755, Path(file).resolve().read_bytes())
+    return entries
+
+
 # The start of every test init: tools, /dev, /proc, /sys and a console to talk on.
 INIT_PREAMBLE = """#!/bin/busybox sh
 /bin/busybox --install -s
