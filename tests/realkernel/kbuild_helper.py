@@ -7,7 +7,7 @@ running kernel says (``uname -r``) with what Kbuild said (``make kernelrelease``
 
 Also a command line, for building candidate images by hand or from other test suites::
 
-    python tests/realkernel/kbuild_helper.py --obj OBJ --localversion -br_abcdef_20260101_ [--tree T]
+    python tests/realkernel/kbuild_helper.py --obj OBJ --localversion=-br_abcdef_20260101_ [--tree T]
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ def configure(
     tree: Path, obj: Path, localversion: str, fragments: tuple[Path, ...] = (SMALL_FRAGMENT,)
 ) -> None:
     """tinyconfig + fragments + CONFIG_LOCALVERSION, then check every fragment line survived."""
+    if re.search(r'[\s"\\]', localversion):
+        raise ValueError(
+            f"localversion {localversion!r}: no spaces, quotes or backslashes (it becomes a file name)"
+        )
     obj.mkdir(parents=True, exist_ok=True)
     make(tree, obj, "tinyconfig")
     wanted = "".join(Path(f).read_text() + "\n" for f in fragments)
@@ -186,6 +190,23 @@ def busybox_initramfs(
     return dest
 
 
+def binary_with_libs(path: Path) -> dict[str, tuple[int, bytes]]:
+    """Initramfs entries for a dynamically linked program and the shared libraries ``ldd`` lists."""
+    listing = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+    libs = [
+        p
+        for line in listing.splitlines()
+        if (p := line.split("=>")[-1].split("(")[0].strip()).startswith("/")
+    ]
+    entries: dict[str, tuple[int, bytes]] = {}
+    for file in [*libs, str(path)]:
+        parts = Path(file).parts[1:]
+        for depth in range(1, len(parts)):  # parent directories first, as the kernel's unpacker needs
+            entries.setdefault("/".join(parts[:depth]), (0o040755, b""))
+        entries["/".join(parts)] = (0o100755, Path(file).resolve().read_bytes())
+    return entries
+
+
 # The start of every test init: tools, /dev, /proc, /sys and a console to talk on.
 INIT_PREAMBLE = """#!/bin/busybox sh
 /bin/busybox --install -s
@@ -229,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, default=DEFAULT_TREE, help="prepared tree (created if missing)")
     parser.add_argument("--obj", type=Path, required=True, help="out-of-tree build directory (make O=)")
     parser.add_argument(
-        "--localversion", required=True, help='CONFIG_LOCALVERSION, e.g. "-br_abcdef_20260101_"'
+        "--localversion",
+        required=True,
+        help="CONFIG_LOCALVERSION; give it as --localversion=-br_abcdef_20260101_ (it starts with -)",
     )
     parser.add_argument("--modules-to", type=Path, help="also modules_install into this staging directory")
     args = parser.parse_args(argv)
@@ -238,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         built = build_kernel(tree, args.obj.resolve(), args.localversion)
         if args.modules_to:
             modules_install(tree, args.obj.resolve(), args.modules_to.resolve())
-    except KbuildError as e:
+    except (KbuildError, ValueError) as e:
         print(f"kbuild_helper: {e}", file=sys.stderr)
         return 1
     print(f"release={built.release}\nbzimage={built.bzimage}\nseconds={built.seconds:.1f}")

@@ -71,3 +71,9 @@ def test_initramfs_is_a_newc_archive_cpio_can_read(tmp_path):
     )
     assert (out / "etc" / "motd").read_bytes() == b"hello\n"
     assert (out / "init").read_text() == "#!/bin/sh\necho hi\n"
+
+
+def test_localversion_that_cannot_be_a_file_name_is_refused_before_make(tmp_path):
+    with pytest.raises(ValueError, match="localversion.*no spaces, quotes"):
+        kbuild_helper.configure(tmp_path / "no-tree", tmp_path / "obj", '-a"b')
+    assert not (tmp_path / "obj").exists()

@@ -103,6 +103,7 @@ def test_prepared_tree_is_pruned_committed_and_clean(tarball, tmp_path):
     assert log == f"prepare-linux-tree <prepare-linux-tree@buildbot-kernel.invalid> 1700000000 1700000000 " \
         f"Linux {VERSION} from linux-source-6.1.tar.xz"  # fmt: skip
     assert _git(dest, "tag") == ""  # untagged: kernelrelease gets its '+'
+    assert _git(dest, "config", "gc.auto").strip() == "0"  # no background repack racing the first build
 
 
 def test_second_call_reuses_the_tree(tarball, tmp_path):

@@ -5,6 +5,7 @@ a stage-2 test machine must to report."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,3 +83,36 @@ def test_small_kernel_boots_with_its_image_name(small_kernel, qemu_accel, tmp_pa
     assert "MODULE-OK" in console, console[-3000:]
     assert "REPORT-SENT" in console, console[-3000:]
     assert _Recorder.paths == [f"/report?uname={small_kernel.release}"]
+
+
+@pytest.mark.skipif(
+    shutil.which("kexec") is None, reason="needs kexec-tools (scripts/install-deps installs it)"
+)
+def test_small_kernel_kexecs_into_the_next_candidate(small_kernel, qemu_accel, tmp_path):
+    """Stage 2 kexecs straight into the next candidate: the config must have KEXEC and be relocatable."""
+    second = kbuild_helper.busybox_initramfs(
+        tmp_path / "second.gz",
+        kbuild_helper.INIT_PREAMBLE + 'echo "SECOND=$(uname -r) $(cat /proc/cmdline)"\nreboot -f\n',
+    )
+    extra = kbuild_helper.binary_with_libs(Path(shutil.which("kexec")).resolve())
+    extra["boot"] = (0o040755, b"")
+    extra["boot/bzImage"] = (0o100644, small_kernel.bzimage.read_bytes())
+    extra["boot/initrd.gz"] = (0o100644, second.read_bytes())
+    init = (
+        kbuild_helper.INIT_PREAMBLE
+        + """
+kexec -l /boot/bzImage --initrd=/boot/initrd.gz --append="console=ttyS0 panic=-1 quiet stage=2" && echo LOADED
+kexec -e
+echo KEXEC-FAILED
+reboot -f
+"""
+    )
+    first = kbuild_helper.busybox_initramfs(tmp_path / "first.gz", init, extra)
+    cmd = kbuild_helper.qemu_command(
+        small_kernel.bzimage, first, "console=ttyS0 panic=-1 quiet", accel=qemu_accel
+    )
+    start = time.monotonic()
+    console = kbuild_helper.boot(cmd, timeout=180)
+    print(f"boot + kexec + boot ({qemu_accel}) {time.monotonic() - start:.1f}s")
+    assert "LOADED" in console, console[-3000:]
+    assert f"SECOND={small_kernel.release} console=ttyS0 panic=-1 quiet stage=2" in console, console[-3000:]
