@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
@@ -33,7 +36,8 @@ class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         return self.setup_test_build_step()
 
     def target(self, **build):
-        root = self.mktemp()
+        root = tempfile.mkdtemp(prefix="bbk-steptest-")  # trial's mktemp() would write into the checkout
+        self.addCleanup(shutil.rmtree, root, True)
         return BuildTarget(repository="drm-intel", url="https://example.org/i915.git", branch="drm-intel-fixes",
                            build={"name": "x86_64", "arch": "x86_64", "config": "defconfig", "fragments": [],
                                   "ccache": True, "jobs": 0, "cross_compile": "", **build},
