@@ -11,6 +11,7 @@ from buildbot.plugins import changes, schedulers, util, worker
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.master.bisect_config import add_bisect
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
@@ -116,4 +117,5 @@ def make_config(basedir: str, settings_path: str) -> dict:
         periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
     c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
+    add_bisect(c, s, targets, state_dir, images_root, build_workers, CONTROL_WORKER)
     return c
