@@ -104,6 +104,8 @@ def test_bisect_finds_the_planted_regression(farm):
     assert on_demand and on_demand <= set(shas[1:8])
     built = {s["build"]["sha"] for s in result["steps"] if s["build"]}
     assert built <= image_shas(master)
+    # while a step was tested, the next midpoints were built ahead on the free worker slots
+    assert any(s.get("ahead") for s in result["steps"])
     tested = [s["sha"] for s in result["steps"]]
     assert len(tested) == len(set(tested)) and {culprit, shas[4]} <= set(tested)
     # one UI step per bisect step, with its verdict
@@ -164,3 +166,37 @@ def test_form_refuses_a_malformed_number(farm):
     with pytest.raises(urllib.error.HTTPError) as e:
         force_bisect(master, good=shas[0], bad=shas[8], max_steps="many")
     assert e.value.code == 400 and b"max_steps" in e.value.read()
+
+
+def test_restart_resumes_without_repeating_a_finished_step(farm):
+    """The master stops while step 2 is being tested; after the restart the build request is retried,
+    the bisect resumes from its log at step 2, and step 1 is not tested again."""
+    _, master, _, shas, base = farm
+    started, gate = base / "restart-started.log", base / "restart-gate"
+    hold = (f'echo "$BISECT_SHA" >> {started}; if [ "$(wc -l < {started})" -eq 2 ]; then i=0; '
+            f'while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; fi; {CHECK}')
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command=hold)
+    wait_for(lambda: started.exists() and len(started.read_text().split()) == 2, 120,
+             "the second test to start")
+    master.stop()
+    first = started.read_text().split()[0]
+    ident = next(p for p in (master.dir / "state" / "bisects").iterdir()
+                 if json.loads((p / "request.json").read_text())["command"] == hold)
+    assert [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
+            if line.startswith("git bisect good") or line.startswith("git bisect bad")] == [first]
+    gate.touch()
+    master.start(master.web_port)
+    build = bisect_build(master, bsid)
+    assert build["results"] == SUCCESS, step_strings(master, build)
+    assert f"first bad commit {shas[5][:12]}" in build["state_string"]
+    reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
+    runs = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}")["builds"]
+    assert [b["results"] for b in runs] == [5, SUCCESS]  # RETRY at the shutdown, then the resumed run
+    assert any(s.startswith("resumed ") and " at step 2:" in s for s in step_strings(master, build))
+    tests = started.read_text().split()
+    assert tests.count(first) == 1  # the finished step 1 was not run again
+    verdicts = [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
+                if line.startswith("git bisect ") and not line.startswith("git bisect start")]
+    assert len(verdicts) == len(set(verdicts))
+    steps = [s["n"] for s in json.loads((ident / "result.json").read_text())["steps"]]
+    assert steps == list(range(1, len(steps) + 1))
