@@ -200,3 +200,17 @@ def test_restart_resumes_without_repeating_a_finished_step(farm):
     assert len(verdicts) == len(set(verdicts))
     steps = [s["n"] for s in json.loads((ident / "result.json").read_text())["steps"]]
     assert steps == list(range(1, len(steps) + 1))
+
+
+def test_a_broken_test_command_aborts_instead_of_guessing(farm):
+    """Exit status above 127 (as for git bisect run): the bisect stops with an error, no verdict recorded."""
+    _, master, _, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command="exit 130")
+    build = bisect_build(master, bsid, timeout=60)
+    assert build["results"] == FAILURE
+    assert "aborted: step 1, " in build["state_string"] and "status 130" in build["state_string"]
+    d = bisect_dir(master, build)
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "aborted" and result["steps"] == [] and result["first_bad"] is None
+    assert "git bisect bad" not in (d / "bisect.log").read_text()
+    assert not (d / "pins").exists()
