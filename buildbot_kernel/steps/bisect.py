@@ -111,7 +111,7 @@ class BisectRun:
     # -- builds ----------------------------------------------------------------------------------------
     def start_build(self, step, sha: str, why: str) -> SubBuild:
         handle = self.inflight.get(sha)
-        if handle is not None and not (handle.done and handle.cancelled):
+        if handle is not None and not handle.cancelled:  # an ahead build of this commit: wait for it
             return handle
         t = self.ctx.target(self.request.target)
         ss = [{"codebase": "", "repository": t.url, "branch": t.branch, "revision": sha, "project": t.repository}]

@@ -214,3 +214,25 @@ def test_a_broken_test_command_aborts_instead_of_guessing(farm):
     assert result["status"] == "aborted" and result["steps"] == [] and result["first_bad"] is None
     assert "git bisect bad" not in (d / "bisect.log").read_text()
     assert not (d / "pins").exists()
+
+
+def test_a_cancelled_bisect_ends_aborted_and_unpins(farm):
+    _, master, _, shas, base = farm
+    began, gate = base / "cancel-began", base / "cancel-gate"  # the gate never opens: only a stop ends it
+    hold = f'touch {began}; i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; {CHECK}'
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command=hold)
+    wait_for(began.exists, 60, "the first test to start")
+    running = [b for b in master.builds("bisect") if not b["complete"]]
+    assert len(running) == 1
+    d = master.dir / "state" / "bisects" / running[0]["properties"]["bisect_id"][0]
+    assert (d / "pins").read_text().strip()  # the images of the range are pinned while it runs
+    master.post_json(f"builds/{running[0]['buildid']}",
+                     {"jsonrpc": "2.0", "method": "stop", "id": 1, "params": {"reason": "not needed"}})
+    build = bisect_build(master, bsid, timeout=60)
+    assert build["results"] == 6  # CANCELLED
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "aborted" and "not needed" in result["reason"]
+    assert not (d / "pins").exists()
+    wait_for(master.idle, 30, "the test build to be cancelled too")
+    tests = [b for b in master.builds("bisect-test") if b["properties"].get("bisect_id", [None])[0] == d.name]
+    assert [b["results"] for b in tests] == [6]
