@@ -236,3 +236,14 @@ def test_a_cancelled_bisect_ends_aborted_and_unpins(farm):
     wait_for(master.idle, 30, "the test build to be cancelled too")
     tests = [b for b in master.builds("bisect-test") if b["properties"].get("bisect_id", [None])[0] == d.name]
     assert [b["results"] for b in tests] == [6]
+
+
+def test_max_steps_ends_with_the_proven_range(farm):
+    _, master, _, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], max_steps=1)
+    build = bisect_build(master, bsid, timeout=90)
+    assert build["results"] == WARNINGS, step_strings(master, build)
+    result = json.loads((bisect_dir(master, build) / "result.json").read_text())
+    assert result["status"] == "max-steps" and result["tests"] == 1 and result["first_bad"] is None
+    assert shas[5] in result["candidates"] and len(result["candidates"]) < 8
+    assert f"first bad commit is one of {len(result['candidates'])}: " in build["state_string"]
