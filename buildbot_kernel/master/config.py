@@ -11,7 +11,9 @@ from buildbot.plugins import changes, schedulers, util, worker
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.imagetree.services import services_from_settings
+from buildbot_kernel.master.bisect_config import add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.master.farm_service import FarmService
@@ -121,7 +123,11 @@ def make_config(basedir: str, settings_path: str) -> dict:
         periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
     c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
-    c["services"] += services_from_settings(s, images_root)
+    add_bisect(c, s, targets, state_dir, images_root, build_workers, CONTROL_WORKER)
+    tree_services = services_from_settings(s, images_root)
+    # retention never deletes an image that an unfinished bisect may still test
+    tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))
+    c["services"] += tree_services
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     return c

@@ -92,7 +92,7 @@ class FixtureRepo:
         return git(self.bare, "rev-parse", branch)
 
 
-def settings_text(repo_url: str, branches, ports: dict, extra: str = "", poll: int = 1) -> str:
+def settings_text(repo_url: str, branches, ports: dict, extra: str = "", poll: int = 1, max_builds: int = 1) -> str:
     return f"""
 [server]
 title = "test"
@@ -115,6 +115,7 @@ config = "defconfig"
 [[worker]]
 name = "w1"
 password = "pw"
+max_builds = {max_builds}
 {extra}
 """
 

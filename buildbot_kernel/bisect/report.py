@@ -1,0 +1,71 @@
+"""Texts and the result document of a bisect, as the builder shows and stores them (pure).
+
+One Buildbot step per bisect step reads like ``step 3/~7: test 1a2b3c4d5e6f (image X): bad``; the build
+summary names the culprit; result.json holds every step with its timings, so a script can read what
+a person reads in the UI.
+"""
+
+from __future__ import annotations
+
+import time
+
+from buildbot_kernel.bisect.engine import steps_left_estimate
+
+SHORT = 12
+
+DONE, UNRESOLVED, MAX_STEPS, ABORTED = "done", "unresolved", "max-steps", "aborted"
+
+
+def short(sha: str) -> str:
+    return sha[:SHORT]
+
+
+def step_title(n: int, candidates_left: int, action: str, sha: str, image: str | None = None,
+               outcome: str | None = None) -> str:
+    """``step n/~m: <action> <sha> (image X): <outcome>``; m is n-1 plus git's estimate of steps left."""
+    about = n - 1 + max(1, steps_left_estimate(candidates_left))
+    text = f"step {n}/~{about}: {action} {short(sha)}"
+    if image:
+        text += f" (image {image})"
+    text += f", {candidates_left} candidates left" if outcome is None else f": {outcome}"
+    return text
+
+
+def verdicts_line(steps: list[dict]) -> str:
+    """``good 1a2b3c, bad 4d5e6f, skip ...``: the verdicts so far, oldest first."""
+    return ", ".join(f"{s['verdict']} {short(s['sha'])}" for s in steps if s.get("verdict"))
+
+
+def culprit_summary(info: dict) -> str:
+    return f"first bad commit {short(info['sha'])}: {info['subject']} ({info['author']}, {info['date']})"
+
+
+def unresolved_summary(candidates: list[str], reason: str) -> str:
+    shown = " ".join(short(s) for s in candidates[:8]) + (" ..." if len(candidates) > 8 else "")
+    return f"first bad commit is one of {len(candidates)}: {shown} ({reason})"
+
+
+def now_iso(t: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def result_document(ident: str, request: dict, status: str, steps: list[dict], *, first_bad: dict | None = None,
+                    candidates: list[str] | None = None, reason: str = "", last_good: dict | None = None,
+                    started: float | None = None, finished: float | None = None) -> dict:
+    """result.json (schema 1): ``status`` is done / unresolved / max-steps / aborted."""
+    builds = [s for s in steps if s.get("build")]
+    return {
+        "schema": 1,
+        "id": ident,
+        "request": request,
+        "status": status,
+        "first_bad": first_bad,
+        "candidates": list(candidates or ([first_bad["sha"]] if first_bad else [])),
+        "reason": reason,
+        "last_good": last_good,
+        "steps": steps,
+        "tests": sum(1 for s in steps if s.get("image")),
+        "builds": len(builds),
+        "started": now_iso(started) if started else None,
+        "finished": now_iso(finished),
+    }

@@ -1,0 +1,126 @@
+"""What a maintainer asks the bisect builder for, checked field by field before any work.
+
+The form (Buildbot ForceScheduler) and the REST call hand over the same property names; everything the
+settings decide (which branches exist, which build configs, which test machines) is checked here so a
+mistake comes back as one :class:`BisectInputError` naming the field and the accepted values, before a
+clone is fetched or a directory is written. Revisions themselves are checked by the engine
+(``start_bisect``) against the mirror clone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from buildbot_kernel.bisect.engine import BisectInputError
+
+LOCAL_TESTER = "local"
+MODES = ("boot", "test")
+# form property names (contract: the REST call's params use them too)
+FIELDS = ("target", "good", "bad", "tester", "command", "mode", "build_missing", "build_config", "max_steps")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configured (repository, branch): what the form's ``target`` choice stands for."""
+
+    builder: str  # the branch build builder's name (the choice's value)
+    repository: str
+    url: str
+    branch: str
+    build: str  # the build config its builder builds
+
+
+@dataclass(frozen=True)
+class BisectRequest:
+    target: str
+    repository: str
+    url: str
+    branch: str
+    good: tuple[str, ...]
+    bad: str
+    tester: str
+    command: str
+    mode: str
+    build_missing: bool
+    build_config: str
+    max_steps: int  # 0 = no limit
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["good"] = list(self.good)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> BisectRequest:
+        return cls(**{**d, "good": tuple(d["good"])})
+
+
+def split_revisions(text: str) -> list[str]:
+    """Good revisions as typed in one form field: separated by spaces, commas or new lines."""
+    return [w for w in re.split(r"[\s,]+", text or "") if w]
+
+
+def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines: list[str]) -> BisectRequest:
+    """Check the form's properties against the settings; raise :class:`BisectInputError` on the first
+    field that is wrong."""
+    by_name = {t.builder: t for t in targets}
+    choice = str(props.get("target") or "").strip()
+    if choice not in by_name:
+        raise BisectInputError("target", f"{choice!r} is not a configured repository branch; "
+                               f"choose one of: {', '.join(by_name)}")
+    t = by_name[choice]
+    good = split_revisions(str(props.get("good") or ""))
+    if not good:
+        raise BisectInputError("good", "at least one good revision is required (space-separated for several)")
+    bad = str(props.get("bad") or "").strip()
+    if not bad:
+        raise BisectInputError("bad", "a bad revision is required (a commit or branch that shows the problem)")
+    if len(bad.split()) > 1:
+        raise BisectInputError("bad", f"{bad!r}: give exactly one bad revision")
+    tester = str(props.get("tester") or LOCAL_TESTER).strip()
+    if tester != LOCAL_TESTER and tester not in machines:
+        raise BisectInputError("tester", f"{tester!r} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "
+                               f"(configured: {', '.join(machines) or 'none'})")
+    command = str(props.get("command") or "").strip()
+    if not command:
+        raise BisectInputError("command", "a test command is required: exit 0 good, 125 skip, 1-127 bad")
+    mode = str(props.get("mode") or "boot").strip()
+    if mode not in MODES:
+        raise BisectInputError("mode", f"{mode!r}: expected 'boot' (a boot failure is bad) or "
+                               "'test' (a boot failure is skip)")
+    build_missing = _boolean(props.get("build_missing", True))
+    build_config = str(props.get("build_config") or t.build).strip()
+    if build_config not in builds:
+        raise BisectInputError("build_config", f"{build_config!r} is not a configured [[build]] "
+                               f"(configured: {', '.join(builds)})")
+    if build_missing and build_config != t.build:
+        raise BisectInputError("build_config", f"{t.builder} builds with {t.build!r}, so missing "
+                               f"{build_config!r} images cannot be built; choose {t.build!r} or turn "
+                               "build_missing off to bisect over existing images only")
+    max_steps = _whole_number(props.get("max_steps", 0))
+    return BisectRequest(target=t.builder, repository=t.repository, url=t.url, branch=t.branch,
+                         good=tuple(good), bad=bad, tester=tester, command=command, mode=mode,
+                         build_missing=build_missing, build_config=build_config, max_steps=max_steps)
+
+
+def _boolean(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise BisectInputError("build_missing", f"{v!r}: expected true or false")
+
+
+def _whole_number(v) -> int:
+    try:
+        n = int(str(v).strip() or 0)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise BisectInputError("max_steps", f"{v!r}: expected a whole number of test steps (0 = no limit)")
+    return n

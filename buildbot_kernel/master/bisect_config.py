@@ -1,0 +1,88 @@
+"""The bisect builder's part of the master configuration, kept apart from the build pipeline's.
+
+``add_bisect`` adds to a BuildmasterConfig dict made by ``make_config``:
+
+* a Triggerable scheduler per branch builder (``bisect-build-<builder>``), through which on-demand and
+  ahead builds go, so their images are published in the tree like any other;
+* the "bisect-test" builder on the build workers (the local-command tester) and its Triggerable;
+* the "bisect" builder on the control worker, with its ForceScheduler form, also reachable as
+  ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).
+"""
+
+from __future__ import annotations
+
+from buildbot.plugins import schedulers, util
+
+from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
+from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
+from buildbot_kernel.steps.bisect_test import bisect_test_factory
+from buildbot_kernel.util import identifier
+
+BISECT_BUILDER = "bisect"
+TEST_BUILDER = "bisect-test"
+FORCE_SCHEDULER = "bisect"
+TEST_SCHEDULER = "bisect-test"
+
+
+def build_scheduler_name(builder: str) -> str:
+    return identifier(f"bisect-build-{builder}")
+
+
+def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
+    """Two fixed steps; the bisect steps are inserted between them as the bisect goes."""
+    return util.BuildFactory([StartBisect(ctx), FinishBisect()])
+
+
+def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
+    choices = [t.builder for t in ctx.targets]
+    no_source = util.CodebaseParameter(
+        "", branch=util.FixedParameter(name="branch", default=""),
+        revision=util.FixedParameter(name="revision", default=""),
+        repository=util.FixedParameter(name="repository", default=""),
+        project=util.FixedParameter(name="project", default=""))
+    # choices are not strict: a wrong value reaches the start step, which names the field and the choices
+    return schedulers.ForceScheduler(
+        name=FORCE_SCHEDULER, builderNames=[BISECT_BUILDER], label="Bisect a regression",
+        buttonName="Start bisect", codebases=[no_source],
+        reason=util.StringParameter(name="reason", label="reason", default="bisect", size=40),
+        properties=[
+            util.ChoiceStringParameter(name="target", label="repository/branch", choices=choices,
+                                       default=choices[0], strict=False),
+            util.StringParameter(name="good", label="good revision(s), space-separated", size=60),
+            util.StringParameter(name="bad", label="bad revision", size=60),
+            util.ChoiceStringParameter(name="tester", label="tester (local command or test machine)",
+                                       choices=[LOCAL_TESTER] + ctx.machines, default=LOCAL_TESTER,
+                                       strict=False),
+            util.StringParameter(name="command", label="test command (exit 0 good, 125 skip, 1-127 bad)",
+                                 size=80),
+            util.ChoiceStringParameter(name="mode", label="mode (boot: boot failure is bad; test: skip)",
+                                       choices=list(MODES), default=MODES[0], strict=False),
+            util.BooleanParameter(name="build_missing", label="build commits without an image", default=True),
+            util.ChoiceStringParameter(name="build_config", label="build config", choices=ctx.builds,
+                                       default=ctx.targets[0].build, strict=False),
+            util.IntParameter(name="max_steps", label="max test steps (0 = no limit)", default=0),
+        ])
+
+
+def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, build_workers: list[str],
+               control_worker: str) -> BisectContext:
+    """``targets``: (BuildTarget, builder name) pairs as ``branch_targets`` returns them."""
+    ctx = BisectContext(
+        targets=[Target(builder=b, repository=t.repository, url=t.url, branch=t.branch, build=t.build_name)
+                 for t, b in targets],
+        builds=[b["name"] for b in settings.builds],
+        machines=[m["name"] for m in settings.machines],
+        state_dir=state_dir, images_root=images_root, base_url=settings.images["base_url"],
+        build_schedulers={b: build_scheduler_name(b) for _, b in targets},
+        test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers))
+    for _, b in targets:
+        c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[b]))
+    c["schedulers"].append(schedulers.Triggerable(name=TEST_SCHEDULER, builderNames=[TEST_BUILDER]))
+    c["builders"].append(util.BuilderConfig(
+        name=TEST_BUILDER, workernames=list(build_workers), factory=bisect_test_factory(), tags=["bisect"],
+        description="runs a bisect's local test command on one image (BISECT_* environment)"))
+    c["builders"].append(util.BuilderConfig(
+        name=BISECT_BUILDER, workernames=[control_worker], factory=bisect_factory(ctx), tags=["control", "bisect"],
+        description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
+    c["schedulers"].append(bisect_form(ctx))
+    return ctx

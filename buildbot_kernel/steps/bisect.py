@@ -1,0 +1,407 @@
+"""The "bisect" builder's steps: start (or resume) a bisect, one Buildbot step per bisect step, the result.
+
+The engine (:mod:`buildbot_kernel.bisect`) decides; these steps only do what it asks, off the reactor
+thread for git and the disk:
+
+* ``start``: checks the request (a bad field fails this step with the field named and writes nothing),
+  fetches the master's mirror clone, starts the session, or resumes it from the bisect log when this
+  build request is a retry after a master restart (same buildset, same bisect id).
+* ``step-N``: one engine step. A missing image is built through the branch's build builder (Triggerable
+  scheduler, so it is published for everyone); a failed build is a skip. The test runs through the
+  tester; while it runs and a build worker is free, both possible next midpoints are built ahead and the
+  one the verdict makes useless is cancelled. Each finished step appends a line to steps.jsonl, after the
+  verdict is in the bisect log.
+* ``result``: the summary naming the culprit, links to its image and the last good one, result.json and
+  bisect.log as logs and files under ``<state>/bisects/<id>/``.
+
+A master shutdown interrupts the running step with RETRY, so Buildbot puts the build request back and
+runs it again after the restart; the verdicts already in the log are not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from buildbot.process import buildstep
+from buildbot.process.results import CANCELLED, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS
+from twisted.internet import defer, threads
+from twisted.python import failure
+
+from buildbot_kernel.bisect import records, report
+from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, Build, Done, Test, Unresolved, start_bisect
+from buildbot_kernel.bisect.engine import remaining_candidates as engine_remaining
+from buildbot_kernel.bisect.mirror import update_mirror
+from buildbot_kernel.bisect.request import FIELDS, BisectRequest, Target, parse_request
+from buildbot_kernel.bisect.session import BisectSession
+from buildbot_kernel.bisect.tester import TesterAbort
+from buildbot_kernel.bisect.tree_images import TreeImages
+from buildbot_kernel.steps.bisect_testers import make_tester
+from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter
+
+
+@dataclass
+class BisectContext:
+    """What the master configuration gives every bisect build."""
+
+    targets: list[Target]
+    builds: list[str]
+    machines: list[str]
+    state_dir: str
+    images_root: str
+    base_url: str
+    build_schedulers: dict[str, str]  # target (branch builder name) -> its Triggerable scheduler
+    test_scheduler: str
+    build_workers: list[str] = field(default_factory=list)
+
+    def target(self, builder: str) -> Target:
+        return next(t for t in self.targets if t.builder == builder)
+
+
+class BisectRun:
+    """One bisect while its build runs; the steps of the build share it (``build.bisect_run``)."""
+
+    def __init__(self, ctx: BisectContext, request: BisectRequest, bdir: records.BisectDir,
+                 session: BisectSession | None, tester):
+        self.ctx = ctx
+        self.request = request
+        self.dir = bdir
+        self.session = session
+        self.tester = tester
+        self.images = TreeImages(ctx.images_root, ctx.base_url, repository=request.repository)
+        self.index = None
+        self.inflight: dict[str, SubBuild] = {}
+        self.waiter = Waiter()
+        self.end: tuple | None = None  # (status, engine step or reason)
+        self.started = time.time()
+
+    # -- off the reactor thread ------------------------------------------------------------------------
+    def has_image(self, sha: str):
+        return self.index.lookup(sha, self.request.build_config) if self.index else None
+
+    def _refresh(self):
+        self.index = self.images.index()
+        return self.index
+
+    def refresh(self) -> defer.Deferred:
+        return threads.deferToThread(self._refresh)
+
+    def _next_step(self):
+        step = self.session.next_step(self.has_image, allow_build=self.request.build_missing)
+        self._update_pins()
+        return step
+
+    def next_step(self) -> defer.Deferred:
+        return threads.deferToThread(self._next_step)
+
+    def _update_pins(self):
+        """Images of every commit still in range, and of the ones tested: the rest of this bisect
+        and its result links need them."""
+        state = self.session.state
+        shas = {c.sha for c in state.candidates()} | {s for s, _ in state.history} | set(state.goods)
+        self.dir.set_pins(img.name for img in (self.has_image(s) for s in shas) if img is not None)
+
+    def record(self, sha: str, verdict: str) -> defer.Deferred:
+        return threads.deferToThread(self.session.record, sha, verdict)
+
+    def tests_done(self) -> int:
+        return sum(1 for s in self.dir.steps() if s.get("image"))
+
+    # -- builds ----------------------------------------------------------------------------------------
+    def start_build(self, step, sha: str, why: str) -> SubBuild:
+        handle = self.inflight.get(sha)
+        if handle is not None and not handle.cancelled:  # an ahead build of this commit: wait for it
+            return handle
+        t = self.ctx.target(self.request.target)
+        ss = [{"codebase": "", "repository": t.url, "branch": t.branch, "revision": sha, "project": t.repository}]
+        handle = SubBuild.trigger(step, self.ctx.build_schedulers[t.builder], f"build {sha[:12]}", ss,
+                                  {"bisect_id": self.dir.id, "bisect_revision": sha},
+                                  reason=f"bisect {self.dir.id}: {why} {sha[:12]}")
+        self.inflight[sha] = handle
+        return handle
+
+    @defer.inlineCallbacks
+    def free_slots(self, master):
+        """Build slots of connected build workers not taken by a running or queued build."""
+        free = 0
+        for name in self.ctx.build_workers:
+            w = master.workers.workers.get(name)
+            if w is None or w.conn is None:
+                continue
+            busy = sum(1 for wfb in w.workerforbuilders.values() if wfb.isBusy())
+            free += (w.max_builds or 2) - busy
+        pending = yield master.db.buildrequests.getBuildRequests(claimed=False, complete=False)
+        return free - len(pending)
+
+    # -- the end ---------------------------------------------------------------------------------------
+    def _result(self) -> dict:
+        self._refresh()
+        state, repo = self.session.state, self.session.state.repo
+        status, what = self.end
+        steps = self.dir.steps()
+        first_bad, candidates, reason = None, [], ""
+        if status == report.DONE:
+            info = repo.commit_info(what.sha)
+            first_bad = {"sha": info.sha, "subject": info.subject, "author": info.author, "date": info.date,
+                         **self._image_ref(info.sha)}
+            candidates = [info.sha]
+        elif status == report.UNRESOLVED:
+            candidates, reason = list(what.candidates), what.reason
+        else:
+            candidates, reason = list(engine_remaining(state)), what
+        goods = [s for s in steps if s.get("verdict") == GOOD] or [{"sha": g} for g in state.goods]
+        last_good = next((g for g in reversed(goods) if self.has_image(g["sha"])), goods[-1])
+        last_good = {"sha": last_good["sha"], "subject": repo.subject(last_good["sha"]),
+                     **self._image_ref(last_good["sha"])}
+        return report.result_document(self.dir.id, self.request.to_json(), status, steps, first_bad=first_bad,
+                                      candidates=candidates, reason=reason, last_good=last_good,
+                                      started=self.started, finished=time.time())
+
+    def _image_ref(self, sha: str) -> dict:
+        img = self.has_image(sha)
+        return {"image": img.name, "image_url": img.url} if img else {"image": None, "image_url": None}
+
+    def result(self) -> defer.Deferred:
+        return threads.deferToThread(self._result)
+
+
+class _BisectStep(buildstep.BuildStep):
+    """Shared: a one-line summary for the step (and, when ``build_summary``, for the build)."""
+
+    build_summary = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.title = ""
+        self.stop_reason = None
+
+    def show(self, text: str) -> None:
+        self.title = text
+        self.updateSummary()
+
+    def getCurrentSummary(self):
+        return {"step": self.title or "running"}
+
+    def getResultSummary(self):
+        out = {"step": self.title or "finished"}
+        if self.build_summary and self.title:
+            out["build"] = self.title
+        return out
+
+    def interrupt(self, reason):
+        self.stop_reason = reason
+        run = getattr(self.build, "bisect_run", None)
+        if run is not None:
+            run.waiter.interrupt(str(reason))
+            for handle in list(run.inflight.values()):
+                handle.cancel("the bisect build was stopped")
+            run.tester.cancel("the bisect build was stopped")
+        return super().interrupt(reason)
+
+    def stop_results(self, reason) -> int:
+        """RETRY when the master is shutting down (the request is put back and resumes), else CANCELLED."""
+        shutting = getattr(self.master.botmaster, "shuttingDown", False)
+        return RETRY if shutting or isinstance(reason, failure.Failure) else CANCELLED
+
+
+class StartBisect(_BisectStep):
+    name = "start"
+    haltOnFailure = True
+
+    def __init__(self, ctx: BisectContext, **kwargs):
+        self.ctx = ctx
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        ctx = self.ctx
+        req = self.build.requests[0]
+        bdir = records.BisectDir(ctx.state_dir, records.bisect_id(req.bsid, req.submittedAt or time.time()))
+        self.setProperty("bisect_id", bdir.id, "bisect")
+        created = False
+        try:
+            resumed = bdir.exists
+            if resumed:
+                request = BisectRequest.from_json(bdir.request())
+            else:
+                props = {f: self.getProperty(f) for f in FIELDS if self.getProperty(f) is not None}
+                request = parse_request(props, ctx.targets, ctx.builds, ctx.machines)
+            run = BisectRun(ctx, request, bdir, None, None)
+            run.tester = make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
+            self.show(f"fetching {request.url}")
+            mirror = yield threads.deferToThread(update_mirror, ctx.state_dir, request.repository, request.url)
+            if resumed and bdir.file(records.LOG).is_file():
+                run.session = yield threads.deferToThread(BisectSession.resume, mirror, bdir.file(records.LOG))
+            else:
+                yield threads.deferToThread(start_bisect, mirror, request.good, request.bad)  # writes nothing
+                bdir.create(request.to_json())
+                created = True
+                run.session = yield threads.deferToThread(BisectSession.start, mirror, request.good, request.bad,
+                                                          bdir.file(records.LOG))
+        except BisectInputError as e:
+            if created:
+                bdir.remove()
+            yield self.addCompleteLog("input error", f"{e.field}: {e.message}\n")
+            self.build_summary = True
+            self.show(f"refused: {e.field}: {e.message}")
+            return FAILURE
+        self.build.bisect_run = run
+        run.started = bdir.file(records.REQUEST).stat().st_mtime
+        state = run.session.state
+        yield self.addCompleteLog("request", json.dumps(request.to_json(), indent=1) + "\n")
+        n = state.steps_done + 1
+        self.build.addStepsAfterCurrentStep([BisectRound(n)])
+        left = len(state.candidates())
+        verb = f"resumed {bdir.id} at step {n}" if resumed else f"bisect {bdir.id}"
+        self.show(f"{verb}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
+                  f"{left} candidates, about {report.steps_left_estimate(left)} steps")
+        return SUCCESS
+
+
+class BisectRound(_BisectStep):
+    """One bisect step: build the commit if it has no image, test it, record the verdict."""
+
+    def __init__(self, n: int, **kwargs):
+        self.n = n
+        kwargs.setdefault("name", f"step-{n}")
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        run: BisectRun = self.build.bisect_run
+        try:
+            return (yield self._round(run))
+        except Interrupted as e:
+            self.show(f"{self.title or f'step {self.n}'}: interrupted ({e})")
+            return self.stop_results(self.stop_reason)
+
+    @defer.inlineCallbacks
+    def _round(self, run: BisectRun):
+        t0 = time.time()
+        built = None
+        while True:
+            yield run.waiter.wait(run.refresh())
+            step = yield run.waiter.wait(run.next_step())
+            limit = run.request.max_steps
+            if isinstance(step, (Done, Unresolved)) or (limit and run.tests_done() >= limit):
+                run.end = ((report.DONE, step) if isinstance(step, Done) else
+                           (report.UNRESOLVED, step) if isinstance(step, Unresolved) else
+                           (report.MAX_STEPS, f"stopped after max_steps={limit} tests"))
+                self.show("no more steps: " + ("first bad commit found" if isinstance(step, Done)
+                                               else "range proven as far as possible" if run.end[0] == report.UNRESOLVED
+                                               else f"max_steps={limit} reached"))
+                return SUCCESS
+            if isinstance(step, Build):
+                if built is not None and built["sha"] == step.sha:
+                    return (yield self._finish(run, step.sha, None, SKIP, t0, built,
+                                               {"reason": "built, but still no image"}))
+                self.show(report.step_title(self.n, step.candidates_left, "build", step.sha))
+                handle = run.start_build(self, step.sha, "on-demand build of")
+                bt = time.time()
+                results = yield run.waiter.wait(handle.wait())
+                built = {"sha": step.sha, "results": results, "seconds": round(time.time() - bt, 1),
+                         "buildset": handle.bsid}
+                yield run.waiter.wait(run.refresh())
+                if run.has_image(step.sha) is None:
+                    return (yield self._finish(run, step.sha, None, SKIP, t0, built,
+                                               {"reason": "the build failed: no image"}))
+                continue
+            return (yield self._test(run, step, t0, built))
+
+    @defer.inlineCallbacks
+    def _test(self, run: BisectRun, step: Test, t0: float, built):
+        image = step.image
+        self.show(report.step_title(self.n, step.candidates_left, "test", step.sha, image.name))
+        self.addURL(f"image {image.name}", image.url)
+        tt = time.time()
+        tested = run.tester.test(image, step.sha)
+        ahead = yield self._build_ahead(run, step.sha)
+        try:
+            verdict, details = yield run.waiter.wait(tested)
+        except TesterAbort as e:
+            run.end = (report.ABORTED, f"step {self.n}, {step.sha[:12]}: {e}")
+            self.build_summary = True
+            self.show(report.step_title(self.n, step.candidates_left, "test", step.sha, image.name,
+                                        outcome=f"aborted: {e}"))
+            return FAILURE
+        details = {**details, "test_seconds": round(time.time() - tt, 1)}
+        if ahead is not None:
+            details["ahead"] = ahead.shas()
+            unneeded = {GOOD: ahead.if_bad, BAD: ahead.if_good}.get(verdict)
+            needed = {GOOD: ahead.if_good, BAD: ahead.if_bad}.get(verdict)
+            if unneeded and unneeded != needed and unneeded in run.inflight:
+                run.inflight[unneeded].cancel(f"not needed after {step.sha[:12]} tested {verdict}")
+                details["cancelled"] = unneeded
+        return (yield self._finish(run, step.sha, image, verdict, t0, built, details,
+                                   candidates_left=step.candidates_left))
+
+    @defer.inlineCallbacks
+    def _build_ahead(self, run: BisectRun, sha: str):
+        """While ``sha`` is tested: build the next midpoint for either verdict, if a worker is free."""
+        if not run.request.build_missing:
+            return None
+        free = yield run.free_slots(self.master)
+        if free <= 0:
+            return None
+        ahead = yield threads.deferToThread(run.session.prefetch, sha, run.has_image)
+        for s in ahead.shas()[:free]:
+            run.start_build(self, s, "build ahead of")
+        return ahead
+
+    @defer.inlineCallbacks
+    def _finish(self, run: BisectRun, sha: str, image, verdict: str, t0: float, built, details: dict,
+                candidates_left: int | None = None):
+        yield run.record(sha, verdict)
+        rec = {"n": self.n, "sha": sha, "image": image.name if image else None, "verdict": verdict,
+               "started": report.now_iso(t0), "seconds": round(time.time() - t0, 1), "build": built, **details}
+        yield threads.deferToThread(run.dir.append_step, rec)
+        left = candidates_left or len(run.session.state.candidates())
+        outcome = verdict if image else f"build failed: {verdict}"
+        self.show(report.step_title(self.n, left, "test" if image else "build", sha,
+                                    image.name if image else None, outcome=outcome))
+        self.setProperty("bisect_verdicts", report.verdicts_line(run.dir.steps()), "bisect")
+        self.build.addStepsAfterCurrentStep([BisectRound(self.n + 1)])
+        return SUCCESS
+
+
+class FinishBisect(_BisectStep):
+    name = "result"
+    alwaysRun = True
+    warnOnWarnings = True
+    build_summary = True
+
+    @defer.inlineCallbacks
+    def run(self):
+        run: BisectRun | None = getattr(self.build, "bisect_run", None)
+        if run is None:
+            self.hideStepIf = True
+            return SKIPPED
+        if run.end is None:
+            if self.build.results == RETRY or getattr(self.master.botmaster, "shuttingDown", False):
+                self.build_summary = False
+                self.show("interrupted: resumes when the master starts again")
+                return SKIPPED
+            run.end = (report.ABORTED, f"stopped: {self.build.stopped_reason or 'cancelled'}")
+        for handle in run.inflight.values():
+            if not handle.done and run.end[0] != report.DONE:
+                handle.cancel("the bisect ended")
+        doc = yield run.result()
+        yield threads.deferToThread(run.dir.write_result, doc)
+        yield self.addCompleteLog("result.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        log_text = yield threads.deferToThread(run.dir.file(records.LOG).read_text)
+        yield self.addCompleteLog("bisect.log", log_text)
+        self.setProperty("bisect_result", {k: doc[k] for k in ("status", "first_bad", "candidates", "reason")},
+                         "bisect")
+        for label, ref in (("first bad", doc["first_bad"]), ("last good", doc["last_good"])):
+            if ref and ref.get("image_url"):
+                self.addURL(f"{label}: {ref['image']}", ref["image_url"])
+        status = doc["status"]
+        if status == report.DONE:
+            self.show(report.culprit_summary(doc["first_bad"]))
+            return SUCCESS
+        if status == report.ABORTED:
+            self.show(f"aborted: {doc['reason']}")
+            return FAILURE
+        self.show(report.unresolved_summary(doc["candidates"], doc["reason"]))
+        return WARNINGS

@@ -1,0 +1,107 @@
+"""The "bisect-test" builder: one run of the local test command on a build worker, for one image.
+
+The image's files travel from the master's image tree to the worker with Buildbot's own file transfer
+(no shared filesystem, no image server needed), are checked with ``sha256sum -c`` on the worker, and the
+command runs with the ``BISECT_*`` environment (contract in :mod:`buildbot_kernel.bisect.tester`). Its
+exit status is stored in the ``bisect_exit`` property for the bisect build; the test build's own colour
+says the verdict (green good, orange skip, red bad, purple abort).
+"""
+
+from __future__ import annotations
+
+import os
+
+from buildbot.plugins import steps, util
+from buildbot.process import buildstep
+from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
+from twisted.internet import defer
+
+from buildbot_kernel.bisect.tester import EXIT_SKIP
+from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
+
+WORKDIR = "bisect"
+IMAGE_SUBDIR = "image"
+SUMS_FILE = ".bisect.sha256"
+
+
+def sums_text(files: dict) -> str:
+    """``sha256sum -c`` input for the image's files (name -> sha256)."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+
+
+class FetchImage(buildstep.BuildStep):
+    """Queues one download per file of the image (the list is only known at run time), then the check."""
+
+    name = "fetch image"
+    haltOnFailure = True
+
+    def run(self):
+        src = self.getProperty("bisect_image_src")
+        files = self.getProperty("bisect_image_files") or {}
+        bad = [n for n in files if "/" in n or n.startswith(".")]
+        if not src or not files or bad:
+            self.descriptionDone = ["no image to fetch" if not bad else f"bad file name {bad[0]!r}"]
+            return defer.succeed(FAILURE)
+        image_dir = f"{WORKDIR}/{IMAGE_SUBDIR}"
+        new = [steps.FileDownload(name=f"download {n}"[:50].replace(" ", "_"), mastersrc=os.path.join(src, n),
+                                  workerdest=n, workdir=image_dir, haltOnFailure=True, hideStepIf=True)
+               for n in sorted(files)]
+        new.append(steps.StringDownload(sums_text(files), workerdest=SUMS_FILE, workdir=image_dir,
+                                        name="checksums", haltOnFailure=True, hideStepIf=True))
+        new.append(steps.ShellCommand(name="verify image", command=["sha256sum", "--strict", "-c", SUMS_FILE],
+                                      workdir=image_dir, haltOnFailure=True,
+                                      descriptionDone=["sha256 checked"]))
+        self.build.addStepsAfterCurrentStep(new)
+        self.descriptionDone = [f"{self.getProperty('bisect_image')}: {len(files)} files"]
+        return defer.succeed(SUCCESS)
+
+
+class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
+    """The maintainer's command; every exit status is a result for the bisect (the property), so the
+    step itself only colours the verdict."""
+
+    name = "test command"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("workdir", WORKDIR)
+        kwargs = self.setupShellMixin(kwargs)
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        image_dir = os.path.join(self.getProperty("builddir"), WORKDIR, IMAGE_SUBDIR)
+        env = {
+            "BISECT_SHA": self.getProperty("bisect_sha"),
+            "BISECT_IMAGE": self.getProperty("bisect_image"),
+            "BISECT_IMAGE_URL": self.getProperty("bisect_image_url"),
+            "BISECT_IMAGE_DIR": image_dir,
+        }
+        cmd = yield self.makeRemoteShellCommand(command=["/bin/sh", "-c", self.getProperty("bisect_command")],
+                                                env=env)
+        yield self.runCommand(cmd)
+        rc = cmd.rc
+        if rc is None or cmd.interrupted:
+            self.descriptionDone = ["interrupted"]
+            return EXCEPTION
+        status = rc if rc >= 0 else 128 - rc
+        self.setProperty(EXIT_PROPERTY, status, self.name)
+        if status == 0:
+            self.descriptionDone = ["exit 0: good"]
+            return SUCCESS
+        if status == EXIT_SKIP:
+            self.descriptionDone = [f"exit {status}: skip"]
+            return WARNINGS
+        if status <= 127:
+            self.descriptionDone = [f"exit {status}: bad"]
+            return FAILURE
+        self.descriptionDone = [f"exit {status}: aborts the bisect"]
+        return EXCEPTION
+
+
+def bisect_test_factory() -> util.BuildFactory:
+    f = util.BuildFactory()
+    f.addStep(steps.ShellCommand(name="clean image dir", command=["rm", "-rf", IMAGE_SUBDIR], workdir=WORKDIR,
+                                 haltOnFailure=True, hideStepIf=True))
+    f.addStep(FetchImage())
+    f.addStep(RunTestCommand())
+    return f

@@ -1,0 +1,100 @@
+"""Testers: what decides good / bad / skip for one image during a Buildbot bisect.
+
+The interface is one method, ``test(image, sha) -> Deferred`` firing ``(verdict, details)`` (details: a
+JSON-able dict for the result), or failing with :class:`TesterAbort` (the bisect stops: the tester broke,
+which says nothing about the commit) or :class:`Interrupted` (the bisect build was stopped).
+
+* :class:`LocalCommandTester` runs the test command on a build worker, through the "bisect-test"
+  builder (steps in :mod:`buildbot_kernel.steps.bisect_test`): the image is downloaded there and
+  sha256-checked, the command gets the ``BISECT_*`` environment, its exit status maps as for ``git
+  bisect run`` (:func:`buildbot_kernel.bisect.tester.verdict_for_exit`).
+* :class:`MachineTester` adapts a test-farm machine driver (``run_step(image_entry, command, mode,
+  owner)`` firing an outcome with ``verdict``): the farm is looked up as the master service named
+  ``farm`` with a ``driver(name)`` method (wired by the farm's master glue).
+"""
+
+from __future__ import annotations
+
+from buildbot.process.results import CANCELLED, RETRY
+from twisted.internet import defer
+
+from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
+from buildbot_kernel.bisect.images import Image
+from buildbot_kernel.bisect.request import LOCAL_TESTER, BisectRequest
+from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
+from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
+
+FARM_SERVICE = "farm"
+EXIT_PROPERTY = "bisect_exit"
+
+
+class LocalCommandTester:
+    def __init__(self, step, scheduler_name: str, command: str, bisect_id: str, image_dir):
+        self.step = step  # the bisect step currently running (parent of the test builds)
+        self.scheduler_name = scheduler_name
+        self.command = command
+        self.bisect_id = bisect_id
+        self.image_dir = image_dir  # Image -> its directory on the master
+        self.current: SubBuild | None = None
+
+    @defer.inlineCallbacks
+    def test(self, image: Image, sha: str):
+        props = {
+            "bisect_id": self.bisect_id, "bisect_sha": sha, "bisect_image": image.name,
+            "bisect_image_url": image.url, "bisect_image_src": self.image_dir(image),
+            "bisect_image_files": {n: f["sha256"] for n, f in image.files.items()},
+            "bisect_command": self.command,
+        }
+        self.current = SubBuild.trigger(self.step, self.scheduler_name, f"test {sha[:12]}", properties=props,
+                                        reason=f"bisect {self.bisect_id}: test {sha[:12]} ({image.name})")
+        results = yield self.current.wait()
+        build = yield self.current.last_build()
+        if results in (CANCELLED, RETRY) and not (build and EXIT_PROPERTY in build["properties"]):
+            raise Interrupted(f"the test build of {sha[:12]} was cancelled")
+        if build is None or EXIT_PROPERTY not in build["properties"]:
+            where = f"build {build['number']} of bisect-test" if build else "the bisect-test builder"
+            state = build.get("state_string", "") if build else ""
+            raise TesterAbort(-1, f"the test command did not run ({where}: {state}); an infrastructure "
+                                  "failure is never a verdict")
+        status = int(build["properties"][EXIT_PROPERTY])
+        verdict = verdict_for_exit(status)  # raises TesterAbort above 127
+        return verdict, {"tester": LOCAL_TESTER, "exit_status": status, "test_build": build["buildid"],
+                         "test_build_number": build["number"]}
+
+    def cancel(self, reason: str) -> None:
+        if self.current is not None:
+            self.current.cancel(reason)
+
+
+class MachineTester:
+    def __init__(self, driver, command: str, mode: str, owner: str):
+        self.driver = driver
+        self.command = command
+        self.mode = mode
+        self.owner = owner
+
+    @defer.inlineCallbacks
+    def test(self, image: Image, sha: str):
+        outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner)
+        if outcome.verdict not in VERDICTS:
+            raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
+        details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}
+        return outcome.verdict, {"tester": self.driver.name, **details}
+
+    def cancel(self, reason: str) -> None:
+        """A machine step runs to its own timeout; the farm driver has no cancel yet."""
+
+
+def make_tester(step, request: BisectRequest, bisect_id: str, test_scheduler: str, image_dir):
+    """The tester the request names; a machine needs the farm service (else a ``tester`` input error)."""
+    if request.tester == LOCAL_TESTER:
+        return LocalCommandTester(step, test_scheduler, request.command, bisect_id, image_dir)
+    farm = step.master.namedServices.get(FARM_SERVICE)
+    if farm is None:
+        raise BisectInputError("tester", f"machine {request.tester!r} is configured but no test farm runs in "
+                               "this master; use the local command tester")
+    try:
+        driver = farm.driver(request.tester)
+    except KeyError as e:
+        raise BisectInputError("tester", str(e)) from None
+    return MachineTester(driver, request.command, request.mode, owner=f"bisect {bisect_id}")

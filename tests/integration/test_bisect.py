@@ -1,0 +1,249 @@
+"""The bisect builder on a real master and worker: a planted regression found over the REST API.
+
+Fixture history on drm-intel-fixes (C0 is the initial tree)::
+
+    C0 - C1 - C2 - C3 - C4 - C5(REGRESSION) - C6 - C7 - C8
+
+C2, C6 and C8 get images through the normal pipeline (pushed one after the other, each head is built);
+the rest are built on demand by the bisect. The test command is the local-command tester's contract:
+``! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"`` (the fixture's vmlinuz holds the compiled objects).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import pytest
+
+from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
+
+pytestmark = pytest.mark.integration
+BRANCH = "drm-intel-fixes"
+CHECK = '! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"'
+SUCCESS, WARNINGS, FAILURE = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bisect")
+    repo = FixtureRepo(base, (BRANCH,))
+    shas = [repo.head(BRANCH)]
+    for i in range(1, 9):
+        if i == 5:
+            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
+                                                'int i915_init(void) { return 0; }\n')
+        else:
+            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
+        shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
+    git(repo.work, "push", "-q", "origin", f"{shas[2]}:refs/heads/{BRANCH}")
+    ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
+    master = Master(base, settings_text(str(repo.bare), (BRANCH,), ports, max_builds=3))
+    worker = Worker(base, "w1", "pw", ports["worker"])
+    master.start(ports["web"])
+    worker.start()
+    wait_for(lambda: image_shas(master) >= {shas[2]}, 120, "the head image of C2")
+    for i in (6, 8):  # prebuilt images, through the pipeline: push, poll, build, publish
+        git(repo.work, "push", "-q", "origin", f"{shas[i]}:refs/heads/{BRANCH}")
+        wait_for(lambda i=i: shas[i] in image_shas(master), 120, f"the head image of C{i}")
+    wait_for(master.idle, 60, "the pipeline to be idle")
+    yield repo, master, worker, shas, base
+    worker.stop()
+    master.stop()
+
+
+def image_shas(master) -> set[str]:
+    d = master.dir / "images" / BRANCH
+    return {json.loads(m.read_text())["sha"] for m in d.glob("*/metadata.json")} if d.is_dir() else set()
+
+
+def force_bisect(master, **params) -> int:
+    payload = {"jsonrpc": "2.0", "method": "force", "id": 1,
+               "params": {"target": BRANCH, "tester": "local", "command": CHECK, "mode": "test",
+                          "build_missing": True, "build_config": "x86_64", "max_steps": 0, **params}}
+    answer = master.post_json("forceschedulers/bisect", payload)
+    assert "error" not in answer, answer
+    return answer["result"][0]
+
+
+def bisect_build(master, bsid: int, timeout: float = 150) -> dict:
+    """The (last) build of the buildset once it is complete and the request is done."""
+    def done():
+        reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
+        if not reqs or not reqs[0]["complete"]:
+            return None
+        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*")["builds"]
+        return builds[-1] if builds and builds[-1]["complete"] else None
+    return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
+
+
+def bisect_dir(master, build) -> object:
+    return master.dir / "state" / "bisects" / build["properties"]["bisect_id"][0]
+
+
+def step_strings(master, build) -> list[str]:
+    return [s["state_string"] for s in master.steps(build["buildid"])]
+
+
+def test_bisect_finds_the_planted_regression(farm):
+    repo, master, _, shas, base = farm
+    prebuilt = image_shas(master)
+    out = base / "env.log"
+    command = f'env | grep ^BISECT_ | sort >> {out}; echo --- >> {out}; {CHECK}'
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command=command)
+    build = bisect_build(master, bsid)
+    assert build["results"] == SUCCESS, step_strings(master, build)
+    culprit = shas[5]
+    assert f"first bad commit {culprit[:12]}: drm/i915: change 5 (Fixture Dev" in build["state_string"]
+    result = json.loads((bisect_dir(master, build) / "result.json").read_text())
+    assert result["status"] == "done" and result["first_bad"]["sha"] == culprit
+    assert result["first_bad"]["subject"] == "drm/i915: change 5"
+    assert result["last_good"]["sha"] == shas[4]
+    # the on-demand builds published their images for everyone
+    on_demand = image_shas(master) - prebuilt
+    assert on_demand and on_demand <= set(shas[1:8])
+    built = {s["build"]["sha"] for s in result["steps"] if s["build"]}
+    assert built <= image_shas(master)
+    # while a step was tested, the next midpoints were built ahead on the free worker slots
+    assert any(s.get("ahead") for s in result["steps"])
+    tested = [s["sha"] for s in result["steps"]]
+    assert len(tested) == len(set(tested)) and {culprit, shas[4]} <= set(tested)
+    # one UI step per bisect step, with its verdict
+    strings = step_strings(master, build)
+    assert any(s.startswith("step 1/~") and ": test " in s and s.endswith(("good", "bad")) for s in strings)
+    urls = [u["name"] for s in master.steps(build["buildid"]) for u in s["urls"]]
+    assert any(u.startswith("first bad: ") for u in urls) and any(u.startswith("last good: ") for u in urls)
+    # bisect.log replays in a fresh clone to the same culprit
+    log = (bisect_dir(master, build) / "bisect.log").read_text()
+    assert f"# first bad commit: [{culprit}]" in log
+    clone = base / "replay"
+    git(base, "clone", "-q", "-b", BRANCH, str(repo.bare), str(clone))
+    (base / "replay.log").write_text(log)
+    git(clone, "bisect", "replay", str(base / "replay.log"))
+    assert git(clone, "rev-parse", "refs/bisect/bad") == culprit
+    # the tester's environment (contract), for one of the tests
+    env = dict(line.split("=", 1) for line in out.read_text().split("---\n")[0].splitlines())
+    assert env["BISECT_SHA"] in shas and env["BISECT_IMAGE"] in env["BISECT_IMAGE_URL"]
+    assert env["BISECT_IMAGE_URL"].startswith(f"http://127.0.0.1:{master_image_port(master)}/{BRANCH}/")
+    assert env["BISECT_IMAGE_DIR"].startswith("/") and env["BISECT_IMAGE_DIR"].endswith("/bisect/image")
+    assert not (bisect_dir(master, build) / "pins").exists()
+
+
+def master_image_port(master) -> int:
+    for line in (master.dir / "settings.toml").read_text().splitlines():
+        if line.startswith("image_port"):
+            return int(line.split("=")[1])
+    raise AssertionError("no image_port")
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"bad": "0123456789abcdef0123"}, "bad"),
+    ({"good": "no-such-branch"}, "good"),
+    ({"swap": True}, "good"),  # good not an ancestor of bad
+    ({"same": True}, "good"),  # good == bad
+    ({"target": "drm-tip"}, "target"),
+    ({"build_config": "arm64"}, "build_config"),
+    ({"command": ""}, "command"),
+])
+def test_bad_input_is_refused_naming_the_field(farm, params, field):
+    _, master, _, shas, _ = farm
+    params = dict(params)
+    good, bad = shas[0], shas[8]
+    if params.pop("swap", False):
+        good, bad = shas[8], shas[2]
+    if params.pop("same", False):
+        good = bad
+    before = set((master.dir / "state" / "bisects").glob("*"))
+    bsid = force_bisect(master, **{"good": good, "bad": bad, **params})
+    build = bisect_build(master, bsid, timeout=60)
+    assert build["results"] == FAILURE
+    assert f"refused: {field}: " in build["state_string"], build["state_string"]
+    assert set((master.dir / "state" / "bisects").glob("*")) == before  # no state left behind
+
+
+def test_form_refuses_a_malformed_number(farm):
+    _, master, _, shas, _ = farm
+    with pytest.raises(urllib.error.HTTPError) as e:
+        force_bisect(master, good=shas[0], bad=shas[8], max_steps="many")
+    assert e.value.code == 400 and b"max_steps" in e.value.read()
+
+
+def test_restart_resumes_without_repeating_a_finished_step(farm):
+    """The master stops while step 2 is being tested; after the restart the build request is retried,
+    the bisect resumes from its log at step 2, and step 1 is not tested again."""
+    _, master, _, shas, base = farm
+    started, gate = base / "restart-started.log", base / "restart-gate"
+    hold = (f'echo "$BISECT_SHA" >> {started}; if [ "$(wc -l < {started})" -eq 2 ]; then i=0; '
+            f'while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; fi; {CHECK}')
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command=hold)
+    wait_for(lambda: started.exists() and len(started.read_text().split()) == 2, 120,
+             "the second test to start")
+    master.stop()
+    first = started.read_text().split()[0]
+    ident = next(p for p in (master.dir / "state" / "bisects").iterdir()
+                 if json.loads((p / "request.json").read_text())["command"] == hold)
+    assert [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
+            if line.startswith("git bisect good") or line.startswith("git bisect bad")] == [first]
+    gate.touch()
+    master.start(master.web_port)
+    build = bisect_build(master, bsid)
+    assert build["results"] == SUCCESS, step_strings(master, build)
+    assert f"first bad commit {shas[5][:12]}" in build["state_string"]
+    reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
+    runs = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}")["builds"]
+    assert [b["results"] for b in runs] == [5, SUCCESS]  # RETRY at the shutdown, then the resumed run
+    assert any(s.startswith("resumed ") and " at step 2:" in s for s in step_strings(master, build))
+    tests = started.read_text().split()
+    assert tests.count(first) == 1  # the finished step 1 was not run again
+    verdicts = [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
+                if line.startswith("git bisect ") and not line.startswith("git bisect start")]
+    assert len(verdicts) == len(set(verdicts))
+    steps = [s["n"] for s in json.loads((ident / "result.json").read_text())["steps"]]
+    assert steps == list(range(1, len(steps) + 1))
+
+
+def test_a_broken_test_command_aborts_instead_of_guessing(farm):
+    """Exit status above 127 (as for git bisect run): the bisect stops with an error, no verdict recorded."""
+    _, master, _, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command="exit 130")
+    build = bisect_build(master, bsid, timeout=60)
+    assert build["results"] == FAILURE
+    assert "aborted: step 1, " in build["state_string"] and "status 130" in build["state_string"]
+    d = bisect_dir(master, build)
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "aborted" and result["steps"] == [] and result["first_bad"] is None
+    assert "git bisect bad" not in (d / "bisect.log").read_text()
+    assert not (d / "pins").exists()
+
+
+def test_a_cancelled_bisect_ends_aborted_and_unpins(farm):
+    _, master, _, shas, base = farm
+    began, gate = base / "cancel-began", base / "cancel-gate"  # the gate never opens: only a stop ends it
+    hold = f'touch {began}; i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; {CHECK}'
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command=hold)
+    wait_for(began.exists, 60, "the first test to start")
+    running = [b for b in master.builds("bisect") if not b["complete"]]
+    assert len(running) == 1
+    d = master.dir / "state" / "bisects" / running[0]["properties"]["bisect_id"][0]
+    assert (d / "pins").read_text().strip()  # the images of the range are pinned while it runs
+    master.post_json(f"builds/{running[0]['buildid']}",
+                     {"jsonrpc": "2.0", "method": "stop", "id": 1, "params": {"reason": "not needed"}})
+    build = bisect_build(master, bsid, timeout=60)
+    assert build["results"] == 6  # CANCELLED
+    result = json.loads((d / "result.json").read_text())
+    assert result["status"] == "aborted" and "not needed" in result["reason"]
+    assert not (d / "pins").exists()
+    wait_for(master.idle, 30, "the test build to be cancelled too")
+    tests = [b for b in master.builds("bisect-test") if b["properties"].get("bisect_id", [None])[0] == d.name]
+    assert [b["results"] for b in tests] == [6]
+
+
+def test_max_steps_ends_with_the_proven_range(farm):
+    _, master, _, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], max_steps=1)
+    build = bisect_build(master, bsid, timeout=90)
+    assert build["results"] == WARNINGS, step_strings(master, build)
+    result = json.loads((bisect_dir(master, build) / "result.json").read_text())
+    assert result["status"] == "max-steps" and result["tests"] == 1 and result["first_bad"] is None
+    assert shas[5] in result["candidates"] and len(result["candidates"]) < 8
+    assert f"first bad commit is one of {len(result['candidates'])}: " in build["state_string"]
