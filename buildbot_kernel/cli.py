@@ -17,6 +17,7 @@ COMMANDS = [
     "buildbot_kernel.commands.index",
     "buildbot_kernel.commands.images",
     "buildbot_kernel.commands.snippets",
+    "buildbot_kernel.farm.standalone",
 ]
 
 
