@@ -36,8 +36,7 @@ class ReconcileHeads(buildstep.BuildStep):
         yield log.addHeader(f"git ls-remote {self.url} {' '.join(refs)}\n")
         if code != 0:
             yield log.addStderr(err)
-            first = (err.strip().splitlines() or [f"exit code {code}"])[-1]
-            self.descriptionDone = [f"cannot reach {self.url}: {first}"[:180]]
+            self.descriptionDone = [f"cannot reach {self.url}: {heads.git_error(err, code)}"[:200]]
             return FAILURE
         yield log.addStdout(out)
         found = heads.parse_ls_remote(out)
