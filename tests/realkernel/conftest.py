@@ -49,13 +49,19 @@ def _git(tree: Path, *args: str) -> str:
 def small_kernel(linux_tree: Path) -> SmallKernel:
     sha = _git(linux_tree, "rev-parse", "HEAD")
     committed = int(_git(linux_tree, "log", "-1", "--format=%ct", "HEAD"))
-    obj = BUILD_CACHE / "obj-small"
+    # the pipeline's layout (<builder dir>/work/src + /work/obj, ccache base = builder dir), so this build
+    # and the pipeline's share ccache hits: CI pays for one clean kernel build, not two
+    base = BUILD_CACHE / "small"
+    src, obj = base / "work" / "src", base / "work" / "obj"
+    if not (src / ".git").exists():
+        subprocess.run(["git", "clone", "-q", "--shared", str(linux_tree), str(src)], check=True)
+    _git(src, "checkout", "-q", "--detach", sha)
     built = kbuild_helper.build_kernel(
-        linux_tree, obj, naming.config_localversion(SMOKE_BRANCH, sha, committed)
+        src, obj, naming.config_localversion(SMOKE_BRANCH, sha, committed), ccache_base=base
     )
-    version = kbuild_helper.make(linux_tree, obj, "kernelversion").strip()
+    version = kbuild_helper.make(src, obj, "kernelversion").strip()
     expected = naming.image_name(version, SMOKE_BRANCH, sha, committed, at_release_tag=False)
-    return SmallKernel(linux_tree, obj, built.bzimage, built.release, expected, built.seconds)
+    return SmallKernel(src, obj, built.bzimage, built.release, expected, built.seconds)
 
 
 @pytest.fixture(scope="session")

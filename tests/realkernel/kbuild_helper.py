@@ -96,10 +96,17 @@ def make_env() -> dict[str, str]:
     return env
 
 
-def make(tree: Path, obj: Path, *targets: str, jobs: int = 1, capture: bool = True) -> str:
+def make(tree: Path, obj: Path, *targets: str, jobs: int = 1, capture: bool = True,
+         ccache_base: Path | None = None) -> str:
+    """``ccache_base``: compile through ccache with that base directory, as the pipeline does with the
+    builder directory; with the same ``<base>/src`` + ``<base>/obj`` layout the two share cache hits."""
     cmd = ["make", "-s" if capture else "", f"-j{jobs}", "-C", str(tree), f"O={obj}", *targets]
+    env = make_env()
+    if ccache_base is not None and shutil.which("ccache"):
+        cmd.append("CC=ccache gcc")
+        env["CCACHE_BASEDIR"] = str(ccache_base)
     cmd = [c for c in cmd if c]
-    out = subprocess.run(cmd, env=make_env(), capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-30:])
         raise KbuildError(f"{' '.join(cmd)} failed (exit {out.returncode}):\n{tail}")
@@ -139,13 +146,14 @@ class KernelBuild:
 
 
 def build_kernel(
-    tree: Path, obj: Path, localversion: str, *, jobs: int | None = None, reconfigure: bool = True
+    tree: Path, obj: Path, localversion: str, *, jobs: int | None = None, reconfigure: bool = True,
+    ccache_base: Path | None = None,
 ) -> KernelBuild:
     """Configure (unless told not to) and build bzImage + modules out of tree in ``obj``."""
     if reconfigure or not (obj / ".config").exists():
         configure(tree, obj, localversion)
     start = time.monotonic()
-    make(tree, obj, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1)
+    make(tree, obj, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1, ccache_base=ccache_base)
     return KernelBuild(obj / "arch/x86/boot/bzImage", kernelrelease(tree, obj), time.monotonic() - start)
 
 
