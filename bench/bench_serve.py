@@ -88,7 +88,7 @@ def fetch_all(port: int, paths: list[str], fetches: int, clients: int, size: int
     urls = [f"http://127.0.0.1:{port}/{paths[i % len(paths)]}" for i in range(fetches)]
     cmds = []
     for k in range(procs):
-        cmd = ["curl", "-s", "--parallel", "--parallel-max", str(max(1, clients // procs)),
+        cmd = ["curl", "-s", "--no-progress-meter", "--parallel", "--parallel-max", str(max(1, clients // procs)),
                "-w", "%{http_code} %{size_download}\n"]
         for u in urls[k::procs]:
             cmd += ["-o", "/dev/null", u]
