@@ -1,6 +1,6 @@
 """The test farm inside the master: registry, ``/machines`` on the image server, a driver per machine.
 
-The bisect builder asks this service (``master.namedServices["farm"]``) for a machine's driver; test
+The bisect builder asks this service (``named_service(master, "farm")``) for a machine's driver; test
 machines talk to ``<image server>/machines/<name>/...``.  Building the farm may fetch Debian's stage-1
 kernel and build the ramfs the first time, so it runs in a thread and drivers wait for it.
 """
@@ -15,6 +15,7 @@ from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.farm.factory import Farm, make_farm
+from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 IMAGE_SERVER_SERVICE = "image-server"
@@ -43,7 +44,7 @@ class FarmService(BuildbotService):
             log.err(e, "test farm could not be set up")
             self._fail(e)
             return
-        server = self.master.namedServices.get(IMAGE_SERVER_SERVICE)
+        server = named_service(self.master, IMAGE_SERVER_SERVICE)
         if server is not None:
             server.mount("machines", self.farm.resource)
         if not self._ready.called:
