@@ -6,7 +6,8 @@
   ahead builds go, so their images are published in the tree like any other;
 * the "bisect-test" builder on the build workers (the local-command tester) and its Triggerable;
 * the "bisect" builder on the control worker, with its ForceScheduler form, also reachable as
-  ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).
+  ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md); a bisect on a test machine holds that
+  machine's master lock for its whole run, so a second bisect on it waits in the queue.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, util
 
 from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
+from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
 from buildbot_kernel.util import identifier
@@ -26,6 +28,13 @@ TEST_SCHEDULER = "bisect-test"
 
 def build_scheduler_name(builder: str) -> str:
     return identifier(f"bisect-build-{builder}")
+
+
+def machine_locks(tester) -> list:
+    """The bisect build's locks: the tester machine's, exclusive (the local tester needs none)."""
+    if not tester or tester == LOCAL_TESTER:
+        return []
+    return [util.MasterLock(lock_name(str(tester))).access("exclusive")]
 
 
 def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
@@ -83,6 +92,7 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         description="runs a bisect's local test command on one image (BISECT_* environment)"))
     c["builders"].append(util.BuilderConfig(
         name=BISECT_BUILDER, workernames=[control_worker], factory=bisect_factory(ctx), tags=["control", "bisect"],
+        locks=util.Transform(machine_locks, util.Property("tester")),
         description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
     c["schedulers"].append(bisect_form(ctx))
     return ctx
