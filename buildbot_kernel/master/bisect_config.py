@@ -89,10 +89,12 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
     c["schedulers"].append(schedulers.Triggerable(name=TEST_SCHEDULER, builderNames=[TEST_BUILDER]))
     c["builders"].append(util.BuilderConfig(
         name=TEST_BUILDER, workernames=list(build_workers), factory=bisect_test_factory(), tags=["bisect"],
+        collapseRequests=False,  # each request is another bisect's or another image's test
         description="runs a bisect's local test command on one image (BISECT_* environment)"))
     c["builders"].append(util.BuilderConfig(
         name=BISECT_BUILDER, workernames=[control_worker], factory=bisect_factory(ctx), tags=["control", "bisect"],
         locks=util.Transform(machine_locks, util.Property("tester")),
+        collapseRequests=False,  # requests carry no source stamp: Buildbot would merge two bisects into one
         description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
     c["schedulers"].append(bisect_form(ctx))
     return ctx
