@@ -45,12 +45,16 @@ class FarmService(BuildbotService):
             self._fail(e)
             return
         server = named_service(self.master, IMAGE_SERVER_SERVICE)
-        if server is not None:
+        if server is not None:  # else the image server mounts http_mounts() when it starts
             server.mount("machines", self.farm.resource)
         if not self._ready.called:
             self._ready.callback(self.farm)
         else:
             self._ready = defer.succeed(self.farm)
+
+    def http_mounts(self) -> dict:
+        """What the image server serves for the farm, once the farm is ready."""
+        return {"machines": self.farm.resource} if self.farm is not None else {}
 
     def _fail(self, e):
         if not self._ready.called:
