@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from twisted.internet import threads
+
 from buildbot_kernel.farm.driver import MachineDriver, ShellPower
 from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.instructions import BootFile
@@ -18,6 +20,21 @@ from buildbot_kernel.farm.qemu import GUEST_HOST_ADDR, QemuMachine
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
 from buildbot_kernel.settings import Settings, resolve
+
+
+class OffReactorPower:
+    """A QEMU machine's power calls in a thread: the first start may probe KVM with a boot of up to
+    15 s and a reset talks to the QEMU monitor, neither of which may stall the master's reactor (the web
+    UI, the workers and the other machines' reports all wait on it)."""
+
+    def __init__(self, vm: QemuMachine):
+        self.vm = vm
+
+    def soft_reboot(self):
+        return threads.deferToThread(self.vm.soft_reboot)
+
+    def power_cycle(self):
+        return threads.deferToThread(self.vm.power_cycle)
 
 
 @dataclass
@@ -84,6 +101,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
             power = QemuMachine(name, kernel, stage1_initrd, server_url, Path(workdir) / "qemu",
                                 memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=disk)
             farm.vms[name] = power
+            power = OffReactorPower(power)
         else:
             power = ShellPower(m["soft_reboot"], m["power_cycle"])
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,

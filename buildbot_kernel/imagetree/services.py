@@ -120,6 +120,11 @@ class ImageServerService(BuildbotService):
             self._listen_args = listen_args
         for child_name, res in (children or {}).items():
             self.mount(child_name, res)
+        # siblings that serve something here (the test farm's /machines); Buildbot starts the configured
+        # services in no fixed order, so each side mounts when it finds the other ready
+        for sibling in list(self.parent or ()):
+            for child_name, res in getattr(sibling, "http_mounts", dict)().items():
+                self.mount(child_name, res)
         yield super().reconfigService(**kwargs)
 
     def _stop_listening(self):

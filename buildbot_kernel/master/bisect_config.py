@@ -5,15 +5,20 @@
 * a Triggerable scheduler per branch builder (``bisect-build-<builder>``), through which on-demand and
   ahead builds go, so their images are published in the tree like any other;
 * the "bisect-test" builder on the build workers (the local-command tester) and its Triggerable;
-* the "bisect" builder on the control worker, with its ForceScheduler form, also reachable as
-  ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).
+* the "bisect" builder, with its ForceScheduler form, also reachable as
+  ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).  A worker runs one build of a builder at a
+  time, so the builder gets in-process workers of its own, one per test machine plus one: bisects on
+  different testers run side by side, and a bisect on a test machine holds that machine's master lock
+  for its whole run, so a second bisect on the same machine waits in the queue.
 """
 
 from __future__ import annotations
 
 from buildbot.plugins import schedulers, util
+from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
+from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
 from buildbot_kernel.util import identifier
@@ -24,8 +29,19 @@ FORCE_SCHEDULER = "bisect"
 TEST_SCHEDULER = "bisect-test"
 
 
+def bisect_worker_names(machines: int) -> list[str]:
+    return [f"bisect-local-{i}" for i in range(1, machines + 2)]
+
+
 def build_scheduler_name(builder: str) -> str:
     return identifier(f"bisect-build-{builder}")
+
+
+def machine_locks(tester) -> list:
+    """The bisect build's locks: the tester machine's, exclusive (the local tester needs none)."""
+    if not tester or tester == LOCAL_TESTER:
+        return []
+    return [util.MasterLock(lock_name(str(tester))).access("exclusive")]
 
 
 def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
@@ -64,8 +80,8 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
         ])
 
 
-def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, build_workers: list[str],
-               control_worker: str) -> BisectContext:
+def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, build_workers: list[str]
+               ) -> BisectContext:
     """``targets``: (BuildTarget, builder name) pairs as ``branch_targets`` returns them."""
     ctx = BisectContext(
         targets=[Target(builder=b, repository=t.repository, url=t.url, branch=t.branch, build=t.build_name)
@@ -80,9 +96,14 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
     c["schedulers"].append(schedulers.Triggerable(name=TEST_SCHEDULER, builderNames=[TEST_BUILDER]))
     c["builders"].append(util.BuilderConfig(
         name=TEST_BUILDER, workernames=list(build_workers), factory=bisect_test_factory(), tags=["bisect"],
+        collapseRequests=False,  # each request is another bisect's or another image's test
         description="runs a bisect's local test command on one image (BISECT_* environment)"))
+    bisect_workers = bisect_worker_names(len(settings.machines))
+    c["workers"] += [LocalWorker(w) for w in bisect_workers]
     c["builders"].append(util.BuilderConfig(
-        name=BISECT_BUILDER, workernames=[control_worker], factory=bisect_factory(ctx), tags=["control", "bisect"],
+        name=BISECT_BUILDER, workernames=bisect_workers, factory=bisect_factory(ctx), tags=["control", "bisect"],
+        locks=util.Transform(machine_locks, util.Property("tester")),
+        collapseRequests=False,  # requests carry no source stamp: Buildbot would merge two bisects into one
         description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
     c["schedulers"].append(bisect_form(ctx))
     return ctx

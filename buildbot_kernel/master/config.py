@@ -123,7 +123,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
     c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
-    add_bisect(c, s, targets, state_dir, images_root, build_workers, CONTROL_WORKER)
+    add_bisect(c, s, targets, state_dir, images_root, build_workers)
     tree_services = services_from_settings(s, images_root)
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))

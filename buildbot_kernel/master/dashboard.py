@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from buildbot_kernel.imagetree.index import templates_dir
+from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 
@@ -58,7 +59,7 @@ class KernelDashboard:
 
     def _machines(self) -> list[dict]:
         master = getattr(self.buildbot_api, "master", None)
-        farm = master.namedServices.get(FARM_SERVICE) if master is not None else None
+        farm = named_service(master, FARM_SERVICE) if master is not None else None
         if farm is None:
             return []
         return blockingCallFromThread(reactor, farm.snapshot)["machines"]

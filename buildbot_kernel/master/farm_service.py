@@ -1,6 +1,6 @@
 """The test farm inside the master: registry, ``/machines`` on the image server, a driver per machine.
 
-The bisect builder asks this service (``master.namedServices["farm"]``) for a machine's driver; test
+The bisect builder asks this service (``named_service(master, "farm")``) for a machine's driver; test
 machines talk to ``<image server>/machines/<name>/...``.  Building the farm may fetch Debian's stage-1
 kernel and build the ramfs the first time, so it runs in a thread and drivers wait for it.
 """
@@ -15,6 +15,7 @@ from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.farm.factory import Farm, make_farm
+from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 IMAGE_SERVER_SERVICE = "image-server"
@@ -25,13 +26,14 @@ class FarmService(BuildbotService):
 
     def __init__(self, *args, **kwargs):
         self.farm: Farm | None = None
-        self._ready = defer.Deferred()
+        self.error: Exception | None = None  # why the farm could not be set up
+        self._waiters: list[defer.Deferred] = []  # driver() calls made while the farm is being set up
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
     def reconfigService(self, settings_path, state_dir, **kwargs):
         yield super().reconfigService(**kwargs)
-        old, self.farm = self.farm, None
+        old, self.farm, self.error = self.farm, None, None
         if old is not None:
             yield threads.deferToThread(old.stop)
         s = settings_mod.load(settings_path)
@@ -41,26 +43,33 @@ class FarmService(BuildbotService):
                                                     os.path.join(state_dir, "farm"))
         except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
             log.err(e, "test farm could not be set up")
-            self._fail(e)
+            self.error = e
+            self._wake()
             return
-        server = self.master.namedServices.get(IMAGE_SERVER_SERVICE)
-        if server is not None:
+        server = named_service(self.master, IMAGE_SERVER_SERVICE)
+        if server is not None:  # else the image server mounts http_mounts() when it starts
             server.mount("machines", self.farm.resource)
-        if not self._ready.called:
-            self._ready.callback(self.farm)
-        else:
-            self._ready = defer.succeed(self.farm)
+        self._wake()
 
-    def _fail(self, e):
-        if not self._ready.called:
-            self._ready.errback(e)
-            self._ready.addErrback(lambda _: None)
+    def http_mounts(self) -> dict:
+        """What the image server serves for the farm, once the farm is ready."""
+        return {"machines": self.farm.resource} if self.farm is not None else {}
+
+    def _wake(self):
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
 
     @defer.inlineCallbacks
     def driver(self, machine: str):
         """The machine's driver, once the farm is ready (raises KeyError naming the configured ones)."""
-        farm = yield self._ready
-        return farm.driver(machine)
+        if self.farm is None and self.error is None:
+            waiter = defer.Deferred()
+            self._waiters.append(waiter)
+            yield waiter
+        if self.farm is None:
+            raise RuntimeError(f"the test farm could not be set up: {self.error}")
+        return self.farm.driver(machine)
 
     def snapshot(self) -> dict:
         return self.farm.registry.snapshot() if self.farm is not None else {"schema": 1, "machines": []}

@@ -122,8 +122,9 @@ class BisectRun:
         return handle
 
     @defer.inlineCallbacks
-    def free_slots(self, master):
-        """Build slots of connected build workers not taken by a running or queued build."""
+    def free_slots(self, master, own_builder: str):
+        """Build slots of connected build workers not taken by a running or queued build (a queued
+        bisect, waiting for its machine's lock, runs on the control worker and takes none)."""
         free = 0
         for name in self.ctx.build_workers:
             w = master.workers.workers.get(name)
@@ -132,7 +133,7 @@ class BisectRun:
             busy = sum(1 for wfb in w.workerforbuilders.values() if wfb.isBusy())
             free += (w.max_builds or 2) - busy
         pending = yield master.db.buildrequests.getBuildRequests(claimed=False, complete=False)
-        return free - len(pending)
+        return free - sum(1 for r in pending if r.buildername != own_builder)
 
     # -- the end ---------------------------------------------------------------------------------------
     def _result(self) -> dict:
@@ -228,7 +229,7 @@ class StartBisect(_BisectStep):
                 props = {f: self.getProperty(f) for f in FIELDS if self.getProperty(f) is not None}
                 request = parse_request(props, ctx.targets, ctx.builds, ctx.machines)
             run = BisectRun(ctx, request, bdir, None, None)
-            run.tester = make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
+            run.tester = yield make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
             self.show(f"fetching {request.url}")
             mirror = yield threads.deferToThread(update_mirror, ctx.state_dir, request.repository, request.url)
             if resumed and bdir.file(records.LOG).is_file():
@@ -341,7 +342,7 @@ class BisectRound(_BisectStep):
         """While ``sha`` is tested: build the next midpoint for either verdict, if a worker is free."""
         if not run.request.build_missing:
             return None
-        free = yield run.free_slots(self.master)
+        free = yield run.free_slots(self.master, self.build.builder.name)
         if free <= 0:
             return None
         ahead = yield threads.deferToThread(run.session.prefetch, sha, run.has_image)

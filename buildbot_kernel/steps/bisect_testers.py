@@ -10,7 +10,9 @@ which says nothing about the commit) or :class:`Interrupted` (the bisect build w
   bisect run`` (:func:`buildbot_kernel.bisect.tester.verdict_for_exit`).
 * :class:`MachineTester` adapts a test-farm machine driver (``run_step(image_entry, command, mode,
   owner)`` firing an outcome with ``verdict``): the farm is looked up as the master service named
-  ``farm`` with a ``driver(name)`` method (wired by the farm's master glue).
+  ``farm`` whose ``driver(name)`` answers (possibly through a Deferred: the farm may still be fetching
+  its stage-1 kernel) with the driver.  A machine that the farm marks broken stops the bisect with that
+  reason: an infrastructure failure is never a verdict, and further steps would only be skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from buildbot_kernel.bisect.images import Image
 from buildbot_kernel.bisect.request import LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
+from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 EXIT_PROPERTY = "bisect_exit"
@@ -76,6 +79,8 @@ class MachineTester:
     @defer.inlineCallbacks
     def test(self, image: Image, sha: str):
         outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner)
+        if getattr(outcome, "machine_broken", False):
+            raise TesterAbort(-1, outcome.reason or f"machine {self.driver.name} is broken")
         if outcome.verdict not in VERDICTS:
             raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
         details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}
@@ -85,16 +90,20 @@ class MachineTester:
         """A machine step runs to its own timeout; the farm driver has no cancel yet."""
 
 
+@defer.inlineCallbacks
 def make_tester(step, request: BisectRequest, bisect_id: str, test_scheduler: str, image_dir):
-    """The tester the request names; a machine needs the farm service (else a ``tester`` input error)."""
+    """Fires with the tester the request names; a machine needs the farm service (else a ``tester``
+    input error, as when the farm could not be set up)."""
     if request.tester == LOCAL_TESTER:
         return LocalCommandTester(step, test_scheduler, request.command, bisect_id, image_dir)
-    farm = step.master.namedServices.get(FARM_SERVICE)
+    farm = named_service(step.master, FARM_SERVICE)
     if farm is None:
         raise BisectInputError("tester", f"machine {request.tester!r} is configured but no test farm runs in "
                                "this master; use the local command tester")
     try:
-        driver = farm.driver(request.tester)
+        driver = yield defer.maybeDeferred(farm.driver, request.tester)
     except KeyError as e:
-        raise BisectInputError("tester", str(e)) from None
+        raise BisectInputError("tester", str(e.args[0]) if e.args else str(e)) from None
+    except Exception as e:  # the farm could not be set up (no stage-1 kernel, no QEMU, ...)
+        raise BisectInputError("tester", f"the test farm is not available: {e}") from None
     return MachineTester(driver, request.command, request.mode, owner=f"bisect {bisect_id}")

@@ -14,6 +14,7 @@ from buildbot_kernel.imagetree import package
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.util import named_service
 
 WORKER_SUMS = ".worker.sha256"
 IMAGE_TREE_SERVICE = "image-tree"
@@ -86,7 +87,7 @@ class PublishImage(buildstep.BuildStep):
         BuildLedger(self.target.ledger_path).record(
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
             PUBLISHED, image=fields["name"])
-        tree = self.master.namedServices.get(IMAGE_TREE_SERVICE)
+        tree = named_service(self.master, IMAGE_TREE_SERVICE)
         if tree is not None:
             yield tree.published(path)
         base = getattr(tree, "base_url", "") if tree is not None else ""

@@ -29,10 +29,12 @@ install_modules = true
     s = parse(text, str(tmp_path / "settings.toml"))
     farm = make_farm(s, tmp_path / "state.json", tmp_path / "work")
     vm = farm.driver("vm")
-    assert isinstance(vm.power, QemuMachine) and vm.server_url == "http://10.0.2.2:18011"
+    qemu = farm.vms["vm"]
+    assert isinstance(qemu, QemuMachine) and vm.server_url == "http://10.0.2.2:18011"
+    assert vm.power.vm is qemu  # powered from a thread, never on the reactor
     assert vm.initrd.url == "http://10.0.2.2:18011/machines/vm/initrd"  # the ramfs doubles as local OS
-    assert vm.power.initrd == str(tmp_path / "r.cpio.gz")  # relative to the settings file
-    cmd = vm.power.command()
+    assert qemu.initrd == str(tmp_path / "r.cpio.gz")  # relative to the settings file
+    cmd = qemu.command()
     assert cmd[cmd.index("-accel") + 1] == "tcg" and "e1000,netdev=net0" in cmd
     assert "bbk.machine=vm" in cmd[-1] and "bbk.server=http://10.0.2.2:18011" in cmd[-1]
     hw = farm.driver("skl-1")

@@ -190,8 +190,26 @@ class Master:
         running = [b for b in self.get("builds?complete=false")["builds"]]
         return not pending and not running
 
+    def force(self, scheduler: str, properties: dict) -> int:
+        """Force ``scheduler`` over REST with ``properties``; the buildset id."""
+        answer = self.post_json(f"forceschedulers/{scheduler}",
+                                {"jsonrpc": "2.0", "method": "force", "id": 1, "params": properties})
+        assert "error" not in answer, answer
+        return answer["result"][0]
+
     def log_tail(self, n=3000) -> str:
         return (self.dir / "twistd.log").read_text()[-n:]
+
+
+def bisect_build(master: Master, bsid: int, timeout: float = 150) -> dict:
+    """The (last) build of the buildset once it is complete and the request is done."""
+    def done():
+        reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
+        if not reqs or not reqs[0]["complete"]:
+            return None
+        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*")["builds"]
+        return builds[-1] if builds and builds[-1]["complete"] else None
+    return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
 
 
 class Worker:

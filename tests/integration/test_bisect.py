@@ -16,7 +16,7 @@ import urllib.error
 
 import pytest
 
-from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
+from .harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
 BRANCH = "drm-intel-fixes"
@@ -58,23 +58,8 @@ def image_shas(master) -> set[str]:
 
 
 def force_bisect(master, **params) -> int:
-    payload = {"jsonrpc": "2.0", "method": "force", "id": 1,
-               "params": {"target": BRANCH, "tester": "local", "command": CHECK, "mode": "test",
-                          "build_missing": True, "build_config": "x86_64", "max_steps": 0, **params}}
-    answer = master.post_json("forceschedulers/bisect", payload)
-    assert "error" not in answer, answer
-    return answer["result"][0]
-
-
-def bisect_build(master, bsid: int, timeout: float = 150) -> dict:
-    """The (last) build of the buildset once it is complete and the request is done."""
-    def done():
-        reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
-        if not reqs or not reqs[0]["complete"]:
-            return None
-        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*")["builds"]
-        return builds[-1] if builds and builds[-1]["complete"] else None
-    return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
+    return master.force("bisect", {"target": BRANCH, "tester": "local", "command": CHECK, "mode": "test",
+                                   "build_missing": True, "build_config": "x86_64", "max_steps": 0, **params})
 
 
 def bisect_dir(master, build) -> object:

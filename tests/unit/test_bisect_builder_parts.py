@@ -113,3 +113,13 @@ def test_the_tree_is_an_index_of_complete_images(tmp_path):
     assert tree.local_dir(img) == f"{root}/drm-tip/{d.name}/"
     assert index.lookup(fake_sha("drm-tip-2"), "x86_64") is None and index.builds() == ["arm64", "x86_64"]
     assert TreeImages(root, "http://x/", repository="other").index().images == []
+
+
+def test_a_machine_bisect_holds_that_machines_lock_only():
+    from buildbot_kernel.farm.driver import lock_name
+    from buildbot_kernel.master.bisect_config import machine_locks
+
+    assert machine_locks("local") == [] and machine_locks(None) == []
+    [access] = machine_locks("skl-1")
+    assert access.lockid.name == lock_name("skl-1") == "farm-machine-skl-1" and access.mode == "exclusive"
+    assert machine_locks("skl-2")[0].lockid != access.lockid
