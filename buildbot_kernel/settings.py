@@ -169,6 +169,11 @@ class Settings:
         return Path(self.path).resolve().parent
 
 
+def is_config_file(config: str) -> bool:
+    """``config`` names a full .config file (a path) rather than a make target such as ``defconfig``."""
+    return not config.endswith("config") or "/" in config or config.startswith(".")
+
+
 def _type_name(v) -> str:
     return {bool: "a boolean", int: "a whole number", float: "a number", str: "a string",
             list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
@@ -256,9 +261,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                 "contract: the kernel release holds '_' (-<branch>_<sha6>_<date>_) and Debian package "
                 "names and versions cannot, so bindeb-pkg fails; use [\"tar\"]")
         files = list(b.get("fragments", []))
-        if "config" in b and not b["config"].endswith("config"):
-            files.append(b["config"])
-        elif "config" in b and ("/" in b["config"] or b["config"].startswith(".")):
+        if "config" in b and is_config_file(b["config"]):
             files.append(b["config"])
         for f in files:
             p = (base / f) if not os.path.isabs(f) else Path(f)

@@ -16,9 +16,8 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from buildbot_kernel.imagetree.index import templates_dir
+from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.util import named_service
-
-FARM_SERVICE = "farm"
 
 
 def _read_json(path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from buildbot.plugins import steps, util
 
 from buildbot_kernel import kbuild_commands
-from buildbot_kernel.settings import Settings, resolve
+from buildbot_kernel.settings import Settings, is_config_file, resolve
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
 from buildbot_kernel.target import BuildTarget
@@ -20,7 +20,7 @@ def _skipped(results, step):
 
 def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildFactory:
     build = target.build
-    full_config = not build["config"].endswith("config") or "/" in build["config"]
+    full_config = is_config_file(build["config"])
     downloads = []
     if full_config:
         downloads.append((resolve(settings, build["config"]), "fragments/base.config"))

@@ -24,10 +24,10 @@ from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
 from buildbot_kernel.bisect.images import Image
 from buildbot_kernel.bisect.request import LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
+from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
 from buildbot_kernel.util import named_service
 
-FARM_SERVICE = "farm"
 EXIT_PROPERTY = "bisect_exit"
 
 

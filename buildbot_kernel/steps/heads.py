@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer, utils
@@ -30,7 +32,8 @@ class ReconcileHeads(buildstep.BuildStep):
         branches = [t.branch for t, _, _ in self.targets]
         refs = [f"refs/heads/{b}" for b in branches]
         out, err, code = yield utils.getProcessOutputAndValue(
-            "git", ["ls-remote", "--", self.url, *refs], env={"GIT_TERMINAL_PROMPT": "0", "PATH": _path()})
+            "git", ["ls-remote", "--", self.url, *refs],
+            env={"GIT_TERMINAL_PROMPT": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         out, err = out.decode(errors="replace"), err.decode(errors="replace")
         log = yield self.addLog("heads")
         yield log.addHeader(f"git ls-remote {self.url} {' '.join(refs)}\n")
@@ -80,8 +83,3 @@ class ReconcileHeads(buildstep.BuildStep):
                     return True
         return False
 
-
-def _path() -> str:
-    import os
-
-    return os.environ.get("PATH", "/usr/bin:/bin")

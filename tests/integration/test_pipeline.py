@@ -9,7 +9,7 @@ import pytest
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.naming import image_name
 
-from .harness import FixtureRepo, Master, Worker, free_port, settings_text, wait_for
+from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
 BRANCHES = ("drm-intel-fixes", "drm-intel-next")
@@ -47,14 +47,8 @@ def finished(master, n):
 
 def expected_name(repo, branch):
     sha = repo.head(branch)
-    ts = int(repo_git_ts(repo, sha))
+    ts = int(git(repo.bare, "show", "-s", "--format=%ct", sha))
     return image_name("6.1.0-fake", branch, sha, ts, at_release_tag=False)
-
-
-def repo_git_ts(repo, sha):
-    from .harness import git
-
-    return git(repo.bare, "show", "-s", "--format=%ct", sha)
 
 
 def test_first_start_builds_every_branch_head(farm):
@@ -115,8 +109,6 @@ def test_breaking_commit_fails_and_publishes_nothing(farm):
 
 def test_force_push_builds_the_new_head(farm):
     repo, master, _ = farm
-    from .harness import git
-
     git(repo.work, "checkout", "-q", "drm-intel-next")
     git(repo.work, "reset", "-q", "--hard", "HEAD~1")
     sha = repo.commit_file("drm-intel-next", "drivers/gpu/i915.c",
