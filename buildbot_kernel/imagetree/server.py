@@ -370,8 +370,7 @@ def serve_forever(root: str, port: int, bind: str = "127.0.0.1", access_log: str
 
     from twisted.internet import reactor
 
-    if access_log is None:
-        log.startLogging(sys.stdout, setStdout=False)
+    log.startLogging(sys.stdout, setStdout=False)  # errors and refusals; requests go to access_log if given
     listening = reactor.listenTCP(port, make_site(root, access_log=access_log, **limits), interface=bind)
     print(f"serving {os.path.abspath(root)} at http://{bind}:{listening.getHost().port}/", flush=True)
     reactor.run()
