@@ -113,6 +113,19 @@ class FileProducer:
             self.f = None
 
 
+def _read_only(render):
+    """``Resource.render`` for the tree: GET and HEAD, and a plain 405 naming them for anything else
+    (Twisted's own answer to an unknown method is a 501 page)."""
+    def answer(self, request):
+        if request.method in (b"GET", b"HEAD"):
+            return render(self, request)
+        request.setResponseCode(http.NOT_ALLOWED)
+        request.setHeader(b"allow", b"GET, HEAD")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"405 the image tree is read-only: GET or HEAD\n"
+    return answer
+
+
 def _open_regular(path: str):
     """The file at ``path`` opened for reading, or None unless it is a regular file.  O_NONBLOCK so a
     FIFO put in place of a file cannot block the reactor in open(2); the check is on the open file."""
@@ -139,6 +152,7 @@ class TreeNode(resource.Resource):
     404, so a probe learns nothing about what exists."""
 
     isLeaf = True
+    render = _read_only(resource.Resource.render)
 
     def __init__(self, root_real: str, segments: list[bytes]):
         super().__init__()
@@ -223,8 +237,9 @@ class TreeNode(resource.Resource):
             rows.append(f'<tr><td><a href="{quote(name, safe="/+")}">{html.escape(name)}</a></td>'
                         f'<td align="right">{size}</td></tr>')
         title = html.escape(request.path.decode("utf-8", "replace"))
+        up = "" if path == self.root_real else '<p><a href="../">../</a></p>'  # nothing above the root
         body = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>"
-                f"<h1>{title}</h1><p><a href=\"../\">../</a></p><table>{''.join(rows)}</table>"
+                f"<h1>{title}</h1>{up}<table>{''.join(rows)}</table>"
                 "</body></html>\n")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return body.encode()
@@ -237,6 +252,8 @@ def _header(request, name: bytes) -> str | None:
 
 class TreeRoot(resource.Resource):
     """The tree's root: mounted children (``putChild``) first, else a path into the tree."""
+
+    render = _read_only(resource.Resource.render)
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()

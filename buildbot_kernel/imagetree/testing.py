@@ -72,13 +72,16 @@ class ServerProcess:
     127.0.0.1, any free port.  Its own log (startup, errors, refusals) goes to ``<root>/../server.out``,
     a file rather than a pipe nobody drains, so tests can also assert that it holds no traceback."""
 
-    def __init__(self, root: str | os.PathLike, access_log: str | os.PathLike, *args: str):
+    def __init__(self, root: str | os.PathLike, access_log: str | os.PathLike, *args: str,
+                 argv: list[str] | None = None):
+        """``args``: more options for the server; ``argv``: another command instead, which prints
+        ``at http://127.0.0.1:<port>/`` once it listens (farm-step's site, for instance)."""
         self.output = Path(root).parent / "server.out"
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        argv = argv or [sys.executable, "-m", "buildbot_kernel.imagetree.server", "--root", str(root),
+                        "--port", "0", "--access-log", str(access_log), *args]
         with open(self.output, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "buildbot_kernel.imagetree.server", "--root", str(root), "--port", "0",
-                 "--access-log", str(access_log), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             m = re.search(r"at (http://\S+/)", self.output.read_text())
