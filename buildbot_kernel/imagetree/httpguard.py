@@ -6,6 +6,8 @@ file descriptors (and with them the web UI and the worker port, which live in th
   Sending a byte does not extend it (Twisted's own idle timeout restarts on every byte, which a client
   trickling one header byte a minute keeps alive forever).  Past it a client that sent part of a request
   gets ``408`` and the connection is closed; an idle kept-alive connection is just closed.
+- A download whose client reads nothing for ``STALL_TIMEOUT`` seconds is cut off (imagetree/server.py's
+  FileProducer asks the site for it).
 - At most ``PER_ADDRESS_LIMIT`` open connections per client address and ``TOTAL_LIMIT`` in all; one
   more gets ``503`` and is closed at once, before anything it sent is read.
 
@@ -20,6 +22,7 @@ from twisted.python import log
 from twisted.web import http, server
 
 HEAD_TIMEOUT = 10.0  # seconds for a whole request to arrive
+STALL_TIMEOUT = 60.0  # seconds a download may go without the client taking a byte
 PER_ADDRESS_LIMIT = 64  # open connections from one client address
 TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit)
 ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
@@ -127,9 +130,10 @@ class GuardedSite(server.Site):
     protocol = GuardedChannel  # plain HTTP/1.1; no TLS here, so no HTTP/2 negotiation to keep
 
     def __init__(self, resource, *, head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
-                 total: int = TOTAL_LIMIT, **kwargs):
+                 total: int = TOTAL_LIMIT, stall_timeout: float = STALL_TIMEOUT, **kwargs):
         super().__init__(resource, **kwargs)
         self.head_timeout = head_timeout
+        self.stall_timeout = stall_timeout
         self.per_address = per_address
         self.total = total
         self.open: dict[str, int] = {}  # client address -> open connections

@@ -31,7 +31,7 @@ from buildbot_kernel.imagetree.httpfiles import (
     parse_range,
     resolve,
 )
-from buildbot_kernel.imagetree.httpguard import HEAD_TIMEOUT, PER_ADDRESS_LIMIT, GuardedSite
+from buildbot_kernel.imagetree.httpguard import HEAD_TIMEOUT, PER_ADDRESS_LIMIT, STALL_TIMEOUT, GuardedSite
 from buildbot_kernel.imagetree.lookup import Ambiguous, BadPrefix, NotFound, ShaLookup
 
 CHUNK = 1 << 18  # 256 KiB per read: few reactor turns per file, little memory per client
@@ -48,10 +48,8 @@ class FileProducer:
     and carries on when the transport drained it (``resumeProducing``, called from the transport's
     own write event), so a download costs one read and one send per chunk and no timer turns.
 
-    A client that stops reading for ``STALL_TIMEOUT`` seconds is cut off: it would otherwise hold a
-    socket and an open file for as long as it likes."""
-
-    STALL_TIMEOUT = 60.0
+    A client that reads nothing for the site's ``stall_timeout`` seconds is cut off: it would otherwise
+    hold a socket and an open file for as long as it likes."""
 
     def __init__(self, request, f, offset: int, length: int):
         self.request = request
@@ -71,10 +69,10 @@ class FileProducer:
 
     def pauseProducing(self) -> None:
         self.paused = True
-        if self._stall is None and self.f is not None:
-            from twisted.internet import reactor
-
-            self._stall = reactor.callLater(self.STALL_TIMEOUT, self._stalled)
+        site = getattr(self.request, "site", None)
+        timeout = getattr(site, "stall_timeout", None)
+        if self._stall is None and self.f is not None and timeout:
+            self._stall = site.reactor.callLater(timeout, self._stalled, site, timeout)
 
     def resumeProducing(self) -> None:
         self.paused = False
@@ -93,12 +91,14 @@ class FileProducer:
     def stopProducing(self) -> None:
         self._close()
 
-    def _stalled(self) -> None:
+    def _stalled(self, site, timeout: float) -> None:
         self._stall = None
+        site.throttled.note("stall", f"cut off a download to {self.request.getClientAddress().host} that took "
+                                     f"nothing for {timeout:g} s")
+        self._close()
         transport = getattr(self.request.channel, "transport", None)
         if transport is not None:
-            transport.abortConnection()  # notifyFinish fires: the file is closed there
-        self._close()
+            transport.abortConnection()
 
     def _cancel_stall(self) -> None:
         if self._stall is not None and self._stall.active():
@@ -367,14 +367,16 @@ def _json(request, code: int, obj) -> bytes:
 
 
 def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool = True,
-              head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT) -> server.Site:
+              head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
+              stall_timeout: float = STALL_TIMEOUT) -> server.Site:
     """A Site serving ``root``; ``site.resource.putChild(b"name", r)`` mounts more.  ``access_log`` is a
     file for the combined-format access log (default: the Twisted log, i.e. the master's twistd.log).
     Its connections have a request deadline and a per-address cap (imagetree/httpguard.py)."""
     tree = TreeRoot(root)
     if sha:
         tree.putChild(b"sha", ShaResource(root))
-    site = GuardedSite(tree, logPath=access_log, head_timeout=head_timeout, per_address=per_address)
+    site = GuardedSite(tree, logPath=access_log, head_timeout=head_timeout, per_address=per_address,
+                       stall_timeout=stall_timeout)
     site.displayTracebacks = False
     return site
 
@@ -382,7 +384,7 @@ def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool 
 def serve_forever(root: str, port: int, bind: str = "127.0.0.1", access_log: str | None = None,
                   **limits) -> None:
     """Run a standalone server (``buildbot-kernel images serve``); prints the URL once listening.
-    ``limits``: ``head_timeout``, ``per_address`` (see make_site)."""
+    ``limits``: ``head_timeout``, ``per_address``, ``stall_timeout`` (see make_site)."""
     import sys
 
     from twisted.internet import reactor
@@ -405,5 +407,8 @@ if __name__ == "__main__":
                     help="seconds a client has to send a whole request (default %(default)s)")
     ap.add_argument("--per-address", type=int, default=PER_ADDRESS_LIMIT,
                     help="open connections allowed from one client address (default %(default)s)")
+    ap.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT,
+                    help="seconds a download may go without the client reading (default %(default)s)")
     a = ap.parse_args()
-    serve_forever(a.root, a.port, a.bind, a.access_log, head_timeout=a.head_timeout, per_address=a.per_address)
+    serve_forever(a.root, a.port, a.bind, a.access_log, head_timeout=a.head_timeout, per_address=a.per_address,
+                  stall_timeout=a.stall_timeout)

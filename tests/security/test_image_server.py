@@ -24,6 +24,8 @@ from buildbot_kernel.imagetree.testing import ServerProcess, make_image
 
 DEADLINE = 1.5  # the request deadline the test server runs with (seconds)
 CAP = 8  # its connections per client address
+STALL = 1.0  # how long it lets a download go unread
+BIG = 256 << 20  # a sparse file far bigger than what socket buffers hold
 
 
 def hostile_tree(base):
@@ -44,6 +46,8 @@ def hostile_tree(base):
     (img / ".notes").write_text("dot-file")
     os.symlink(root / ".state" / "farm.json", img / "state-link")  # a way into a hidden directory
     os.mkfifo(img / "fifo")  # opening it would block the reactor
+    with open(root / "main" / "big", "wb") as f:
+        f.truncate(BIG)
     return root, img
 
 
@@ -51,7 +55,8 @@ def hostile_tree(base):
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("hostile")
     root, img = hostile_tree(base)
-    s = ServerProcess(root, base / "access.log", "--head-timeout", str(DEADLINE), "--per-address", str(CAP))
+    s = ServerProcess(root, base / "access.log", "--head-timeout", str(DEADLINE), "--per-address", str(CAP),
+                      "--stall-timeout", str(STALL))
     yield s, root, img
     s.stop()
 
@@ -250,6 +255,21 @@ def test_connections_per_address_are_capped(server):
         for c in held:
             c.close()
     assert "refused a connection from 127.0.0.1 (503)" in s.log()
+    assert_clean(s.log())
+
+
+def test_a_client_that_stops_reading_is_cut_off(server):
+    """A download nobody reads held its socket and its open file for ever."""
+    s, root, img = server
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.settimeout(10)
+    c.connect(("127.0.0.1", urlsplit(s.url).port))
+    c.sendall(b"GET /main/big HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: "cut off a download to 127.0.0.1" in s.log(), STALL + 15, "the stalled download to be cut")
+    got = read_all(c, 10)  # what the buffers held, then the reset
+    c.close()
+    assert got.startswith(b"HTTP/1.1 200 ") and len(got) < BIG
     assert_clean(s.log())
 
 
