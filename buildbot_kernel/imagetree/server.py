@@ -2,7 +2,7 @@
 
 ``make_site(root)`` returns a ``Site`` whose root resource serves the tree and takes mounted children:
 ``/sha/<prefix>`` (commit lookup, mounted here) and ``/machines`` (the test-farm driver mounts it).
-Files stream from disk in chunks through a pull producer (never read whole), with single-range
+Files stream from disk in chunks through a push producer (never read whole), with single-range
 requests, conditional GET (ETag, Last-Modified) and HEAD.  Anything that would leave the root (``..``,
 ``%2e%2e``, encoded slashes, symlinks pointing outside) or names a hidden entry is a plain 404, so a
 probe learns nothing about what exists outside; a listing never names such an entry either.  Slow and
