@@ -41,9 +41,18 @@ def fetch_entry(image_url: str, base_url: str = "", images_root=None) -> dict:
     return dict(meta, url=url)
 
 
+def farm_site(images_root, machines):
+    """The site ``farm-step`` listens with: the image tree through the embedded server's own resource and
+    limits (so the same paths are refused and the same slow clients cut off), ``/machines`` mounted."""
+    from buildbot_kernel.imagetree.server import make_site
+
+    site = make_site(os.fspath(images_root))
+    site.resource.putChild(b"machines", machines)
+    return site
+
+
 def run_step(args) -> int:
     from twisted.internet import defer, task
-    from twisted.web import resource, server, static
 
     from buildbot_kernel.farm.factory import make_farm
 
@@ -56,12 +65,11 @@ def run_step(args) -> int:
     port = args.port or settings.server["image_port"]
     farm = make_farm(settings, args.state, args.workdir, base_url=settings.images["base_url"])
     driver = farm.driver(args.machine)
-    root = static.File(os.fspath(images)) if images.is_dir() else resource.Resource()
-    root.putChild(b"machines", farm.resource)
+    site = farm_site(images, farm.resource)  # a missing image root serves 404s, /machines still works
 
     @defer.inlineCallbacks
     def main(reactor):
-        listening = reactor.listenTCP(port, server.Site(root), interface=settings.server["bind"])
+        listening = reactor.listenTCP(port, site, interface=settings.server["bind"])
         try:
             out = yield driver.run_step(entry, args.test, args.mode, owner="farm-step")
         finally:

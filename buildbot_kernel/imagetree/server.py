@@ -2,10 +2,12 @@
 
 ``make_site(root)`` returns a ``Site`` whose root resource serves the tree and takes mounted children:
 ``/sha/<prefix>`` (commit lookup, mounted here) and ``/machines`` (the test-farm driver mounts it).
-Files stream from disk in chunks through a pull producer (never read whole), with single-range
+Files stream from disk in chunks through a push producer (never read whole), with single-range
 requests, conditional GET (ETag, Last-Modified) and HEAD.  Anything that would leave the root (``..``,
 ``%2e%2e``, encoded slashes, symlinks pointing outside) or names a hidden entry is a plain 404, so a
-probe learns nothing about what exists outside.
+probe learns nothing about what exists outside; a listing never names such an entry either.  Slow and
+numerous clients are bounded by the Site (imagetree/httpguard.py), so they cannot starve the master.
+``buildbot-kernel farm-step`` serves through the same ``make_site``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from twisted.internet import defer, threads
 from twisted.python import failure, log
 from twisted.web import http, resource, server
 
-from buildbot_kernel.imagetree.httpfiles import Refused, content_type, parse_range, resolve
+from buildbot_kernel.imagetree.httpfiles import (
+    Refused,
+    canonical_location,
+    content_type,
+    list_dir,
+    not_modified,
+    parse_range,
+    resolve,
+)
+from buildbot_kernel.imagetree.httpguard import HEAD_TIMEOUT, PER_ADDRESS_LIMIT, STALL_TIMEOUT, GuardedSite
 from buildbot_kernel.imagetree.lookup import Ambiguous, BadPrefix, NotFound, ShaLookup
 
 CHUNK = 1 << 18  # 256 KiB per read: few reactor turns per file, little memory per client
@@ -35,7 +46,10 @@ def _not_found(request) -> bytes:
 class FileProducer:
     """Push producer: writes chunks until the transport says its buffer is full (``pauseProducing``)
     and carries on when the transport drained it (``resumeProducing``, called from the transport's
-    own write event), so a download costs one read and one send per chunk and no timer turns."""
+    own write event), so a download costs one read and one send per chunk and no timer turns.
+
+    A client that reads nothing for the site's ``stall_timeout`` seconds is cut off: it would otherwise
+    hold a socket and an open file for as long as it likes."""
 
     def __init__(self, request, f, offset: int, length: int):
         self.request = request
@@ -43,6 +57,7 @@ class FileProducer:
         self.offset = offset
         self.left = length
         self.paused = False
+        self._stall = None
         request.notifyFinish().addBoth(self._close)
 
     def start(self) -> None:
@@ -54,9 +69,14 @@ class FileProducer:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        site = getattr(self.request, "site", None)
+        timeout = getattr(site, "stall_timeout", None)
+        if self._stall is None and self.f is not None and timeout:
+            self._stall = site.reactor.callLater(timeout, self._stalled, site, timeout)
 
     def resumeProducing(self) -> None:
         self.paused = False
+        self._cancel_stall()
         while not self.paused and self.f is not None:
             data = os.pread(self.f.fileno(), min(CHUNK, self.left), self.offset) if self.left else b""
             if not data:  # done (or the file shrank under us: end what we can)
@@ -71,17 +91,68 @@ class FileProducer:
     def stopProducing(self) -> None:
         self._close()
 
+    def _stalled(self, site, timeout: float) -> None:
+        self._stall = None
+        site.throttled.note("stall", f"cut off a download to {self.request.getClientAddress().host} that took "
+                                     f"nothing for {timeout:g} s")
+        self._close()
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+
     def _close(self, _=None) -> None:
         # also the notifyFinish callback: a client that went away is not an error worth logging
+        self._cancel_stall()
         if self.f is not None:
             self.f.close()
             self.f = None
 
 
+def _read_only(render):
+    """``Resource.render`` for the tree: GET and HEAD, and a plain 405 naming them for anything else
+    (Twisted's own answer to an unknown method is a 501 page)."""
+    def answer(self, request):
+        if request.method in (b"GET", b"HEAD"):
+            return render(self, request)
+        request.setResponseCode(http.NOT_ALLOWED)
+        request.setHeader(b"allow", b"GET, HEAD")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"405 the image tree is read-only: GET or HEAD\n"
+    return answer
+
+
+def _open_regular(path: str):
+    """The file at ``path`` opened for reading, or None unless it is a regular file.  O_NONBLOCK so a
+    FIFO put in place of a file cannot block the reactor in open(2); the check is on the open file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
 class TreeNode(resource.Resource):
-    """A leaf resource for one path under the tree (resolved at render time)."""
+    """A leaf resource for one path under the tree (resolved at render time).
+
+    Refusals (outside the tree, hidden, unreadable, not a file or directory) are all the same plain
+    404, so a probe learns nothing about what exists."""
 
     isLeaf = True
+    render = _read_only(resource.Resource.render)
 
     def __init__(self, root_real: str, segments: list[bytes]):
         super().__init__()
@@ -95,41 +166,44 @@ class TreeNode(resource.Resource):
         try:
             segs = [s.decode("utf-8") for s in self.segments]
             path = resolve(self.root_real, segs)
-        except (Refused, UnicodeDecodeError):
-            return _not_found(request)
-        try:
             st = os.stat(path)
-        except OSError:
+        except (Refused, UnicodeDecodeError, OSError):
             return _not_found(request)
         if stat.S_ISDIR(st.st_mode):
             if not request.path.endswith(b"/"):
-                request.redirect(request.path + b"/")
+                # built from the checked segments, never from the request: "//host" must not become a
+                # Location a browser reads as another host
+                request.redirect(canonical_location(segs).encode("ascii"))
                 return b""
-            index = os.path.join(path, "index.html")
-            if os.path.isfile(index):
-                return self._file(request, index, os.stat(index))
+            try:
+                index = resolve(self.root_real, [*segs, "index.html"])
+            except Refused:
+                index = None
+            if index is not None and os.path.isfile(index):
+                return self._file(request, index)
             return self._listing(request, path)
-        if not stat.S_ISREG(st.st_mode):
-            return _not_found(request)
-        return self._file(request, path, st)
+        return self._file(request, path)
 
-    def _file(self, request, path: str, st: os.stat_result):
-        try:
-            f = open(path, "rb")
-        except OSError:
+    def _file(self, request, path: str):
+        f = _open_regular(path)
+        if f is None:
             return _not_found(request)
         st = os.fstat(f.fileno())  # what we send is this open file, whatever the path becomes
         size = st.st_size
-        etag = b'"%x-%x"' % (size, st.st_mtime_ns)
+        etag = f'"{size:x}-{st.st_mtime_ns:x}"'
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"content-type", content_type(os.path.basename(path)).encode())
-        if request.setETag(etag) is http.CACHED or request.setLastModified(st.st_mtime) is http.CACHED:
+        request.setHeader(b"etag", etag.encode())
+        request.setHeader(b"last-modified", http.datetimeToString(st.st_mtime))
+        if not_modified(etag, st.st_mtime, _header(request, b"if-none-match"),
+                        _header(request, b"if-modified-since")):
             f.close()
+            request.setResponseCode(http.NOT_MODIFIED)
             return b""
         rng = parse_range(_header(request, b"range"), size)
         if_range = _header(request, b"if-range")
-        if rng is not None and if_range and if_range.encode() != etag:
-            rng = None  # the client's partial copy is of another version: send it all
+        if rng is not None and if_range and if_range.strip() != etag:
+            rng = None  # the client's partial copy is of another version (or dated): send it all
         if rng == "unsatisfiable":
             f.close()
             request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
@@ -152,19 +226,20 @@ class TreeNode(resource.Resource):
 
     def _listing(self, request, path: str) -> bytes:
         """A plain listing for directories without index.html (an image directory, for instance)."""
+        try:
+            entries = list_dir(self.root_real, path)
+        except OSError:
+            return _not_found(request)
         rows = []
-        with os.scandir(path) as it:
-            for e in sorted(it, key=lambda e: e.name):
-                if e.name.startswith("."):
-                    continue
-                is_dir = e.is_dir()
-                size = "" if is_dir else str(e.stat().st_size)
-                name = e.name + ("/" if is_dir else "")
-                rows.append(f'<tr><td><a href="{quote(name, safe="/+")}">{html.escape(name)}</a></td>'
-                            f'<td align="right">{size}</td></tr>')
+        for e in entries:
+            name = e.name + ("/" if e.is_dir else "")
+            size = "" if e.size is None else str(e.size)
+            rows.append(f'<tr><td><a href="{quote(name, safe="/+")}">{html.escape(name)}</a></td>'
+                        f'<td align="right">{size}</td></tr>')
         title = html.escape(request.path.decode("utf-8", "replace"))
+        up = "" if path == self.root_real else '<p><a href="../">../</a></p>'  # nothing above the root
         body = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>"
-                f"<h1>{title}</h1><p><a href=\"../\">../</a></p><table>{''.join(rows)}</table>"
+                f"<h1>{title}</h1>{up}<table>{''.join(rows)}</table>"
                 "</body></html>\n")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return body.encode()
@@ -177,6 +252,8 @@ def _header(request, name: bytes) -> str | None:
 
 class TreeRoot(resource.Resource):
     """The tree's root: mounted children (``putChild``) first, else a path into the tree."""
+
+    render = _read_only(resource.Resource.render)
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()
@@ -289,26 +366,31 @@ def _json(request, code: int, obj) -> bytes:
     return (json.dumps(obj, indent=1) + "\n").encode()
 
 
-def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool = True) -> server.Site:
+def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool = True,
+              head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
+              stall_timeout: float = STALL_TIMEOUT) -> server.Site:
     """A Site serving ``root``; ``site.resource.putChild(b"name", r)`` mounts more.  ``access_log`` is a
-    file for the combined-format access log (default: the Twisted log, i.e. the master's twistd.log)."""
+    file for the combined-format access log (default: the Twisted log, i.e. the master's twistd.log).
+    Its connections have a request deadline and a per-address cap (imagetree/httpguard.py)."""
     tree = TreeRoot(root)
     if sha:
         tree.putChild(b"sha", ShaResource(root))
-    site = server.Site(tree, logPath=access_log)
+    site = GuardedSite(tree, logPath=access_log, head_timeout=head_timeout, per_address=per_address,
+                       stall_timeout=stall_timeout)
     site.displayTracebacks = False
     return site
 
 
-def serve_forever(root: str, port: int, bind: str = "127.0.0.1", access_log: str | None = None) -> None:
-    """Run a standalone server (``buildbot-kernel images serve``); prints the URL once listening."""
+def serve_forever(root: str, port: int, bind: str = "127.0.0.1", access_log: str | None = None,
+                  **limits) -> None:
+    """Run a standalone server (``buildbot-kernel images serve``); prints the URL once listening.
+    ``limits``: ``head_timeout``, ``per_address``, ``stall_timeout`` (see make_site)."""
     import sys
 
     from twisted.internet import reactor
 
-    if access_log is None:
-        log.startLogging(sys.stdout, setStdout=False)
-    listening = reactor.listenTCP(port, make_site(root, access_log=access_log), interface=bind)
+    log.startLogging(sys.stdout, setStdout=False)  # errors and refusals; requests go to access_log if given
+    listening = reactor.listenTCP(port, make_site(root, access_log=access_log, **limits), interface=bind)
     print(f"serving {os.path.abspath(root)} at http://{bind}:{listening.getHost().port}/", flush=True)
     reactor.run()
 
@@ -321,5 +403,12 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--access-log")
+    ap.add_argument("--head-timeout", type=float, default=HEAD_TIMEOUT,
+                    help="seconds a client has to send a whole request (default %(default)s)")
+    ap.add_argument("--per-address", type=int, default=PER_ADDRESS_LIMIT,
+                    help="open connections allowed from one client address (default %(default)s)")
+    ap.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT,
+                    help="seconds a download may go without the client reading (default %(default)s)")
     a = ap.parse_args()
-    serve_forever(a.root, a.port, a.bind, a.access_log)
+    serve_forever(a.root, a.port, a.bind, a.access_log, head_timeout=a.head_timeout, per_address=a.per_address,
+                  stall_timeout=a.stall_timeout)

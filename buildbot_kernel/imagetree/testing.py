@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,3 +65,42 @@ def make_image(root: str | os.PathLike, branch: str, i: int, *, sizes: dict[str,
     write_payload(stage, sizes, seed=fields["sha"])
     write_manifest(stage, fields)
     return publish(stage, root, branch, fields["name"])
+
+
+class ServerProcess:
+    """The embedded server (``python -m buildbot_kernel.imagetree.server``) in its own process on
+    127.0.0.1, any free port.  Its own log (startup, errors, refusals) goes to ``<root>/../server.out``,
+    a file rather than a pipe nobody drains, so tests can also assert that it holds no traceback."""
+
+    def __init__(self, root: str | os.PathLike, access_log: str | os.PathLike, *args: str,
+                 argv: list[str] | None = None):
+        """``args``: more options for the server; ``argv``: another command instead, which prints
+        ``at http://127.0.0.1:<port>/`` once it listens (farm-step's site, for instance)."""
+        self.output = Path(root).parent / "server.out"
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        argv = argv or [sys.executable, "-m", "buildbot_kernel.imagetree.server", "--root", str(root),
+                        "--port", "0", "--access-log", str(access_log), *args]
+        with open(self.output, "w") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = re.search(r"at (http://\S+/)", self.output.read_text())
+            if m:
+                self.url = m.group(1)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"image server did not start: {self.output.read_text()!r}")
+
+    def log(self) -> str:
+        return self.output.read_text()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

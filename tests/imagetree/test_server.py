@@ -32,6 +32,10 @@ def site(tmp_path_factory, serve):
     os.symlink(tmp_path, root / "escape-dir")
     (root / ".incoming" / "half").mkdir(parents=True)
     (root / ".incoming" / "half" / "vmlinuz").write_text("half")
+    (img / ".hidden").write_text("dot-file")
+    os.symlink(root / ".incoming" / "half" / "vmlinuz", img / "via-incoming")
+    os.symlink(tmp_path / "nowhere", img / "broken")
+    os.symlink(img / "config", img / "config-link")  # inside the tree: listed and served
     url = serve(root)
     TreeIndex(root, url).regenerate()
     return url, root, img
@@ -46,16 +50,24 @@ def get(url, headers=None, method="GET"):
         return e.code, e.headers, e.read()
 
 
-def raw_get(base, path):
-    """A request line exactly as given (urllib would normalise ``..``)."""
+def raw_request(base, path, headers=None):
+    """A request line exactly as given (urllib would normalise ``..``): status, headers, body."""
     u = urlsplit(base)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    c.putrequest("GET", path, skip_accept_encoding=True)
+    c.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    c.putheader("Host", u.netloc)
+    for k, v in (headers or {}).items():
+        c.putheader(k, v)
     c.endheaders()
     r = c.getresponse()
     body = r.read()
     c.close()
-    return r.status, body
+    return r.status, r.headers, body
+
+
+def raw_get(base, path):
+    status, _, body = raw_request(base, path)
+    return status, body
 
 
 def meta(img):
@@ -116,10 +128,61 @@ def test_types_index_and_listing(site):
     assert h["Content-Type"].startswith("text/plain")
 
 
+def test_if_none_match_decides_alone(site):
+    """RFC 9110 13.2.2: with If-None-Match present, If-Modified-Since is not looked at."""
+    url, root, img = site
+    f = f"{url}drm-intel-next/{img.name}/config"
+    _, h, _ = get(f, method="HEAD")
+    epoch = "Thu, 01 Jan 1970 00:00:00 GMT"
+    status, _, body = get(f, {"If-None-Match": '"another-version"', "If-Modified-Since": h["Last-Modified"]})
+    assert status == 200 and body == (img / "config").read_bytes()
+    assert get(f, {"If-None-Match": h["ETag"], "If-Modified-Since": epoch})[0] == 304
+    assert get(f, {"If-None-Match": f'"x", W/{h["ETag"]}'})[0] == 304  # a list, weak comparison
+    assert get(f, {"If-None-Match": "*"})[0] == 304
+    assert get(f, {"If-Modified-Since": epoch})[0] == 200
+    assert get(f, {"If-Modified-Since": "not a date"})[0] == 200
+
+
+@pytest.mark.parametrize("header,status,content_range", [
+    ("bytes=99999999999999999999999-", 416, "bytes */64"),
+    ("bytes=" + "9" * 5000 + "-", 416, "bytes */64"),  # more digits than int() takes
+    ("bytes=-0", 416, "bytes */64"),
+    ("bytes=64-", 416, "bytes */64"),
+    ("bytes=5-3", 200, None),  # invalid: ignored, whole file
+    ("bytes=-" + "9" * 5000, 206, "bytes 0-63/64"),  # huge suffix: all of it
+    ("bytes=0-" + "9" * 5000, 206, "bytes 0-63/64"),
+    ("bytes=" + "0" * 5000 + "5-9", 206, "bytes 5-9/64"),
+    ("Bytes=0-0", 206, "bytes 0-0/64"),
+    ("bytes=abc", 200, None),
+    ("bytes=0-1,3-4", 200, None),
+])
+def test_range_numbers_of_any_size(site, header, status, content_range):
+    url, root, img = site
+    got, h, body = get(f"{url}drm-intel-next/{img.name}/config", {"Range": header})
+    assert got == status
+    assert h.get("Content-Range") == content_range
+    if status == 200:
+        assert body == (img / "config").read_bytes()
+
+
+def test_listing_shows_only_what_may_be_served(site):
+    url, root, img = site
+    status, _, body = get(f"{url}drm-intel-next/{img.name}/")
+    page = body.decode()
+    assert status == 200 and 'href="config-link"' in page and 'href="vmlinuz"' in page
+    for hidden in ("escape", ".hidden", "via-incoming", "broken", ".incoming"):
+        assert f'href="{hidden}' not in page, hidden
+    assert get(f"{url}drm-intel-next/{img.name}/config-link")[0] == 200
+    assert get(f"{url}drm-intel-next/{img.name}/via-incoming")[0] == 404
+    assert get(f"{url}drm-intel-next/{img.name}/.hidden")[0] == 404
+
+
 def test_directory_without_slash_redirects(site):
     url, root, img = site
-    status, _ = raw_get(url, f"/drm-intel-next/{img.name}")
-    assert status in (301, 302)
+    status, headers, _ = raw_request(url, f"/drm-intel-next/{img.name}")
+    assert status in (301, 302) and headers["Location"] == f"/drm-intel-next/{img.name}/"
+    status, headers, _ = raw_request(url, "//drm-intel-next")
+    assert status in (301, 302) and headers["Location"] == "/drm-intel-next/"
 
 
 def test_missing_is_404(site):

@@ -1,0 +1,163 @@
+"""Connection limits of the embedded image server, so slow or numerous clients cannot take the master's
+file descriptors (and with them the web UI and the worker port, which live in the same process).
+
+- A deadline for the whole request (request line, headers and any body): ``HEAD_TIMEOUT`` seconds from
+  the moment the connection opens, or from the end of the previous response on a kept-alive connection.
+  Sending a byte does not extend it (Twisted's own idle timeout restarts on every byte, which a client
+  trickling one header byte a minute keeps alive forever).  Past it a client that sent part of a request
+  gets ``408`` and the connection is closed; an idle kept-alive connection is just closed.
+- A download whose client reads nothing for ``STALL_TIMEOUT`` seconds is cut off (imagetree/server.py's
+  FileProducer asks the site for it).
+- At most ``PER_ADDRESS_LIMIT`` open connections per client address and ``TOTAL_LIMIT`` in all; one
+  more gets ``503`` and is closed at once, before anything it sent is read.
+
+Refusals are logged at most once a minute per kind, with a count, so a flood does not flood the log.
+README.md, "Images", states the limits for admins.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import protocol
+from twisted.python import log
+from twisted.web import http, server
+
+HEAD_TIMEOUT = 10.0  # seconds for a whole request to arrive
+STALL_TIMEOUT = 60.0  # seconds a download may go without the client taking a byte
+PER_ADDRESS_LIMIT = 64  # open connections from one client address
+TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit)
+ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
+LOG_EVERY = 60.0  # seconds between two log lines about the same kind of refusal
+
+
+
+def _response(status: bytes, body: bytes, *extra: bytes) -> bytes:
+    """A whole response written straight to the transport (no Request exists for these)."""
+    head = [b"HTTP/1.1 " + status, b"Connection: close", *extra, b"Content-Type: text/plain; charset=utf-8",
+            b"Content-Length: %d" % len(body)]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+_TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"408 the request did not arrive in time\n")
+_BUSY_RESPONSE = _response(b"503 Service Unavailable", b"503 too many connections; try again later\n",
+                           b"Retry-After: 10")
+
+
+class ThrottledLog:
+    """One log line per kind of event per ``every`` seconds, saying how many it stands for."""
+
+    def __init__(self, clock, every: float = LOG_EVERY):
+        self.clock = clock
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.pending: dict[str, int] = {}
+
+    def note(self, kind: str, text: str) -> None:
+        self.pending[kind] = self.pending.get(kind, 0) + 1
+        now = self.clock.seconds()
+        if now - self.last.get(kind, float("-inf")) >= self.every:
+            n = self.pending.pop(kind)
+            self.last[kind] = now
+            log.msg(f"image server: {text}" + (f" ({n} times since the last such message)" if n > 1 else ""))
+
+
+class _Busy(protocol.Protocol):
+    """What a connection over the limits gets instead of an HTTP channel."""
+
+    def connectionMade(self):
+        self.transport.write(_BUSY_RESPONSE)
+        self.transport.loseConnection()
+
+
+class GuardedChannel(http.HTTPChannel):
+    """An HTTPChannel with a request deadline that bytes do not extend; tells its site when it closes."""
+
+    head_timeout = HEAD_TIMEOUT
+    address = None  # the client address this connection counts against, set by GuardedSite
+    _deadline = None
+    _heard = False  # bytes of a request arrived since the deadline was armed
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._arm()
+
+    def dataReceived(self, data):
+        self._heard = True
+        super().dataReceived(data)
+
+    def allContentReceived(self):
+        self._disarm()  # the request is in: rendering and sending are not bound by the deadline
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        if self.persistent:  # armed before the parent parses a pipelined request, which disarms it
+            self._arm()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._disarm()
+        super().connectionLost(reason)
+        address, self.address = self.address, None
+        if address is not None and isinstance(getattr(self, "site", None), GuardedSite):
+            self.site.released(address)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._heard = False
+        self._deadline = self.callLater(self.head_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._heard or self.requests:
+            self.site.throttled.note("deadline", f"closed a connection from {self.address} that did not send a "
+                                                 f"whole request within {self.head_timeout:g} s (408)")
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.loseConnection()
+        self._abortingCall = self.callLater(ABORT_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        self._abortingCall = None  # fired: connectionLost must not cancel it
+        self.transport.abortConnection()
+
+
+class GuardedSite(server.Site):
+    """A Site whose connections are GuardedChannels, counted per client address."""
+
+    protocol = GuardedChannel  # plain HTTP/1.1; no TLS here, so no HTTP/2 negotiation to keep
+
+    def __init__(self, resource, *, head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
+                 total: int = TOTAL_LIMIT, stall_timeout: float = STALL_TIMEOUT, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.head_timeout = head_timeout
+        self.stall_timeout = stall_timeout
+        self.per_address = per_address
+        self.total = total
+        self.open: dict[str, int] = {}  # client address -> open connections
+        self.open_total = 0
+        self.throttled = ThrottledLog(self.reactor)
+
+    def buildProtocol(self, addr):
+        address = str(getattr(addr, "host", addr))
+        if self.open.get(address, 0) >= self.per_address or self.open_total >= self.total:
+            self.throttled.note("busy", f"refused a connection from {address} (503): open connections "
+                                        f"{self.open.get(address, 0)} from it, {self.open_total} in all, "
+                                        f"limits {self.per_address} and {self.total}")
+            return _Busy()
+        channel = super().buildProtocol(addr)
+        channel.head_timeout = self.head_timeout
+        channel.address = address
+        self.open[address] = self.open.get(address, 0) + 1
+        self.open_total += 1
+        return channel
+
+    def released(self, address: str) -> None:
+        self.open_total -= 1
+        left = self.open.get(address, 1) - 1
+        if left > 0:
+            self.open[address] = left
+        else:
+            self.open.pop(address, None)
