@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
+from git.cmd import handle_process_output
+from git.util import remove_password_if_present
 
 # GIT_* variables that say how to reach a remote or how to configure git, not which repository to use:
 # kept so an SSH remote works as it does in the operator's shell (keys, agent, proxy command, askpass).
@@ -52,7 +54,7 @@ class GitError(RuntimeError):
         self.stderr = stderr
         self.reason = reason_of(stderr, status)
         verb = self.command[2:3] if self.command[:1] == ["-C"] else self.command[:1]
-        super().__init__(f"git {' '.join(verb)} failed: {self.reason}")
+        super().__init__(self.reason if status is None else f"git {' '.join(verb)} failed: {self.reason}")
 
 
 def reason_of(stderr: str, status: int | None) -> str:
@@ -260,18 +262,23 @@ class _ProgressLines(git.RemoteProgress):
     def update(self, op_code, cur_count, max_count=None, message=""):  # noqa: ANN001 - GitPython's signature
         op = op_code & self.OP_MASK
         tenth = int(10 * float(cur_count) / float(max_count)) if max_count else 0
-        if op_code & (self.BEGIN | self.END) or tenth > self._tenths.get(op, 0):
+        if op_code & (self.BEGIN | self.END) or self._tenths.get(op, 0) < tenth < 10:
             self._tenths[op] = tenth
             self._report((self._cur_line or "").strip())
 
 
 @contextmanager
-def path_lock(path: Path) -> Iterator[None]:
-    """Hold ``<path>.lock`` (``flock``): one writer per mirror, across threads and processes alike."""
+def path_lock(path: Path, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold ``<path>.lock`` (``flock``): one writer per mirror, across threads and processes alike.
+    ``waiting`` is called once when someone else holds it (the wait may be a whole clone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -282,29 +289,34 @@ def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None =
     """Clone ``url`` as a bare mirror at ``path``, or fetch into the mirror already there (pruned, and from
     ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines."""
     path, url = Path(path), checked_url(url)
-    with path_lock(path):
+    report = progress or (lambda line: None)
+    shown = remove_password_if_present([url])[0]
+    with path_lock(path, lambda: report(f"waiting for another fetch into {path} to finish")):
         if (path / "HEAD").is_file():
+            report(f"fetching {shown} into the mirror {path}")
             mirror = ["-C", str(path), "config", "remote.origin.url"]
             if run(mirror, check=False)[1].strip() != url:
                 run([*mirror, url])
-            _with_progress(["-C", str(path), "fetch", "--prune", "--progress", "origin"], progress, timeout)
+            _with_progress(["-C", str(path), "fetch", "--prune", "--progress", "origin"], report, timeout)
         else:
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            _with_progress(["clone", "--mirror", "--progress", "--", url, str(tmp)], progress, timeout)
+            report(f"cloning {shown} into the mirror {path} (first use: a full clone of every ref)")
+            _with_progress(["clone", "--mirror", "--progress", "--", url, str(tmp)], report, timeout)
             os.replace(tmp, path)
+        report("mirror up to date")
     return path
 
 
-def _with_progress(args: list[str], progress: Progress | None, timeout: float) -> None:
+def _with_progress(args: list[str], progress: Progress, timeout: float) -> None:
     """Run a fetch or clone, handing its stderr progress to ``progress``; :class:`GitError` on failure."""
-    meter = _ProgressLines(progress or (lambda line: None))
+    meter = _ProgressLines(progress)
     cmd = [PolicyGit.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
     try:
         proc = PolicyGit().execute(cmd, as_process=True, universal_newlines=True)
     except git.GitCommandNotFound as e:
         raise GitError(args, None, f"fatal: cannot run git: {e}") from None
-    git.cmd.handle_process_output(proc, None, meter.new_message_handler(), None, decode_streams=False,
+    handle_process_output(proc, None, meter.new_message_handler(), None, decode_streams=False,
                                   kill_after_timeout=timeout)
     status = proc.proc.wait()
     timed_out = getattr(proc, "_timeout_error", None)
