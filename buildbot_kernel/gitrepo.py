@@ -122,7 +122,7 @@ class PolicyGit(git.Git):
     gets the same policy for the commands GitPython runs on its own.
     """
 
-    def execute(self, command, *args, **kwargs):  # noqa: ANN001 - GitPython's overloaded signature
+    def execute(self, command, *args, **kwargs):  # GitPython's signature (overloaded)
         if isinstance(command, (list, tuple)):
             dropped = [k for k in os.environ if not _kept(k)]
             command = [*(["env"] + [a for k in dropped for a in ("-u", k)] if dropped else []), *command]
@@ -259,7 +259,7 @@ class _ProgressLines(git.RemoteProgress):
 
         return handler
 
-    def update(self, op_code, cur_count, max_count=None, message=""):  # noqa: ANN001 - GitPython's signature
+    def update(self, op_code, cur_count, max_count=None, message=""):  # GitPython's signature
         op = op_code & self.OP_MASK
         tenth = int(10 * float(cur_count) / float(max_count)) if max_count else 0
         if op_code & (self.BEGIN | self.END) or self._tenths.get(op, 0) < tenth < 10:
@@ -317,7 +317,7 @@ def _with_progress(args: list[str], progress: Progress, timeout: float) -> None:
     except git.GitCommandNotFound as e:
         raise GitError(args, None, f"fatal: cannot run git: {e}") from None
     handle_process_output(proc, None, meter.new_message_handler(), None, decode_streams=False,
-                                  kill_after_timeout=timeout)
+                          kill_after_timeout=timeout)
     status = proc.proc.wait()
     timed_out = getattr(proc, "_timeout_error", None)
     if status != 0 or timed_out:
