@@ -8,7 +8,6 @@ that has neither a published image nor a recorded failure for the branch's build
 from __future__ import annotations
 
 import json
-import re
 
 from buildbot_kernel.ledger import BuildLedger
 from buildbot_kernel.target import BuildTarget
@@ -47,13 +46,6 @@ def needs_build(target: BuildTarget, sha: str) -> str | None:
     if sha in published_shas(target):
         return None
     return f"{target.branch} head {sha[:12]} has no image for build config {target.build_name!r}"
-
-
-def git_error(stderr: str, code: int) -> str:
-    """git's reason, without the parts the UI already shows: "fatal: unable to access '<url>': " ."""
-    last = (stderr.strip().splitlines() or [f"git exited with {code}"])[-1]
-    last = re.sub(r"^(fatal|error): ", "", last)
-    return re.sub(r"^unable to access '[^']*': ", "", last)
 
 
 def missing_branches(targets: list[BuildTarget], heads: dict[str, str]) -> list[str]:

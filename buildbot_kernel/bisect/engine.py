@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildbot_kernel.bisect.git import Candidate, Repo
+from buildbot_kernel.gitrepo import Candidate, Repo
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
 VERDICTS = (GOOD, BAD, SKIP)
@@ -276,5 +276,4 @@ def _only_skipped_reason(cands: list[Candidate], skipped: set[str]) -> str:
 
 def remaining_candidates(state: BisectState) -> tuple[str, ...]:
     """The commits the first bad one is proven to be among, oldest first (the bad commit last)."""
-    return tuple(state.repo.run("rev-list", "--topo-order", "--reverse", state.bad,
-                                *[f"^{g}" for g in state.goods], "--").stdout.split())
+    return state.repo.range_commits(state.bad, state.goods)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, BisectState, start_bisect
-from buildbot_kernel.bisect.git import Repo
+from buildbot_kernel.gitrepo import Repo
 
 # git's alternative terms for the same verdicts (``git bisect start --term-old``... is refused below)
 _TERMS = {GOOD: GOOD, "old": GOOD, BAD: BAD, "new": BAD, SKIP: SKIP}

@@ -21,8 +21,8 @@ from buildbot_kernel.bisect.engine import (
     prefetch,
     start_bisect,
 )
-from buildbot_kernel.bisect.git import Repo
 from buildbot_kernel.bisect.log import BisectLog, state_from_log
+from buildbot_kernel.gitrepo import Repo
 
 
 class BisectSession:

@@ -231,7 +231,13 @@ class StartBisect(_BisectStep):
             run = BisectRun(ctx, request, bdir, None, None)
             run.tester = yield make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
             self.show(f"fetching {request.url}")
-            mirror = yield threads.deferToThread(update_mirror, ctx.state_dir, request.repository, request.url)
+            mirror_log = yield self.addLog("mirror")  # git's progress: a first clone takes minutes
+
+            def progress(line: str) -> None:  # called in the git thread
+                self.master.reactor.callFromThread(mirror_log.addStdout, line + "\n")
+
+            mirror = yield threads.deferToThread(update_mirror, ctx.state_dir, request.repository, request.url,
+                                                 progress)
             if resumed and bdir.file(records.LOG).is_file():
                 run.session = yield threads.deferToThread(BisectSession.resume, mirror, bdir.file(records.LOG))
             else:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
-
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
-from twisted.internet import defer, utils
+from twisted.internet import defer, threads
 
-from buildbot_kernel import heads
+from buildbot_kernel import gitrepo, heads
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import identifier
 
 
 class ReconcileHeads(buildstep.BuildStep):
     """One step per repository.  A remote that cannot be reached fails this step with git's message,
-    which is how a poll problem becomes visible in the UI instead of only in twistd.log."""
+    which is how a poll problem becomes visible in the UI instead of only in twistd.log.  git runs in
+    the master's environment (SSH agent, keys, GIT_SSH_COMMAND: :func:`buildbot_kernel.gitrepo.git_env`),
+    so an SSH remote the operator can reach from a shell is reachable here too."""
 
     haltOnFailure = False
     flunkOnFailure = True
@@ -31,15 +31,13 @@ class ReconcileHeads(buildstep.BuildStep):
     def run(self):
         branches = [t.branch for t, _, _ in self.targets]
         refs = [f"refs/heads/{b}" for b in branches]
-        out, err, code = yield utils.getProcessOutputAndValue(
-            "git", ["ls-remote", "--", self.url, *refs],
-            env={"GIT_TERMINAL_PROMPT": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        out, err = out.decode(errors="replace"), err.decode(errors="replace")
         log = yield self.addLog("heads")
         yield log.addHeader(f"git ls-remote {self.url} {' '.join(refs)}\n")
-        if code != 0:
-            yield log.addStderr(err)
-            self.descriptionDone = [f"cannot reach {self.url}: {heads.git_error(err, code)}"[:200]]
+        try:  # off the reactor: the remote may take seconds to answer (or minutes to time out)
+            out = yield threads.deferToThread(gitrepo.ls_remote, self.url, refs)
+        except gitrepo.GitError as e:
+            yield log.addStderr(e.stderr.rstrip("\n") + "\n")
+            self.descriptionDone = [f"cannot reach {self.url}: {e.reason}"[:200]]
             return FAILURE
         yield log.addStdout(out)
         found = heads.parse_ls_remote(out)

@@ -97,6 +97,12 @@ def test_bisect_finds_the_planted_regression(farm):
     strings = step_strings(master, build)
     assert any(s.startswith("step 1/~") and ": test " in s and s.endswith(("good", "bad")) for s in strings)
     urls = [u["name"] for s in master.steps(build["buildid"]) for u in s["urls"]]
+    # the start step's "mirror" log says where the mirror clone is and that it is ready
+    start = next(s for s in master.steps(build["buildid"]) if s["name"] == "start")
+    chunks = master.get(f"steps/{start['stepid']}/logs/mirror/contents")["logchunks"]
+    mirror_log = "".join(c["content"] for c in chunks)
+    assert " into the mirror " in mirror_log and "/state/bisect-mirrors/" in mirror_log, mirror_log
+    assert mirror_log.rstrip().endswith("mirror up to date"), mirror_log
     assert any(u.startswith("first bad: ") for u in urls) and any(u.startswith("last good: ") for u in urls)
     # bisect.log replays in a fresh clone to the same culprit
     log = (bisect_dir(master, build) / "bisect.log").read_text()

@@ -76,3 +76,29 @@ def test_unreachable_repository_starts_and_shows_the_poll_error(tmp_path):
         assert "Test machines" in page and "No bisect has run yet" in page
     finally:
         master.stop()
+
+
+def test_ssh_remote_is_asked_with_the_masters_ssh_settings(tmp_path, monkeypatch):
+    """The heads check runs git in the master's environment: GIT_SSH_COMMAND and the SSH agent reach it.
+    No network: the "ssh" is a script that records its call and fails at once."""
+    marker, ssh = tmp_path / "ssh-called", tmp_path / "fake-ssh"
+    ssh.write_text(f'#!/bin/sh\nprintf "%s sock=%s\\n" "$*" "$SSH_AUTH_SOCK" >> {marker}\n'
+                   'echo "ssh: connect to host example.invalid port 22: refused by the test script" >&2\nexit 255\n')
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    monkeypatch.setenv("GIT_SSH_VARIANT", "ssh")
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
+    url = "ssh://example.invalid/drm/i915/kernel.git"
+    ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
+    master = Master(tmp_path, settings_text(url, ["drm-tip"], ports, poll=60))
+    master.start(ports["web"])
+    try:
+        build = wait_for(lambda: [b for b in master.builds("heads") if b["complete"]], 60,
+                         "the startup heads check")[0]
+        step = [s for s in master.steps(build["buildid"]) if s["name"] == "heads-drm-intel"][0]
+        assert step["state_string"].startswith(f"cannot reach {url}: ssh: connect to host example.invalid port 22: "
+                                               "refused by the test script")
+        calls = marker.read_text()
+        assert "git-upload-pack '/drm/i915/kernel.git'" in calls and f"sock={tmp_path / 'agent.sock'}" in calls
+    finally:
+        master.stop()

@@ -1,6 +1,7 @@
 """Reconcile logic of the heads builder (pure)."""
 
-from buildbot_kernel.heads import git_error, parse_ls_remote
+from buildbot_kernel.gitrepo import reason_of as git_error
+from buildbot_kernel.heads import parse_ls_remote
 
 SHA1, SHA2 = "a" * 40, "b" * 40
 
