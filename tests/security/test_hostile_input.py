@@ -1,0 +1,181 @@
+"""Hostile input, end to end: each hole of the review as its own regression test, driven the way a user
+(or an attacker on the lab network) would reach it: the real console script, a real HTTP server on
+loopback, real processes and signals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.bisect.history import linear, make_history
+from tests.bisect.imagetree import BUILD, serve_dir, write_image_tree
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory):
+    return make_history(tmp_path_factory.mktemp("hist") / "repo", linear(N))
+
+
+def cli(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "buildbot_kernel.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def spawn(*args, cwd=None, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "buildbot_kernel.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+
+
+def wait_for(predicate, what: str, deadline: float = 60):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Running or stopped; a zombie (dead, waiting for its new parent to reap it) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def files_under(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*")}
+
+
+# --- A. bisect CLI: hostile index entries -------------------------------------------------------------
+
+def test_hostile_index_entries_are_left_out_and_nothing_is_written_outside_the_image_dir(h, tmp_path):
+    """The hole: an entry named ``../../x`` or an absolute path made the bisect write files outside its
+    image directory.  Every such entry is now left out with a warning naming it and the reason."""
+    served = tmp_path / "served"
+    served.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    with serve_dir(served) as base:
+        index_path = write_image_tree(served, h, [0, N - 1], base)
+        doc = json.loads(index_path.read_text())
+        real = doc["images"][0]  # a real image: its files are served and match their checksums
+        abs_target = tmp_path / "absolute"
+
+        def hostile(i, **changes):
+            entry = copy.deepcopy(real)
+            entry.update({"sha": h.shas[i], **changes})
+            entry.pop("path", None)
+            return entry
+
+        port = base.rsplit(":", 1)[1]
+        doc["images"] += [
+            hostile(1, name="../../x"),
+            hostile(2, name=str(abs_target)),
+            hostile(3, name="ok-name", files={"../escape": real["files"]["vmlinuz"]}),
+            hostile(4, name="elsewhere", url=f"http://localhost:{port}/main/{real['name']}/"),  # another host
+            hostile(5, name="upward", url=f"{base}/main/%2e%2e/%2e%2e/"),
+            hostile(6, name=".hidden"),
+            hostile(6, name="nul\x00byte"),
+            hostile(6, name="shell", sha="$(id)"),
+            hostile(6, name="branchy", branch="../.."),
+        ]
+        index_path.write_text(json.dumps(doc))
+        images = work / "images"
+        r = cli("bisect", "--repo", h.path, "--good", h.shas[0], "--bad", h.shas[N - 1],
+                "--index", f"{base}/index.json", "--build", BUILD, "--run", "exit 1",
+                "--image-dir", images, cwd=work)
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 0, r.stderr
+    # nothing to test between good and bad: the range is all six commits, every hostile entry ignored
+    assert r.stdout.splitlines()[-1] == "first bad commit is one of: " + " ".join(h.shas[1:N])
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: entry left out:")]
+    assert len(warnings) == 9, r.stderr
+    for words in ("'../../x'): name '../../x' holds a path separator",
+                  f"({str(abs_target)!r}): name {str(abs_target)!r} holds a path separator",
+                  "('ok-name'): file name '../escape' holds a path separator",
+                  "('elsewhere'): url 'http://localhost:", "is not under the index's base",
+                  "('upward'): url", "url path segment '..' starts with '.'",
+                  "('.hidden'): name '.hidden' starts with '.'", "NUL or control character",
+                  "('shell'): sha '$(id)' is not a full commit id",
+                  "('branchy'): branch '../..' holds '..'"):
+        assert words in r.stderr, words
+    assert not abs_target.exists()
+    outside = {p for p in files_under(tmp_path) if not p.startswith(("served", "work/images"))} - {"work"}
+    assert outside == set(), outside
+    assert not (tmp_path / "x").exists() and not (work / "x").exists()
+
+
+# --- A. bisect CLI: timeout and Ctrl-C ----------------------------------------------------------------
+
+def _pid_recording_test(tmp_path: Path) -> tuple[str, Path]:
+    """A test that starts two background sleepers in its own process group and records every pid."""
+    pids = tmp_path / "pids"
+    script = tmp_path / "hang.sh"
+    script.write_text(f"echo $$ >> {pids}\n"
+                      f"sleep 1000 & echo $! >> {pids}\n"
+                      f"sh -c 'sleep 1000' & echo $! >> {pids}\n"
+                      f"echo started >> {pids}.done\n"
+                      "wait\n")
+    return f"sh {script}", pids
+
+
+def _recorded_pids(pids: Path) -> list[int]:
+    return [int(x) for x in pids.read_text().split()]
+
+
+def test_timeout_kills_the_whole_process_group_and_the_commit_is_skip(h, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    run, pids = _pid_recording_test(tmp_path)
+    with serve_dir(served) as base:
+        write_image_tree(served, h, [0, 3, N - 1], base)
+        began = time.monotonic()
+        r = cli("bisect", "--repo", h.path, "--good", h.shas[0], "--bad", h.shas[N - 1],
+                "--index", f"{base}/index.json", "--build", BUILD, "--run", run, "--timeout", "1")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert time.monotonic() - began < 60
+    assert "skip (test command still running after 1 s: killed with its process group, --timeout 1)" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("first bad commit is one of: ")  # the skip leaves a range
+    recorded = _recorded_pids(pids)
+    assert len(recorded) == 3
+    wait_for(lambda: not any(alive(p) for p in recorded), "the test's process group to be gone", 10)
+
+
+def test_ctrl_c_kills_the_test_and_removes_every_temporary_directory(h, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    run, pids = _pid_recording_test(tmp_path)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    with serve_dir(served) as base:
+        write_image_tree(served, h, [0, 3, N - 1], base)
+        proc = spawn("bisect", "--repo", h.path, "--good", h.shas[0], "--bad", h.shas[N - 1],
+                     "--index", f"{base}/index.json", "--build", BUILD, "--run", run, env=env)
+        try:
+            wait_for(lambda: Path(f"{pids}.done").exists(), "the test command to start")
+            assert any(p.name.startswith("bisect-images-") for p in tmp.iterdir())  # the download is there
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert list(tmp.iterdir()) == []  # image download and log directories both gone
+    recorded = _recorded_pids(pids)
+    assert len(recorded) == 3
+    wait_for(lambda: not any(alive(p) for p in recorded), "the test's process group to be gone", 10)
