@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from tests.bisect.history import linear, make_history
 from tests.bisect.imagetree import BUILD, serve_dir, write_image_tree
+from tests.integration.harness import BIN, REPO_ROOT
 
 N = 8
 
@@ -179,3 +181,53 @@ def test_ctrl_c_kills_the_test_and_removes_every_temporary_directory(h, tmp_path
     recorded = _recorded_pids(pids)
     assert len(recorded) == 3
     wait_for(lambda: not any(alive(p) for p in recorded), "the test's process group to be gone", 10)
+
+
+# --- B. bad settings: `buildbot checkconfig` names the key and the fix, no traceback -------------------
+
+def _checkconfig(master_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("BUILDBOT_KERNEL_SETTINGS", None)
+    return subprocess.run([str(BIN / "buildbot"), "checkconfig", str(master_dir)], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def master_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m") / "master"
+    subprocess.run([str(BIN / "buildbot"), "create-master", "-q", str(d)], check=True)
+    shutil.copy(REPO_ROOT / "master.cfg", d / "master.cfg")
+    return d
+
+
+def _shipped() -> str:
+    return (REPO_ROOT / "settings.toml").read_text()
+
+
+@pytest.mark.parametrize("case, make, words", [
+    ("not utf-8", lambda t, d: t.encode("utf-8").replace(b'title = "', b'title = "\xff'),
+     ["not UTF-8 text: byte 0xff", "save the file as UTF-8"]),
+    ("nested", lambda t, d: t + "x = " + "[" * 4000 + "]" * 4000 + "\n", ["nested too deeply"]),
+    ("several at once", lambda t, d: t.replace('"drm-tip"', '"drm-tip", "..", "drm/tip"')
+     .replace("[server]", '[server]\nbind = "lab-host"\ndb_url = "nonsense"')
+     .replace('base_url = "http://localhost:8011"', 'base_url = "file:///etc/"'),
+     ["[[repository]] ('drm-intel').branches: branch '..' holds '..'",
+      "'drm-tip' and 'drm/tip' both become the image directory 'drm-tip'",
+      "[server].bind: 'lab-host' is not an IPv4 address", "[server].db_url: 'nonsense' is not an SQLAlchemy",
+      "[images].base_url: 'file:///etc/' is not an http:// or https:// URL"]),
+    ("images.root is a file", lambda t, d: (d / "afile").write_text("x") and
+     t.replace('root = "images"', 'root = "afile"'), ["[images].root:", "is not a directory"]),
+])
+def test_checkconfig_prints_bad_settings_without_a_traceback(master_dir, case, make, words):
+    text = make(_shipped(), master_dir)
+    settings_file = master_dir / "settings.toml"
+    if isinstance(text, bytes):
+        settings_file.write_bytes(text)
+    else:
+        settings_file.write_text(text)
+    r = _checkconfig(master_dir)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "Traceback" not in out, out
+    for w in words:
+        assert f"{settings_file}: " in out and w in out, (w, out)
