@@ -108,6 +108,21 @@ def field_problems(fields: dict) -> list[str]:
     if isinstance(name, str) and ("/" in name or name.startswith(".") or name in ("", "..")):
         problems.append(f"metadata field 'name' is {name!r}; expected one path component not starting "
                         "with '.'")
+    return problems + encoding_problems(fields)
+
+
+def encoding_problems(fields: dict) -> list[str]:
+    """Fields the index cannot write as UTF-8 JSON (a lone surrogate from a ``\\udc80`` escape or an
+    undecodable file name): such an image is left out of the index instead of breaking it for all."""
+    problems = []
+    for key, value in fields.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            problems.append(f"metadata field {key!r} cannot be encoded as UTF-8 ({e.reason} at position "
+                            f"{e.start}); rewrite metadata.json with valid text")
+        except (TypeError, ValueError) as e:  # not from json.loads, but a caller may pass anything
+            problems.append(f"metadata field {key!r} cannot be written as JSON: {e}")
     return problems
 
 

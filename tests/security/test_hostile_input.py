@@ -231,3 +231,24 @@ def test_checkconfig_prints_bad_settings_without_a_traceback(master_dir, case, m
     assert "Traceback" not in out, out
     for w in words:
         assert f"{settings_file}: " in out and w in out, (w, out)
+
+
+# --- C. one image with metadata that cannot be encoded: left out, the rest indexed, verify flags it -----
+
+def test_an_unencodable_image_is_skipped_by_index_and_flagged_by_verify(tmp_path):
+    from buildbot_kernel.imagetree.testing import make_image
+
+    root = tmp_path / "images"
+    good = make_image(root, "drm-tip", 1)
+    bad = make_image(root, "drm-tip", 2)
+    meta = json.loads((bad / "metadata.json").read_text())
+    (bad / "metadata.json").write_text(json.dumps(meta).replace(json.dumps(meta["subject"]), '"x \\udc80 y"'))
+    r = cli("index", "--root", root, "--base-url", "http://127.0.0.1:8011")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"not listed: drm-tip/{bad.name}: metadata field 'subject' cannot be encoded as UTF-8" in r.stdout
+    assert "1 images listed" in r.stdout
+    assert [e["name"] for e in json.loads((root / "index.json").read_text())["images"]] == [good.name]
+    r = cli("images", "verify", good, bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"{good}: ok" in r.stdout
+    assert f"{bad}: metadata field 'subject' cannot be encoded as UTF-8" in r.stdout
