@@ -11,11 +11,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from buildbot.process.results import FAILURE
+from buildbot.test.reactor import TestReactorMixin
+from buildbot.test.steps import TestBuildStepMixin
+from twisted.trial import unittest as trial
 
+from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage
+from buildbot_kernel.target import BuildTarget
 from tests.bisect.history import linear, make_history
 from tests.bisect.imagetree import BUILD, serve_dir, write_image_tree
 from tests.integration.harness import BIN, REPO_ROOT
@@ -236,8 +244,6 @@ def test_checkconfig_prints_bad_settings_without_a_traceback(master_dir, case, m
 # --- C. one image with metadata that cannot be encoded: left out, the rest indexed, verify flags it -----
 
 def test_an_unencodable_image_is_skipped_by_index_and_flagged_by_verify(tmp_path):
-    from buildbot_kernel.imagetree.testing import make_image
-
     root = tmp_path / "images"
     good = make_image(root, "drm-tip", 1)
     bad = make_image(root, "drm-tip", 2)
@@ -252,3 +258,59 @@ def test_an_unencodable_image_is_skipped_by_index_and_flagged_by_verify(tmp_path
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"{good}: ok" in r.stdout
     assert f"{bad}: metadata field 'subject' cannot be encoded as UTF-8" in r.stdout
+
+
+# --- D. a full image disk: the publish says so and leaves the tree as it was ---------------------------
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+class TestFullImageDisk(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
+    """A real 2 MiB filesystem (tmpfs) as the image disk; needs root and mount(2) in this container."""
+
+    def setUp(self):
+        self.disk = Path(tempfile.mkdtemp(prefix="bbk-fulldisk-"))
+        self.addCleanup(shutil.rmtree, self.disk, True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(self.disk)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise trial.SkipTest(f"cannot mount a small tmpfs here (needs root and mount rights): {r.stderr}")
+        self.addCleanup(subprocess.run, ["umount", str(self.disk)], check=True)
+        self.setup_test_reactor()
+        return self.setup_test_build_step()
+
+    def test_a_publish_that_hits_a_full_disk_says_so_and_leaves_the_tree_as_it_was(self):
+        root = self.disk / "images"
+        root.mkdir()
+        make_image(root, "drm-tip", 1)  # the tree already holds an image
+        fields = image_fields("drm-tip", 2)
+        incoming = root / ".incoming" / f"{fields['name']}.0badf00d"  # as the upload step leaves it
+        incoming.mkdir(parents=True)
+        write_payload(incoming, seed="2")
+        sums = subprocess.run(["sha256sum", "--", *sorted(p.name for p in incoming.iterdir())], cwd=incoming,
+                              capture_output=True, text=True, check=True).stdout
+        (incoming / WORKER_SUMS).write_text(sums)
+        before = {k: v for k, v in _snapshot(root).items() if not k.startswith(".incoming/")}
+        with open(self.disk / "filler", "wb") as f:  # the rest of the disk (outside the tree) fills up
+            with self.assertRaisesRegex(OSError, "No space left"):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        target = BuildTarget(repository="fixture", url=fields["url"], branch="drm-tip",
+                             build={"name": "x86_64", "arch": "x86_64", "config": "defconfig"},
+                             images_root=str(root), state_dir=str(self.disk / "state"))
+        self.setup_step(PublishImage(target))
+        for key, value in (("image_name", fields["name"]), ("commit_sha", fields["sha"]),
+                           ("commit_subject", fields["subject"]), ("commit_author", fields["author"]),
+                           ("commit_date", fields["commit_date"]), ("incoming_dir", str(incoming))):
+            self.build.setProperty(key, value, "test")
+        msg = f"no space left on the image disk: {root}"
+        self.expect_outcome(result=FAILURE, state_string=f"{msg} (failure)")
+        d = self.run_step()
+
+        def check(_):
+            self.assertEqual(_snapshot(root), before)  # no half image, no temp file
+            self.assertEqual(os.listdir(root / ".incoming"), [])  # and no stale staging entry
+            self.assertFalse((root / "drm-tip" / fields["name"]).exists())
+        return d.addCallback(check)
