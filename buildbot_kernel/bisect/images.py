@@ -89,8 +89,9 @@ class ImageIndex:
     @classmethod
     def from_document(cls, doc: Any, base_url: str = "", source: str = "index") -> ImageIndex:
         """``base_url``: where the index was read from; its directory is the only place files may come
-        from (relative entry URLs resolve against it).  Without one, absolute http(s) URLs are taken as
-        they are (an index built in this process from the image tree)."""
+        from (relative entry URLs resolve against it).  Without one (an index built in this process from
+        the image tree, see :mod:`buildbot_kernel.bisect.tree_images`) the URLs are taken as they are; the
+        names, files, branch and sha are checked all the same."""
         if (not isinstance(doc, dict) or doc.get("schema") != INDEX_SCHEMA
                 or not isinstance(doc.get("images"), list)):
             raise ImageError(f"{source}: expected {{\"schema\": {INDEX_SCHEMA}, \"images\": [...]}}")
@@ -204,9 +205,7 @@ def _image_url(entry: dict, base_url: str) -> str | EntryError:
     raw = entry["url"]
     if not isinstance(raw, str):
         return EntryError(f"url {raw!r} is not a string")
-    if not base_url:  # built in-process from the tree: absolute URLs of the configured base_url
-        if urllib.parse.urlsplit(raw).scheme not in ("http", "https"):
-            return EntryError(f"url {raw!r} is not an http(s) URL")
+    if not base_url:  # built in-process from our own tree: URLs under the configured base_url
         return raw if raw.endswith("/") else raw + "/"
     base = urllib.parse.urljoin(base_url, ".")
     url = urllib.parse.urljoin(base, raw)
