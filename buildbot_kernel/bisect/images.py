@@ -33,6 +33,17 @@ from buildbot_kernel.naming import branch_problem, component_problem, safe_branc
 INDEX_SCHEMA = 1
 _REQUIRED = ("name", "sha", "build", "url", "files")
 _CHUNK = 1 << 20
+MAX_INDEX_BYTES = 256 << 20  # 10,000 images are about 10 MiB
+
+
+class _RefuseRedirect(urllib.request.HTTPRedirectHandler):
+    """Image files come from under the index's base and nowhere else: a redirect is a failed download."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.URLError(f"redirected ({code}) to {newurl}; image files are only fetched from "
+                                    "under the index's base URL")
+
+
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -77,7 +88,9 @@ class ImageIndex:
         url = _as_url(index_location(source))
         try:
             with urllib.request.urlopen(url, timeout=60) as resp:
-                raw = resp.read()
+                raw = resp.read(MAX_INDEX_BYTES + 1)
+            if len(raw) > MAX_INDEX_BYTES:
+                raise ImageError(f"{source} is larger than {MAX_INDEX_BYTES >> 20} MiB; not an index.json")
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise ImageError(f"cannot read {source}: {getattr(e, 'reason', e)}") from None
         try:
@@ -136,10 +149,14 @@ def fetch_image(image: Image, dest: str | Path) -> Path:
             digest, size = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out:
                 try:
-                    with urllib.request.urlopen(image.file_url(name), timeout=300) as resp:
+                    opener = urllib.request.build_opener(_RefuseRedirect)
+                    with opener.open(image.file_url(name), timeout=300) as resp:
                         while chunk := resp.read(_CHUNK):
                             digest.update(chunk)
                             size += len(chunk)
+                            if info.get("size") is not None and size > info["size"]:
+                                raise ImageError(f"{image.file_url(name)}: more than the {info['size']} "
+                                                 "bytes the index says; download stopped")
                             out.write(chunk)
                 except (urllib.error.URLError, OSError, ValueError) as e:
                     reason = getattr(e, "reason", e)

@@ -5,6 +5,7 @@ loopback, real processes and signals."""
 from __future__ import annotations
 
 import copy
+import http.server
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -314,3 +316,47 @@ class TestFullImageDisk(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
             self.assertEqual(os.listdir(root / ".incoming"), [])  # and no stale staging entry
             self.assertFalse((root / "drm-tip" / fields["name"]).exists())
         return d.addCallback(check)
+
+
+class _HostileFiles(http.server.BaseHTTPRequestHandler):
+    """An image server that redirects one file elsewhere and streams far more of another than its size."""
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        if self.path.endswith("/redirected/vmlinuz"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:1/anything-else")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.end_headers()
+        for _ in range(64):  # 4 MiB where the index says 10 bytes
+            self.wfile.write(b"\0" * 65536)
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_downloads_refuse_redirects_and_stop_at_the_size_the_index_says(tmp_path):
+    from buildbot_kernel.bisect.images import ImageError, ImageIndex, fetch_image
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileFiles)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        files = {"vmlinuz": {"size": 10, "sha256": "0" * 64}}
+        doc = {"schema": 1, "images": [
+            {"name": n, "sha": c * 40, "build": BUILD, "branch": "main", "url": f"{base}main/{n}/", "files": files}
+            for n, c in (("redirected", "a"), ("endless", "b"))]}
+        index = ImageIndex.from_document(doc, base_url=base + "index.json")
+        assert index.skipped == []
+        with pytest.raises(ImageError, match=r"redirected \(302\) to http://127.0.0.1:1/anything-else; image "
+                                             "files are only fetched from under the index's base URL"):
+            fetch_image(index.lookup("a" * 40, BUILD), tmp_path / "redirected")
+        with pytest.raises(ImageError, match="more than the 10 bytes the index says; download stopped"):
+            fetch_image(index.lookup("b" * 40, BUILD), tmp_path / "endless")
+        assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial download kept
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
