@@ -22,6 +22,13 @@ FACTS_SCRIPT = r"""set -e
 cd src
 printf 'kernelversion=%s\n' "$(make -s kernelversion 2>/dev/null)"
 printf 'localversion_files=%s\n' "$(cat localversion* 2>/dev/null | tr -d ' \n')"
+i=0
+for f in localversion*; do
+  [ -f "$f" ] || continue
+  i=$((i + 1))
+  printf 'localversion.%d=%s\t%s\n' "$i" "$(printf '%s' "$f" | tr -c 'A-Za-z0-9._+~-' '?')" \
+    "$(head -c 300 "$f" | tr -d ' \n' | tr '\r\t' '??')"
+done
 if git describe --exact-match HEAD >/dev/null 2>&1; then echo at_tag=1; else echo at_tag=0; fi
 git log -1 --format='sha=%H%ncommitter_ts=%ct%nauthor=%an <%ae>%nsubject=%s' HEAD
 printf 'cpus=%s\n' "$(nproc 2>/dev/null || echo 1)"

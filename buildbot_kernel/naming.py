@@ -21,8 +21,81 @@ _NAME_RE = re.compile(
 )
 
 
+MAX_COMPONENT = 200  # well under NAME_MAX (255 bytes), with room for the ".<name>.<random>" temp files
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
 class NameError_(ValueError):
     """A string that is not an image name of ours."""
+
+
+def component_problem(text: object, what: str = "name") -> str:
+    """Why ``text`` is not ONE safe path component (an image, branch directory or file name), or "".
+
+    Everything that names a file or directory from outside (an index entry, a metadata file, a kernel
+    tree's localversion) goes through here before it is joined to a path: no separator, no ``.``/``..``,
+    nothing absolute, no NUL or control character, no leading dot (hidden, and our temp files) or dash
+    (an option to tar, cp, sha256sum), and a length every filesystem takes.
+    """
+    if not isinstance(text, str):
+        return f"{what} is {type(text).__name__}, expected a string"
+    if not text:
+        return f"{what} is empty"
+    if "/" in text or "\\" in text:
+        return f"{what} {text!r} holds a path separator; expected one path component"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return f"{what} {text!r} holds a NUL or control character"
+    if text.startswith("."):
+        return f"{what} {text!r} starts with '.' (., .. and hidden names are never images or files of one)"
+    if text.startswith("-"):
+        return f"{what} {text!r} starts with '-' (it would read as a command-line option)"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
+        return f"{what} is {len(text)} characters long; at most {MAX_COMPONENT} bytes"
+    return ""
+
+
+def image_name_problem(name: object) -> str:
+    """Why ``name`` cannot be an image name we publish, or "": one safe component of the characters
+    :func:`safe_branch` keeps (the kernel release must work in a URL, a shell and ``uname -r``)."""
+    problem = component_problem(name, "image name")
+    if problem:
+        return problem
+    if not _SAFE_NAME.match(name):
+        bad = sorted({c for c in name if not _SAFE_NAME.match(c)})
+        return f"image name {name!r} holds {''.join(bad)!r}; expected only letters, digits and . _ + -"
+    return ""
+
+
+def branch_problem(branch: object) -> str:
+    """Why git would refuse ``branch`` as a branch name, or "" (``git check-ref-format --branch`` rules).
+
+    Checked in Python so settings and index entries are refused before any git command sees them.
+    """
+    if not isinstance(branch, str):
+        return f"branch is {type(branch).__name__}, expected a string"
+    if not branch:
+        return "branch name is empty"
+    if branch.startswith("-"):
+        return f"branch {branch!r} starts with '-'"
+    if branch == "@":
+        return "branch '@' is not allowed (git reads it as HEAD)"
+    for c in branch:
+        if ord(c) < 32 or ord(c) == 127 or c in " ~^:?*[\\":
+            return f"branch {branch!r} holds {c!r}; git refuses spaces, control characters and ~ ^ : ? * [ \\"
+    if ".." in branch or "@{" in branch:
+        return f"branch {branch!r} holds '..' or '@{{'; git refuses both"
+    if branch.startswith("/") or branch.endswith("/") or "//" in branch:
+        return f"branch {branch!r} starts or ends with '/' or holds '//'"
+    if branch.endswith("."):
+        return f"branch {branch!r} ends with '.'"
+    for part in branch.split("/"):
+        if part.startswith("."):
+            return f"branch {branch!r}: the component {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"branch {branch!r}: the component {part!r} ends with '.lock'"
+    if len(branch.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
+        return f"branch {branch!r} is longer than {MAX_COMPONENT} bytes"
+    return ""
 
 
 def safe_branch(branch: str) -> str:

@@ -8,11 +8,16 @@ are errors: a typo such as ``poll_intervall`` must not silently fall back to a d
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from buildbot_kernel.naming import branch_problem, safe_branch
+from buildbot_kernel.util import identifier
 
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = ("tar", "deb")
@@ -51,6 +56,37 @@ def _positive(v):
 
 def _non_negative(v):
     return v >= 0
+
+
+def is_ip_address(text: object, ipv6: bool = False) -> bool:
+    """``text`` is a literal IP address a listener can bind to (no host name: a name can resolve to an
+    address nobody meant to expose).  IPv6 only on request: the Twisted endpoint strings the master builds
+    (``tcp:PORT:interface=ADDR``) would split an unescaped ``::1`` at its colons."""
+    if not isinstance(text, str):
+        return False
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return ipv6 or addr.version == 4
+
+
+def http_url_problem(text: object) -> str:
+    """Why ``text`` is not an absolute http(s) URL with a host, or ""."""
+    if not isinstance(text, str):
+        return "not a string"
+    try:
+        u = urllib.parse.urlsplit(text)
+        u.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        return f"{text!r} is not a URL ({e})"
+    if u.scheme not in ("http", "https"):
+        return f"{text!r} is not an http:// or https:// URL"
+    if not u.hostname:
+        return f"{text!r} has no host"
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        return f"{text!r} holds white space or control characters"
+    return ""
 
 
 def _str_list(v, allow_empty=True):
@@ -211,6 +247,9 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(path, [f"not valid TOML: {e}"]) from None
+    except RecursionError:
+        raise SettingsError(path, ["not usable TOML: arrays or tables nested too deeply for the parser; "
+                                   "settings need at most two levels ([section] and [[table]] lists)"]) from None
 
     for key in raw:
         if key not in SECTIONS and key not in TABLES:
@@ -266,8 +305,10 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         for f in files:
             p = (base / f) if not os.path.isabs(f) else Path(f)
             if not os.access(p, os.R_OK) or not p.is_file():
-                problems.append(f"[[build]] ({b.get('name')!r}): config file {f!r} is not a readable file "
-                                f"(looked at {p})")
+                key = "config" if f == b.get("config") and f not in b.get("fragments", []) else "fragments"
+                problems.append(f"[[build]] ({b.get('name')!r}).{key}: config file {f!r} is not a readable file "
+                                f"(looked at {p}); give a path relative to the settings file's directory, "
+                                "or an absolute one")
     for m in tables["machine"]:
         if m.get("type") == "remote" and not m.get("power_cycle"):
             problems.append(f"[[machine]] ({m.get('name')!r}).power_cycle: a remote machine needs a power-cycle "
@@ -279,6 +320,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
+    problems += _value_problems(sections, tables, base)
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
     if problems:
@@ -288,12 +330,92 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                     workers=tables["worker"], machines=tables["machine"])
 
 
+def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
+    """Checks of values that came through the schema with the right type but cannot work: addresses,
+    URLs, paths and branch names.  Each message names the key and says what to write instead."""
+    problems = []
+    server, images = sections["server"], sections["images"]
+    if "bind" in server and not is_ip_address(server["bind"]):
+        problems.append(f"[server].bind: {server['bind']!r} is not an IPv4 address; write a literal address "
+                        "such as \"127.0.0.1\" (this host only) or \"0.0.0.0\" (every interface), not a host name")
+    if "db_url" in server:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(server["db_url"])
+        except (ArgumentError, ValueError) as e:
+            problems.append(f"[server].db_url: {server['db_url']!r} is not an SQLAlchemy database URL ({e}); "
+                            "write e.g. \"sqlite:///state.sqlite\" or \"postgresql://user@host/buildbot\"")
+    if images.get("base_url"):
+        problem = http_url_problem(images["base_url"])
+        if problem:
+            problems.append(f"[images].base_url: {problem}; write the http(s) URL the image tree is served at, "
+                            "e.g. \"http://kernels.example.org:8011\"")
+    for m in tables["machine"]:
+        if m.get("server_url"):
+            problem = http_url_problem(m["server_url"])
+            if problem:
+                problems.append(f"[[machine]] ({m.get('name')!r}).server_url: {problem}; write the http(s) URL "
+                                "the machine reaches the image server at, e.g. \"http://10.0.0.1:8011\"")
+    if "root" in images:
+        problems += _root_problems(images["root"], base)
+    problems += _branch_problems(tables["repository"])
+    return problems
+
+
+def _root_problems(root: str, base: Path) -> list[str]:
+    """The tree is served to everyone: it must be a directory of its own, not the master's directory."""
+    p = Path(root) if os.path.isabs(root) else base / root
+    if not root.strip() or p.resolve() in (base.resolve(), *base.resolve().parents):
+        return [f"[images].root: {root!r} is the settings file's directory or above it, which would serve "
+                "the master's own files (settings, passwords, database); name a directory of its own, "
+                "e.g. \"images\""]
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "" if probe == p else f" ({probe} is a file)"
+        return [f"[images].root: {str(p)!r} is not a directory{where}; the image tree is a directory: "
+                "point images.root at one (it is created when missing) or move the file away"]
+    return []
+
+
+def _branch_problems(repositories: list[dict]) -> list[str]:
+    """Branch names become directories (``safe_branch``) and Buildbot names (``identifier``): each must be
+    a name git accepts, and two different branches must not end up in the same directory or builder."""
+    problems = []
+    seen: dict[tuple[str, str], str] = {}
+    for r in repositories:
+        for b in r.get("branches") or []:
+            problem = branch_problem(b)
+            if problem:
+                problems.append(f"[[repository]] ({r.get('name')!r}).branches: {problem}; write the branch "
+                                "name exactly as `git branch -r` shows it, without the remote")
+                continue
+            for kind, mapped in (("image directory", safe_branch(b)),
+                                 ("Buildbot name", identifier(f"changes-{b}"))):
+                other = seen.setdefault((kind, mapped), b)
+                if other != b:
+                    problems.append(f"[[repository]] ({r.get('name')!r}).branches: {other!r} and {b!r} both "
+                                    f"become the {kind} {mapped!r}; watch only one of them, or build the other "
+                                    "from a repository of its own with a distinct branch name")
+    return problems
+
+
 def load(path: str | os.PathLike) -> Settings:
     path = str(path)
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as e:
         raise SettingsError(path, [f"cannot read the settings file: {e.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SettingsError(path, [f"not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be "
+                                   "decoded; TOML files are UTF-8: save the file as UTF-8 "
+                                   "(e.g. iconv -f latin1 -t utf-8)"]) from None
     return parse(text, path)
 
 

@@ -10,6 +10,11 @@ The command gets the commit and its image in the environment::
 and answers with its exit status, as for ``git bisect run``: 0 good, 125 skip, 1..127 other than 125
 bad, anything above 127 (including death by a signal) aborts the bisection: such a status means the
 test itself broke, and calling that "bad" would send the bisection the wrong way.
+
+A command still running at its timeout is killed with its whole process group (everything it started
+that did not leave the group) and the commit is ``skip``: a hung test says nothing about the commit,
+and other commits may still decide the range.  Whatever the command left running in its group when it
+exits is killed too, so no test outlives its step.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from pathlib import Path
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
 
 EXIT_SKIP = 125
+
+
+class TestTimedOut(Exception):
+    """The command was still running at its timeout; it and its process group are dead.  Verdict: skip."""
+
+    verdict = SKIP
+
+    def __init__(self, timeout: float):
+        super().__init__(f"test command still running after {timeout:g} s: killed with its process group")
+        self.timeout = timeout
 
 
 class TesterAbort(RuntimeError):
@@ -65,24 +80,31 @@ def run_test_command(command: str, env: Mapping[str, str], cwd: str | Path | Non
                      timeout: float | None = None) -> int:
     """Run ``command`` through the shell (it is a command line, as for ``git bisect run``); its status.
 
-    A command that outlives ``timeout`` is killed and reported as status 128 + SIGKILL: an abort, since
-    a hung test says nothing about the commit.
+    The command runs in a new session, so its process group is its own: at the timeout (raising
+    :class:`TestTimedOut`), on Ctrl-C and when it exits, the group is killed, which takes background
+    children such as ``sleep 1000 &`` with it.
     """
     proc = subprocess.Popen(command, shell=True, env=dict(env), cwd=cwd, start_new_session=True)
     try:
-        return proc.wait(timeout=timeout)
+        status = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        return 128 + signal.SIGKILL
+        raise TestTimedOut(timeout) from None
     except BaseException:  # Ctrl-C: its own session does not get the terminal's SIGINT
         _kill_group(proc)
         raise
+    _kill_group(proc)  # what it left running in its group
+    return status
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """The whole process group: the shell and whatever it started."""
+    """The whole process group: the shell and whatever it started.
+
+    The group id is the shell's pid; Linux does not reuse a pid while a process group of that id still
+    has members, so this never hits a stranger even after the shell itself was reaped.
+    """
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()

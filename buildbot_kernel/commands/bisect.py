@@ -10,6 +10,7 @@ The last line is ``first bad commit: <sha>`` or ``first bad commit is one of: <s
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from buildbot_kernel.bisect.engine import (
 )
 from buildbot_kernel.bisect.images import ImageError, ImageIndex, fetch_image
 from buildbot_kernel.bisect.session import BisectSession
-from buildbot_kernel.bisect.tester import TesterAbort, run_test_command, tester_env, verdict_for_exit
+from buildbot_kernel.bisect.tester import (
+    TesterAbort,
+    TestTimedOut,
+    run_test_command,
+    tester_env,
+    verdict_for_exit,
+)
 from buildbot_kernel.cli import CommandError
 
 
@@ -48,6 +55,9 @@ def register(subparsers) -> None:
                    help="keep downloaded images here (default: a temporary directory, removed at the end)")
     p.add_argument("--max-steps", type=int, metavar="N",
                    help="stop after N tests with the range proven so far")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="kill a test still running after SECONDS (with its whole process group); "
+                        "that commit is then skip")
     p.set_defaults(func=run)
 
 
@@ -60,16 +70,25 @@ def run(args) -> int:
         raise CommandError("--bad: required (a revision that shows the problem), or --replay FILE to resume")
     if not args.replay and not args.good:
         raise CommandError("--good: required (a revision without the problem; repeatable), or --replay FILE")
+    if args.timeout is not None and not args.timeout > 0:
+        raise CommandError(f"--timeout: {args.timeout:g} is not a positive number of seconds")
     index = _load_index(args.index, args.build)
     session, log_path, temp_log = _open_session(args)
-    image_root = Path(args.image_dir) if args.image_dir else Path(tempfile.mkdtemp(prefix="bisect-images-"))
+    finished = False
     try:
-        code = _loop(args, session, index, image_root, log_path)
+        image_root = Path(args.image_dir) if args.image_dir else Path(tempfile.mkdtemp(prefix="bisect-images-"))
+        try:
+            code = _loop(args, session, index, image_root, log_path)
+            finished = True
+        finally:  # also on an error and on Ctrl-C
+            if not args.image_dir:
+                shutil.rmtree(image_root, ignore_errors=True)
     finally:
-        if not args.image_dir:
-            shutil.rmtree(image_root, ignore_errors=True)
-    if temp_log:  # ran to an end: nothing to resume
-        shutil.rmtree(log_path.parent, ignore_errors=True)
+        if temp_log:
+            if finished or not session.state.steps_done:  # nothing to resume
+                shutil.rmtree(log_path.parent, ignore_errors=True)
+            else:
+                print(f"bisect log kept for --replay: {log_path}", file=sys.stderr)
     return code
 
 
@@ -78,8 +97,10 @@ def _load_index(source: str, build: str) -> ImageIndex:
         index = ImageIndex.load(source)
     except ImageError as e:
         raise CommandError(f"--index: {e}") from None
+    for reason in index.skipped:
+        print(f"warning: entry left out: {reason}", file=sys.stderr)
     if build not in index.builds():
-        have = ", ".join(index.builds()) or "no images at all"
+        have = ", ".join(index.builds()) or "no usable images at all"
         raise CommandError(f"--build: no image in {source} has build config {build!r}; the index has: {have}")
     return index
 
@@ -146,11 +167,13 @@ def _loop(args, session: BisectSession, index: ImageIndex, image_root: Path, log
             raise CommandError(f"--index: {e}; verdicts so far are in {log_path}, "
                                "resume with --replay") from None
         env = tester_env(step.sha, step.image.name, step.image.url, image_dir.resolve())
-        status = run_test_command(args.run, env)
         try:
-            verdict = verdict_for_exit(status)
+            status = run_test_command(args.run, env, timeout=args.timeout)
+            verdict, how = verdict_for_exit(status), f"exit status {status}"
+        except TestTimedOut as e:
+            verdict, how = e.verdict, f"{e}, --timeout {args.timeout:g}"
         except TesterAbort as e:
             raise CommandError(f"--run: {e} at {step.sha}; verdicts so far are in {log_path}, "
                                "resume with --replay") from None
         session.record(step.sha, verdict)
-        print(f"    {verdict} (exit status {status})", flush=True)
+        print(f"    {verdict} ({how})", flush=True)

@@ -46,7 +46,7 @@ def find(args) -> int:
         print(json.dumps({"sha": sha, "images": images}, indent=2))
     else:
         for e in images:
-            print(f"{e['name']}\t{e['url']}")
+            print(f"{e.get('name', '?')}\t{e.get('url', '?')}")
     return 0
 
 

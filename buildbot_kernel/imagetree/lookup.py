@@ -53,7 +53,11 @@ class ShaLookup:
     """Lookup over index entries (dicts with at least ``sha``); entries keep their index order."""
 
     def __init__(self, entries: list[dict]):
-        self.entries = entries
+        # an index.json may come from anywhere: an entry without a string sha can never match, and
+        # must not turn a lookup into a traceback
+        self.entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha"), str)
+                        and isinstance(e.get("name", ""), str)]
+        entries = self.entries
         pairs = sorted((e["sha"], i) for i, e in enumerate(entries))
         self._shas = [s for s, _ in pairs]
         self._idx = [i for _, i in pairs]
@@ -74,7 +78,7 @@ class ShaLookup:
         if len(shas) > 1:
             names: dict[str, list[str]] = {s: [] for s in shas}
             for k in range(lo, hi):
-                names[self._shas[k]].append(self.entries[self._idx[k]]["name"])
+                names[self._shas[k]].append(self.entries[self._idx[k]].get("name", "?"))
             raise Ambiguous(p, [{"sha": s, "names": sorted(names[s])} for s in shas])
         found = [self.entries[i] for i in sorted(self._idx[lo:hi])]
         active = {k: v for k, v in filters.items() if v}

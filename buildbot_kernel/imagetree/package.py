@@ -9,6 +9,8 @@ rename from a staging directory on the same filesystem, so nobody ever sees half
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -108,6 +110,21 @@ def field_problems(fields: dict) -> list[str]:
     if isinstance(name, str) and ("/" in name or name.startswith(".") or name in ("", "..")):
         problems.append(f"metadata field 'name' is {name!r}; expected one path component not starting "
                         "with '.'")
+    return problems + encoding_problems(fields)
+
+
+def encoding_problems(fields: dict) -> list[str]:
+    """Fields the index cannot write as UTF-8 JSON (a lone surrogate from a ``\\udc80`` escape or an
+    undecodable file name): such an image is left out of the index instead of breaking it for all."""
+    problems = []
+    for key, value in fields.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            problems.append(f"metadata field {key!r} cannot be encoded as UTF-8 ({e.reason} at position "
+                            f"{e.start}); rewrite metadata.json with valid text")
+        except (TypeError, ValueError) as e:  # not from json.loads, but a caller may pass anything
+            problems.append(f"metadata field {key!r} cannot be written as JSON: {e}")
     return problems
 
 
@@ -257,6 +274,7 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
     if os.stat(staging).st_dev != os.stat(root).st_dev:
         raise CorruptImage(staging, [f"staging directory is not on the filesystem of {root}; "
                                      f"stage under {Path(root) / INCOMING}"])
+    new_branch = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the tree is served to everyone
     try:
@@ -265,5 +283,10 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
     except OSError as e:
         if target.exists():
             raise ImageExists(f"{target} is already published") from None
+        if new_branch:  # leave the tree as it was: no empty branch directory
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk is not a corrupt image: the caller says so
         raise CorruptImage(staging, [f"cannot rename into {target}: {e.strerror}"]) from None
     return target

@@ -13,7 +13,9 @@ import os
 
 from buildbot.util.service import BuildbotService
 from twisted.internet import defer, reactor, threads
+from twisted.python import log
 
+from buildbot_kernel.imagetree.leftovers import clean_leftovers
 from buildbot_kernel.imagetree.retention import empty_trash
 from buildbot_kernel.imagetree.server import make_site
 from buildbot_kernel.imagetree.tree import ImageTree
@@ -33,6 +35,7 @@ class ImageTreeService(BuildbotService):
         self.tree: ImageTree | None = None
         self.watcher: TreeWatcher | None = None
         self.pin_sources: list = []  # callables returning image names in use (running bisects)
+        self._started = False  # the first configuration is the master's start: leftovers are stale then
         super().__init__(*args, **kwargs)
 
     def pins(self) -> set[str]:
@@ -49,6 +52,11 @@ class ImageTreeService(BuildbotService):
         self.tree = ImageTree(root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes,
                               pins=self.pins)
         yield threads.deferToThread(empty_trash, root)
+        if not self._started:  # later reconfigs run beside builds that are staging into .incoming
+            self._started = True
+            removed = yield threads.deferToThread(clean_leftovers, root)
+            if removed:
+                log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
         yield threads.deferToThread(self.tree.regenerate)
         yield threads.deferToThread(self.tree.save_cache)
         if watch != "off":

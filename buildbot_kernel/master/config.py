@@ -51,7 +51,12 @@ def make_config(basedir: str, settings_path: str) -> dict:
     basedir = os.path.abspath(basedir)
     images_root = str(Path(basedir, s.images["root"]).resolve())
     state_dir = os.path.join(basedir, "state")
-    os.makedirs(images_root, exist_ok=True)
+    try:
+        os.makedirs(images_root, exist_ok=True)
+    except OSError as e:  # images.root is relative to the master's directory, checked here for real
+        bbconfig.error(f"{settings_path}: [images].root: cannot use {images_root} as the image tree "
+                       f"({e.strerror}); point images.root at a directory (it is created when missing)")
+        return {}
     srv = s.server
     c: dict = {
         "title": srv["title"],

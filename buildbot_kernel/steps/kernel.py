@@ -34,6 +34,32 @@ def parse_facts(stdout: str) -> dict:
     return facts
 
 
+def unsafe_name_problem(facts: dict) -> str:
+    """Why the kernel tree's own part of the image name (``make kernelversion`` and the ``localversion*``
+    files Kbuild appends) cannot be an image name, naming the file to fix, or "".
+
+    The name becomes a directory of the tree and part of staging paths, so a localversion file holding
+    ``/../x`` or a space must stop the build here, before anything is written.
+    """
+    version = facts.get("kernelversion", "")
+    problem = naming.image_name_problem(version + "x")  # "x": the version alone may end in '.'
+    if problem:
+        return f"make kernelversion printed {version!r}, which cannot start an image name: {problem}"
+    files = [v.partition("\t") for k, v in sorted(facts.items()) if k.startswith("localversion.")]
+    for fname, _, text in files:
+        problem = naming.image_name_problem("x" + text) if text else ""
+        if problem:
+            return (f"the kernel tree's file {fname!r} adds {text!r} to the kernel release, which cannot be "
+                    f"part of an image name ({problem}); remove {fname} from the branch or make it hold only "
+                    "letters, digits and . _ + -")
+    combined = facts.get("localversion_files", "")
+    problem = naming.image_name_problem("x" + combined) if combined else ""
+    if problem:
+        names = ", ".join(f for f, _, _ in files) or "localversion*"
+        return f"the kernel tree's localversion files ({names}) add {combined!r}: {problem}"
+    return ""
+
+
 class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
     """Reads the checked-out commit and tree, computes the image name, and decides whether to build.
 
@@ -67,6 +93,11 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
             yield self.addCompleteLog("problem", f"the tree did not report: {', '.join(missing)}\n"
                                       "(is this a kernel tree? `make -s kernelversion` must work)\n")
             self.descriptionDone = [f"not a kernel tree: no {missing[0]}"]
+            return FAILURE
+        problem = unsafe_name_problem(facts)
+        if problem:
+            yield self.addCompleteLog("problem", problem + "\n")
+            self.descriptionDone = [problem[:200]]
             return FAILURE
         return (yield self._decide(facts))
 

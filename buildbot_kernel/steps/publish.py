@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import named_service
 
 WORKER_SUMS = ".worker.sha256"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 IMAGE_TREE_SERVICE = "image-tree"
 
 
@@ -83,6 +85,16 @@ class PublishImage(buildstep.BuildStep):
         except package.CorruptImage as e:
             yield self.addCompleteLog("problems", "\n".join(e.problems) + "\n")
             self.descriptionDone = [f"not published: {e.problems[0]}"]
+            return FAILURE
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            # nothing was renamed into the tree; the upload goes too, so no half image stays in .incoming
+            shutil.rmtree(incoming, ignore_errors=True)
+            msg = f"no space left on the image disk: {self.target.images_root}"
+            yield self.addCompleteLog("problems", f"{msg}\n{e}\nfree space there (retention: "
+                                      "images.keep_per_branch / images.max_bytes) and rebuild\n")
+            self.descriptionDone = [msg]
             return FAILURE
         BuildLedger(self.target.ledger_path).record(
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,

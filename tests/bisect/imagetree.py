@@ -38,7 +38,8 @@ def write_image_tree(root: Path, h: History, nodes: Iterable[int], base_url: str
             "files": {f: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for f, b in files.items()},
         }
         (d / "metadata.json").write_text(json.dumps(meta))
-        entry = dict(meta, repository_url=meta["url"], url=f"{base_url.rstrip('/')}/{BRANCH}/{name}/")
+        entry = dict(meta, repository_url=meta["url"], url=f"{base_url.rstrip('/')}/{BRANCH}/{name}/",
+                     path=f"{BRANCH}/{name}/")
         entries.append(entry)
     index = root / "index.json"
     index.write_text(json.dumps({"schema": 1, "generated": "2023-11-15T00:00:00Z", "images": entries}))

@@ -109,6 +109,25 @@ class ImageServicesTest(unittest.TestCase):
         with self.assertRaises(OSError):
             yield fetch(url + "index.json")  # the old port is closed
 
+    @defer.inlineCallbacks
+    def test_start_removes_leftover_staging_and_temp_files_but_a_reconfig_does_not(self):
+        img = make_image(self.root, "b", 1)
+        root = Path(self.root)
+        stale = [root / ".incoming" / "6.1.0-b_aaaaaa_20240101_+.1234abcd", root / ".tmp-index.json.x1",
+                 root / "b" / ".tmp-latest.x2", img / ".tmp-metadata.json.x3", root / ".state" / ".tmp-cache.x4"]
+        stale[0].mkdir(parents=True)
+        (stale[0] / "vmlinuz").write_bytes(b"half an upload")
+        (root / ".state").mkdir(exist_ok=True)
+        for f in stale[1:]:
+            f.write_text("half written")
+        tree, srv, url = yield self.start(watch="off")
+        self.assertEqual([p for p in stale if p.exists()], [])
+        self.assertEqual(sorted(os.listdir(img)), sorted(package.REQUIRED_FILES + package.MANIFEST_FILES))
+        self.assertIn(img.name.encode(), (yield fetch(url + "index.json")))
+        staging = tree.tree.staging_dir()  # a build staging while the master is reconfigured
+        yield tree.reconfigService(root=self.root, base_url="http://images.example.org/", watch="off")
+        self.assertTrue(staging.is_dir())
+
     def test_bad_config(self):
         with self.assertRaises(ValueError):
             ImageTreeService(root=self.root, base_url="http://x/", watch="sometimes")

@@ -94,6 +94,28 @@ class TestKernelFacts(StepCase):
         self.expect_outcome(result=SUCCESS, state_string=NAME)
         return self.run_step()
 
+    def test_a_localversion_file_that_would_make_an_unsafe_name_fails_naming_it(self):
+        t = self.target()
+        self.setup_step(KernelFacts(t))
+        facts = FACTS.replace("localversion_files=\n", "localversion_files=-rt1/../../../x\n"
+                              "localversion.1=localversion-rt\t-rt1\nlocalversion.2=localversion-zz\t/../../../x\n")
+        self.expect_facts(stdout=facts)
+        self.expect_outcome(result=FAILURE)
+        self.expect_log_file("problem", "the kernel tree's file 'localversion-zz' adds '/../../../x' to the kernel "
+                             "release, which cannot be part of an image name (image name 'x/../../../x' holds a "
+                             "path separator; expected one path component); remove localversion-zz from the "
+                             "branch or make it hold only letters, digits and . _ + -\n")
+        d = self.run_step()
+        d.addCallback(lambda _: self.assertFalse((t.branch_dir.parent / ".incoming").exists()))
+        return d
+
+    def test_a_safe_localversion_file_is_part_of_the_name(self):
+        self.setup_step(KernelFacts(self.target()))
+        self.expect_facts(stdout=FACTS.replace("localversion_files=\n", "localversion_files=-rt5\n"
+                                               "localversion.1=localversion-rt\t-rt5\n"))
+        self.expect_outcome(result=SUCCESS, state_string="3.10.0-rc7-rt5-drm-intel-fixes_18097b_20130718_+")
+        return self.run_step()
+
     def test_not_a_kernel_tree_fails_clearly(self):
         self.setup_step(KernelFacts(self.target()))
         self.expect_facts(stdout="kernelversion=\nsha=abc\n")

@@ -202,3 +202,28 @@ def test_damaged_cache_is_ignored(tree):
     idx = TreeIndex(tree, BASE)
     assert idx.load_cache() == 0
     assert len(idx.regenerate().images) == 1
+
+
+def _rewrite_metadata(image_dir, text: str) -> None:
+    """Replace metadata.json behind the manifest's back (a hand edit, a broken copy)."""
+    (image_dir / "metadata.json").write_text(text, encoding="utf-8")
+
+
+def test_an_image_whose_metadata_cannot_be_encoded_is_left_out_and_the_rest_indexed(tree):
+    good = make_image(tree, "b", 1)
+    surrogate = make_image(tree, "b", 2)
+    meta = read_json(surrogate / "metadata.json")
+    text = json.dumps(meta).replace(json.dumps(meta["subject"]), '"broken \\ud800 subject"')
+    _rewrite_metadata(surrogate, text)
+    not_json = make_image(tree, "b", 3)
+    _rewrite_metadata(not_json, "{not json")
+    not_object = make_image(tree, "b", 4)
+    _rewrite_metadata(not_object, "[1, 2]")
+    res = TreeIndex(tree, BASE).regenerate()
+    assert [e["name"] for e in res.images] == [good.name]
+    assert "metadata field 'subject' cannot be encoded as UTF-8 (surrogates not allowed" in \
+        res.skipped[f"b/{surrogate.name}"]
+    assert "metadata.json: not valid JSON" in res.skipped[f"b/{not_json.name}"]
+    assert "metadata.json: expected a JSON object" in res.skipped[f"b/{not_object.name}"]
+    assert [e["name"] for e in read_json(tree / "index.json")["images"]] == [good.name]
+    assert [e["name"] for e in read_json(tree / "b" / "index.json")["images"]] == [good.name]

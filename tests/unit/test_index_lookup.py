@@ -83,3 +83,12 @@ def test_index_location_and_load_errors(tmp_path):
     (tmp_path / "index.json").write_text("[]")
     with pytest.raises(LookupError, match="'images' list"):
         load_index(str(tmp_path))
+
+
+def test_malformed_entries_of_a_hostile_index_are_ignored_not_a_traceback():
+    from buildbot_kernel.imagetree.lookup import ShaLookup
+
+    good = {"sha": "ab" * 20, "name": "img", "url": "http://x/b/img/"}
+    lookup = ShaLookup([good, {"name": "no sha"}, ["not", "an", "object"], {"sha": 42}, {"sha": "ab" * 20,
+                                                                                           "name": ["x"]}])
+    assert lookup.find("abab") == ("ab" * 20, [good])

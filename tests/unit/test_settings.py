@@ -1,5 +1,6 @@
 """Settings validation: every bad case names the file, the key and what is expected."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,102 @@ def test_same_port_twice():
 def test_locate_prefers_environment(tmp_path):
     assert settings.locate(tmp_path, {}) == str(tmp_path / "settings.toml")
     assert settings.locate(tmp_path, {settings.ENV_VAR: "/etc/bbk.toml"}) == "/etc/bbk.toml"
+
+
+# --- hostile or mistaken values: each names the key and the fix, never a traceback ---------------------
+
+def test_non_utf8_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_bytes(GOOD.encode().replace(b'name = "w"', b'name = "w\xe9"'))
+    with pytest.raises(settings.SettingsError) as e:
+        settings.load(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: not UTF-8 text: byte 0xe9 on line 14") and "save the file as UTF-8" in msg
+
+
+def test_deeply_nested_toml_is_a_clear_error():
+    msg = problems(GOOD + "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in msg and "at most two levels" in msg
+
+
+def test_images_root_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    msg = problems(GOOD.replace('root = "images"', 'root = "afile"'), str(tmp_path / "s.toml"))
+    assert f"[images].root: '{tmp_path / 'afile'}' is not a directory" in msg and "move the file away" in msg
+    msg = problems(GOOD.replace('root = "images"', 'root = "afile/sub"'), str(tmp_path / "s.toml"))
+    assert f"({tmp_path / 'afile'} is a file)" in msg
+
+
+@pytest.mark.parametrize("root", ["", ".", ".."])
+def test_images_root_must_not_be_the_master_directory(tmp_path, root):
+    msg = problems(GOOD.replace('root = "images"', f'root = "{root}"'), str(tmp_path / "s.toml"))
+    assert f"[images].root: {root!r} is the settings file's directory or above it" in msg
+    assert "name a directory of its own" in msg
+
+
+@pytest.mark.parametrize("branch, words", [
+    ("..", "holds '..'"),
+    (".x", "the component '.x' starts with '.'"),
+    ("with space", "holds ' '"),
+    ("a:b", "holds ':'"),
+    ("x.lock", "ends with '.lock'"),
+    ("/abs", "starts or ends with '/'"),
+    ("-n", "starts with '-'"),
+    ("a\tb", "holds '\\t'"),
+])
+def test_branch_names_git_refuses(branch, words):
+    listed = f'branches = ["drm-intel-fixes", {json.dumps(branch)}]'
+    msg = problems(GOOD.replace('branches = ["drm-intel-fixes"]', listed))
+    assert "[[repository]] #1 ('drm-intel').branches" not in msg  # reported by name, not by position
+    assert "[[repository]] ('drm-intel').branches: branch" in msg and words in msg
+    assert "as `git branch -r` shows it" in msg
+
+
+def test_the_git_rules_accept_real_branch_names():
+    from buildbot_kernel.naming import branch_problem
+
+    for ok in ("drm-tip", "topic/drm-xe-next", "for-linus-6.8", "v6.8.y", "a+b", "x_y"):
+        assert branch_problem(ok) == "", ok
+
+
+@pytest.mark.parametrize("a, b, kind", [("a/b", "a-b", "image directory"), ("a/b", "a_b", "Buildbot name")])
+def test_branches_that_collide_after_mapping(a, b, kind):
+    msg = problems(GOOD.replace('branches = ["drm-intel-fixes"]', f'branches = ["{a}", "{b}"]'))
+    assert f"[[repository]] ('drm-intel').branches: '{a}' and '{b}' both become the {kind}" in msg
+    assert "watch only one of them" in msg
+
+
+@pytest.mark.parametrize("url", ["ftp://x/", "file:///etc/", "javascript:alert(1)", "localhost:8011", "http://"])
+def test_base_url_and_server_url_must_be_http(url):
+    msg = problems(GOOD.replace('root = "images"', f'root = "images"\nbase_url = "{url}"'))
+    assert f"[images].base_url: {url!r}" in msg and "write the http(s) URL the image tree is served at" in msg
+    machine = f'[[machine]]\nname = "m"\ntype = "qemu"\nserver_url = "{url}"\n'
+    msg = problems(GOOD + machine)
+    assert f"[[machine]] ('m').server_url: {url!r}" in msg and "the machine reaches the image server" in msg
+
+
+@pytest.mark.parametrize("bind", ["localhost", "0.0.0.0; rm -rf /", "1.2.3", "::1", ""])
+def test_bind_must_be_an_ip_address(bind):
+    msg = problems(GOOD.replace("web_port = 8010", f'web_port = 8010\nbind = "{bind}"'))
+    assert f"[server].bind: {bind!r} is not an IPv4 address" in msg and '"0.0.0.0" (every interface)' in msg
+
+
+def test_is_ip_address():
+    assert settings.is_ip_address("0.0.0.0") and settings.is_ip_address("10.1.2.3")
+    assert not settings.is_ip_address("::1") and settings.is_ip_address("::1", ipv6=True)
+    assert not settings.is_ip_address("example.org") and not settings.is_ip_address(None)
+
+
+@pytest.mark.parametrize("url", ["not a url", "://x", "state.sqlite"])
+def test_db_url_sqlalchemy_cannot_parse(url):
+    msg = problems(GOOD.replace("web_port = 8010", f'web_port = 8010\ndb_url = "{url}"'))
+    assert f"[server].db_url: {url!r} is not an SQLAlchemy database URL" in msg and "sqlite:///state.sqlite" in msg
+
+
+def test_missing_fragment_and_config_files_name_the_key(tmp_path):
+    text = GOOD.replace('name = "x86_64"\n[[worker]]',
+                        'name = "x86_64"\nconfig = "configs/full.config"\nfragments = ["nope.config"]\n[[worker]]')
+    msg = problems(text, str(tmp_path / "s.toml"))
+    assert "[[build]] ('x86_64').fragments: config file 'nope.config' is not a readable file " \
+           f"(looked at {tmp_path / 'nope.config'}); give a path relative to the settings file's directory" in msg
+    assert "[[build]] ('x86_64').config: config file 'configs/full.config'" in msg
