@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel.imagetree import modes
+
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = ("tar", "deb")
 MACHINE_TYPES = ("qemu", "remote")
@@ -75,6 +77,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "debounce": Key((int, float), 1.0, "seconds >= 0", _non_negative),
         "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
                      lambda v: v in ("inotify", "poll", "off")),
+        "group": Key((str,), "", "a group name the tree's readers belong to (\"\" = world-readable)"),
     },
 }
 
@@ -279,6 +282,9 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
+    group_problem = modes.group_problem(sections["images"].get("group", ""))
+    if group_problem:
+        problems.append(f"[images].group: {group_problem}")
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
     if problems:
