@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,3 +62,14 @@ def make_image(root: str | os.PathLike, branch: str, i: int, *, sizes: dict[str,
     write_payload(stage, sizes, seed=fields["sha"])
     write_manifest(stage, fields)
     return publish(stage, root, branch, fields["name"])
+
+
+def served_dir(prefix: str = "bbk-served-") -> Path:
+    """A fresh 0755 directory in the system temp directory, whose parents everyone can enter.
+
+    pytest's tmp_path lies under a 0700 directory, so a web server's ``www-data`` or NFS's ``nobody``
+    could never reach a tree there, however correct the tree's own modes are.  The caller removes it.
+    """
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    return d
