@@ -120,6 +120,8 @@ def wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
         try:
             fetch(url)
             return
+        except urllib.error.HTTPError as e:  # it is up, and answered: 403 is what an unreadable tree gives
+            raise AssertionError(f"{what} answered {e.code} for {url}") from None
         except (urllib.error.URLError, ConnectionError):
             assert proc.poll() is None, f"{what} exited: {proc.stderr.read()}"
             assert time.monotonic() < deadline, f"{what} did not answer at {url}"
