@@ -97,11 +97,15 @@ class Modes:
         except FileNotFoundError:
             return False  # deleted meanwhile (retention, an admin): nothing left to serve
         except PermissionError:
-            who = f"hand it to group {self.group!r} and " if self.group else ""
-            fix = (f"add the master's user to group {self.group!r} (usermod -aG {self.group} USER) or "
-                   if self.group else "")
-            raise ModeError(f"{path}: cannot {who}set mode {oct(want)}: not its owner; {fix}chown it to the "
-                            "master's user (the tree's readers cannot read it as it is)") from None
+            raise ModeError(self._denied(path)) from None
+
+    def _denied(self, path) -> str:
+        if self.group:
+            return (f"{path}: cannot give it group {self.group!r} and mode {self.file_mode:o}/{self.dir_mode:o}: "
+                    f"the master's user must own it and be a member of {self.group!r} "
+                    f"(usermod -aG {self.group} USER); the tree's readers may not be able to read it")
+        return (f"{path}: cannot set mode {self.file_mode:o}/{self.dir_mode:o}: the master's user does not own "
+                "it; chown it to that user (the tree's readers may not be able to read it)")
 
     def apply_each(self, paths) -> list[str]:
         """Apply the contract to each path; the paths that failed, each with its reason (the rest is still

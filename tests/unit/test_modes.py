@@ -237,3 +237,32 @@ def test_config_snippets_are_not_html_escaped_and_nginx_runs_as_www_data():
         snippet_vars("/srv/my kernels", "http://h/")
     with pytest.raises(ValueError, match="--nfs-clients"):
         snippet_vars("/srv/kernels", "http://h/", nfs_clients="* (rw)")
+
+
+def test_index_command_keeps_a_group_tree_group_readable(served_tmp_path, capsys):
+    import argparse
+
+    from buildbot_kernel.cli import CommandError
+    from buildbot_kernel.commands import index
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        index.register(parser.add_subparsers())
+        args = parser.parse_args(["index", *argv])
+        return args.func(args)
+
+    group = grp.getgrgid(os.getegid()).gr_name
+    root = served_tmp_path / "images"
+    ImageTree(root, "http://h/", modes=Modes.for_group(group)).published(make_image(root, "next", 1))
+    assert stat.S_IMODE(root.stat().st_mode) == 0o2750
+    # without --group the command would make the tree world-readable: it refuses and says what to give
+    with pytest.raises(CommandError, match=f"group-readable tree .* give --group {group}"):
+        run("--root", str(root), "--base-url", "http://h/")
+    with umask(0o077):
+        make_image(served_tmp_path / "elsewhere", "next", 2)
+        subprocess.run(["cp", "-a", *map(str, (served_tmp_path / "elsewhere" / "next").iterdir()),
+                        str(root / "next")], check=True)
+    assert run("--root", str(root), "--base-url", "http://h/", "--group", group) == 0
+    assert "2 images listed" in capsys.readouterr().out
+    assert Modes.for_group(group).unreadable(root) == []
+    assert {stat.S_IMODE(p.lstat().st_mode) for p in visible_paths(root)} == {0o2750, 0o640}
