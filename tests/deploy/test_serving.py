@@ -39,15 +39,15 @@ def need_root(what: str) -> None:
         pytest.skip(f"{what} must start as root to drop to its unprivileged user, as it is deployed")
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory):
+def publish_with_a_master(tmp_path_factory, group: str = ""):
     """(tree root, image directory): one image built and published by a real master, master stopped."""
     base = tmp_path_factory.mktemp("deploy")
     served = served_dir("bbk-deploy-")
     root = served / "images"
     repo = FixtureRepo(base, (BRANCH,))
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
-    settings = settings_text(str(repo.bare), (BRANCH,), ports).replace('root = "images"', f'root = "{root}"')
+    settings = settings_text(str(repo.bare), (BRANCH,), ports).replace(
+        'root = "images"', f'root = "{root}"\ngroup = "{group}"')
     master = Master(base, settings)
     worker = Worker(base, "w1", "pw", ports["worker"])
     master.start(ports["web"])
@@ -60,6 +60,20 @@ def published(tmp_path_factory):
     name = (root / BRANCH / "latest").read_text().strip()
     yield root, root / BRANCH / name
     shutil.rmtree(served, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The default contract: world-readable."""
+    yield from publish_with_a_master(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def published_for_www_data(tmp_path_factory):
+    """``[images] group = "www-data"``: readable by the web server's group only."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can hand the tree to group www-data")
+    yield from publish_with_a_master(tmp_path_factory, "www-data")
 
 
 def test_every_published_path_is_readable_as_nobody(published):
@@ -179,18 +193,19 @@ def server(tmp_path):
             proc.wait(timeout=20)
 
 
-def test_nginx_as_www_data_serves_every_file(published, server, tmp_path):
+@pytest.mark.parametrize("tree", ["published", "published_for_www_data"])
+def test_nginx_as_www_data_serves_every_file(tree, request, server, tmp_path):
     if not os.path.exists(NGINX):
         pytest.skip("nginx is not installed (scripts/install-deps installs it)")
     need_root("nginx")
-    root, image = published
+    root, image = request.getfixturevalue(tree)
     port = free_port()
     base = f"http://127.0.0.1:{port}/kernels/"
     (tmp_path / "nginx.conf").write_text(standalone_nginx_conf(str(root), base, str(tmp_path), workers="1"))
     proc = server([NGINX, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
     wait_http(base + "index.json", proc, "nginx")
     assert worker_users(proc.pid) == {"www-data"}
-    files, nbytes = download_image(base, root, image, "nginx")
+    files, nbytes = download_image(base, root, image, f"nginx ({tree})")
     assert files == 4 and nbytes == sum(f.stat().st_size for f in image.iterdir()
                                         if f.name not in ("metadata.json", "SHA256SUMS"))
     assert fetch(base + "index.json")[1]["Cache-Control"] == "no-cache"
@@ -244,3 +259,18 @@ def test_apache_as_www_data_serves_every_file(published, server, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             fetch(base + hidden)
         assert e.value.code in (403, 404)
+
+
+def test_a_group_tree_is_closed_to_nobody_and_open_to_www_data(published_for_www_data):
+    """The group policy really restricts: NFS's nobody reads nothing, the group reads everything."""
+    root, image = published_for_www_data
+    www_data = Modes.for_group("www-data")
+    paths = [root, *visible_paths(root)]
+    assert www_data.unreadable(root) == [] and len(Modes().unreadable(root)) == len(paths)
+    files = [str(p) for p in paths if p.is_file()]
+    r = subprocess.run([*SETPRIV, "cat", str(image / "vmlinuz")], capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    as_www_data = ["setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups"]
+    r = subprocess.run([*as_www_data, "cat", *files], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(r.stdout) == sum(os.path.getsize(f) for f in files)
