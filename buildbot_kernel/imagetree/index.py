@@ -207,10 +207,10 @@ class TreeIndex:
     def _fix_generated(self, branch_dirs) -> list[str]:
         """The root, the branch directories and the generated files (unchanged ones too: an admin's chmod
         or an older version of this program may have left them unreadable).  A few stats per branch."""
-        paths = [self.root, *(self.root / n for n in GENERATED_FILES)]
+        problems = self.modes.apply_dir(self.root, GENERATED_FILES, follow=True)
         for b in branch_dirs:
-            paths += [self.root / b, *(self.root / b / n for n in GENERATED_FILES)]
-        return self.modes.apply_each(paths)
+            problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
+        return problems
 
     def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], generated: str,
                       result: Result) -> None:

@@ -78,26 +78,49 @@ class Modes:
             return self.file_mode
         return None
 
-    def apply(self, path: str | os.PathLike) -> bool:
-        """Give one path the contract's group and mode; True if anything changed.  Raises ModeError."""
+    def apply(self, path: str | os.PathLike, *, dir_fd: int | None = None, follow: bool = False,
+              label: str | os.PathLike | None = None) -> bool:
+        """Give one path the contract's group and mode; True if anything changed.  Raises ModeError.
+
+        The path is opened once (O_PATH, not following a symlink unless ``follow``) and changed through
+        that descriptor, so a path swapped for a symlink meanwhile never gets its target changed (with a
+        master running as root, the target could be any file of the host).
+        """
+        return self._with_fd(path, dir_fd, follow, label, self._apply_fd)
+
+    def _with_fd(self, path, dir_fd, follow, label, action):
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         try:
-            st = os.lstat(path)
-            want = self.wanted(st)
-            if want is None:
-                return False
-            changed = False
+            fd = os.open(path, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return action(None, label or path)  # deleted meanwhile (retention, an admin)
+        except PermissionError:
+            raise ModeError(self._denied(label or path)) from None
+        try:
+            return action(fd, label or path)
+        finally:
+            os.close(fd)
+
+    def _apply_fd(self, fd: int | None, label) -> bool:
+        if fd is None:
+            return False
+        st = os.fstat(fd)
+        want = self.wanted(st)  # a symlink opened with O_NOFOLLOW is the link itself: None
+        if want is None:
+            return False
+        handle = f"/proc/self/fd/{fd}"  # chmod/chown through it reach exactly the opened inode
+        changed = False
+        try:
             # chown first: a chown by a non-root user clears the setgid bit chmod sets
             if self.gid != -1 and st.st_gid != self.gid:
-                os.chown(path, -1, self.gid)
+                os.chown(handle, -1, self.gid)
                 changed = True
             if changed or stat.S_IMODE(st.st_mode) != want:
-                os.chmod(path, want)
+                os.chmod(handle, want)
                 changed = True
-            return changed
-        except FileNotFoundError:
-            return False  # deleted meanwhile (retention, an admin): nothing left to serve
         except PermissionError:
-            raise ModeError(self._denied(path)) from None
+            raise ModeError(self._denied(label)) from None
+        return changed
 
     def _denied(self, path) -> str:
         if self.group:
@@ -107,20 +130,48 @@ class Modes:
         return (f"{path}: cannot set mode {self.file_mode:o}/{self.dir_mode:o}: the master's user does not own "
                 "it; chown it to that user (the tree's readers may not be able to read it)")
 
+    def _collect(self, problems: list[str], path, **kw) -> None:
+        try:
+            self.apply(path, **kw)
+        except ModeError as e:
+            problems.append(str(e))
+
     def apply_each(self, paths) -> list[str]:
         """Apply the contract to each path; the paths that failed, each with its reason (the rest is still
         fixed)."""
-        problems = []
+        problems: list[str] = []
         for path in paths:
-            try:
-                self.apply(path)
-            except ModeError as e:
-                problems.append(str(e))
+            self._collect(problems, path)
+        return problems
+
+    def apply_dir(self, path: str | os.PathLike, names=(), follow: bool = False) -> list[str]:
+        """A directory and the given entries in it (those that exist), reached through the directory's
+        descriptor; ``follow`` for the tree root, which an admin may make a symlink."""
+        problems: list[str] = []
+
+        def entries(fd, label):
+            if fd is None or not stat.S_ISDIR(os.fstat(fd).st_mode):
+                return
+            self._collect(problems, ".", dir_fd=fd, follow=True, label=label)  # "." of the opened directory
+            for name in names:
+                self._collect(problems, name, dir_fd=fd, label=os.path.join(label, name))
+
+        try:
+            self._with_fd(path, None, follow, None, entries)
+        except ModeError as e:
+            problems.append(str(e))
         return problems
 
     def apply_tree(self, top: str | os.PathLike) -> list[str]:
-        """``apply_each`` on ``top`` and every non-hidden path below it."""
-        return self.apply_each([Path(top), *visible_paths(top)])
+        """``top`` and every non-hidden path below it.  ``os.fwalk`` never follows a symlink and reaches
+        each entry through its directory's descriptor, so nothing outside ``top`` is ever changed."""
+        problems = self.apply_each([top])
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(top):
+            dirnames[:] = [d for d in dirnames if not is_temp_name(d)]
+            for name in [*dirnames, *filenames]:
+                if not is_temp_name(name):
+                    self._collect(problems, name, dir_fd=dirfd, label=os.path.join(dirpath, name))
+        return problems
 
     def can_read(self, st: os.stat_result) -> bool:
         """Can the configured readers read (a file) or list and enter (a directory) this?  Owner bits do not

@@ -264,7 +264,7 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
                                      f"stage under {Path(root) / INCOMING}"])
     target.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp makes the staging directory 0700, the worker's upload keeps its umask's modes
-    problems = modes.apply_tree(staging) + modes.apply_each([root, target.parent])
+    problems = modes.apply_tree(staging) + modes.apply_dir(root, follow=True) + modes.apply_dir(target.parent)
     if problems:
         raise CorruptImage(staging, problems)
     try:

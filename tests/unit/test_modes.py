@@ -266,3 +266,23 @@ def test_index_command_keeps_a_group_tree_group_readable(served_tmp_path, capsys
     assert "2 images listed" in capsys.readouterr().out
     assert Modes.for_group(group).unreadable(root) == []
     assert {stat.S_IMODE(p.lstat().st_mode) for p in visible_paths(root)} == {0o2750, 0o640}
+
+
+def test_symlinks_in_the_tree_never_get_their_targets_changed(served_tmp_path):
+    """With a master running as root, chmod through a planted symlink could open any file of the host."""
+    root = served_tmp_path / "images"
+    outside = served_tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    secret = outside / "secret"
+    secret.write_text("s")
+    secret.chmod(0o600)
+    a = make_image(root, "next", 1)
+    (a / "link-to-secret").symlink_to(secret)
+    (a / "link-to-dir").symlink_to(outside)
+    (root / "next" / "latest").symlink_to(secret)  # where a generated file would be
+    stage, fields = stage_like_a_worker(root, "next", 2)
+    (stage / "evil").symlink_to(secret)
+    tree = ImageTree(root, "http://h/")
+    tree.publish(stage, fields["branch"], fields["name"])
+    assert Modes().apply_tree(a) == []
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(outside.stat().st_mode) == 0o700
