@@ -2,7 +2,8 @@
 
 Both serve the same generated tree (under .cache/bench-serve/): N images with a 10 MB vmlinuz each.
 nginx (the Debian package's binary) runs as an unprivileged-prefix instance with the configuration
-`buildbot-kernel snippets` generates, wrapped in a minimal http block. The client is one curl process
+`buildbot-kernel snippets` generates, wrapped in a minimal http block (started as root, its workers run as
+www-data: the repository's parent directories must let others enter). The client is one curl process
 doing --parallel transfers (32 at a time by default), so the client is the same C code for both.
 Each server is measured alone, twice, alternating, and the best run of each is reported.
 Usage: python bench/bench_serve.py [--clients 32] [--fetches 256] [--size-mb 10] [--images 16]
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from buildbot_kernel.imagetree.index import TreeIndex  # noqa: E402
+from buildbot_kernel.imagetree.modes import Modes  # noqa: E402
 from buildbot_kernel.imagetree.snippets import standalone_nginx_conf  # noqa: E402
 from buildbot_kernel.imagetree.testing import make_image  # noqa: E402
 
@@ -121,6 +123,9 @@ def main() -> int:
     cache = REPO / ".cache" / "bench-serve"
     root = cache / "tree"
     paths = build_tree(root, args.images, size)
+    unreadable = Modes().unreadable(root)  # nginx's workers read as www-data when started as root
+    if unreadable and os.geteuid() == 0:
+        raise SystemExit("www-data cannot read the tree:\n" + "\n".join(unreadable[:5]))
     for p in paths:  # both servers read from the page cache
         (root / p).read_bytes()
     best = {"embedded": 0.0, "nginx": 0.0}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
 from buildbot_kernel.util import identifier
 
@@ -111,6 +112,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "debounce": Key((int, float), 1.0, "seconds >= 0", _non_negative),
         "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
                      lambda v: v in ("inotify", "poll", "off")),
+        "group": Key((str,), "", "a group name the tree's readers belong to (\"\" = world-readable)"),
     },
 }
 
@@ -321,6 +323,9 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
     problems += _value_problems(sections, tables, base)
+    group_problem = modes.group_problem(sections["images"].get("group", ""))
+    if group_problem:
+        problems.append(f"[images].group: {group_problem}")
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
     if problems:

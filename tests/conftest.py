@@ -1,4 +1,4 @@
-"""Suite-wide ordering.
+"""Suite-wide ordering, and a temporary directory the tree's readers can reach.
 
 The farm tests run the global Twisted reactor in a background thread (their QEMU machines talk to a real
 HTTP server while the test thread waits).  Once it runs there, twisted.trial TestCases (Buildbot's step
@@ -6,10 +6,24 @@ tests and the image-service tests) can no longer spin it, so tests/farm/ runs la
 so every other test keeps its order and module fixtures stay grouped.
 """
 
+import shutil
 from pathlib import Path
+
+import pytest
+
+from buildbot_kernel.imagetree.testing import served_dir
 
 FARM = Path(__file__).parent / "farm"
 
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: Path(str(item.path)).is_relative_to(FARM))
+
+
+@pytest.fixture
+def served_tmp_path():
+    """A directory www-data and nobody can reach (pytest's tmp_path is under a 0700 directory), removed
+    afterwards."""
+    d = served_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -24,7 +24,8 @@ def run(args) -> int:
     except SettingsError as e:
         raise CommandError(str(e)) from None
     try:
-        variables = snippet_vars(str(resolve(s, s.images["root"])), s.images["base_url"], args.nfs_clients)
+        variables = snippet_vars(str(resolve(s, s.images["root"])), s.images["base_url"], args.nfs_clients,
+                                 group=s.images["group"])
     except ValueError as e:
         raise CommandError(str(e)) from None
     kinds = [args.only] if args.only else list(TEMPLATES)

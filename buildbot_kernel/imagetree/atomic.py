@@ -13,8 +13,9 @@ from pathlib import Path
 TEMP_PREFIX = ".tmp-"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was."""
+def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, gid: int = -1) -> None:
+    """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was.  ``mode``
+    and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
@@ -24,6 +25,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if gid != -1:
+            os.chown(tmp, -1, gid)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

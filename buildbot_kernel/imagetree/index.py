@@ -10,6 +10,7 @@ and the writes of what did change.  That also keeps the watchdog from looping on
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ import jinja2
 from markupsafe import Markup
 
 from buildbot_kernel.imagetree.atomic import atomic_write
+from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.imagetree.scan import Image, TreeScanner
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 INDEX_JSON = "index.json"
@@ -47,10 +51,15 @@ def filesize(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def html_template(name: str | None) -> bool:
+    """Autoescape HTML templates only: escaping a config file or export line would corrupt it."""
+    return bool(name) and name.endswith((".html.j2", ".html"))
+
+
 def make_env(directory: Path | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(directory or templates_dir())),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        autoescape=html_template,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -84,28 +93,40 @@ class Result:
     images: list[dict]
     written: list[str] = field(default_factory=list)  # paths relative to the root
     skipped: dict[str, str] = field(default_factory=dict)  # incomplete directories and why
+    mode_problems: list[str] = field(default_factory=list)  # paths the permission contract could not fix
 
 
 class TreeIndex:
-    """Regenerates the index files of one tree; thread-safe (publish, watchdog and retention share it)."""
+    """Regenerates the index files of one tree; thread-safe (publish, watchdog and retention share it).
 
-    def __init__(self, root: str | os.PathLike, base_url: str, templates: Path | None = None):
+    It also keeps the permission contract (``modes``, docs/serving.md) for what an admin changed by hand:
+    the files it writes get the contract's mode and group, the root and branch directories are fixed at
+    each regeneration, and each image directory (with its files) when it is first seen or rewritten, so
+    an image copied in with umask 077 becomes readable before the index lists it.  What it cannot fix
+    (not the master's) is logged and reported in ``Result.mode_problems``.
+    """
+
+    def __init__(self, root: str | os.PathLike, base_url: str, templates: Path | None = None,
+                 modes: Modes = WORLD_READABLE):
         self.root = Path(root)
         self.base_url = base_url
+        self.modes = modes
         self.scanner = TreeScanner(self.root)
         self.env = make_env(templates)
         self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
         self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
         self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
 
-    def _entries(self, images: list[Image]) -> list[tuple[dict, str, str]]:
-        """(entry, its JSON, its HTML row) per image, each encoded once per image version."""
+    def _entries(self, images: list[Image], result: Result) -> list[tuple[dict, str, str]]:
+        """(entry, its JSON, its HTML row) per image, each encoded once per image version (when the
+        image's modes are fixed too)."""
         out = []
         fresh = {}
         row = self.env.get_template("_image_row.html.j2")
         for img in images:
             cached = self._encoded.get(img.path)
             if cached is None or cached[0] is not img:
+                result.mode_problems += self.modes.apply_tree(self.root / img.path)
                 entry = index_entry(img, self.base_url)
                 cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
                           row.render(i=entry))
@@ -150,7 +171,7 @@ class TreeIndex:
         return self._signatures.get(rel) != signature or not (self.root / rel).exists()
 
     def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
-        atomic_write(self.root / rel, text)
+        atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid)
         self._signatures[rel] = signature
         result.written.append(rel)
 
@@ -159,8 +180,9 @@ class TreeIndex:
         retention excludes what it is about to delete, so the index never lists a deleted image."""
         with self.lock:
             images = [i for i in self.scanner.scan() if i.path not in exclude]
-            encoded = self._entries(images)
-            result = Result([e[0] for e in encoded], skipped=dict(self.scanner.skipped))
+            result = Result([], skipped=dict(self.scanner.skipped))
+            encoded = self._entries(images, result)
+            result.images = [e[0] for e in encoded]
             generated = now_iso()
             signature = tuple((i.path, i.version) for i in images)
             by_branch: dict[str, list[int]] = {}
@@ -177,7 +199,18 @@ class TreeIndex:
                     generated=generated, branches=branches, count=len(images), branch_dir=None)
                 self._write(INDEX_HTML, html, signature, result)
                 self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in encoded]), signature, result)
+            result.mode_problems += self._fix_generated(by_branch.keys())
+            for problem in result.mode_problems:
+                log.warning("permission contract: %s", problem)
             return result
+
+    def _fix_generated(self, branch_dirs) -> list[str]:
+        """The root, the branch directories and the generated files (unchanged ones too: an admin's chmod
+        or an older version of this program may have left them unreadable).  A few stats per branch."""
+        problems = self.modes.apply_dir(self.root, GENERATED_FILES, follow=True)
+        for b in branch_dirs:
+            problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
+        return problems
 
     def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], generated: str,
                       result: Result) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
+from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.naming import safe_branch
 
 SCHEMA = 1
@@ -251,11 +252,15 @@ def staging_dir(root: str | os.PathLike, prefix: str = "image-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=incoming))
 
 
-def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str, name: str) -> Path:
+def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str, name: str,
+            modes: Modes = WORLD_READABLE) -> Path:
     """Verify a staged image and rename it to ``<root>/<safe branch>/<name>/`` in one step.
 
-    Raises CorruptImage (staging directory left in place for inspection) or ImageExists (a rebuild of the
-    same commit gives the same name: the published image is kept, never replaced under a reader).
+    The image directory, its files and the branch directory get the tree's permission contract
+    (``modes``) before the rename, whatever modes the upload kept, so the image is readable by the web
+    server and NFS readers from the moment it appears.  Raises CorruptImage (staging directory left in
+    place for inspection) or ImageExists (a rebuild of the same commit gives the same name: the published
+    image is kept, never replaced under a reader).
     """
     staging = Path(staging_dir)
     problems = verify_image_dir(staging)
@@ -276,7 +281,10 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
                                      f"stage under {Path(root) / INCOMING}"])
     new_branch = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the tree is served to everyone
+    # mkdtemp makes the staging directory 0700, the worker's upload keeps its umask's modes
+    problems = modes.apply_tree(staging) + modes.apply_dir(root, follow=True) + modes.apply_dir(target.parent)
+    if problems:
+        raise CorruptImage(staging, problems)
     try:
         # rename(2) of a directory onto an existing non-empty directory fails: no silent replacement
         os.rename(staging, target)

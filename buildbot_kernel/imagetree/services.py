@@ -16,6 +16,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.python import log
 
 from buildbot_kernel.imagetree.leftovers import clean_leftovers
+from buildbot_kernel.imagetree.modes import Modes, group_problem
 from buildbot_kernel.imagetree.retention import empty_trash
 from buildbot_kernel.imagetree.server import make_site
 from buildbot_kernel.imagetree.tree import ImageTree
@@ -26,9 +27,11 @@ class ImageTreeService(BuildbotService):
     name = "image-tree"
 
     def checkConfig(self, root, base_url, keep_per_branch=0, max_bytes=0, debounce=1.0, watch="inotify",
-                    **kwargs):
+                    group="", **kwargs):
         if watch not in ("inotify", "poll", "off"):
             raise ValueError(f"watch is {watch!r}; expected 'inotify', 'poll' (NFS) or 'off'")
+        if group_problem(group):
+            raise ValueError(f"group: {group_problem(group)}")
         return super().checkConfig(**kwargs)
 
     def __init__(self, *args, **kwargs):
@@ -46,11 +49,11 @@ class ImageTreeService(BuildbotService):
 
     @defer.inlineCallbacks
     def reconfigService(self, root, base_url, keep_per_branch=0, max_bytes=0, debounce=1.0,
-                        watch="inotify", **kwargs):
+                        watch="inotify", group="", **kwargs):
         yield self._stop_watcher()
         root = os.path.abspath(root)
         self.tree = ImageTree(root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes,
-                              pins=self.pins)
+                              pins=self.pins, modes=Modes.for_group(group))
         yield threads.deferToThread(empty_trash, root)
         if not self._started:  # later reconfigs run beside builds that are staging into .incoming
             self._started = True
@@ -68,6 +71,11 @@ class ImageTreeService(BuildbotService):
     @property
     def base_url(self) -> str:
         return self.tree.index.base_url if self.tree else ""
+
+    @property
+    def modes(self) -> Modes:
+        """The permission contract a publish into this tree applies (docs/serving.md)."""
+        return self.tree.modes if self.tree else Modes()
 
     def publish(self, staging_dir, branch: str, name: str) -> defer.Deferred:
         """Deferred firing with the published path (or failing with CorruptImage / ImageExists)."""
@@ -152,7 +160,8 @@ def services_from_settings(settings, images_root: str, children: dict | None = N
     images = settings.images
     out = [ImageTreeService(root=images_root, base_url=images["base_url"],
                             keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"],
-                            debounce=images["debounce"], watch=images.get("watch", "inotify"))]
+                            debounce=images["debounce"], watch=images.get("watch", "inotify"),
+                            group=images.get("group", ""))]
     if settings.server["image_port"]:
         out.append(ImageServerService(root=images_root, port=settings.server["image_port"],
                                       interface=settings.server["bind"], children=children))

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,3 +105,14 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def served_dir(prefix: str = "bbk-served-") -> Path:
+    """A fresh 0755 directory in the system temp directory, whose parents everyone can enter.
+
+    pytest's tmp_path lies under a 0700 directory, so a web server's ``www-data`` or NFS's ``nobody``
+    could never reach a tree there, however correct the tree's own modes are.  The caller removes it.
+    """
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    return d

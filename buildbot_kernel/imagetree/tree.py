@@ -14,18 +14,21 @@ from pathlib import Path
 
 from buildbot_kernel.imagetree import package, retention
 from buildbot_kernel.imagetree.index import Result, TreeIndex
+from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 
 log = logging.getLogger(__name__)
 
 
 class ImageTree:
-    """``pins`` is called at each retention run and returns the image names running bisects use."""
+    """``pins`` is called at each retention run and returns the image names running bisects use;
+    ``modes`` is the permission contract every write into the tree keeps (docs/serving.md)."""
 
     def __init__(self, root: str | os.PathLike, base_url: str, *, keep_per_branch: int = 0,
-                 max_bytes: int = 0, pins: Callable[[], Iterable[str]] = frozenset):
+                 max_bytes: int = 0, pins: Callable[[], Iterable[str]] = frozenset, modes: Modes = WORLD_READABLE):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.index = TreeIndex(self.root, base_url)
+        self.modes = modes
+        self.index = TreeIndex(self.root, base_url, modes=modes)
         self.index.load_cache()  # a restart does not re-read every manifest (re-validated by stat)
         self.keep_per_branch = keep_per_branch
         self.max_bytes = max_bytes
@@ -38,7 +41,8 @@ class ImageTree:
 
         images = settings.images
         return cls(resolve(settings, images["root"]), images["base_url"],
-                   keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"], pins=pins)
+                   keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"], pins=pins,
+                   modes=Modes.for_group(images["group"]))
 
     def staging_dir(self) -> Path:
         """Where a build assembles its image before ``publish`` (same filesystem as the tree)."""
@@ -47,7 +51,7 @@ class ImageTree:
     def publish(self, staging_dir: str | os.PathLike, branch: str, name: str) -> Path:
         """Verify and rename into place, apply retention, regenerate the index.  Raises
         package.CorruptImage / package.ImageExists (nothing changes in the tree then)."""
-        target = package.publish(staging_dir, self.root, branch, name)
+        target = package.publish(staging_dir, self.root, branch, name, self.modes)
         self.published(target)
         return target
 

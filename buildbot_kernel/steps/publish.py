@@ -12,6 +12,7 @@ from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
 from buildbot_kernel.imagetree import package
+from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.target import BuildTarget
@@ -38,14 +39,15 @@ def check_transfer(incoming: Path) -> list[str]:
     return problems
 
 
-def publish_package(target: BuildTarget, incoming: Path, fields: dict) -> Path:
-    """Verify the transfer, write metadata.json + SHA256SUMS, and rename into the tree (in a thread)."""
+def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Modes = WORLD_READABLE) -> Path:
+    """Verify the transfer, write metadata.json + SHA256SUMS, and rename into the tree (in a thread).
+    The upload keeps the worker's file modes (often 0600); ``package.publish`` applies ``modes``."""
     problems = check_transfer(incoming)
     if problems:
         raise package.CorruptImage(problems)
     (incoming / WORKER_SUMS).unlink()
     package.write_manifest(incoming, fields)
-    return package.publish(incoming, target.images_root, target.branch, fields["name"])
+    return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
 
 
 class PublishImage(buildstep.BuildStep):
@@ -76,8 +78,10 @@ class PublishImage(buildstep.BuildStep):
     def run(self):
         incoming = Path(self.getProperty("incoming_dir"))
         fields = self._fields()
+        tree = named_service(self.master, IMAGE_TREE_SERVICE)
+        modes = tree.modes if tree is not None else WORLD_READABLE
         try:
-            path = yield threads.deferToThread(publish_package, self.target, incoming, fields)
+            path = yield threads.deferToThread(publish_package, self.target, incoming, fields, modes)
         except package.ImageExists:
             self.descriptionDone = [f"{fields['name']} was already published"]
             shutil.rmtree(incoming, ignore_errors=True)
@@ -99,7 +103,6 @@ class PublishImage(buildstep.BuildStep):
         BuildLedger(self.target.ledger_path).record(
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
             PUBLISHED, image=fields["name"])
-        tree = named_service(self.master, IMAGE_TREE_SERVICE)
         if tree is not None:
             yield tree.published(path)
         base = getattr(tree, "base_url", "") if tree is not None else ""

@@ -29,8 +29,9 @@ def run(module, argv):
 
 
 @pytest.fixture
-def tree(tmp_path):
-    root = tmp_path / "images"
+def tree(served_tmp_path):
+    # served_tmp_path: nginx's workers (www-data) and `images verify` need parents they can enter
+    root = served_tmp_path / "images"
     root.mkdir()
     a = make_image(root, "next", 1, sha="abcd" + "1" * 36)
     b = make_image(root, "next", 2, sha="abcd" + "2" * 36)
