@@ -1,6 +1,6 @@
 """Finding and fetching kernel images through the image server's index.json.
 
-Contract (DESIGN section 5): ``{"schema": 1, "generated": ISO, "images": [entry, ...]}``, newest first,
+Contract (docs/index-format.md): ``{"schema": 1, "generated": ISO, "images": [entry, ...]}``, newest first,
 each entry an image's metadata.json with the repository URL under ``repository_url`` and ``url`` the
 image directory's absolute URL ending in ``/``; a file is fetched as ``url + name`` and checked against
 ``files[name]`` (size, sha256). The index can be read from a path or an http(s)/file URL, so the

@@ -95,7 +95,7 @@ class BisectDir:
 
 
 def pinned_images(state_dir: str | os.PathLike) -> set[str]:
-    """Names of the images running bisects still need: retention must keep them (DESIGN section 5)."""
+    """Names of the images running bisects still need: retention must keep them (README.md, "Images")."""
     root = Path(state_dir) / BISECTS
     out: set[str] = set()
     try:

@@ -1,4 +1,4 @@
-"""The image directory contract (DESIGN section 5): what one published image is, and how it gets there.
+"""The image directory contract (docs/index-format.md): what one published image is, and how it gets there.
 
 An image is ``<root>/<safe branch>/<name>/`` holding ``vmlinuz``, ``config``, ``System.map``,
 ``modules.tar.xz``, optional ``*.deb``, ``metadata.json`` and ``SHA256SUMS``.  The manifest lists every

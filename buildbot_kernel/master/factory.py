@@ -1,4 +1,4 @@
-"""The steps of a branch build, in order (DESIGN section 6)."""
+"""The steps of a branch build, in order (README.md, "What runs")."""
 
 from __future__ import annotations
 

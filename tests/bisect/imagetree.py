@@ -1,4 +1,4 @@
-"""An image tree like the server publishes (DESIGN section 5), for commits of a generated history, and
+"""An image tree like the server publishes (docs/index-format.md), for commits of a generated history, and
 a real HTTP server on loopback serving it."""
 
 from __future__ import annotations
