@@ -29,8 +29,10 @@ from buildbot_kernel.imagetree.index import GENERATED_FILES
 
 log = logging.getLogger(__name__)
 # watchdog (7.x) warns each time a watched directory is renamed inside the tree (every publish moves
-# one in from .incoming/); it re-adds the watch correctly, so the warning is only noise in the log
-warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
+# one in from .incoming/); it re-adds the watch correctly, so the warning is only noise in the log.  The
+# filter matches only that message raised from watchdog's own modules, so no other warning is hidden.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
+                        module=r"watchdog(\.|$)")
 _IGNORED_TYPES = {"opened", "closed_no_write"}
 
 
