@@ -8,15 +8,26 @@ are errors: a typo such as ``poll_intervall`` must not silently fall back to a d
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel import htpasswd
+
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = ("tar", "deb")
 MACHINE_TYPES = ("qemu", "remote")
+TEST_MODES = ("boot", "test")
+ANONYMOUS_ACCESS = ("read", "none")
+# --- accounts, roles, listeners (README.md "Putting it on a lab network") ---
+# Worker passwords that the shipped settings.toml and README examples show: anyone can read them, so a
+# worker port that is not on loopback must not accept them.
+SHIPPED_WORKER_PASSWORDS = frozenset({"local-worker", "pass", "password", "pw", "changeme"})
+LISTENERS = ("web_bind", "worker_bind", "image_bind")  # each defaults to [server].bind
+DEFAULT_TEST_TIMEOUT = 600
 
 
 class SettingsError(Exception):
@@ -57,6 +68,23 @@ def _str_list(v, allow_empty=True):
     return isinstance(v, list) and all(isinstance(x, str) and x for x in v) and (allow_empty or v)
 
 
+def _ip_address(v, allow_empty=False):
+    if v == "" and allow_empty:
+        return True
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+_BIND_EXPECT = "an IP address to listen on, such as \"127.0.0.1\" or \"0.0.0.0\" (every interface)"
+
+
 SECTIONS: dict[str, dict[str, Key]] = {
     "server": {
         "title": Key((str,), "buildbot-kernel", "a string"),
@@ -65,7 +93,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "image_port": Key((int,), 8011, "a TCP port number 0-65535 (0 = off)", _port),
         "url": Key((str,), "", "the public URL of the web UI, e.g. \"http://buildbot.example.org:8010/\""),
         "db_url": Key((str,), "sqlite:///state.sqlite", "an SQLAlchemy database URL"),
-        "bind": Key((str,), "127.0.0.1", "an address to listen on (\"0.0.0.0\" for every interface)"),
+        "bind": Key((str,), "127.0.0.1", _BIND_EXPECT, _ip_address),
+        # --- per-listener addresses: "" = [server].bind ---
+        "web_bind": Key((str,), "", _BIND_EXPECT + " for the web UI (default: bind)",
+                        lambda v: _ip_address(v, allow_empty=True)),
+        "worker_bind": Key((str,), "", _BIND_EXPECT + " for the worker (PB) port (default: bind)",
+                           lambda v: _ip_address(v, allow_empty=True)),
+        "image_bind": Key((str,), "", _BIND_EXPECT + " for the image server (default: bind)",
+                          lambda v: _ip_address(v, allow_empty=True)),
     },
     "images": {
         "root": Key((str,), "images", "a directory path (relative to the master directory)"),
@@ -75,6 +110,19 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "debounce": Key((int, float), 1.0, "seconds >= 0", _non_negative),
         "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
                      lambda v: v in ("inotify", "poll", "off")),
+    },
+}
+
+# --- sections that may be absent altogether: absent means "not configured" (Settings.<name> is None) ---
+OPTIONAL_SECTIONS: dict[str, dict[str, Key]] = {
+    "auth": {
+        "htpasswd": Key((str,), REQUIRED, "the path of an htpasswd file with bcrypt hashes (`htpasswd -B`), "
+                        "relative to the settings file", bool),
+        "admins": Key((list,), [], "a list of user names (everything, including free-form bisect commands)",
+                      _str_list),
+        "maintainers": Key((list,), [], "a list of user names (force branch builds, bisect with a named "
+                           "[[test]])", _str_list),
+        "anonymous": Key((str,), "read", f"one of {list(ANONYMOUS_ACCESS)}", lambda v: v in ANONYMOUS_ACCESS),
     },
 }
 
@@ -131,6 +179,14 @@ TABLES: dict[str, dict[str, Key]] = {
         "nic": Key((str,), "virtio", "the QEMU network device: virtio or e1000 (qemu machines)",
                    lambda v: v in ("virtio", "e1000")),
     },
+    # --- named tests: what maintainers may run ---
+    "test": {
+        "name": Key((str,), REQUIRED, "a non-empty name", bool),
+        "command": Key((str,), REQUIRED, "a non-empty shell command (exit 0 good, 125 skip, 1-127 bad)",
+                       lambda v: bool(v.strip())),
+        "mode": Key((str,), "test", f"one of {list(TEST_MODES)}", lambda v: v in TEST_MODES),
+        "timeout": Key((int,), DEFAULT_TEST_TIMEOUT, "seconds > 0 before the test is killed", _positive),
+    },
 }
 
 
@@ -145,6 +201,18 @@ class Settings:
     builds: list = field(default_factory=list)
     workers: list = field(default_factory=list)
     machines: list = field(default_factory=list)
+    tests: list = field(default_factory=list)
+    auth: dict | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
+
+    def listener(self, name: str) -> str:
+        """The address of one listener (``web_bind``, ``worker_bind``, ``image_bind``)."""
+        return self.server[name] or self.server["bind"]
+
+    def test(self, name: str) -> dict:
+        for t in self.tests:
+            if t["name"] == name:
+                return t
+        raise KeyError(name)
 
     def build(self, name: str) -> dict:
         for b in self.builds:
@@ -213,13 +281,15 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         raise SettingsError(path, [f"not valid TOML: {e}"]) from None
 
     for key in raw:
-        if key not in SECTIONS and key not in TABLES:
+        if key not in SECTIONS and key not in OPTIONAL_SECTIONS and key not in TABLES:
             problems.append(
-                f"unknown section '{key}' (allowed: [{'], ['.join(SECTIONS)}], "
+                f"unknown section '{key}' (allowed: [{'], ['.join([*SECTIONS, *OPTIONAL_SECTIONS])}], "
                 f"[[{']], [['.join(TABLES)}]])"
             )
     sections = {name: _check_table(f"[{name}]", raw.get(name, {}), schema, problems)
                 for name, schema in SECTIONS.items()}
+    optional = {name: _check_table(f"[{name}]", raw[name], schema, problems)
+                for name, schema in OPTIONAL_SECTIONS.items() if name in raw}
     tables: dict[str, list[dict]] = {}
     for name, schema in TABLES.items():
         items = raw.get(name, [])
@@ -279,13 +349,52 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
+    _check_access(sections["server"], optional.get("auth"), tables["worker"], base, problems)
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
     if problems:
         raise SettingsError(path, problems)
     return Settings(path=path, server=sections["server"], images=sections["images"],
                     repositories=tables["repository"], builds=tables["build"],
-                    workers=tables["worker"], machines=tables["machine"])
+                    workers=tables["worker"], machines=tables["machine"], tests=tables["test"],
+                    auth=optional.get("auth"))
+
+
+# --- accounts, roles, listeners: checks across keys ---
+def _check_access(server: dict, auth: dict | None, workers: list, base: Path, problems: list[str]) -> None:
+    """Who can reach what: a listener off loopback needs accounts (web) or real passwords (workers)."""
+    bind = server.get("bind")
+    if bind is None:  # already reported as not an IP address
+        return
+
+    def address(key):
+        v = server.get(key)
+        return None if v is None else (v or bind)
+
+    web, worker = address("web_bind"), address("worker_bind")
+    if web is not None and not is_loopback(web) and auth is None:
+        problems.append(f"[server]: the web UI listens on {web} (not loopback) but there is no [auth] section: "
+                        "anyone on the network could force builds and run bisect commands; add [auth] "
+                        "(htpasswd, admins, maintainers) or set web_bind = \"127.0.0.1\"")
+    if worker is not None and not is_loopback(worker):
+        for w in workers:
+            if w.get("password") in SHIPPED_WORKER_PASSWORDS:
+                problems.append(f"[[worker]] ({w.get('name')!r}).password: the worker port listens on {worker} "
+                                f"(not loopback) and {w['password']!r} is a published example password; "
+                                "choose a secret one (and give it to that worker's create-worker)")
+    if auth is None:
+        return
+    path = auth.get("htpasswd")
+    if path:
+        p = Path(path) if os.path.isabs(path) else base / path
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            problems.append(f"[auth].htpasswd: cannot read {p}: {why}; create it with `htpasswd -B -c {p} <user>`")
+        else:
+            _, bad = htpasswd.parse(text)
+            problems += [f"[auth].htpasswd ({p}): {b}" for b in bad]
 
 
 def load(path: str | os.PathLike) -> Settings:

@@ -17,7 +17,7 @@ from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from buildbot_kernel.bisect.tester import EXIT_SKIP
-from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
+from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY, TIMEOUT_PROPERTY
 
 WORKDIR = "bisect"
 IMAGE_SUBDIR = "image"
@@ -76,10 +76,17 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
             "BISECT_IMAGE_URL": self.getProperty("bisect_image_url"),
             "BISECT_IMAGE_DIR": image_dir,
         }
+        limit = self.getProperty(TIMEOUT_PROPERTY)
+        # maxTime: the worker kills the command's whole process group once the test's time is up
+        timing = {"maxTime": int(limit), "timeout": None} if limit else {}
         cmd = yield self.makeRemoteShellCommand(command=["/bin/sh", "-c", self.getProperty("bisect_command")],
-                                                env=env)
+                                                env=env, **timing)
         yield self.runCommand(cmd)
         rc = cmd.rc
+        if self.timed_out:
+            self.setProperty(EXIT_PROPERTY, EXIT_SKIP, self.name)
+            self.descriptionDone = [f"timed out after {limit} s: skip"]
+            return WARNINGS
         if rc is None or cmd.interrupted:
             self.descriptionDone = ["interrupted"]
             return EXCEPTION
