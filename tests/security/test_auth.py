@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -284,3 +286,23 @@ def test_anonymous_none_hides_everything(lab):
     finally:
         (master.dir / "settings.toml").write_text(lab["settings"])
         master._run(BIN / "buildbot", "reconfig", str(master.dir))
+
+
+def checkconfig(master_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "buildbot"), "checkconfig", str(master_dir)], env=Master.env.fget(None),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("server, password, says", [
+    ('web_bind = "0.0.0.0"', "a-real-secret", "the web UI listens on 0.0.0.0 (not loopback) but there is no [auth]"),
+    ('worker_bind = "0.0.0.0"', "pw", "the worker port listens on 0.0.0.0 (not loopback) and 'pw' is a published"),
+    ('bind = "everywhere"', "a-real-secret", "[server].bind: expected an IP address"),
+])
+def test_checkconfig_refuses_an_open_listener(tmp_path, server, password, says):
+    """The hole: README said bind = "0.0.0.0", which put the web UI and the worker port everywhere."""
+    ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
+    text = settings_text("/nonexistent.git", (BRANCH,), ports).replace('password = "pw"', f'password = "{password}"')
+    master = Master(tmp_path, text.replace("[images]", f"{server}\n[images]"))
+    r = checkconfig(master.dir)
+    assert r.returncode != 0 and says in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
