@@ -16,6 +16,8 @@ allows loopback listeners, and everyone who can reach them is an admin.
 
 from __future__ import annotations
 
+from http.cookies import CookieError, SimpleCookie
+
 from buildbot.www import auth as bbauth
 from buildbot.www.authz import authz as bbauthz
 from buildbot.www.authz import endpointmatchers as em
@@ -29,6 +31,7 @@ from zope.interface import implementer
 
 from buildbot_kernel import htpasswd
 
+SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
 ADMIN = "admin"
 MAINTAINER = "maintainer"
 OWNER = "owner"
@@ -145,3 +148,25 @@ def may_run_command(auth: dict | None, owner) -> bool:
     """The bisect start step's own check of a free-form command (the REST layer checked it already;
     this holds for any other way a build request gets made)."""
     return auth is None or (isinstance(owner, str) and owner in auth["admins"])
+
+
+def logged_in(environ: dict, master) -> bool:
+    """For pages Buildbot's authz does not cover (the WSGI dashboards): does the request carry a valid
+    Buildbot session of a logged-in user?  Checked with the master's own session secret."""
+    secret = getattr(getattr(getattr(master, "www", None), "site", None), "session_secret", None)
+    if not secret:
+        return False
+    cookies = SimpleCookie()
+    try:
+        cookies.load(environ.get("HTTP_COOKIE", ""))
+    except CookieError:
+        return False
+    for name in SESSION_COOKIES:
+        if name in cookies:
+            try:
+                info = bbauth.parse_user_info_from_token(cookies[name].value, secret)
+            except KeyError:  # expired, forged or malformed
+                continue
+            if isinstance(info, dict) and info.get("username") and not info.get("anonymous"):
+                return True
+    return False

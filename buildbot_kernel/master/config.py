@@ -70,7 +70,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
             "port": strport(srv["web_port"], s.listener("web_bind")),
             "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
                 "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
-                "app": KernelDashboard(images_root, state_dir, s.images["base_url"])}]},
+                "app": KernelDashboard(images_root, state_dir, s.images["base_url"],
+                                      login_required=bool(s.auth and s.auth["anonymous"] == "none"))}]},
         },
         "buildbotNetUsageData": None,
         "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]

@@ -272,6 +272,16 @@ def test_other_control_calls_are_admin_only(lab):
     assert request_count(master) == before
 
 
+def page_status(client) -> int:
+    req = urllib.request.Request(f"{client.base}/plugins/wsgi_dashboards/kernels/index.html",
+                                 headers={"Cookie": client.cookie or ""})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def test_anonymous_none_hides_everything(lab):
     master = lab["master"]
     (master.dir / "settings.toml").write_text(lab["settings"].replace('anonymous = "read"', 'anonymous = "none"'))
@@ -283,6 +293,11 @@ def test_anonymous_none_hides_everything(lab):
         carol = Client(lab["port"], "carol", PASSWORDS["carol"])
         status, body = carol.request("builders")
         assert status == 200 and body["builders"]
+        # the Kernels dashboard is a WSGI page outside Buildbot's authz: it checks the session itself
+        assert page_status(anon) == 403 and page_status(carol) == 200
+        forged = Client(lab["port"])
+        forged.cookie = "TWISTED_SESSION=" + carol.cookie.split("=", 1)[1][:-4] + "AAAA"
+        assert page_status(forged) == 403
     finally:
         (master.dir / "settings.toml").write_text(lab["settings"])
         master._run(BIN / "buildbot", "reconfig", str(master.dir))
