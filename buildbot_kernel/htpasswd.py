@@ -13,6 +13,7 @@ from __future__ import annotations
 import bcrypt
 
 BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+BCRYPT_MAX_BYTES = 72
 # Buildbot names a build's owner "anonymous" when nobody is logged in (and then takes the owner from the
 # form); an account of that name would blur who owns a build
 RESERVED_USERS = frozenset({"anonymous"})
@@ -50,7 +51,8 @@ def check_password(users: dict[str, bytes], user: str, password: bytes) -> bool:
     """True only for a bcrypt match; an unknown user still costs one bcrypt check."""
     digest = users.get(user)
     try:
-        ok = bcrypt.checkpw(password, digest if digest is not None else _DUMMY_HASH)
+        # bcrypt uses the first 72 bytes; `htpasswd -B` hashes a longer password that way too
+        ok = bcrypt.checkpw(password[:BCRYPT_MAX_BYTES], digest if digest is not None else _DUMMY_HASH)
     except ValueError:  # a malformed hash, or a password bcrypt refuses (NUL bytes)
         return False
     return ok and digest is not None

@@ -127,6 +127,12 @@ def test_bcrypt_checks_and_plain_text_never_matches():
     assert not htpasswd.check_password(users, "alice", b"right\0")
 
 
+def test_a_long_password_works_as_htpasswd_hashed_it():
+    users = {"alice": bcrypt.hashpw(b"p" * 72, bcrypt.gensalt(4))}  # what `htpasswd -B` stores for 80 bytes
+    assert htpasswd.check_password(users, "alice", b"p" * 80)
+    assert not htpasswd.check_password(users, "alice", b"p" * 71)
+
+
 def test_an_unreadable_file_accepts_nobody(tmp_path):
     assert not htpasswd.check_file(str(tmp_path / "missing"), "alice", b"x")
     (tmp_path / "latin1").write_bytes(b"alice:\xff\n")
