@@ -349,9 +349,10 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
-    _check_access(sections["server"], optional.get("auth"), tables["worker"], base, problems)
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
+
+    problems += _access_problems(sections["server"], optional.get("auth"), tables["worker"], base)
     if problems:
         raise SettingsError(path, problems)
     return Settings(path=path, server=sections["server"], images=sections["images"],
@@ -361,11 +362,12 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
 
 
 # --- accounts, roles, listeners: checks across keys ---
-def _check_access(server: dict, auth: dict | None, workers: list, base: Path, problems: list[str]) -> None:
+def _access_problems(server: dict, auth: dict | None, workers: list, base: Path) -> list[str]:
     """Who can reach what: a listener off loopback needs accounts (web) or real passwords (workers)."""
+    problems: list[str] = []
     bind = server.get("bind")
     if bind is None:  # already reported as not an IP address
-        return
+        return problems
 
     def address(key):
         v = server.get(key)
@@ -383,7 +385,7 @@ def _check_access(server: dict, auth: dict | None, workers: list, base: Path, pr
                                 f"(not loopback) and {w['password']!r} is a published example password; "
                                 "choose a secret one (and give it to that worker's create-worker)")
     if auth is None:
-        return
+        return problems
     path = auth.get("htpasswd")
     if path:
         p = Path(path) if os.path.isabs(path) else base / path
@@ -395,6 +397,7 @@ def _check_access(server: dict, auth: dict | None, workers: list, base: Path, pr
         else:
             _, bad = htpasswd.parse(text)
             problems += [f"[auth].htpasswd ({p}): {b}" for b in bad]
+    return problems
 
 
 def load(path: str | os.PathLike) -> Settings:

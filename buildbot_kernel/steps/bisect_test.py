@@ -4,7 +4,8 @@ The image's files travel from the master's image tree to the worker with Buildbo
 (no shared filesystem, no image server needed), are checked with ``sha256sum -c`` on the worker, and the
 command runs with the ``BISECT_*`` environment (contract in :mod:`buildbot_kernel.bisect.tester`). Its
 exit status is stored in the ``bisect_exit`` property for the bisect build; the test build's own colour
-says the verdict (green good, orange skip, red bad, purple abort).
+says the verdict (green good, orange skip, red bad, purple abort).  A command the worker kills at a
+timeout (it kills the whole process group) is ``skip``, as in the shell command's ``--timeout``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from buildbot_kernel.bisect.tester import EXIT_SKIP
-from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY, TIMEOUT_PROPERTY
+from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
 
 WORKDIR = "bisect"
 IMAGE_SUBDIR = "image"
 SUMS_FILE = ".bisect.sha256"
+TIMEOUT_PROPERTY = "bisect_timeout"  # seconds the test may run (a [[test]]'s timeout); unset: no limit
 
 
 def sums_text(files: dict) -> str:
@@ -77,16 +79,16 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
             "BISECT_IMAGE_DIR": image_dir,
         }
         limit = self.getProperty(TIMEOUT_PROPERTY)
-        # maxTime: the worker kills the command's whole process group once the test's time is up
-        timing = {"maxTime": int(limit), "timeout": None} if limit else {}
+        extra = {"maxTime": int(limit)} if limit else {}
         cmd = yield self.makeRemoteShellCommand(command=["/bin/sh", "-c", self.getProperty("bisect_command")],
-                                                env=env, **timing)
+                                                env=env, **extra)
         yield self.runCommand(cmd)
-        rc = cmd.rc
-        if self.timed_out:
+        if cmd.remote_failure_reason in ("timeout", "timeout_without_output"):
+            # the worker killed the command's whole process group; a hung test says nothing: skip
             self.setProperty(EXIT_PROPERTY, EXIT_SKIP, self.name)
-            self.descriptionDone = [f"timed out after {limit} s: skip"]
+            self.descriptionDone = ["killed at the timeout: skip"]
             return WARNINGS
+        rc = cmd.rc
         if rc is None or cmd.interrupted:
             self.descriptionDone = ["interrupted"]
             return EXCEPTION

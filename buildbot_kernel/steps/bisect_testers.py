@@ -29,6 +29,8 @@ from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
 from buildbot_kernel.util import named_service
 
 EXIT_PROPERTY = "bisect_exit"
+# read by the bisect-test builder (steps/bisect_test.py, which imports this module: so not imported here;
+# tests/unit/test_master_access.py checks that both name the same property)
 TIMEOUT_PROPERTY = "bisect_timeout"
 
 

@@ -1,1 +1,0 @@
-"""Security regression tests: a real master driven over HTTP as a hostile user would."""

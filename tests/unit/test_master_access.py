@@ -10,6 +10,7 @@ from buildbot.www.authz.endpointmatchers import AnyControlEndpointMatcher, AnyEn
 
 from buildbot_kernel.master import auth
 from buildbot_kernel.master.config import make_config, strport
+from buildbot_kernel.steps import bisect_test, bisect_testers
 
 SETTINGS = (Path(__file__).resolve().parents[2] / "settings.toml").read_text().replace(
     '"local-worker"', '"a-real-secret"')
@@ -66,3 +67,7 @@ def test_start_step_check_of_a_command():
     assert auth.may_run_command(None, "anonymous")  # no [auth]: loopback only, everyone is admin
     assert auth.may_run_command(settings, "alice")
     assert not auth.may_run_command(settings, "bob") and not auth.may_run_command(settings, None)
+
+
+def test_the_tester_sets_the_timeout_property_the_test_builder_reads():
+    assert bisect_testers.TIMEOUT_PROPERTY == bisect_test.TIMEOUT_PROPERTY
