@@ -365,13 +365,12 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
 def _access_problems(server: dict, auth: dict | None, workers: list, base: Path) -> list[str]:
     """Who can reach what: a listener off loopback needs accounts (web) or real passwords (workers)."""
     problems: list[str] = []
-    bind = server.get("bind")
-    if bind is None:  # already reported as not an IP address
-        return problems
 
     def address(key):
+        """The listener's address, or None when it is not an IP address (reported on its own)."""
         v = server.get(key)
-        return None if v is None else (v or bind)
+        v = server.get("bind") if v == "" else v
+        return v if isinstance(v, str) and _ip_address(v) else None
 
     web, worker = address("web_bind"), address("worker_bind")
     if web is not None and not is_loopback(web) and auth is None:

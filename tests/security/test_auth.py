@@ -311,7 +311,7 @@ def checkconfig(master_dir: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("server, password, says", [
     ('web_bind = "0.0.0.0"', "a-real-secret", "the web UI listens on 0.0.0.0 (not loopback) but there is no [auth]"),
     ('worker_bind = "0.0.0.0"', "pw", "the worker port listens on 0.0.0.0 (not loopback) and 'pw' is a published"),
-    ('bind = "everywhere"', "a-real-secret", "[server].bind: expected an IP address"),
+    ('web_bind = "everywhere"', "a-real-secret", "[server].web_bind: expected an IP address"),
 ])
 def test_checkconfig_refuses_an_open_listener(tmp_path, server, password, says):
     """The hole: README said bind = "0.0.0.0", which put the web UI and the worker port everywhere."""
