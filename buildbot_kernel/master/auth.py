@@ -170,3 +170,27 @@ def logged_in(environ: dict, master) -> bool:
             if isinstance(info, dict) and info.get("username") and not info.get("anonymous"):
                 return True
     return False
+
+
+class LoginRequired:
+    """A WSGI dashboard for logged-in users only (``anonymous = "none"``).  buildbot-wsgi-dashboards sets
+    ``buildbot_api`` on the app it is given; it is passed on to the wrapped app."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @property
+    def buildbot_api(self):
+        return getattr(self.app, "buildbot_api", None)
+
+    @buildbot_api.setter
+    def buildbot_api(self, api):
+        self.app.buildbot_api = api
+
+    def __call__(self, environ, start_response):
+        if not logged_in(environ, getattr(self.buildbot_api, "master", None)):
+            body = b"Log in to see this page.\n"
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
+        return self.app(environ, start_response)

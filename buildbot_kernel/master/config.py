@@ -13,7 +13,7 @@ from buildbot.worker.local import LocalWorker
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.imagetree.services import services_from_settings
-from buildbot_kernel.master.auth import www_auth
+from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory
@@ -70,8 +70,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             "port": strport(srv["web_port"], s.listener("web_bind")),
             "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
                 "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
-                "app": KernelDashboard(images_root, state_dir, s.images["base_url"],
-                                      login_required=bool(s.auth and s.auth["anonymous"] == "none"))}]},
+                "app": KernelDashboard(images_root, state_dir, s.images["base_url"])}]},
         },
         "buildbotNetUsageData": None,
         "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]
@@ -137,6 +136,9 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # accounts and roles: README.md "Putting it on a lab network"
     c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth["htpasswd"])),
                              maintainer_schedulers, FORCE_SCHEDULER))
+    if s.auth and s.auth["anonymous"] == "none":  # the dashboards are outside Buildbot's authz
+        for d in c["www"]["plugins"]["wsgi_dashboards"]:
+            d["app"] = LoginRequired(d["app"])
     tree_services = services_from_settings(s, images_root)
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))

@@ -16,7 +16,6 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from buildbot_kernel.imagetree.index import templates_dir
-from buildbot_kernel.master.auth import logged_in
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.util import named_service
 
@@ -51,10 +50,8 @@ def dashboard_context(images_root: Path, state_dir: Path, machines: list[dict], 
 
 
 class KernelDashboard:
-    def __init__(self, images_root: str, state_dir: str, base_url: str, login_required: bool = False):
+    def __init__(self, images_root: str, state_dir: str, base_url: str):
         self.images_root, self.state_dir, self.base_url = Path(images_root), Path(state_dir), base_url
-        # [auth] anonymous = "none": Buildbot's authz does not cover WSGI dashboards, so this page checks
-        self.login_required = login_required
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True)
         self.template = env.get_template("dashboard.html.j2")
         self.buildbot_api = None  # set by buildbot-wsgi-dashboards
@@ -67,11 +64,6 @@ class KernelDashboard:
         return blockingCallFromThread(reactor, farm.snapshot)["machines"]
 
     def __call__(self, environ, start_response):
-        if self.login_required and not logged_in(environ, getattr(self.buildbot_api, "master", None)):
-            body = b"Log in to see this page.\n"
-            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
-                                             ("Content-Length", str(len(body)))])
-            return [body]
         ctx = dashboard_context(self.images_root, self.state_dir, self._machines(), self.base_url)
         body = self.template.render(**ctx).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),

@@ -55,6 +55,8 @@ def test_rules(tmp_path, anonymous, reads_need_login):
     # ... and anything else (a future one) falls to the admins-only rule
     assert any(isinstance(r, AnyControlEndpointMatcher) and r.role == auth.ADMIN and r.defaultDeny for r in rules)
     assert any(isinstance(r, AnyEndpointMatcher) and r.role == auth.USER for r in rules) == reads_need_login
+    dashboards = [d["app"] for d in c["www"]["plugins"]["wsgi_dashboards"]]
+    assert all(isinstance(app, auth.LoginRequired) for app in dashboards) == reads_need_login
 
 
 def test_free_form_command_values():
