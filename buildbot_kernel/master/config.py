@@ -81,7 +81,6 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "services": [],
     }
     build_workers = [w["name"] for w in s.workers]
-    maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
     targets = branch_targets(s, images_root, state_dir)
 
     for r in s.repositories:
@@ -90,6 +89,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             workdir=os.path.join(state_dir, "gitpoller", identifier(r["name"])), project=r["name"],
             buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
 
+    maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
     heads_steps = []
     for r in s.repositories:
         repo_targets = []
