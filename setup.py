@@ -28,6 +28,8 @@ setup(
         "GitPython>=3.1",
         "jinja2>=3.0",
         "watchdog>=3.0",
+        # [auth] htpasswd files: bcrypt hashes (`htpasswd -B`), checked with bcrypt, never compared as text
+        "bcrypt>=4.0",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "hypothesis", "ruff"],

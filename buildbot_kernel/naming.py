@@ -1,6 +1,7 @@
 """Image names: the kernel's own release string, so ``uname -r`` on a test machine names the build.
 
-The contract (docs/index-format.md, "Image names") is ``<kernelversion><localversion files><CONFIG_LOCALVERSION>[+]`` with
+The contract (docs/index-format.md, "Image names"):
+``<kernelversion><localversion files><CONFIG_LOCALVERSION>[+]`` with
 ``CONFIG_LOCALVERSION = "-<branch>_<sha6>_<yyyymmdd>_"``.  Kbuild's ``setlocalversion`` appends ``+``
 when the ``LOCALVERSION`` environment variable is unset and HEAD is not exactly at an annotated tag, so
 the builder must leave ``LOCALVERSION`` unset and this module must predict the ``+`` the same way.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel import htpasswd
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
 from buildbot_kernel.util import identifier
@@ -23,6 +24,14 @@ from buildbot_kernel.util import identifier
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = ("tar", "deb")
 MACHINE_TYPES = ("qemu", "remote")
+TEST_MODES = ("boot", "test")
+ANONYMOUS_ACCESS = ("read", "none")
+# --- accounts, roles, listeners (README.md "Putting it on a lab network") ---
+# Worker passwords that the shipped settings.toml and README examples show: anyone can read them, so a
+# worker port that is not on loopback must not accept them.
+SHIPPED_WORKER_PASSWORDS = frozenset({"local-worker", "pass", "password", "pw", "changeme"})
+LISTENERS = ("web_bind", "worker_bind", "image_bind")  # each defaults to [server].bind
+DEFAULT_TEST_TIMEOUT = 600
 
 
 class SettingsError(Exception):
@@ -59,17 +68,16 @@ def _non_negative(v):
     return v >= 0
 
 
-def is_ip_address(text: object, ipv6: bool = False) -> bool:
-    """``text`` is a literal IP address a listener can bind to (no host name: a name can resolve to an
-    address nobody meant to expose).  IPv6 only on request: the Twisted endpoint strings the master builds
-    (``tcp:PORT:interface=ADDR``) would split an unescaped ``::1`` at its colons."""
+def is_ip_address(text: object) -> bool:
+    """``text`` is a literal IP address (v4 or v6) a listener can bind to: no host name, since a name can
+    resolve to an address nobody meant to expose."""
     if not isinstance(text, str):
         return False
     try:
-        addr = ipaddress.ip_address(text)
+        ipaddress.ip_address(text)
     except ValueError:
         return False
-    return ipv6 or addr.version == 4
+    return True
 
 
 def http_url_problem(text: object) -> str:
@@ -94,6 +102,17 @@ def _str_list(v, allow_empty=True):
     return isinstance(v, list) and all(isinstance(x, str) and x for x in v) and (allow_empty or v)
 
 
+def _ip_address(v, allow_empty=False):
+    return (allow_empty and v == "") or is_ip_address(v)
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+_BIND_EXPECT = "an IP address to listen on, such as \"127.0.0.1\" or \"0.0.0.0\" (every interface)"
+
+
 SECTIONS: dict[str, dict[str, Key]] = {
     "server": {
         "title": Key((str,), "buildbot-kernel", "a string"),
@@ -102,7 +121,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "image_port": Key((int,), 8011, "a TCP port number 0-65535 (0 = off)", _port),
         "url": Key((str,), "", "the public URL of the web UI, e.g. \"http://buildbot.example.org:8010/\""),
         "db_url": Key((str,), "sqlite:///state.sqlite", "an SQLAlchemy database URL"),
-        "bind": Key((str,), "127.0.0.1", "an address to listen on (\"0.0.0.0\" for every interface)"),
+        "bind": Key((str,), "127.0.0.1", _BIND_EXPECT),
+        # --- per-listener addresses: "" = [server].bind ---
+        "web_bind": Key((str,), "", _BIND_EXPECT + " for the web UI (default: bind)",
+                        lambda v: _ip_address(v, allow_empty=True)),
+        "worker_bind": Key((str,), "", _BIND_EXPECT + " for the worker (PB) port (default: bind)",
+                           lambda v: _ip_address(v, allow_empty=True)),
+        "image_bind": Key((str,), "", _BIND_EXPECT + " for the image server (default: bind)",
+                          lambda v: _ip_address(v, allow_empty=True)),
     },
     "images": {
         "root": Key((str,), "images", "a directory path (relative to the master directory)"),
@@ -113,6 +139,19 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
                      lambda v: v in ("inotify", "poll", "off")),
         "group": Key((str,), "", "a group name the tree's readers belong to (\"\" = world-readable)"),
+    },
+}
+
+# --- sections that may be absent altogether: absent means "not configured" (Settings.<name> is None) ---
+OPTIONAL_SECTIONS: dict[str, dict[str, Key]] = {
+    "auth": {
+        "htpasswd": Key((str,), REQUIRED, "the path of an htpasswd file with bcrypt hashes (`htpasswd -B`), "
+                        "relative to the settings file", bool),
+        "admins": Key((list,), [], "a list of user names (everything, including free-form bisect commands)",
+                      _str_list),
+        "maintainers": Key((list,), [], "a list of user names (force branch builds, bisect with a named "
+                           "[[test]])", _str_list),
+        "anonymous": Key((str,), "read", f"one of {list(ANONYMOUS_ACCESS)}", lambda v: v in ANONYMOUS_ACCESS),
     },
 }
 
@@ -169,6 +208,14 @@ TABLES: dict[str, dict[str, Key]] = {
         "nic": Key((str,), "virtio", "the QEMU network device: virtio or e1000 (qemu machines)",
                    lambda v: v in ("virtio", "e1000")),
     },
+    # --- named tests: what maintainers may run ---
+    "test": {
+        "name": Key((str,), REQUIRED, "a non-empty name", bool),
+        "command": Key((str,), REQUIRED, "a non-empty shell command (exit 0 good, 125 skip, 1-127 bad)",
+                       lambda v: bool(v.strip())),
+        "mode": Key((str,), "test", f"one of {list(TEST_MODES)}", lambda v: v in TEST_MODES),
+        "timeout": Key((int,), DEFAULT_TEST_TIMEOUT, "seconds > 0 before the test is killed", _positive),
+    },
 }
 
 
@@ -183,6 +230,18 @@ class Settings:
     builds: list = field(default_factory=list)
     workers: list = field(default_factory=list)
     machines: list = field(default_factory=list)
+    tests: list = field(default_factory=list)
+    auth: dict | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
+
+    def listener(self, name: str) -> str:
+        """The address of one listener (``web_bind``, ``worker_bind``, ``image_bind``)."""
+        return self.server[name] or self.server["bind"]
+
+    def test(self, name: str) -> dict:
+        for t in self.tests:
+            if t["name"] == name:
+                return t
+        raise KeyError(name)
 
     def build(self, name: str) -> dict:
         for b in self.builds:
@@ -254,13 +313,15 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                                    "settings need at most two levels ([section] and [[table]] lists)"]) from None
 
     for key in raw:
-        if key not in SECTIONS and key not in TABLES:
+        if key not in SECTIONS and key not in OPTIONAL_SECTIONS and key not in TABLES:
             problems.append(
-                f"unknown section '{key}' (allowed: [{'], ['.join(SECTIONS)}], "
+                f"unknown section '{key}' (allowed: [{'], ['.join([*SECTIONS, *OPTIONAL_SECTIONS])}], "
                 f"[[{']], [['.join(TABLES)}]])"
             )
     sections = {name: _check_table(f"[{name}]", raw.get(name, {}), schema, problems)
                 for name, schema in SECTIONS.items()}
+    optional = {name: _check_table(f"[{name}]", raw[name], schema, problems)
+                for name, schema in OPTIONAL_SECTIONS.items() if name in raw}
     tables: dict[str, list[dict]] = {}
     for name, schema in TABLES.items():
         items = raw.get(name, [])
@@ -328,11 +389,52 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         problems.append(f"[images].group: {group_problem}")
     if sections["images"].get("base_url") == "":
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
+
+    problems += _access_problems(sections["server"], optional.get("auth"), tables["worker"], base)
     if problems:
         raise SettingsError(path, problems)
     return Settings(path=path, server=sections["server"], images=sections["images"],
                     repositories=tables["repository"], builds=tables["build"],
-                    workers=tables["worker"], machines=tables["machine"])
+                    workers=tables["worker"], machines=tables["machine"], tests=tables["test"],
+                    auth=optional.get("auth"))
+
+
+# --- accounts, roles, listeners: checks across keys ---
+def _access_problems(server: dict, auth: dict | None, workers: list, base: Path) -> list[str]:
+    """Who can reach what: a listener off loopback needs accounts (web) or real passwords (workers)."""
+    problems: list[str] = []
+
+    def address(key):
+        """The listener's address, or None when it is not an IP address (reported on its own)."""
+        v = server.get(key)
+        v = server.get("bind") if v == "" else v
+        return v if isinstance(v, str) and _ip_address(v) else None
+
+    web, worker = address("web_bind"), address("worker_bind")
+    if web is not None and not is_loopback(web) and auth is None:
+        problems.append(f"[server]: the web UI listens on {web} (not loopback) but there is no [auth] section: "
+                        "anyone on the network could force builds and run bisect commands; add [auth] "
+                        "(htpasswd, admins, maintainers) or set web_bind = \"127.0.0.1\"")
+    if worker is not None and not is_loopback(worker):
+        for w in workers:
+            if w.get("password") in SHIPPED_WORKER_PASSWORDS:
+                problems.append(f"[[worker]] ({w.get('name')!r}).password: the worker port listens on {worker} "
+                                f"(not loopback) and {w['password']!r} is a published example password; "
+                                "choose a secret one (and give it to that worker's create-worker)")
+    if auth is None:
+        return problems
+    path = auth.get("htpasswd")
+    if path:
+        p = Path(path) if os.path.isabs(path) else base / path
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            problems.append(f"[auth].htpasswd: cannot read {p}: {why}; create it with `htpasswd -B -c {p} <user>`")
+        else:
+            _, bad = htpasswd.parse(text)
+            problems += [f"[auth].htpasswd ({p}): {b}" for b in bad]
+    return problems
 
 
 def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
@@ -341,7 +443,7 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
     problems = []
     server, images = sections["server"], sections["images"]
     if "bind" in server and not is_ip_address(server["bind"]):
-        problems.append(f"[server].bind: {server['bind']!r} is not an IPv4 address; write a literal address "
+        problems.append(f"[server].bind: {server['bind']!r} is not an IP address; write a literal address "
                         "such as \"127.0.0.1\" (this host only) or \"0.0.0.0\" (every interface), not a host name")
     if "db_url" in server:
         from sqlalchemy.engine import make_url

@@ -14,11 +14,23 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from buildbot_kernel.bisect.engine import BisectInputError
+from buildbot_kernel.settings import DEFAULT_TEST_TIMEOUT as DEFAULT_TIMEOUT  # a free-form command's
+from buildbot_kernel.settings import TEST_MODES as MODES
 
 LOCAL_TESTER = "local"
-MODES = ("boot", "test")
 # form property names (contract: the REST call's params use them too)
-FIELDS = ("target", "good", "bad", "tester", "command", "mode", "build_missing", "build_config", "max_steps")
+FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_missing", "build_config",
+          "max_steps")
+
+
+@dataclass(frozen=True)
+class NamedTest:
+    """A ``[[test]]`` of the settings: what a maintainer may run, by name."""
+
+    name: str
+    command: str
+    mode: str
+    timeout: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,8 @@ class BisectRequest:
     build_missing: bool
     build_config: str
     max_steps: int  # 0 = no limit
+    test: str = ""  # the [[test]] the command and mode come from; "" = a free-form command (admins only)
+    timeout: int = DEFAULT_TIMEOUT  # seconds before the test is killed (a skip)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -62,9 +76,11 @@ def split_revisions(text: str) -> list[str]:
     return [w for w in re.split(r"[\s,]+", text or "") if w]
 
 
-def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines: list[str]) -> BisectRequest:
+def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines: list[str],
+                  tests: list[NamedTest] = ()) -> BisectRequest:
     """Check the form's properties against the settings; raise :class:`BisectInputError` on the first
-    field that is wrong."""
+    field that is wrong.  Who may give a free-form ``command`` is not decided here (the REST layer and
+    the start step check the caller)."""
     by_name = {t.builder: t for t in targets}
     choice = str(props.get("target") or "").strip()
     if choice not in by_name:
@@ -83,13 +99,7 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
     if tester != LOCAL_TESTER and tester not in machines:
         raise BisectInputError("tester", f"{tester!r} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "
                                f"(configured: {', '.join(machines) or 'none'})")
-    command = str(props.get("command") or "").strip()
-    if not command:
-        raise BisectInputError("command", "a test command is required: exit 0 good, 125 skip, 1-127 bad")
-    mode = str(props.get("mode") or "boot").strip()
-    if mode not in MODES:
-        raise BisectInputError("mode", f"{mode!r}: expected 'boot' (a boot failure is bad) or "
-                               "'test' (a boot failure is skip)")
+    test_name, command, mode, timeout = _test_or_command(props, tests)
     build_missing = _boolean(props.get("build_missing", True))
     build_config = str(props.get("build_config") or t.build).strip()
     if build_config not in builds:
@@ -102,7 +112,33 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
     max_steps = _whole_number(props.get("max_steps", 0))
     return BisectRequest(target=t.builder, repository=t.repository, url=t.url, branch=t.branch,
                          good=tuple(good), bad=bad, tester=tester, command=command, mode=mode,
-                         build_missing=build_missing, build_config=build_config, max_steps=max_steps)
+                         build_missing=build_missing, build_config=build_config, max_steps=max_steps,
+                         test=test_name, timeout=timeout)
+
+
+def _test_or_command(props: Mapping, tests) -> tuple[str, str, str, int]:
+    """(test name, command, mode, timeout): a named test decides all of them; a free-form command takes
+    the form's mode and the default timeout."""
+    by_name = {t.name: t for t in tests}
+    name = str(props.get("test") or "").strip()
+    command = str(props.get("command") or "").strip()
+    if name and command:
+        raise BisectInputError("command", f"give either a named test ({name!r}) or a free-form command, not both")
+    if name:
+        if name not in by_name:
+            raise BisectInputError("test", f"{name!r} is not a configured [[test]] "
+                                   f"(configured: {', '.join(by_name) or 'none'})")
+        t = by_name[name]
+        return t.name, t.command, t.mode, t.timeout
+    if not command:
+        raise BisectInputError("test", "choose a named test (configured: "
+                               f"{', '.join(by_name) or 'none'}) or, as an admin, give a free-form command: "
+                               "exit 0 good, 125 skip, 1-127 bad")
+    mode = str(props.get("mode") or "boot").strip()
+    if mode not in MODES:
+        raise BisectInputError("mode", f"{mode!r}: expected 'boot' (a boot failure is bad) or "
+                               "'test' (a boot failure is skip)")
+    return "", command, mode, DEFAULT_TIMEOUT
 
 
 def _boolean(v) -> bool:

@@ -6,6 +6,9 @@ so what it sets up is an ordinary Buildbot installation an admin can keep managi
 
 from __future__ import annotations
 
+import filecmp
+import ipaddress
+import os
 import shutil
 import subprocess
 import sys
@@ -29,19 +32,54 @@ def _call(*cmd) -> None:
         raise CommandError(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}")
 
 
-def prepare_master(master_dir: Path, settings_file: Path | None) -> settings_mod.Settings:
-    if not (master_dir / "buildbot.tac").exists():
-        _call(_tool("buildbot"), "create-master", "-q", master_dir)
-    shutil.copy(REPO_ROOT / "master.cfg", master_dir / "master.cfg")
+def install_master_cfg(master_dir: Path, shipped: Path = REPO_ROOT / "master.cfg") -> str:
+    """Put the shipped master.cfg in place, unless the admin changed the one there (say so, keep it)."""
+    target = master_dir / "master.cfg"
+    if not target.exists():
+        shutil.copy(shipped, target)
+        return "installed"
+    if filecmp.cmp(shipped, target, shallow=False):
+        return "unchanged"
+    print(f"keeping {target}: it differs from the shipped {shipped} (compare them after an upgrade)")
+    return "kept"
+
+
+def settings_path(master_dir: Path, settings_file: Path | None, environ=os.environ) -> Path:
+    """The settings file the master will read: ``$BUILDBOT_KERNEL_SETTINGS`` if set (master.cfg reads
+    that one), else ``settings.toml`` in the master directory (installed from ``--settings`` or the
+    shipped example the first time)."""
+    if environ.get(settings_mod.ENV_VAR):
+        env_path = Path(environ[settings_mod.ENV_VAR])
+        if settings_file is not None and settings_file.resolve() != env_path.resolve():
+            raise CommandError(f"--settings {settings_file} and ${settings_mod.ENV_VAR}={env_path} disagree: the "
+                               f"master reads ${settings_mod.ENV_VAR}; give one of them")
+        return env_path
     target = master_dir / "settings.toml"
     if settings_file is not None:
         shutil.copy(settings_file, target)
     elif not target.exists():
         shutil.copy(REPO_ROOT / "settings.toml", target)
+    return target
+
+
+def prepare_master(master_dir: Path, settings_file: Path | None, environ=os.environ) -> settings_mod.Settings:
+    if not (master_dir / "buildbot.tac").exists():
+        _call(_tool("buildbot"), "create-master", "-q", master_dir)
+    install_master_cfg(master_dir)
+    path = settings_path(master_dir, settings_file, environ)
     try:
-        return settings_mod.load(target)
+        return settings_mod.load(path)
     except settings_mod.SettingsError as e:
         raise CommandError(str(e)) from None
+
+
+def worker_master_address(s: settings_mod.Settings) -> str:
+    """Where the local worker finds the PB port: the worker listener's address, loopback when it
+    listens on every interface."""
+    address = s.listener("worker_bind")
+    if ipaddress.ip_address(address).is_unspecified:
+        address = "127.0.0.1" if ipaddress.ip_address(address).version == 4 else "::1"
+    return f"[{address}]" if ":" in address else address
 
 
 def run(args) -> int:
@@ -52,7 +90,7 @@ def run(args) -> int:
     local = s.workers[0]
     if not (worker_dir / "buildbot.tac").exists():
         _call(_tool("buildbot-worker"), "create-worker", "-q", worker_dir,
-              f"localhost:{s.server['worker_port']}", local["name"], local["password"])
+              f"{worker_master_address(s)}:{s.server['worker_port']}", local["name"], local["password"])
     _call(_tool("buildbot"), "start", master_dir)
     _call(_tool("buildbot-worker"), "start", worker_dir)
     web = s.server["url"] or f"http://localhost:{s.server['web_port']}/"
@@ -60,7 +98,7 @@ def run(args) -> int:
     print(f"  web UI and REST API  {web}")
     if s.server["image_port"]:
         print(f"  image tree           {s.images['base_url']}/  (index.json, index.html)")
-    print(f"  master directory     {master_dir}   (settings: {master_dir / 'settings.toml'})")
+    print(f"  master directory     {master_dir}   (settings: {s.path})")
     print(f"  local worker         {worker_dir}   ({local['name']})")
     print("  stop with            buildbot-kernel stop")
     return 0

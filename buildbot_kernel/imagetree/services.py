@@ -164,5 +164,5 @@ def services_from_settings(settings, images_root: str, children: dict | None = N
                             group=images.get("group", ""))]
     if settings.server["image_port"]:
         out.append(ImageServerService(root=images_root, port=settings.server["image_port"],
-                                      interface=settings.server["bind"], children=children))
+                                      interface=settings.listener("image_bind"), children=children))
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, util
 from buildbot.worker.local import LocalWorker
 
-from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
+from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, NamedTest, Target
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
@@ -69,10 +69,13 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
             util.ChoiceStringParameter(name="tester", label="tester (local command or test machine)",
                                        choices=[LOCAL_TESTER] + ctx.machines, default=LOCAL_TESTER,
                                        strict=False),
-            util.StringParameter(name="command", label="test command (exit 0 good, 125 skip, 1-127 bad)",
-                                 size=80),
-            util.ChoiceStringParameter(name="mode", label="mode (boot: boot failure is bad; test: skip)",
-                                       choices=list(MODES), default=MODES[0], strict=False),
+            # a named [[test]] (maintainers), or a free-form command (admins; checked on the server)
+            util.ChoiceStringParameter(name="test", label="named test",
+                                       choices=[""] + [t.name for t in ctx.tests], default="", strict=False),
+            util.StringParameter(name="command", label="or (admins only) a test command: exit 0 good, 125 skip, "
+                                 "1-127 bad", size=80),
+            util.ChoiceStringParameter(name="mode", label="mode of the command (boot: boot failure is bad; "
+                                       "test: skip)", choices=list(MODES), default=MODES[0], strict=False),
             util.BooleanParameter(name="build_missing", label="build commits without an image", default=True),
             util.ChoiceStringParameter(name="build_config", label="build config", choices=ctx.builds,
                                        default=ctx.targets[0].build, strict=False),
@@ -90,7 +93,9 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         machines=[m["name"] for m in settings.machines],
         state_dir=state_dir, images_root=images_root, base_url=settings.images["base_url"],
         build_schedulers={b: build_scheduler_name(b) for _, b in targets},
-        test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers))
+        test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers),
+        tests=[NamedTest(t["name"], t["command"], t["mode"], t["timeout"]) for t in settings.tests],
+        auth=settings.auth)
     for _, b in targets:
         c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[b]))
     c["schedulers"].append(schedulers.Triggerable(name=TEST_SCHEDULER, builderNames=[TEST_BUILDER]))

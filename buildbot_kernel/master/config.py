@@ -13,7 +13,8 @@ from buildbot.worker.local import LocalWorker
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.imagetree.services import services_from_settings
-from buildbot_kernel.master.bisect_config import add_bisect
+from buildbot_kernel.master.auth import LoginRequired, www_auth
+from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.master.farm_service import FarmService
@@ -25,6 +26,12 @@ from buildbot_kernel.util import identifier
 
 CONTROL_WORKER = "master-local"  # in-process worker for orchestration builders (heads, bisect)
 HEADS_BUILDER = "heads"
+HEADS_FORCE_SCHEDULER = "heads-now"
+
+
+def strport(port: int, address: str) -> str:
+    """A Twisted endpoint string listening on one address (an IPv6 address's colons escaped)."""
+    return f"tcp:{port}:interface={address.replace(':', chr(92) + ':')}"
 
 
 def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):
@@ -63,9 +70,9 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "titleURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
         "buildbotURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
         "db": {"db_url": srv["db_url"]},
-        "protocols": {"pb": {"port": f"tcp:{srv['worker_port']}:interface={srv['bind']}"}},
+        "protocols": {"pb": {"port": strport(srv["worker_port"], s.listener("worker_bind"))}},
         "www": {
-            "port": f"tcp:{srv['web_port']}:interface={srv['bind']}",
+            "port": strport(srv["web_port"], s.listener("web_bind")),
             "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
                 "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
                 "app": KernelDashboard(images_root, state_dir, s.images["base_url"])}]},
@@ -87,6 +94,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             workdir=os.path.join(state_dir, "gitpoller", identifier(r["name"])), project=r["name"],
             buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
 
+    maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
     heads_steps = []
     for r in s.repositories:
         repo_targets = []
@@ -98,6 +106,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             c["schedulers"].append(schedulers.SingleBranchScheduler(
                 name=sched, builderNames=[bname], treeStableTimer=min(10, r["poll_interval"]),
                 change_filter=util.ChangeFilter(repository=t.url, branch=t.branch)))
+            maintainer_schedulers.append(identifier(f"rebuild-{bname}"))
             c["schedulers"].append(schedulers.ForceScheduler(
                 name=identifier(f"rebuild-{bname}"), builderNames=[bname], label=f"Build {bname}",
                 buttonName="Build", reason=util.StringParameter(name="reason", default="forced", size=40),
@@ -126,9 +135,15 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["schedulers"].append(schedulers.Periodic(
         name="heads-periodic", builderNames=[HEADS_BUILDER],
         periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
-    c["schedulers"].append(schedulers.ForceScheduler(name="heads-now", builderNames=[HEADS_BUILDER],
+    c["schedulers"].append(schedulers.ForceScheduler(name=HEADS_FORCE_SCHEDULER, builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
     add_bisect(c, s, targets, state_dir, images_root, build_workers)
+    # accounts and roles: README.md "Putting it on a lab network"
+    c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth["htpasswd"])),
+                             maintainer_schedulers, FORCE_SCHEDULER))
+    if s.auth and s.auth["anonymous"] == "none":  # the dashboards are outside Buildbot's authz
+        for d in c["www"]["plugins"]["wsgi_dashboards"]:
+            d["app"] = LoginRequired(d["app"])
     tree_services = services_from_settings(s, images_root)
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))

@@ -33,10 +33,11 @@ from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, Build, Done, Test, Unresolved, start_bisect
 from buildbot_kernel.bisect.engine import remaining_candidates as engine_remaining
 from buildbot_kernel.bisect.mirror import update_mirror
-from buildbot_kernel.bisect.request import FIELDS, BisectRequest, Target, parse_request
+from buildbot_kernel.bisect.request import FIELDS, BisectRequest, NamedTest, Target, parse_request
 from buildbot_kernel.bisect.session import BisectSession
 from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
+from buildbot_kernel.master.auth import may_run_command
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter
 
@@ -54,6 +55,8 @@ class BisectContext:
     build_schedulers: dict[str, str]  # target (branch builder name) -> its Triggerable scheduler
     test_scheduler: str
     build_workers: list[str] = field(default_factory=list)
+    tests: list[NamedTest] = field(default_factory=list)
+    auth: dict | None = None  # the [auth] settings; None: everyone is admin (loopback only)
 
     def target(self, builder: str) -> Target:
         return next(t for t in self.targets if t.builder == builder)
@@ -227,7 +230,10 @@ class StartBisect(_BisectStep):
                 request = BisectRequest.from_json(bdir.request())
             else:
                 props = {f: self.getProperty(f) for f in FIELDS if self.getProperty(f) is not None}
-                request = parse_request(props, ctx.targets, ctx.builds, ctx.machines)
+                request = parse_request(props, ctx.targets, ctx.builds, ctx.machines, ctx.tests)
+                if not request.test and not may_run_command(ctx.auth, self.getProperty("owner")):
+                    raise BisectInputError("command", "a free-form command is accepted from admins only; "
+                                           "choose a named test")
             run = BisectRun(ctx, request, bdir, None, None)
             run.tester = yield make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
             self.show(f"fetching {request.url}")

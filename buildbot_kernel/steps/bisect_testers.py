@@ -22,20 +22,25 @@ from twisted.internet import defer
 
 from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
 from buildbot_kernel.bisect.images import Image
-from buildbot_kernel.bisect.request import LOCAL_TESTER, BisectRequest
+from buildbot_kernel.bisect.request import DEFAULT_TIMEOUT, LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
 from buildbot_kernel.util import named_service
 
 EXIT_PROPERTY = "bisect_exit"
+# read by the bisect-test builder (steps/bisect_test.py, which imports this module: so not imported here;
+# tests/unit/test_master_access.py checks that both name the same property)
+TIMEOUT_PROPERTY = "bisect_timeout"
 
 
 class LocalCommandTester:
-    def __init__(self, step, scheduler_name: str, command: str, bisect_id: str, image_dir):
+    def __init__(self, step, scheduler_name: str, command: str, bisect_id: str, image_dir,
+                 timeout: int = DEFAULT_TIMEOUT):
         self.step = step  # the bisect step currently running (parent of the test builds)
         self.scheduler_name = scheduler_name
         self.command = command
+        self.timeout = timeout  # seconds; past it the worker kills the command's process group: skip
         self.bisect_id = bisect_id
         self.image_dir = image_dir  # Image -> its directory on the master
         self.current: SubBuild | None = None
@@ -46,7 +51,7 @@ class LocalCommandTester:
             "bisect_id": self.bisect_id, "bisect_sha": sha, "bisect_image": image.name,
             "bisect_image_url": image.url, "bisect_image_src": self.image_dir(image),
             "bisect_image_files": {n: f["sha256"] for n, f in image.files.items()},
-            "bisect_command": self.command,
+            "bisect_command": self.command, TIMEOUT_PROPERTY: self.timeout,
         }
         self.current = SubBuild.trigger(self.step, self.scheduler_name, f"test {sha[:12]}", properties=props,
                                         reason=f"bisect {self.bisect_id}: test {sha[:12]} ({image.name})")
@@ -95,7 +100,7 @@ def make_tester(step, request: BisectRequest, bisect_id: str, test_scheduler: st
     """Fires with the tester the request names; a machine needs the farm service (else a ``tester``
     input error, as when the farm could not be set up)."""
     if request.tester == LOCAL_TESTER:
-        return LocalCommandTester(step, test_scheduler, request.command, bisect_id, image_dir)
+        return LocalCommandTester(step, test_scheduler, request.command, bisect_id, image_dir, request.timeout)
     farm = named_service(step.master, FARM_SERVICE)
     if farm is None:
         raise BisectInputError("tester", f"machine {request.tester!r} is configured but no test farm runs in "

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 BRANCH = "drm-intel-fixes"
 CHECK = '! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"'
 SUCCESS, WARNINGS, FAILURE = 0, 1, 2
+# a named test whose command outlives its timeout: killed, and a skip
+TESTS = '[[test]]\nname = "too-slow"\ncommand = "sleep 60"\nmode = "test"\ntimeout = 2\n'
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def farm(tmp_path_factory):
         shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
     git(repo.work, "push", "-q", "origin", f"{shas[2]}:refs/heads/{BRANCH}")
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
-    master = Master(base, settings_text(str(repo.bare), (BRANCH,), ports, max_builds=3))
+    master = Master(base, settings_text(str(repo.bare), (BRANCH,), ports, max_builds=3, extra=TESTS))
     worker = Worker(base, "w1", "pw", ports["worker"])
     master.start(ports["web"])
     worker.start()
@@ -134,7 +136,8 @@ def master_image_port(master) -> int:
     ({"same": True}, "good"),  # good == bad
     ({"target": "drm-tip"}, "target"),
     ({"build_config": "arm64"}, "build_config"),
-    ({"command": ""}, "command"),
+    ({"command": ""}, "test"),  # neither a named test nor a command
+    ({"command": "", "test": "no-such-test"}, "test"),
 ])
 def test_bad_input_is_refused_naming_the_field(farm, params, field):
     _, master, _, shas, _ = farm
@@ -238,3 +241,16 @@ def test_max_steps_ends_with_the_proven_range(farm):
     assert result["status"] == "max-steps" and result["tests"] == 1 and result["first_bad"] is None
     assert shas[5] in result["candidates"] and len(result["candidates"]) < 8
     assert f"first bad commit is one of {len(result['candidates'])}: " in build["state_string"]
+
+
+def test_a_named_test_past_its_timeout_is_killed_and_a_skip(farm):
+    _, master, _, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8], command="", test="too-slow", max_steps=1)
+    build = bisect_build(master, bsid, timeout=90)
+    d = bisect_dir(master, build)
+    assert json.loads((d / "request.json").read_text())["timeout"] == 2
+    steps = [json.loads(line) for line in (d / "steps.jsonl").read_text().splitlines()]
+    assert [s["verdict"] for s in steps] == ["skip"] and steps[0]["test_seconds"] < 30
+    tests = [b for b in master.builds("bisect-test") if b["properties"].get("bisect_id", [None])[0] == d.name]
+    strings = [s["state_string"] for s in master.steps(tests[0]["buildid"])]
+    assert steps[0]["exit_status"] == 125 and any(x.startswith("killed at the timeout: skip") for x in strings)

@@ -223,7 +223,7 @@ def _shipped() -> str:
      .replace('base_url = "http://localhost:8011"', 'base_url = "file:///etc/"'),
      ["[[repository]] ('drm-intel').branches: branch '..' holds '..'",
       "'drm-tip' and 'drm/tip' both become the image directory 'drm-tip'",
-      "[server].bind: 'lab-host' is not an IPv4 address", "[server].db_url: 'nonsense' is not an SQLAlchemy",
+      "[server].bind: 'lab-host' is not an IP address", "[server].db_url: 'nonsense' is not an SQLAlchemy",
       "[images].base_url: 'file:///etc/' is not an http:// or https:// URL"]),
     ("images.root is a file", lambda t, d: (d / "afile").write_text("x") and
      t.replace('root = "images"', 'root = "afile"'), ["[images].root:", "is not a directory"]),

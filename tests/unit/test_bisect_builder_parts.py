@@ -9,7 +9,7 @@ import pytest
 
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BisectInputError
-from buildbot_kernel.bisect.request import BisectRequest, Target, parse_request, split_revisions
+from buildbot_kernel.bisect.request import BisectRequest, NamedTest, Target, parse_request, split_revisions
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.imagetree.testing import fake_sha, make_image
 
@@ -17,10 +17,11 @@ TARGETS = [Target("drm-tip", "drm-intel", "https://example.org/i915.git", "drm-t
            Target("drm-intel:next", "drm-intel", "https://example.org/i915.git", "next", "x86_64")]
 BUILDS = ["x86_64", "arm64"]
 GOOD = {"target": "drm-tip", "good": "v6.8 v6.7", "bad": "drm-tip", "command": "true"}
+TESTS = [NamedTest("proc-version", "grep -q Linux /proc/version", "test", 30)]
 
 
 def parse(**over):
-    return parse_request({**GOOD, **over}, TARGETS, BUILDS, ["skl-1"])
+    return parse_request({**GOOD, **over}, TARGETS, BUILDS, ["skl-1"], TESTS)
 
 
 def test_a_good_request_gets_the_defaults():
@@ -40,7 +41,9 @@ def test_several_good_revisions_by_space_comma_or_newline():
     ({"bad": ""}, "bad", "required"),
     ({"bad": "a b"}, "bad", "exactly one"),
     ({"tester": "hsw-2"}, "tester", "skl-1"),
-    ({"command": ""}, "command", "exit 0 good"),
+    ({"command": ""}, "test", "proc-version"),
+    ({"command": "", "test": "nope"}, "test", "proc-version"),
+    ({"test": "proc-version"}, "command", "not both"),
     ({"mode": "fast"}, "mode", "'boot'"),
     ({"build_config": "riscv"}, "build_config", "x86_64, arm64"),
     ({"build_config": "arm64"}, "build_config", "build_missing off"),
@@ -51,6 +54,19 @@ def test_each_bad_field_is_named(over, field, says):
     with pytest.raises(BisectInputError) as e:
         parse(**over)
     assert e.value.field == field and says in e.value.message
+
+
+def test_a_named_test_decides_command_mode_and_timeout():
+    r = parse(command="", test="proc-version", mode="boot")
+    assert (r.test, r.command, r.mode, r.timeout) == ("proc-version", "grep -q Linux /proc/version", "test", 30)
+    assert BisectRequest.from_json(json.loads(json.dumps(r.to_json()))) == r
+
+
+def test_a_request_saved_before_named_tests_still_resumes():
+    old = parse().to_json()
+    del old["test"], old["timeout"]
+    r = BisectRequest.from_json(old)
+    assert (r.test, r.timeout) == ("", 600)
 
 
 def test_other_build_config_is_fine_without_building():
