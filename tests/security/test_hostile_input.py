@@ -219,7 +219,7 @@ def _shipped() -> str:
      ["not UTF-8 text: byte 0xff", "save the file as UTF-8"]),
     ("nested", lambda t, d: t + "x = " + "[" * 4000 + "]" * 4000 + "\n", ["nested too deeply"]),
     ("several at once", lambda t, d: t.replace('"drm-tip"', '"drm-tip", "..", "drm/tip"')
-     .replace("[server]", '[server]\nbind = "lab-host"\ndb_url = "nonsense"')
+     .replace("[server]\n", '[server]\nbind = "lab-host"\ndb_url = "nonsense"\n')
      .replace('base_url = "http://localhost:8011"', 'base_url = "file:///etc/"'),
      ["[[repository]] ('drm-intel').branches: branch '..' holds '..'",
       "'drm-tip' and 'drm/tip' both become the image directory 'drm-tip'",

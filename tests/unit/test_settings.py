@@ -186,7 +186,7 @@ def test_base_url_and_server_url_must_be_http(url):
     assert f"[[machine]] ('m').server_url: {url!r}" in msg and "the machine reaches the image server" in msg
 
 
-@pytest.mark.parametrize("bind", ["localhost", "0.0.0.0; rm -rf /", "1.2.3", "::1", ""])
+@pytest.mark.parametrize("bind", ["localhost", "0.0.0.0; rm -rf /", "1.2.3", ""])
 def test_bind_must_be_an_ip_address(bind):
     msg = problems(GOOD.replace("web_port = 8010", f'web_port = 8010\nbind = "{bind}"'))
     assert f"[server].bind: {bind!r} is not an IP address" in msg and '"0.0.0.0" (every interface)' in msg
