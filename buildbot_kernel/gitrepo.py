@@ -221,6 +221,11 @@ class Repo:
         """The commits reachable from ``bad`` and from no good, oldest first (``bad`` last)."""
         return tuple(self.run("rev-list", "--topo-order", "--reverse", *self._range(bad, goods))[1].split())
 
+    def range_parents(self, bad: str, goods: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """The range's commits with their parents (some may lie outside it), parents before children."""
+        out = self.run("rev-list", "--topo-order", "--reverse", "--parents", *self._range(bad, goods))[1]
+        return [(words[0], tuple(words[1:])) for words in (line.split() for line in out.splitlines()) if words]
+
     def commit_info(self, sha: str) -> CommitInfo:
         out = self.run("show", "-s", "--format=%H%x00%s%x00%an <%ae>%x00%cI", "--end-of-options",
                        refuse_option(sha), "--")[1]
