@@ -291,9 +291,10 @@ def path_lock(path: Path, waiting: Callable[[], None] = lambda: None) -> Iterato
 
 
 def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None = None,
-                  timeout: float = 3600) -> Path:
+                  timeout: float = 3600, then: Callable[[Path], None] | None = None) -> Path:
     """Clone ``url`` as a bare mirror at ``path``, or fetch into the mirror already there (pruned, and from
-    ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines."""
+    ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines. ``then(path)``
+    runs after the fetch, still holding the mirror's lock (e.g. to let others borrow its objects)."""
     path, url = Path(path), checked_url(url)
     report = progress or (lambda line: None)
     shown = remove_password_if_present([url])[0]
@@ -311,6 +312,8 @@ def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None =
             _with_progress(["clone", "--mirror", "--progress", "--", url, str(tmp)], report, timeout)
             os.replace(tmp, path)
         keep_objects(path)
+        if then is not None:
+            then(path)
         report("mirror up to date")
     return path
 

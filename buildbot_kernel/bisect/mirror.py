@@ -49,11 +49,10 @@ def update_mirror(state_dir: str | os.PathLike, repository: str, url: str,
     problem, said with git's words. ``progress`` gets git's progress lines (a first clone takes a while).
     Then the poller's repository borrows the mirror's objects (:func:`share_store`)."""
     try:
-        path = gitrepo.update_mirror(mirror_path(state_dir, repository), url, progress, timeout)
+        return gitrepo.update_mirror(mirror_path(state_dir, repository), url, progress, timeout,
+                                     then=lambda _: share_store(state_dir, repository, progress))
     except gitrepo.GitError as e:
         raise BisectInputError("target", f"cannot fetch {url}: {e.reason}") from None
-    share_store(state_dir, repository, progress)
-    return path
 
 
 def share_store(state_dir: str | os.PathLike, repository: str, progress: gitrepo.Progress | None = None) -> bool:
