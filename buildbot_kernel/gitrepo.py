@@ -291,10 +291,13 @@ def path_lock(path: Path, waiting: Callable[[], None] = lambda: None) -> Iterato
 
 
 def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None = None,
-                  timeout: float = 3600, then: Callable[[Path], None] | None = None) -> Path:
+                  timeout: float = 3600, then: Callable[[Path], None] | None = None,
+                  seed: str | os.PathLike | None = None) -> Path:
     """Clone ``url`` as a bare mirror at ``path``, or fetch into the mirror already there (pruned, and from
     ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines. ``then(path)``
-    runs after the fetch, still holding the mirror's lock (e.g. to let others borrow its objects)."""
+    runs after the fetch, still holding the mirror's lock (e.g. to let others borrow its objects). A first
+    clone copies what it can from ``seed`` (a local repository of the same history, when it exists)
+    instead of fetching it again (``--reference-if-able`` + ``--dissociate``)."""
     path, url = Path(path), checked_url(url)
     report = progress or (lambda line: None)
     shown = remove_password_if_present([url])[0]
@@ -309,7 +312,8 @@ def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None =
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             report(f"cloning {shown} into the mirror {path} (first use: a full clone of every ref)")
-            _with_progress(["clone", "--mirror", "--progress", "--", url, str(tmp)], report, timeout)
+            local = ["--reference-if-able", str(seed), "--dissociate"] if seed and Path(seed, "HEAD").is_file() else []
+            _with_progress(["clone", "--mirror", "--progress", *local, "--", url, str(tmp)], report, timeout)
             os.replace(tmp, path)
         keep_objects(path)
         if then is not None:

@@ -47,10 +47,12 @@ def update_mirror(state_dir: str | os.PathLike, repository: str, url: str,
                   progress: gitrepo.Progress | None = None, timeout: float = 3600) -> Path:
     """Clone or fetch (blocking: call it in a thread); a remote that cannot be reached is the ``target``'s
     problem, said with git's words. ``progress`` gets git's progress lines (a first clone takes a while).
-    Then the poller's repository borrows the mirror's objects (:func:`share_store`)."""
+    Then the poller's repository borrows the mirror's objects (:func:`share_store`); a first clone copies
+    what the poller already fetched rather than fetching it again."""
     try:
         return gitrepo.update_mirror(mirror_path(state_dir, repository), url, progress, timeout,
-                                     then=lambda _: share_store(state_dir, repository, progress))
+                                     then=lambda _: share_store(state_dir, repository, progress),
+                                     seed=poller_path(state_dir, repository))
     except gitrepo.GitError as e:
         raise BisectInputError("target", f"cannot fetch {url}: {e.reason}") from None
 

@@ -255,6 +255,8 @@ def test_the_mirror_is_a_store_the_poller_borrows_and_it_never_prunes(merged, tm
     store = mirror.update_mirror(state, "drm intel", merged.path.as_uri(), lines.append)
     assert lines[-1] == "mirror up to date" and any("now borrows the objects of" in ln for ln in lines)
     assert gitrepo.alternates(poller) == [str((store / "objects").resolve())]
+    assert gitrepo.alternates(store) == []  # seeded from the poller's copy, then self-contained
+    assert git(store, "fsck", "--connectivity-only", check=False).returncode == 0
     assert _objects_bytes(poller) < before / 4  # its copies are gone ...
     assert git(poller, "rev-list", "--count", "--all").stdout.strip() == str(len(merged))  # ... yet all there
     assert git(poller, "fsck", "--connectivity-only", check=False).returncode == 0
