@@ -11,6 +11,11 @@ minutes in real life: a kernel build costs B seconds, a test T seconds. Policies
                                  midpoints that lack images are built on free workers; the one the
                                  verdict rules out is cancelled (its worker time counts as wasted)
 
+Multisection (k test machines of one class): each round tests up to k commits side by side; the
+round's missing images are built in parallel (one build time B per round that builds anything), then
+its tests run in parallel (T). Figures for k = 1, 2, 3, 4, 8 under (a) and (b); k = 1 is the engine
+above, step by step. The goal figure: rounds with 3 machines at most 0.55x the rounds with one.
+
 Each planted regression (culprit) is one bisection from the root (good) to the tip (bad); figures are
 means over the culprits. The engine's own time per step (git rev-list calls, the decision) is measured
 and printed separately; it is not part of the modelled wall time.
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from buildbot_kernel.bisect.engine import Build, Done, Test, next_step, prefetch, start_bisect  # noqa: E402
+from buildbot_kernel.bisect.multisect import Round, next_round, record_round  # noqa: E402
 from tests.bisect.history import make_history, with_merges  # noqa: E402
 
 
@@ -44,6 +50,7 @@ class Outcome:
     engine_s: float = 0.0  # measured seconds inside engine calls
     engine_calls: int = 0
     found: str | None = None
+    rounds: int = 0
 
 
 @dataclass
@@ -124,6 +131,31 @@ def bisect(h, culprit: int, prebuilt: set[str], build_s: float, test_s: float, a
             out.wasted += 1
 
 
+def multisect(h, culprit: int, prebuilt: set[str], build_s: float, test_s: float, machines: int,
+              min_split: float) -> Outcome:
+    """One bisection with ``machines`` testers: a round costs B (when it builds) + T."""
+    out = Outcome()
+    state = start_bisect(h.path, [h.shas[0]], h.shas[-1])
+    verdict = h.oracle(culprit)
+    images = set(prebuilt)
+    while True:
+        began = time.perf_counter()
+        step = next_round(state, {s: s for s in images}.get, machines, allow_build=True, min_split=min_split)
+        out.engine_s += time.perf_counter() - began
+        out.engine_calls += 1
+        if not isinstance(step, Round):
+            assert isinstance(step, Done), step
+            out.found = step.sha
+            return out
+        builds = [s.sha for s in step.steps if isinstance(s, Build)]
+        images.update(builds)
+        out.builds += len(builds)
+        out.tests += len(step.steps)
+        out.rounds += 1
+        out.wall += (build_s if builds else 0.0) + test_s
+        record_round(state, [(sha, verdict(sha)) for sha in step.shas])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--commits", type=int, default=1000)
@@ -134,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--culprits", type=int, default=25, help="planted regressions, one bisection each")
     p.add_argument("--min-split", type=float, default=0.5, help="engine rule: image split vs git's midpoint")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--machines", default="1,2,3,4,8", metavar="LIST",
+                   help="test machines per round to compare (multisection; empty: none)")
     p.add_argument("--sweep", default="0,0.25,0.5,0.75,1", metavar="LIST",
                    help="min_split values to compare under policy (b) (empty: no sweep)")
     args = p.parse_args(argv)
@@ -159,6 +193,14 @@ def main(argv=None) -> int:
             for c, r in zip(culprits, runs, strict=True):
                 assert r.found == h.shas[c], f"{name}: wrong culprit for {c}"
             results[name] = runs
+        ks = [int(x) for x in args.machines.split(",") if x.strip()]
+        multi = {}
+        for label, pre in (("(a)", set()), ("(b)", prebuilt)):
+            for k in ks:
+                runs = [multisect(h, c, pre, args.build_time, args.test_time, k, args.min_split) for c in culprits]
+                for c, r in zip(culprits, runs, strict=True):
+                    assert r.found == h.shas[c], f"{label} k={k}: wrong culprit for {c}"
+                multi[label, k] = runs
         sweep = {}
         for ms in [float(x) for x in args.sweep.split(",") if x.strip()]:
             sweep[ms] = [bisect(h, c, prebuilt, args.build_time, args.test_time, False, 1, ms)
@@ -200,10 +242,23 @@ def main(argv=None) -> int:
         for ms, rs in sweep.items():
             wall = _duration(mean(rs, "wall"))
             print(f"{ms:>10g}{mean(rs, 'tests'):>8.1f}{mean(rs, 'builds'):>8.1f}{wall:>13}")
+    if multi:
+        print("\nmultisection: k test machines of one class, k commits per round (builds of a round in parallel)")
+        print(f"{'policy':>8}{'k':>4}{'rounds':>9}{'x k=1':>7}{'tests':>8}{'builds':>8}{'wall (mean)':>13}"
+              f"{'speed-up over (a) k=1':>23}{'engine ms/round':>17}")
+        for (label, k), rs in multi.items():
+            one = mean(multi[label, ks[0]], "rounds")
+            print(f"{label:>8}{k:>4}{mean(rs, 'rounds'):>9.2f}{mean(rs, 'rounds') / one:>7.2f}"
+                  f"{mean(rs, 'tests'):>8.1f}{mean(rs, 'builds'):>8.1f}{_duration(mean(rs, 'wall')):>13}"
+                  f"{base_wall / mean(rs, 'wall'):>22.1f}x{per(rs, 'engine_s', 'engine_calls'):>17.1f}")
+        if ("(a)", 1) in multi and ("(a)", 3) in multi:
+            ratio = mean(multi["(a)", 3], "rounds") / mean(multi["(a)", 1], "rounds")
+            print(f"goal: rounds with 3 machines <= 0.55x one machine: {ratio:.2f}x "
+                  f"({'met' if ratio <= 0.55 else 'NOT met'})")
     cmd = [f"{Path(sys.executable).name}", "bench/bench_bisect.py", "--commits", args.commits, "--every",
            args.every, "--build-time", f"{args.build_time:g}", "--test-time", f"{args.test_time:g}",
            "--workers", args.workers, "--culprits", args.culprits, "--min-split", f"{args.min_split:g}",
-           "--seed", args.seed, "--sweep", args.sweep]
+           "--seed", args.seed, "--sweep", args.sweep, "--machines", args.machines]
     print("\ncommand: " + " ".join(shlex.quote(str(c)) for c in cmd))
     return 0
 

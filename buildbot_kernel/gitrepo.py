@@ -7,7 +7,8 @@ and the few questions the bisect, its mirror clone and the heads check ask:
   parsed, never re-computed: a bisection here must narrow exactly as ``git bisect`` does), commit info;
 * :func:`ls_remote`: a remote's branch heads;
 * :func:`update_mirror`: a bare ``--mirror`` clone kept fresh by fetching, with progress lines and a lock
-  file beside it so two threads or two processes never write into it at once.
+  file beside it so two threads or two processes never write into it at once; it is the host's object
+  store, which never deletes an object (:func:`keep_objects`), and other repositories :func:`borrow` it.
 
 Blocking (child processes): code on the Twisted reactor calls these through ``deferToThread``.
 Revisions and URLs may come from a form or a settings file: one that starts with ``-`` is refused, and
@@ -221,6 +222,11 @@ class Repo:
         """The commits reachable from ``bad`` and from no good, oldest first (``bad`` last)."""
         return tuple(self.run("rev-list", "--topo-order", "--reverse", *self._range(bad, goods))[1].split())
 
+    def range_parents(self, bad: str, goods: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """The range's commits with their parents (some may lie outside it), parents before children."""
+        out = self.run("rev-list", "--topo-order", "--reverse", "--parents", *self._range(bad, goods))[1]
+        return [(words[0], tuple(words[1:])) for words in (line.split() for line in out.splitlines()) if words]
+
     def commit_info(self, sha: str) -> CommitInfo:
         out = self.run("show", "-s", "--format=%H%x00%s%x00%an <%ae>%x00%cI", "--end-of-options",
                        refuse_option(sha), "--")[1]
@@ -285,9 +291,13 @@ def path_lock(path: Path, waiting: Callable[[], None] = lambda: None) -> Iterato
 
 
 def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None = None,
-                  timeout: float = 3600) -> Path:
+                  timeout: float = 3600, then: Callable[[Path], None] | None = None,
+                  seed: str | os.PathLike | None = None) -> Path:
     """Clone ``url`` as a bare mirror at ``path``, or fetch into the mirror already there (pruned, and from
-    ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines."""
+    ``url`` even when it changed since the clone). ``progress`` gets git's progress as lines. ``then(path)``
+    runs after the fetch, still holding the mirror's lock (e.g. to let others borrow its objects). A first
+    clone copies what it can from ``seed`` (a local repository of the same history, when it exists)
+    instead of fetching it again (``--reference-if-able`` + ``--dissociate``)."""
     path, url = Path(path), checked_url(url)
     report = progress or (lambda line: None)
     shown = remove_password_if_present([url])[0]
@@ -302,10 +312,60 @@ def update_mirror(path: str | os.PathLike, url: str, progress: Progress | None =
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             report(f"cloning {shown} into the mirror {path} (first use: a full clone of every ref)")
-            _with_progress(["clone", "--mirror", "--progress", "--", url, str(tmp)], report, timeout)
+            local = ["--reference-if-able", str(seed), "--dissociate"] if seed and Path(seed, "HEAD").is_file() else []
+            _with_progress(["clone", "--mirror", "--progress", *local, "--", url, str(tmp)], report, timeout)
             os.replace(tmp, path)
+        keep_objects(path)
+        if then is not None:
+            then(path)
         report("mirror up to date")
     return path
+
+
+# ---- one object store per host --------------------------------------------------------------------
+
+# The store's objects are borrowed (git alternates) by repositories it cannot see the refs of, so it must
+# never delete an object, reachable from its own refs or not: a gc there repacks, it never prunes.
+STORE_CONFIG = {"gc.pruneExpire": "never", "gc.worktreePruneExpire": "never"}
+
+
+def keep_objects(store: str | os.PathLike) -> None:
+    """Configure a repository others borrow from so that no gc of it ever deletes an object."""
+    for key, value in STORE_CONFIG.items():
+        run(["-C", str(store), "config", key, value])
+
+
+def alternates(repo: str | os.PathLike) -> list[str]:
+    """The object directories ``repo`` borrows from (its ``objects/info/alternates``)."""
+    path = _objects_dir(Path(repo)) / "info" / "alternates"
+    try:
+        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def borrow(repo: str | os.PathLike, store: str | os.PathLike) -> bool:
+    """Make ``repo`` borrow ``store``'s objects and drop its own copies of them; True when newly done.
+
+    The alternates line is added once, then ``git repack -a -d -l`` rewrites ``repo``'s packs without the
+    objects the store has (``-l``: objects reachable through an alternate are not packed). A later gc in
+    ``repo`` keeps it that way (gc repacks with ``-l`` too), and whatever ``repo`` prunes is its own.
+    """
+    repo, store_objects = Path(repo), _objects_dir(Path(store)).resolve()
+    if str(store_objects) in alternates(repo):
+        return False
+    if not store_objects.is_dir():
+        raise GitError(["borrow"], None, f"fatal: {store} has no object directory to borrow from")
+    info = _objects_dir(repo) / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    with open(info / "alternates", "a") as f:
+        f.write(f"{store_objects}\n")
+    run(["-C", str(repo), "repack", "-a", "-d", "-l", "-q"])
+    return True
+
+
+def _objects_dir(repo: Path) -> Path:
+    return repo / ".git" / "objects" if (repo / ".git").is_dir() else repo / "objects"
 
 
 def _with_progress(args: list[str], progress: Progress, timeout: float) -> None:

@@ -19,6 +19,9 @@ image costs a test, while any other costs a build first:
 
 With skips the midpoint is the best-splitting commit that is not skipped. (``git bisect`` instead
 jumps a pseudo-random distance away from a skipped midpoint; both end with the same proven set.)
+
+Several test machines at once (k commits per round) is :mod:`buildbot_kernel.bisect.multisect`, which
+is this module's :func:`next_step` when k = 1.
 """
 
 from __future__ import annotations

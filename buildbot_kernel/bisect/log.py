@@ -11,9 +11,16 @@ rebuilds the state without repeating a finished step. The lines are the ones git
     git bisect good <sha>
     # skip: [<sha>] <subject>
     git bisect skip <sha>
+    # round 3: 2 commits tested side by side
+    # good: [<sha>] <subject>
+    git bisect good <sha>
+    # bad: [<sha>] <subject>
+    git bisect bad <sha>
     # first bad commit: [<sha>] <subject>
 
-Replay only reads the ``git bisect ...`` lines; the comments are for people.
+Replay only reads the ``git bisect ...`` lines; the comments are for people. A multisection round
+(several commits tested at once, :mod:`buildbot_kernel.bisect.multisect`) is its verdicts in an order
+git accepts: goods, skips, then bads, the one git must keep last.
 """
 
 from __future__ import annotations
@@ -53,6 +60,16 @@ class BisectLog:
             raise ValueError(f"verdict {verdict!r} is not good, bad or skip")
         self._append([self._comment(verdict, sha), f"git bisect {verdict} {sha}"])
 
+    def round(self, number: int, verdicts: list[tuple[str, str]]) -> None:
+        """A multisection round's verdicts in one write, in the order :func:`multisect.round_order` gives
+        (goods, skips, bads: the bad git must keep last), under a ``# round N`` comment for people."""
+        lines = [f"# round {number}: {len(verdicts)} commits tested side by side"]
+        for sha, verdict in verdicts:
+            if verdict not in (GOOD, BAD, SKIP):
+                raise ValueError(f"verdict {verdict!r} is not good, bad or skip")
+            lines += [self._comment(verdict, sha), f"git bisect {verdict} {sha}"]
+        self._append(lines)
+
     def first_bad(self, sha: str) -> None:
         self._append([self._comment("first bad commit", sha)])
 
@@ -74,6 +91,14 @@ class BisectLog:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+
+def log_rounds(path: str | Path) -> int:
+    """How many multisection rounds a log holds (to number the next one after a resume)."""
+    try:
+        return sum(1 for line in Path(path).read_text().splitlines() if line.startswith("# round "))
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass

@@ -21,7 +21,8 @@ from buildbot_kernel.bisect.engine import (
     prefetch,
     start_bisect,
 )
-from buildbot_kernel.bisect.log import BisectLog, state_from_log
+from buildbot_kernel.bisect.log import BisectLog, log_rounds, state_from_log
+from buildbot_kernel.bisect.multisect import RoundStep, next_round, round_order
 from buildbot_kernel.gitrepo import Repo
 
 
@@ -30,6 +31,7 @@ class BisectSession:
         self.state = state
         self.log = log
         self._finished = finished
+        self.rounds = log_rounds(log.path)
 
     @classmethod
     def start(cls, repo: str | Path | Repo, good: Iterable[str], bad: str,
@@ -66,6 +68,27 @@ class BisectSession:
         self.state.copy().record(sha, verdict)  # validate before writing anything
         self.log.verdict(sha, verdict)
         self.state.record(sha, verdict)
+
+    def next_round(self, has_image: Callable[[str], Any], machines: int, allow_build: bool = False,
+                   min_split: float = DEFAULT_MIN_SPLIT) -> RoundStep:
+        """Up to ``machines`` commits to test side by side; a :class:`Done` is logged as in next_step."""
+        step = next_round(self.state, has_image, machines, allow_build, min_split)
+        if isinstance(step, Done) and not self._finished:
+            self.log.first_bad(step.sha)
+            self._finished = True
+        return step
+
+    def record_round(self, verdicts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Persist a round's verdicts (one write, in replayable order), then apply them; returns that order."""
+        ordered = round_order(self.state, verdicts)
+        check = self.state.copy()
+        for sha, verdict in ordered:  # validate before writing anything
+            check.record(sha, verdict)
+        self.rounds += 1
+        self.log.round(self.rounds, ordered)
+        for sha, verdict in ordered:
+            self.state.record(sha, verdict)
+        return ordered
 
     def prefetch(self, sha: str, has_image: Callable[[str], Any],
                  min_split: float = DEFAULT_MIN_SPLIT) -> Prefetch:

@@ -11,6 +11,7 @@ from buildbot.plugins import changes, schedulers, util, worker
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.bisect.mirror import poller_path
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master.auth import LoginRequired, www_auth
@@ -21,6 +22,7 @@ from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.steps.heads import ReconcileHeads
+from buildbot_kernel.steps.store import UpdateStore
 from buildbot_kernel.target import BuildTarget, builder_name
 from buildbot_kernel.util import identifier
 
@@ -91,7 +93,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
     for r in s.repositories:
         c["change_source"].append(changes.GitPoller(
             repourl=r["url"], branches=list(r["branches"]), pollInterval=r["poll_interval"],
-            workdir=os.path.join(state_dir, "gitpoller", identifier(r["name"])), project=r["name"],
+            workdir=str(poller_path(state_dir, r["name"])), project=r["name"],
             buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
 
     maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
@@ -125,7 +127,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                 locks=[util.MasterLock(f"tree-{bname}").access("exclusive")],
                 description=f"{t.repository} {t.branch} -> images/{safe_branch(t.branch)}/ "
                             f"(build config {t.build_name})"))
-        heads_steps.append(ReconcileHeads(r["url"], repo_targets))
+        heads_steps += [UpdateStore(r["name"], r["url"], state_dir), ReconcileHeads(r["url"], repo_targets)]
 
     heads_factory = util.BuildFactory(heads_steps)
     c["builders"].append(util.BuilderConfig(

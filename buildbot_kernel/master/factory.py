@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from buildbot.plugins import steps, util
 
-from buildbot_kernel import kbuild_commands
+from buildbot_kernel import kbuild_commands, worker_store
+from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.settings import Settings, is_config_file, resolve
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
@@ -29,8 +30,16 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
 
     f = util.BuildFactory()
+    # the worker's one store of this repository's history, which the checkout borrows (worker_store.py);
+    # when it cannot be filled the checkout simply fetches on its own
+    f.addStep(steps.SetPropertyFromCommand(
+        name="update-store", property="git_store", workdir="work", timeout=3600, haltOnFailure=False,
+        flunkOnFailure=False, warnOnFailure=True,
+        command=worker_store.command(target.repository, target.url, target.branch,
+                                     str(mirror_path(target.state_dir, target.repository)))))
     f.addStep(steps.Git(name="update-tree", repourl=target.url, branch=target.branch, mode="incremental",
-                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600))
+                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600,
+                        reference=util.Transform(lambda p: p or None, util.Property("git_store"))))
     f.addStep(KernelFacts(target))
     f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **common))
     for src, dest in downloads:

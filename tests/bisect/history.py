@@ -195,3 +195,45 @@ def drive(state, verdict: Callable[[str], str], imaged: set[str], allow_build: b
         else:
             return EngineRun(step, tested, built)
     raise AssertionError(f"no end after {max_steps} steps")
+
+
+@dataclass
+class RoundsRun:
+    result: object  # the final Done / Unresolved step
+    rounds: list[list[str]]  # the commits tested side by side, round by round
+    built: list[str]
+
+
+def drive_rounds(state, verdict: Callable[[str], str], imaged: set[str], machines: int, allow_build: bool,
+                 min_split: float = 0.5, max_rounds: int = 500, session=None) -> RoundsRun:
+    """Run multisection to its end with a perfect tester (through ``session`` when given, which logs);
+    a round's builds make their images exist (no cost here)."""
+    from buildbot_kernel.bisect.engine import Build
+    from buildbot_kernel.bisect.multisect import Round, next_round, record_round
+
+    imaged = set(imaged)
+    rounds: list[list[str]] = []
+    built: list[str] = []
+    tested: set[str] = set()
+    for _ in range(max_rounds):
+        has_image = lambda sha: sha if sha in imaged else None  # noqa: E731
+        step = (session.next_round(has_image, machines, allow_build, min_split) if session
+                else next_round(state, has_image, machines, allow_build, min_split))
+        if not isinstance(step, Round):
+            return RoundsRun(step, rounds, built)
+        assert 1 <= len(step.steps) <= machines, step
+        for s in step.steps:
+            assert s.sha not in tested, f"asked to test {s.sha} twice"
+            if isinstance(s, Build):
+                assert s.sha not in imaged, f"asked to build {s.sha}, which has an image"
+                built.append(s.sha)
+                imaged.add(s.sha)
+            assert s.sha in imaged, f"asked to test {s.sha} without an image"
+            tested.add(s.sha)
+        rounds.append(step.shas)
+        verdicts = [(sha, verdict(sha)) for sha in step.shas]
+        if session:
+            session.record_round(verdicts)
+        else:
+            record_round(state, verdicts)
+    raise AssertionError(f"no end after {max_rounds} rounds")

@@ -225,3 +225,19 @@ class Worker:
 
     def stop(self):
         subprocess.run([str(BIN / "buildbot-worker"), "stop", str(self.dir)], capture_output=True, timeout=120)
+
+
+def object_dirs(*roots: Path) -> dict[Path, int]:
+    """Every git ``objects/`` directory under ``roots`` with its ``du -sb`` size (bytes, apparent)."""
+    found = {}
+    for root in roots:
+        for dirpath, dirnames, _ in os.walk(root):
+            if "objects" in dirnames and (Path(dirpath) / "HEAD").is_file():
+                found[Path(dirpath) / "objects"] = None
+            if Path(dirpath).name == "objects":
+                dirnames[:] = []
+    if not found:
+        return {}
+    out = subprocess.run(["du", "-sb", *map(str, found)], capture_output=True, text=True, check=True).stdout
+    return {Path(line.split("\t", 1)[1]): int(line.split("\t", 1)[0]) for line in out.splitlines()}
+

@@ -239,3 +239,38 @@ def test_mirror_lock_is_held_across_processes(tmp_path):
         assert first.wait(30) == 0
     finally:
         first.kill()
+
+
+def _objects_bytes(repo: Path) -> int:
+    return sum(f.stat().st_size for f in repo.rglob("*") if f.is_file() and "objects" in f.parts)
+
+
+def test_the_mirror_is_a_store_the_poller_borrows_and_it_never_prunes(merged, tmp_path):
+    state = tmp_path / "state"
+    poller = mirror.poller_path(state, "drm intel")
+    assert poller == state / "gitpoller" / "drm_intel"
+    git(tmp_path, "clone", "-q", "--bare", merged.path.as_uri(), str(poller))  # the poller's own full copy
+    before = _objects_bytes(poller)
+    lines: list[str] = []
+    store = mirror.update_mirror(state, "drm intel", merged.path.as_uri(), lines.append)
+    assert lines[-1] == "mirror up to date" and any("now borrows the objects of" in ln for ln in lines)
+    assert gitrepo.alternates(poller) == [str((store / "objects").resolve())]
+    assert gitrepo.alternates(store) == []  # seeded from the poller's copy, then self-contained
+    assert git(store, "fsck", "--connectivity-only", check=False).returncode == 0
+    assert _objects_bytes(poller) < before / 4  # its copies are gone ...
+    assert git(poller, "rev-list", "--count", "--all").stdout.strip() == str(len(merged))  # ... yet all there
+    assert git(poller, "fsck", "--connectivity-only", check=False).returncode == 0
+    assert not gitrepo.borrow(poller, store)  # once only
+    # a gc of the store never deletes an object, reachable or not: a borrower may need it
+    assert git(store, "config", "gc.pruneExpire").stdout.strip() == "never"
+    lost = git(store, "commit-tree", "-m", "only a borrower knows me", f"{merged.shas[3]}^{{tree}}").stdout.strip()
+    loose = store / "objects" / lost[:2] / lost[2:]
+    os.utime(loose, (1_000_000_000, 1_000_000_000))  # older than any default expiry
+    git(store, "gc", "-q")
+    assert git(store, "cat-file", "-e", lost, check=False).returncode == 0
+
+
+def test_borrowing_a_store_that_is_not_there_is_refused(merged, tmp_path):
+    with pytest.raises(GitError, match="no object directory"):
+        gitrepo.borrow(merged.path, tmp_path / "nothing.git")
+    assert gitrepo.alternates(merged.path) == []
