@@ -46,6 +46,7 @@ def run_step(args) -> int:
     from twisted.web import resource, server, static
 
     from buildbot_kernel.farm.factory import make_farm
+    from buildbot_kernel.farm.http import install_body_limit
 
     try:
         settings = load(args.settings or locate(os.getcwd()))
@@ -61,7 +62,9 @@ def run_step(args) -> int:
 
     @defer.inlineCallbacks
     def main(reactor):
-        listening = reactor.listenTCP(port, server.Site(root), interface=settings.server["bind"])
+        site = server.Site(root)
+        install_body_limit(site)
+        listening = reactor.listenTCP(port, site, interface=settings.server["bind"])
         try:
             out = yield driver.run_step(entry, args.test, args.mode, owner="farm-step")
         finally:
