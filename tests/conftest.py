@@ -9,7 +9,10 @@ so every other test keeps its order and module fixtures stay grouped.
 from pathlib import Path
 
 FARM = Path(__file__).parent / "farm"
+# other modules that serve a farm from that reactor thread
+REACTOR_THREAD_MODULES = (Path(__file__).parent / "security" / "test_machine_keys.py",)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(FARM))
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(FARM)
+               or Path(str(item.path)) in REACTOR_THREAD_MODULES)
