@@ -160,3 +160,22 @@ def test_keys_are_checked_in_constant_time_and_never_saved(reg, tmp_path):
     assert not reg.authorized("m2", "") and not reg.authorized("nope", "k" * 20)  # m2 has no key: refused
     reg.assign(assignment())
     assert "k" * 20 not in (tmp_path / "state.json").read_text()
+
+
+def test_off_reactor_writer_writes_in_order_and_keeps_the_last_state(tmp_path):
+    import time
+
+    from buildbot_kernel.farm.factory import OffReactorWriter
+    from buildbot_kernel.farm.testing import ReactorThread
+
+    w, path = OffReactorWriter(), tmp_path / "state.json"
+
+    def burst():  # as a flood of reports would, all on the reactor thread
+        for i in range(50):
+            w(str(path), json.dumps({"n": i}))
+
+    ReactorThread.call(burst)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (w._busy or not path.exists()):
+        time.sleep(0.02)
+    assert json.loads(path.read_text()) == {"n": 49} and oct(path.stat().st_mode & 0o777) == "0o600"

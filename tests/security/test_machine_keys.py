@@ -228,6 +228,7 @@ def master(tmp_path_factory):
     broken = Registry(["skl-1"], state / "farm.json")
     broken.mark_broken("skl-1", "the PDU does not answer")
     m.start(ports["web"])
+    m.image_port, m.key = ports["image"], key.read_text().strip()
     yield m
     m.stop()
 
@@ -259,3 +260,15 @@ def test_repair_from_the_command_line(master):
              "the repaired state on disk")
     p = _cli("skl-1", "--master", url, "--user", "alice", "--password-file", "/nonexistent")
     assert p.returncode == 2 and "--password-file" in p.stderr
+
+
+def test_the_masters_image_port_checks_keys_and_body_size(master):
+    """The same rules on the master's own image server, where the farm mounts /machines."""
+    url = f"http://127.0.0.1:{master.image_port}/machines/skl-1"
+    wait_for(lambda: get(f"{url}/boot", key=master.key)[0] == 200, 30, "the farm on the image port")
+    assert get(f"{url}/boot")[0] == 403 and get(f"{url}/boot", key="x" * 20)[0] == 403
+    code, body = get(f"http://127.0.0.1:{master.image_port}/machines/nope/boot")
+    assert code == 404 and "skl-1" not in body
+    with _raw(master.image_port) as s:
+        s.sendall(b"POST /machines/skl-1/report HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999\r\n\r\n")
+        assert _read_all(s).startswith(b"HTTP/1.1 413 ")
