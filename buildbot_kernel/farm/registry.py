@@ -173,7 +173,7 @@ class Registry:
 
     # -- the driver's side -------------------------------------------------------------------------
     def assign(self, a: Assignment, owner: str = "") -> None:
-        """"Set the default kernel": from now on the machine's next GET /boot gets ``a``."""
+        """"Set the default kernel": from now on the machine's next POST /boot gets ``a``."""
         m = self.get(a.machine)
         if m.state == "broken":
             raise RuntimeError(f"machine {a.machine} is broken ({m.broken_reason}); repair it first")
