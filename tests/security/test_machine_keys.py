@@ -71,10 +71,11 @@ def wait_for(predicate, seconds: float, what: str):
 
 
 @pytest.mark.parametrize("key", [None, "", "wrong-key-0123456789", KEY[:-1], KEY + "x"])
-def test_without_the_right_key_every_request_is_403_and_nothing_changes(farm, key):
+def test_without_the_right_key_every_request_is_403_and_nothing_changes(farm, key, caplog):
     a = assign(farm)
     farm.registry.boot_request("m1")  # the machine fetched it: a report would now be accepted
     before_file, before_memory = farm.file(), farm.memory()
+    caplog.set_level("WARNING", logger="buildbot_kernel.farm")
     answers = [
         get(farm.url, key=key), get(f"{farm.url}/", key=key),
         get(f"{farm.url}/boot", key=key), post(f"{farm.url}/boot", {}, key=key),
@@ -85,6 +86,8 @@ def test_without_the_right_key_every_request_is_403_and_nothing_changes(farm, ke
     for code, body in answers:
         assert code == 403 and "key" in body and a.token not in body, (code, body)
     assert farm.file() == before_file and farm.memory() == before_memory
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and "missing or wrong machine key" in lines[0], lines  # rate-limited
 
 
 def test_the_token_is_handed_to_the_key_holder_only(farm):
