@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel.farm import keys as keys_mod
@@ -47,6 +47,15 @@ class OffReactorWriter:
     def __init__(self):
         self._pending: tuple[str, str] | None = None
         self._busy = False
+        self._idle: list[defer.Deferred] = []
+
+    def flush(self) -> defer.Deferred:
+        """Fires once the last state given is on disk (the master waits for it when stopping)."""
+        if not self._busy:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle.append(d)
+        return d
 
     def __call__(self, path: str, text: str) -> None:
         self._pending = (path, text)
@@ -56,6 +65,9 @@ class OffReactorWriter:
     def _next(self, _=None):
         if self._pending is None:
             self._busy = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
             return None
         (path, text), self._pending = self._pending, None
         self._busy = True

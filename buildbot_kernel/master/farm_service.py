@@ -98,4 +98,5 @@ class FarmService(BuildbotService):
     def stopService(self):
         if self.farm is not None:
             yield threads.deferToThread(self.farm.stop)
+            yield self.farm.registry.writer.flush()  # the last report's state reaches the disk
         yield super().stopService()
