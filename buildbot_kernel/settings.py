@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from buildbot_kernel import htpasswd
+from buildbot_kernel.farm import keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
 from buildbot_kernel.util import identifier
@@ -207,6 +208,8 @@ TABLES: dict[str, dict[str, Key]] = {
                       "machine; qemu default: stage1_initrd)"),
         "nic": Key((str,), "virtio", "the QEMU network device: virtio or e1000 (qemu machines)",
                    lambda v: v in ("virtio", "e1000")),
+        "key_file": Key((str,), "", "a path to the machine's secret key file, relative to the settings file "
+                        "(qemu default: generated under the master's state directory)"),
     },
     # --- named tests: what maintainers may run ---
     "test": {
@@ -376,6 +379,16 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         if m.get("type") == "remote" and not m.get("power_cycle"):
             problems.append(f"[[machine]] ({m.get('name')!r}).power_cycle: a remote machine needs a power-cycle "
                             "command (ssh, ipmitool, a PDU) so a hung kernel can be recovered")
+        if m.get("type") == "remote" and not m.get("key_file"):
+            example = "keys/" + keys.key_file_name(str(m.get("name")))
+            problems.append(f"[[machine]] ({m.get('name')!r}).key_file: a remote machine needs a key file (every "
+                            f"/machines/ request carries it); {keys.how_to_make(example)}, then set "
+                            f"key_file = \"{example}\"")
+        elif m.get("key_file"):
+            try:
+                keys.read_key(base / m["key_file"])
+            except keys.KeyFileError as e:
+                problems.append(f"[[machine]] ({m.get('name')!r}).key_file: {e}")
     if tables["machine"] and sections["server"].get("image_port") == 0:
         problems.append("[server].image_port: test machines ([[machine]]) fetch boot instructions from the "
                         "embedded server's /machines/; set image_port to a port, not 0")

@@ -14,10 +14,13 @@ import pytest
 from buildbot_kernel.imagetree.testing import served_dir
 
 FARM = Path(__file__).parent / "farm"
+# other modules that serve a farm from that reactor thread
+REACTOR_THREAD_MODULES = (Path(__file__).parent / "security" / "test_machine_keys.py",)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(FARM))
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(FARM)
+               or Path(str(item.path)) in REACTOR_THREAD_MODULES)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The test farm: two-stage kexec boot of test machines (DESIGN section 7).
+"""The test farm: two-stage kexec boot of test machines (README "Test farm").
 
 Pure parts: :mod:`instructions` (boot instructions, tokens), :mod:`registry` (machine state, persisted),
 :mod:`steplogic` (attempts -> verdict).  Twisted parts: :mod:`http` (``/machines`` Resource),

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
+from twisted.python import log
 
+from buildbot_kernel.farm import keys as keys_mod
 from buildbot_kernel.farm.driver import MachineDriver, ShellPower
 from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.qemu import GUEST_HOST_ADDR, QemuMachine
-from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
 from buildbot_kernel.settings import Settings, resolve
 
@@ -35,6 +37,44 @@ class OffReactorPower:
 
     def power_cycle(self):
         return threads.deferToThread(self.vm.power_cycle)
+
+
+class OffReactorWriter:
+    """The registry's state file written in a thread, in order, coalesced: a report arriving while the
+    previous write is still on its way only replaces the text that will be written next.  Keeps the
+    fsync of every report off the reactor thread (the web UI and the other machines wait on it)."""
+
+    def __init__(self):
+        self._pending: tuple[str, str] | None = None
+        self._busy = False
+        self._idle: list[defer.Deferred] = []
+
+    def flush(self) -> defer.Deferred:
+        """Fires once the last state given is on disk (the master waits for it when stopping)."""
+        if not self._busy:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def __call__(self, path: str, text: str) -> None:
+        self._pending = (path, text)
+        if not self._busy:
+            self._next()
+
+    def _next(self, _=None):
+        if self._pending is None:
+            self._busy = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+            return None
+        (path, text), self._pending = self._pending, None
+        self._busy = True
+        d = threads.deferToThread(write_state, path, text)
+        d.addErrback(lambda f: log.err(f, f"farm: cannot write the machine state file {path}"))
+        d.addBoth(self._next)
+        return None
 
 
 @dataclass
@@ -67,9 +107,20 @@ def machine_server_url(machine: dict, base_url: str, image_port: int) -> str:
     return base_url.rstrip("/")
 
 
+def machine_key(settings: Settings, machine: dict, workdir: str | os.PathLike) -> str:
+    """The machine's key: its ``key_file``, else (qemu machines) one generated under ``workdir/keys``."""
+    if machine.get("key_file"):
+        return keys_mod.read_key(resolve(settings, machine["key_file"]))
+    if machine.get("type") == "qemu":
+        return keys_mod.generated_key(Path(workdir) / "keys", machine["name"])
+    raise keys_mod.KeyFileError(f"[[machine]] {machine['name']!r}: key_file is missing; "
+                                f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine['name']))}")
+
+
 def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | os.PathLike,
-              base_url: str | None = None) -> Farm:
-    """Build the farm; ``workdir`` holds QEMU consoles and monitors, ``state_path`` the registry JSON.
+              base_url: str | None = None, writer=write_state) -> Farm:
+    """Build the farm; ``workdir`` holds QEMU consoles and monitors, ``state_path`` the registry JSON,
+    ``writer`` writes it (the master passes an :class:`OffReactorWriter`).
 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
     fetched and built once into the repository's ``.cache/farm`` (scripts/fetch-stage1-kernel,
@@ -78,7 +129,8 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     base_url = (base_url or settings.images["base_url"]).rstrip("/")
     image_port = settings.server["image_port"]
     machines = settings.machines
-    registry = Registry([m["name"] for m in machines], state_path)
+    registry = Registry([m["name"] for m in machines], state_path,
+                        keys={m["name"]: machine_key(settings, m, workdir) for m in machines}, writer=writer)
     poll, initrds = {}, {}
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
@@ -99,7 +151,8 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
         if m["type"] == "qemu":
             disk = str(resolve(settings, m["disk"])) if m["disk"] else ""
             power = QemuMachine(name, kernel, stage1_initrd, server_url, Path(workdir) / "qemu",
-                                memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=disk)
+                                memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=disk,
+                                key=registry.keys[name])
             farm.vms[name] = power
             power = OffReactorPower(power)
         else:

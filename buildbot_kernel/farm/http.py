@@ -1,31 +1,43 @@
 """The machines' side of the farm over HTTP (a Twisted Resource mounted at ``/machines``).
 
-URL layout (contract, DESIGN section 7):
+URL layout (contract; README "Test farm").  Every request under ``/machines/<name>/`` carries the
+machine's key, as the header ``X-BBK-Key`` or the form field ``key``; without it (or with another) the
+answer is 403 and nothing changes.  GET requests never change state.
 
-- ``GET  /machines/`` (or ``/machines``): every machine's state as JSON, for the UI;
-- ``GET  /machines/<name>``: one machine's state as JSON;
-- ``GET  /machines/<name>/boot``: boot instructions as ``KEY=value`` lines, or ``WAIT=<seconds>``;
+- ``GET  /machines/<name>``: the machine's state as JSON;
+- ``POST /machines/<name>/boot``: the machine asks for its boot instructions (``KEY=value`` lines, or
+  ``WAIT=<seconds>``); this is what marks it as polling and an assignment as fetched;
+- ``GET  /machines/<name>/boot``: the same answer, changing nothing (for an admin with the key);
 - ``POST /machines/<name>/report``: urlencoded ``result, stage, token, uname, error, reason, log``;
-  a report without the live single-use token is refused with 403 (and logged by the registry);
+  a report without the live single-use token is refused with 403;
 - ``GET  /machines/<name>/test?token=T``: the step's test command, for stage 2;
 - ``GET  /machines/<name>/initrd``: the local OS handed to candidates of a diskless (QEMU) machine.
 
+``/machines/`` itself lists nothing and an unknown machine is a 404 that names none: the machines'
+state is on the web UI's dashboard.  A request body larger than :data:`MAX_REPORT_BYTES` is refused
+before it is read, by :class:`BodyLimit` on the Site's request class (:func:`install_body_limit`).
 All logic lives in :mod:`buildbot_kernel.farm.registry`; this only translates HTTP.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 from urllib.parse import parse_qs
 
 from twisted.web import resource, static
-from twisted.web.pages import notFound
 
 from buildbot_kernel.farm import instructions
-from buildbot_kernel.farm.registry import Registry, UnknownMachine
+from buildbot_kernel.farm.ratelog import RateLimitedLog
+from buildbot_kernel.farm.registry import Registry
+
+log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 256 * 1024
+KEY_HEADER = b"x-bbk-key"
+NO_LISTING = "no listing here: the test machines' state is on the web UI's dashboard\n"
 
 
 def _text(request, code: int, body: str, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
@@ -44,9 +56,20 @@ def _peer(request) -> str:
     return getattr(addr, "host", "") or str(addr)
 
 
+def presented_key(request) -> bytes | None:
+    """The key the request carries: the ``X-BBK-Key`` header, else the last ``key`` form/query field."""
+    header = request.getHeader(KEY_HEADER)
+    if header:
+        return header.strip()
+    field = (request.args or {}).get(b"key")
+    return field[-1].strip() if field else None
+
+
 class MachinesResource(resource.Resource):
     """``/machines``; ``poll`` maps machine name -> seconds between polls (the ``WAIT`` answer) and
     ``initrds`` machine name -> local path of the initrd served as ``/machines/<name>/initrd``."""
+
+    max_body = MAX_REPORT_BYTES  # read by BodyLimit before the body is
 
     def __init__(self, registry: Registry, poll: dict[str, int] | None = None,
                  initrds: dict[str, str] | None = None):
@@ -54,20 +77,28 @@ class MachinesResource(resource.Resource):
         self.registry = registry
         self.poll = poll if poll is not None else {}  # the factory fills these in after creation
         self.initrds = initrds if initrds is not None else {}
+        self.refusals = RateLimitedLog(log)
+
+    def render(self, request):
+        return _text(request, 404, NO_LISTING)
 
     def getChild(self, path, request):
         if path == b"":
-            return self
+            return _Answer(404, NO_LISTING)
         name = path.decode("utf-8", "replace")
-        try:
-            self.registry.get(name)
-        except UnknownMachine:
-            return notFound("Unknown machine", f"unknown machine {name!r} (configured: "
-                            f"{', '.join(sorted(self.registry.machines)) or 'none'})")
+        if name not in self.registry.machines:
+            self.refusals.warning("unknown", "farm: request for an unknown machine from %s", _peer(request))
+            return _Answer(404, "unknown machine\n")
+        if not self.registry.authorized(name, presented_key(request)):
+            self.refusals.warning(f"key {name}", "farm: request for %s from %s refused: missing or wrong "
+                                  "machine key", name, _peer(request))
+            return _Answer(403, f"refused: requests for machine {name} need its key (header X-BBK-Key or "
+                                "form field key)\n")
         return MachineResource(self, name)
 
-    def render_GET(self, request):
-        return _json(request, self.registry.snapshot())
+    def body_refused(self, request, length) -> None:
+        self.refusals.warning("body", "farm: refused a request body of %s bytes (limit %d) from %s",
+                              length if length is not None else "more than the", self.max_body, _peer(request))
 
 
 class MachineResource(resource.Resource):
@@ -80,7 +111,7 @@ class MachineResource(resource.Resource):
         if path == b"":
             return self
         if path == b"boot":
-            return _Leaf(self._boot)
+            return _Leaf(self._peek, self._boot)
         if path == b"report":
             return _Leaf(post=self._report)
         if path == b"test":
@@ -89,21 +120,26 @@ class MachineResource(resource.Resource):
             f = static.File(os.fspath(self.parent.initrds[self.name]), defaultType="application/octet-stream")
             f.isLeaf = True
             return f
-        return notFound("No such resource", f"no {path.decode('utf-8', 'replace')!r} under "
-                        f"/machines/{self.name}/ (boot, report, test, initrd)")
+        return _Answer(404, "no such resource under this machine (boot, report, test, initrd)\n")
 
     def render_GET(self, request):
         return _json(request, self.parent.registry.get(self.name).public())
 
-    def _boot(self, request):
-        a = self.parent.registry.boot_request(self.name)
+    def _instructions(self, request, a) -> bytes:
         if a is None:
             return _text(request, 200, instructions.render_wait(self.parent.poll.get(self.name, 5)))
         return _text(request, 200, instructions.render(a))
 
+    def _peek(self, request):
+        return self._instructions(request, self.parent.registry.peek(self.name))
+
+    def _boot(self, request):
+        return self._instructions(request, self.parent.registry.boot_request(self.name))
+
     def _report(self, request):
+        request.content.seek(0)
         body = request.content.read(MAX_REPORT_BYTES + 1)
-        if len(body) > MAX_REPORT_BYTES:
+        if len(body) > MAX_REPORT_BYTES:  # only without BodyLimit on the Site: then it was read already
             return _text(request, 413, f"report larger than {MAX_REPORT_BYTES} bytes\n")
         form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         fields = {k: v[-1] for k, v in form.items()}
@@ -118,6 +154,19 @@ class MachineResource(resource.Resource):
         if cmd is None:
             return _text(request, 403, "refused: no live assignment with this token\n")
         return _text(request, 200, cmd if cmd.endswith("\n") else cmd + "\n")
+
+
+class _Answer(resource.Resource):
+    """A fixed answer for every method and every path below."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, body: str):
+        super().__init__()
+        self.code, self.body = code, body
+
+    def render(self, request):
+        return _text(request, self.code, self.body)
 
 
 class _Leaf(resource.Resource):
@@ -136,3 +185,66 @@ class _Leaf(resource.Resource):
         if self._post is None:
             return _text(request, 405, "use GET\n")
         return self._post(request)
+
+
+class BodyLimit:
+    """Mixin for a ``twisted.web.server.Request`` class: refuses a body larger than the ``max_body`` of
+    the top-level resource the request is for, as soon as the headers say so (or, without a
+    Content-Length, as soon as the body grows past it): 413 and the connection closed, nothing buffered.
+
+    Twisted reads a whole body into memory (or a temporary file) before any resource sees the request,
+    so the check cannot live in the resource itself.
+    """
+
+    _bbk_limit = None
+    _bbk_seen = 0
+    _bbk_refused = False
+
+    def _bbk_target(self):
+        path = getattr(self.channel, "_path", b"") or b""
+        first = path.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
+        root = getattr(getattr(self.channel, "site", None), "resource", None)
+        return getattr(root, "children", {}).get(first)
+
+    def gotLength(self, length):
+        target = self._bbk_target()
+        self._bbk_limit = getattr(target, "max_body", None)
+        if self._bbk_limit is not None and length is not None and length > self._bbk_limit:
+            self._bbk_refuse(target, length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._bbk_refused:
+            return
+        self._bbk_seen += len(data)
+        if self._bbk_limit is not None and self._bbk_seen > self._bbk_limit:
+            self._bbk_refuse(self._bbk_target(), None)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._bbk_refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _bbk_refuse(self, target, length):
+        self._bbk_refused = True
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
+        body = f"request body larger than {self._bbk_limit} bytes\n".encode()
+        self.channel.transport.write(b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.loseConnection()
+        if hasattr(target, "body_refused"):
+            target.body_refused(self, length)
+
+
+def install_body_limit(site) -> None:
+    """Make ``site``'s requests honour the ``max_body`` of the resources mounted on its root (idempotent;
+    keeps whatever request class the site already uses)."""
+    factory = site.requestFactory
+    if not isinstance(factory, type):
+        raise TypeError(f"cannot limit request bodies: the site's request factory {factory!r} is not a class")
+    if not issubclass(factory, BodyLimit):
+        site.requestFactory = type(f"BodyLimited{factory.__name__}", (BodyLimit, factory), {})

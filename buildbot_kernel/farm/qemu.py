@@ -86,7 +86,7 @@ class QemuMachine:
 
     def __init__(self, name: str, kernel: str, initrd: str, server_url: str, workdir: str | os.PathLike, *,
                  memory: int = 1024, accel: str = "auto", nic: str = "virtio", disk: str = "",
-                 extra_append: str = ""):
+                 extra_append: str = "", key: str = ""):
         for what, p in (("stage1_kernel", kernel), ("stage1_initrd", initrd)):
             if not p or not os.path.isfile(p):
                 raise FileNotFoundError(f"machine {name}: {what} {p!r} is not a file "
@@ -102,6 +102,7 @@ class QemuMachine:
         self.nic = {"virtio": "virtio-net-pci", "e1000": "e1000"}.get(nic, nic)
         self.disk = disk
         self.extra_append = extra_append
+        self.key = key  # the machine key (bbk.key=): stage 1 sends it with every request
         self.console_log = self.workdir / f"{name}.console.log"
         self.monitor_path = self.workdir / f"{name}.monitor"
         self.proc: subprocess.Popen | None = None
@@ -117,7 +118,8 @@ class QemuMachine:
 
     def command(self) -> list[str]:
         append = " ".join(p for p in ("console=ttyS0 panic=5", self.extra_append,
-                                      f"bbk.server={self.server_url}", f"bbk.machine={self.name}") if p)
+                                      f"bbk.server={self.server_url}", f"bbk.machine={self.name}",
+                                      f"bbk.key={self.key}" if self.key else "") if p)
         cmd = [qemu_binary(), "-accel", self.accel, "-m", str(self.memory), "-smp", "1",
                "-nodefaults", "-display", "none", "-vga", "none",
                "-chardev", f"file,id=console,path={self.console_log},append=on", "-serial", "chardev:console",

@@ -9,8 +9,12 @@ State machine per machine (what the UI shows):
 
 The assignment's ``phase`` (assigned -> fetched -> kexec -> running) tells the driver where an attempt
 stopped when a timeout fires, which is what separates "the candidate hangs" from "the machine never
-came back".  Reports are accepted only with the live single-use token; everything refused is logged and
-counted.  No Twisted here: events go to plain callbacks, which the driver turns into Deferreds.
+came back".  Reports are accepted only with the live single-use token; everything refused is counted
+and logged (rate-limited) but never written to disk on its own, so a flood of refused requests costs no
+disk work.  The machines' keys live here too (never in the state file): the HTTP resource asks
+:meth:`Registry.authorized` before anything else.  No Twisted here: events go to plain callbacks, which
+the driver turns into Deferreds, and the state file is written by ``writer`` (the master passes one that
+writes off the reactor thread).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from buildbot_kernel.farm.instructions import Assignment, TokenLedger
+from buildbot_kernel.farm.keys import key_matches
+from buildbot_kernel.farm.ratelog import RateLimitedLog
+from buildbot_kernel.imagetree.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +86,26 @@ class UnknownMachine(KeyError):
     pass
 
 
+def write_state(path: str, text: str) -> None:
+    """The default writer: atomic, private (the file holds live tokens)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, text, mode=0o600)
+
+
 class Registry:
-    """All machines' state; every change is written through to ``path`` (atomically) when given."""
+    """All machines' state; every change is written through to ``path`` (atomically) when given.
+
+    ``keys`` maps machine name -> its key (see :mod:`buildbot_kernel.farm.keys`); a machine without one
+    is refused every request.  ``writer(path, text)`` stores the state file."""
 
     def __init__(self, machines: list[str], path: str | os.PathLike | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, keys: dict[str, str] | None = None,
+                 writer: Callable[[str, str], object] = write_state):
         self.path = os.fspath(path) if path else None
         self.clock = clock
+        self.keys = dict(keys or {})
+        self.writer = writer
+        self.refusals = RateLimitedLog(log)
         self.machines: dict[str, MachineState] = {n: MachineState(n) for n in machines}
         self.ledgers: dict[str, TokenLedger] = {n: TokenLedger() for n in machines}
         self._listeners: dict[str, list[Callable[[Event], None]]] = {n: [] for n in machines}
@@ -110,12 +129,12 @@ class Registry:
         for name, m in self.machines.items():
             m.ledger = dict(self.ledgers[name].history)
         data = {"schema": 1, "machines": {n: asdict(m) for n, m in self.machines.items()}}
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".farm-state.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        self.writer(self.path, json.dumps(data, indent=1, sort_keys=True))
+
+    # -- access ----------------------------------------------------------------------------------------
+    def authorized(self, name: str, presented: str | bytes | None) -> bool:
+        """The request for ``name`` carries that machine's key (constant-time; unknown machine: False)."""
+        return key_matches(self.keys.get(name, ""), presented)
 
     # -- lookups -----------------------------------------------------------------------------------
     def get(self, name: str) -> MachineState:
@@ -154,7 +173,7 @@ class Registry:
 
     # -- the driver's side -------------------------------------------------------------------------
     def assign(self, a: Assignment, owner: str = "") -> None:
-        """"Set the default kernel": from now on the machine's next GET /boot gets ``a``."""
+        """"Set the default kernel": from now on the machine's next POST /boot gets ``a``."""
         m = self.get(a.machine)
         if m.state == "broken":
             raise RuntimeError(f"machine {a.machine} is broken ({m.broken_reason}); repair it first")
@@ -213,10 +232,18 @@ class Registry:
         self.save()
 
     # -- the machine's side (called by the HTTP resource) ------------------------------------------
+    def peek(self, name: str) -> Assignment | None:
+        """What :meth:`boot_request` would hand out now, changing nothing (``GET /boot``)."""
+        m = self.get(name)
+        a = self.assignment(name)
+        if a is None or m.state == "broken" or a.phase in ("kexec", "running"):
+            return None
+        return a
+
     def boot_request(self, name: str) -> Assignment | None:
-        """GET /boot: the live assignment, or None (wait).  A request while the candidate should be
-        running means the candidate went away without a report: a ``reset`` event, and no instructions
-        until the driver decides (it may retry, with a new token)."""
+        """The machine asks for its instructions (``POST /boot``): the live assignment, or None (wait).
+        A request while the candidate should be running means the candidate went away without a report:
+        a ``reset`` event, and no instructions until the driver decides (it may retry, with a new token)."""
         m = self.get(name)
         now = self.clock()
         m.last_poll = m.last_seen = now
@@ -250,7 +277,7 @@ class Registry:
         result = fields.get("result", "")
         token = fields.get("token", "")
         if result not in FINAL_RESULTS + PROGRESS_RESULTS:
-            return self._refuse(m, fields, peer, f"unknown result {result!r} (expected one of "
+            return self._refuse(m, fields, peer, f"unknown result {result[:20]!r} (expected one of "
                                                  f"{list(FINAL_RESULTS + PROGRESS_RESULTS)})")
         verdict = self.ledgers[name].judge(token)
         if verdict != "ok":
@@ -259,6 +286,9 @@ class Registry:
         m.last_seen = now
         report = {k: fields.get(k, "") for k in REPORT_FIELDS}
         report["log"] = report["log"][-LOG_TAIL_CHARS:]
+        if self.keys.get(name):  # a test that prints /proc/cmdline must not publish the key in the UI
+            for k in ("log", "reason"):
+                report[k] = report[k].replace(self.keys[name], "<machine key>")
         report["at"] = now
         report["image"] = a.image if a else ""
         if result in PROGRESS_RESULTS:
@@ -283,7 +313,6 @@ class Registry:
         m.refused += 1
         m.last_refused = {"at": self.clock(), "why": why, "peer": peer, "result": fields.get("result", ""),
                           "token": (fields.get("token") or "")[:8]}
-        log.warning("farm: refused report for %s from %s: %s (result=%s)", m.name, peer or "?", why,
-                    fields.get("result"))
-        self.save()
+        self.refusals.warning(f"{m.name} {why}", "farm: refused report for %s from %s: %s (result=%s)", m.name,
+                              peer or "?", why, str(fields.get("result"))[:20])
         return False, why

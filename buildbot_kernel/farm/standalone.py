@@ -55,6 +55,7 @@ def run_step(args) -> int:
     from twisted.internet import defer, task
 
     from buildbot_kernel.farm.factory import make_farm
+    from buildbot_kernel.farm.http import install_body_limit
 
     try:
         settings = load(args.settings or locate(os.getcwd()))
@@ -66,10 +67,11 @@ def run_step(args) -> int:
     farm = make_farm(settings, args.state, args.workdir, base_url=settings.images["base_url"])
     driver = farm.driver(args.machine)
     site = farm_site(images, farm.resource)  # a missing image root serves 404s, /machines still works
+    install_body_limit(site)
 
     @defer.inlineCallbacks
     def main(reactor):
-        listening = reactor.listenTCP(port, site, interface=settings.server["bind"])
+        listening = reactor.listenTCP(port, site, interface=settings.listener("image_bind"))
         try:
             out = yield driver.run_step(entry, args.test, args.mode, owner="farm-step")
         finally:

@@ -18,7 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from buildbot_kernel.farm.http import MachinesResource
+from buildbot_kernel.farm.http import MachinesResource, install_body_limit
 from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.stage1 import Stage1, sha256_file, stage1_artifacts  # noqa: F401 (re-exported)
@@ -107,7 +107,9 @@ class FarmServer:
 
         root = static.File(os.fspath(self.images_root))
         root.putChild(b"machines", MachinesResource(self.registry, self.poll, self.initrds))
-        self.port = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+        site = server.Site(root)
+        install_body_limit(site)
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         return self.port.getHost().port
 
     def start(self) -> int:
@@ -136,14 +138,19 @@ class FarmServer:
         return BootFile(f"{self.guest_url()}/machines/{machine}/initrd", sha256_file(p))
 
 
-def http_get(url: str) -> tuple[int, str]:
-    """(status, body) of a GET, HTTP errors included: tests assert on refusals too."""
-    return _http(urllib.request.Request(url))
+def _headers(key: str | None) -> dict:
+    return {"X-BBK-Key": key} if key else {}
 
 
-def http_post(url: str, fields: dict) -> tuple[int, str]:
+def http_get(url: str, key: str | None = None) -> tuple[int, str]:
+    """(status, body) of a GET (with the machine key ``key`` as stage 1 sends it), HTTP errors included:
+    tests assert on refusals too."""
+    return _http(urllib.request.Request(url, headers=_headers(key)))
+
+
+def http_post(url: str, fields: dict, key: str | None = None) -> tuple[int, str]:
     """(status, body) of an urlencoded POST, as stage 1 and stage 2 send reports."""
-    return _http(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode()))
+    return _http(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), headers=_headers(key)))
 
 
 def _http(req) -> tuple[int, str]:

@@ -19,6 +19,7 @@ from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.master.farm_service import FarmService
+from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.steps.heads import ReconcileHeads
@@ -152,4 +153,5 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["services"] += tree_services
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
+    add_machines(c, [m["name"] for m in s.machines], CONTROL_WORKER)
     return c

@@ -14,7 +14,8 @@ from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
-from buildbot_kernel.farm.factory import Farm, make_farm
+from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
+from buildbot_kernel.farm.http import install_body_limit
 from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
@@ -40,7 +41,7 @@ class FarmService(BuildbotService):
         os.makedirs(state_dir, exist_ok=True)
         try:
             self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
-                                                    os.path.join(state_dir, "farm"))
+                                                    os.path.join(state_dir, "farm"), writer=OffReactorWriter())
         except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
             log.err(e, "test farm could not be set up")
             self.error = e
@@ -48,12 +49,31 @@ class FarmService(BuildbotService):
             return
         server = named_service(self.master, IMAGE_SERVER_SERVICE)
         if server is not None:  # else the image server mounts http_mounts() when it starts
+            self._limit_bodies(server)
             server.mount("machines", self.farm.resource)
         self._wake()
 
+    def _limit_bodies(self, server) -> None:
+        """Reports larger than the farm's limit are refused before their body is read (farm/http.py)."""
+        if getattr(server, "site", None) is not None:
+            install_body_limit(server.site)
+
     def http_mounts(self) -> dict:
-        """What the image server serves for the farm, once the farm is ready."""
-        return {"machines": self.farm.resource} if self.farm is not None else {}
+        """What the image server serves for the farm, once the farm is ready (it calls this after making
+        its site, which is when the site's requests get the body limit)."""
+        if self.farm is None:
+            return {}
+        self._limit_bodies(named_service(self.master, IMAGE_SERVER_SERVICE))
+        return {"machines": self.farm.resource}
+
+    def repair(self, machine: str) -> str:
+        """An admin says the machine works again (the ``repair-machine`` scheduler); returns what it was."""
+        if self.farm is None:
+            raise RuntimeError(f"the test farm is not set up: {self.error or 'still starting'}")
+        st = self.farm.registry.get(machine)
+        before = f"{st.state}" + (f" ({st.broken_reason})" if st.broken_reason else "")
+        self.farm.registry.repair(machine)
+        return before
 
     def _wake(self):
         waiters, self._waiters = self._waiters, []
@@ -78,4 +98,5 @@ class FarmService(BuildbotService):
     def stopService(self):
         if self.farm is not None:
             yield threads.deferToThread(self.farm.stop)
+            yield self.farm.registry.writer.flush()  # the last report's state reaches the disk
         yield super().stopService()

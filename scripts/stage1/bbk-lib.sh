@@ -1,8 +1,10 @@
 # Shared by the stage-1 init and the stage-2 script (busybox sh; sourced, not run).
 #
-# Protocol (DESIGN section 7): GET <server>/machines/<name>/boot answers KEY=value lines; every failure
-# is POSTed to <server>/machines/<name>/report as an urlencoded form (result, stage, token, uname,
-# error, reason, log) and the machine goes back to polling.  Nothing here trusts the download: kexec -l
+# Protocol (README "Test farm"): POST <server>/machines/<name>/boot answers KEY=value lines; every
+# failure is POSTed to <server>/machines/<name>/report as an urlencoded form (result, stage, token,
+# uname, error, reason, log) and the machine goes back to polling.  Every request under
+# <server>/machines/ carries the machine key (bbk.key= on the kernel command line) in the X-BBK-Key
+# header, and nothing else gets it: image files may come from another server.  Nothing here trusts the download: kexec -l
 # happily loads a truncated bzImage and the machine then resets without a word, so every file is checked
 # against the sha256 the server announced before it is used.
 
@@ -14,12 +16,13 @@ BBK_STAGE=${BBK_STAGE:-1}
 bbk_log() { echo "bbk-stage$BBK_STAGE: $*" >&2; }
 
 bbk_read_cmdline() {
-  BBK_SERVER= BBK_MACHINE= BBK_IP= BBK_IFACE=eth0 BBK_ROOT= BBK_TOKEN= BBK_STAGE=1
+  BBK_SERVER= BBK_MACHINE= BBK_KEY= BBK_IP= BBK_IFACE=eth0 BBK_ROOT= BBK_TOKEN= BBK_STAGE=1
   set -f
   for arg in $(cat /proc/cmdline); do
     case $arg in
       bbk.server=*) BBK_SERVER=${arg#*=} ;;
       bbk.machine=*) BBK_MACHINE=${arg#*=} ;;
+      bbk.key=*) BBK_KEY=${arg#*=} ;;      # the machine key ([[machine]] key_file)
       bbk.ip=*) BBK_IP=${arg#*=} ;;        # ADDRESS/PREFIX[,GATEWAY]
       bbk.iface=*) BBK_IFACE=${arg#*=} ;;
       bbk.root=*) BBK_ROOT=${arg#*=} ;;    # local root device, for installing candidate modules
@@ -71,7 +74,19 @@ bbk_urlencode() { od -An -v -tx1 | tr -d ' \n' | sed 's/../%&/g'; }
 # (busybox 1.35's `wget -T` segfaults, so the time limit is timeout(1)'s)
 bbk_get() {
   rm -f "$2"
-  timeout "${3:-$BBK_HTTP_TIMEOUT}" wget -q -O "$2" "$1" 2>"$BBK_TMP/wget.err"
+  case $1 in
+    "$BBK_SERVER/machines/"*)
+      timeout "${3:-$BBK_HTTP_TIMEOUT}" wget -q -O "$2" --header "X-BBK-Key: $BBK_KEY" "$1" \
+        2>"$BBK_TMP/wget.err" ;;
+    *) timeout "${3:-$BBK_HTTP_TIMEOUT}" wget -q -O "$2" "$1" 2>"$BBK_TMP/wget.err" ;;
+  esac
+}
+
+# bbk_ask_boot FILE: ask for the boot instructions (a POST: asking is what tells the server we poll)
+bbk_ask_boot() {
+  rm -f "$1"
+  timeout "$BBK_HTTP_TIMEOUT" wget -q -O "$1" --header "X-BBK-Key: $BBK_KEY" --post-data "stage=$BBK_STAGE" \
+    "$BBK_SERVER/machines/$BBK_MACHINE/boot" 2>"$BBK_TMP/wget.err"
 }
 
 # bbk_report RESULT ERROR REASON [LOGFILE]
@@ -89,7 +104,7 @@ bbk_report() {
   } > "$body"
   n=0
   while [ $n -lt 3 ]; do
-    timeout "$BBK_HTTP_TIMEOUT" wget -q -O "$BBK_TMP/report.resp" \
+    timeout "$BBK_HTTP_TIMEOUT" wget -q -O "$BBK_TMP/report.resp" --header "X-BBK-Key: $BBK_KEY" \
       --header 'Content-Type: application/x-www-form-urlencoded' \
       --post-file "$body" "$BBK_SERVER/machines/$BBK_MACHINE/report" 2>"$BBK_TMP/wget.err" && return 0
     grep -q ' 40[0-9]' "$BBK_TMP/wget.err" && break   # refused: retrying cannot help
@@ -179,10 +194,12 @@ bbk_boot_assignment() {
     bbk_install_modules "$dl/modules.tar.xz" "$initrd" || return 1
     rm -f "$dl/modules.tar.xz"
   fi
+  # the key is handed on by the machine itself: the server never writes it into instructions
+  cmdline="$B_CMDLINE bbk.key=$BBK_KEY"
   if [ -n "$initrd" ]; then
-    kexec -l "$dl/vmlinuz" --initrd="$initrd" --append="$B_CMDLINE" 2>"$BBK_TMP/kexec.err"
+    kexec -l "$dl/vmlinuz" --initrd="$initrd" --append="$cmdline" 2>"$BBK_TMP/kexec.err"
   else
-    kexec -l "$dl/vmlinuz" --append="$B_CMDLINE" 2>"$BBK_TMP/kexec.err"
+    kexec -l "$dl/vmlinuz" --append="$cmdline" 2>"$BBK_TMP/kexec.err"
   fi || {
     bbk_fail kexec-load "kexec -l $B_NAME: $(tail -c 600 "$BBK_TMP/kexec.err" | tr '\n' ' ')"
     return 1
@@ -198,7 +215,7 @@ bbk_boot_assignment() {
 # poll for an assignment and boot it, forever
 bbk_poll_loop() {
   while :; do
-    if ! bbk_get "$BBK_SERVER/machines/$BBK_MACHINE/boot" "$BBK_TMP/boot"; then
+    if ! bbk_ask_boot "$BBK_TMP/boot"; then
       bbk_log "no instructions from $BBK_SERVER: $(cat "$BBK_TMP/wget.err")"
       sleep 5
       continue

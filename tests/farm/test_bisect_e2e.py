@@ -53,6 +53,7 @@ cmdline = "console=ttyS0 panic=-1"
 name = "dead"
 type = "remote"
 power_cycle = "echo the PDU does not answer >&2; exit 1"
+key_file = "{dead_key}"
 retries = 0
 poll = 1
 """
@@ -77,7 +78,11 @@ def farm_master(linux_tree, tmp_path_factory):
     shas = make_history(upstream, work, BRANCH, LAST, {MARKER_AT: "marker", PANIC_AT: "panic"})
     push(work, shas[PREBUILT[0]], BRANCH)
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
-    text = settings_text(str(upstream), [BRANCH], ports, extra=MACHINES, poll=2).replace(
+    dead_key = base / "dead.key"
+    dead_key.write_text("a-test-key-of-the-dead-machine\n")
+    dead_key.chmod(0o600)
+    text = settings_text(str(upstream), [BRANCH], ports, extra=MACHINES.replace("{dead_key}", str(dead_key)),
+                         poll=2).replace(
         'config = "defconfig"\n', f'config = "tinyconfig"\nfragments = ["{CONFIG}"]\n')
     master = Master(base, text)
     worker = Worker(base, "w1", "pw", ports["worker"])

@@ -35,6 +35,7 @@ MACHINE = {
     "name": "vm1", "type": "qemu", "boot_timeout": 60, "test_timeout": 60, "retries": 1, "poll": 1,
     "install_modules": True, "cmdline": "console=ttyS0 panic=5", "soft_reboot": "", "power_cycle": "",
 }
+KEY = "vm1-e2e-machine-key-0123456789"
 MARK_TEST = 'test -f "/lib/modules/$(uname -r)/bbk-marker" && echo "MARK-OK $(uname -r)"'
 
 
@@ -46,10 +47,10 @@ def farm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("farm")
     images = tmp / "images"
     images.mkdir()
-    registry = Registry([MACHINE["name"]], tmp / "farm-state.json")
+    registry = Registry([MACHINE["name"]], tmp / "farm-state.json", keys={"vm1": KEY})
     server = FarmServer(images, registry, poll={"vm1": 1}, initrds={"vm1": s1.ramfs})
     server.start()
-    vm = QemuMachine("vm1", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm")
+    vm = QemuMachine("vm1", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", key=KEY)
     driver = MachineDriver(MACHINE, registry, vm, server.guest_url(), public_base=server.images_url,
                            initrd=server.initrd_file("vm1"))
     ns = type("Farm", (), {})()
@@ -88,10 +89,12 @@ def test_replayed_and_forged_reports_are_refused(farm):
     assert used
     url = f"{farm.server.url}/machines/vm1/report"
     before = farm.registry.get("vm1").refused
-    code, body = _post(url, {"result": "good", "token": used[-1], "uname": farm.s1.release})
+    code, body = _post(url, {"result": "good", "token": used[-1], "uname": farm.s1.release}, key=KEY)
     assert code == 403 and "replayed" in body
-    code, body = _post(url, {"result": "bad", "token": hashlib.sha256(b"x").hexdigest()[:32]})
+    code, body = _post(url, {"result": "bad", "token": hashlib.sha256(b"x").hexdigest()[:32]}, key=KEY)
     assert code == 403 and "forged" in body
+    code, body = _post(url, {"result": "good", "token": used[-1], "uname": farm.s1.release})
+    assert code == 403 and "key" in body  # without the machine key the token is not even looked at
     st = farm.registry.get("vm1")
     assert st.refused == before + 2 and st.last_report["result"] == "bad"  # the real report stands
 

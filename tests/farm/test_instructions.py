@@ -29,6 +29,8 @@ def test_assignment_renders_what_stage1_parses():
     assert cmd[:2] == ["console=ttyS0", "root=/dev/sda2"]
     assert f"bbk.token={a.token}" in cmd and "bbk.machine=skl-1" in cmd and "bbk.stage=2" in cmd
     assert "bbk.server=http://10.0.2.2:8011" in cmd
+    # the machine key is never part of the instructions: stage 1 appends its own bbk.key= when it kexecs
+    assert not [w for w in cmd if w.startswith("bbk.key")]
 
 
 def test_modules_only_when_configured_and_initrd_passed_through():

@@ -27,7 +27,7 @@ def assignment(machine="m1", name="6.1.0-x"):
 @pytest.fixture
 def reg(tmp_path):
     events = []
-    r = Registry(["m1", "m2"], tmp_path / "state.json", clock=Clock())
+    r = Registry(["m1", "m2"], tmp_path / "state.json", clock=Clock(), keys={"m1": "k" * 20})
     r.subscribe("m1", events.append)
     r.events = events
     return r
@@ -125,3 +125,57 @@ def test_polling_is_recent_boot_requests(reg):
     reg.assign(a)
     reg.report("m1", {"result": "kexec", "token": a.token})
     assert reg.is_polling("m1", within=5)  # a machine that reports polls next
+
+
+def test_peek_changes_nothing(reg, tmp_path):
+    assert reg.peek("m1") is None
+    a = assignment()
+    reg.assign(a)
+    before = (tmp_path / "state.json").read_bytes()
+    for _ in range(3):
+        assert reg.peek("m1").token == a.token
+    assert reg.events == [] and reg.get("m1").last_seen == 0 and reg.assignment("m1").phase == "assigned"
+    assert (tmp_path / "state.json").read_bytes() == before
+    reg.boot_request("m1")
+    reg.report("m1", {"result": "kexec", "token": a.token})
+    assert reg.peek("m1") is None and reg.assignment("m1").phase == "kexec"  # no reset from a look
+
+
+def test_refused_reports_do_not_rewrite_the_state_file(reg, tmp_path, caplog):
+    a = assignment()
+    reg.assign(a)
+    path = tmp_path / "state.json"
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    with caplog.at_level("WARNING", logger="buildbot_kernel.farm.registry"):
+        for _ in range(50):
+            assert reg.report("m1", {"result": "bad", "token": "f" * 32}) == (False, "forged token")
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert reg.get("m1").refused == 50
+    assert len([r for r in caplog.records if "refused report" in r.getMessage()]) == 1  # rate-limited
+
+
+def test_keys_are_checked_in_constant_time_and_never_saved(reg, tmp_path):
+    assert reg.authorized("m1", "k" * 20) and reg.authorized("m1", b"k" * 20)
+    assert not reg.authorized("m1", "k" * 19) and not reg.authorized("m1", None)
+    assert not reg.authorized("m2", "") and not reg.authorized("nope", "k" * 20)  # m2 has no key: refused
+    reg.assign(assignment())
+    assert "k" * 20 not in (tmp_path / "state.json").read_text()
+
+
+def test_off_reactor_writer_writes_in_order_and_keeps_the_last_state(tmp_path):
+    from buildbot_kernel.farm.factory import OffReactorWriter
+    from buildbot_kernel.farm.testing import ReactorThread
+
+    w, path = OffReactorWriter(), tmp_path / "state.json"
+
+    def burst():  # as a flood of reports would, all on the reactor thread
+        for i in range(50):
+            w(str(path), json.dumps({"n": i}))
+
+    def burst_then_flush():
+        burst()
+        return w.flush()
+
+    ReactorThread.call(burst_then_flush)
+    assert not w._busy
+    assert json.loads(path.read_text()) == {"n": 49} and oct(path.stat().st_mode & 0o777) == "0o600"

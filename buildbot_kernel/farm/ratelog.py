@@ -1,0 +1,40 @@
+"""A log line per cause and interval, however often the cause repeats.
+
+Refused requests come from outside: a misconfigured machine or a hostile client can repeat one every
+millisecond, and one log line (or one state-file write) each would let them fill the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+
+class RateLimitedLog:
+    """``warning(cause, msg, *args)`` logs at most once per ``interval`` seconds per ``cause`` and says how
+    many were left out in between.  At most ``max_causes`` causes are remembered (a flood of distinct
+    ones cannot grow memory)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_causes: int = 1024):
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.max_causes = max_causes
+        self._last: dict[str, tuple[float, int]] = {}  # cause -> (last logged at, suppressed since)
+
+    def warning(self, cause: str, msg: str, *args) -> bool:
+        """True if the line was logged."""
+        now = self.clock()
+        at, suppressed = self._last.get(cause, (None, 0))
+        if at is not None and now - at < self.interval:
+            self._last[cause] = (at, suppressed + 1)
+            return False
+        if cause not in self._last and len(self._last) >= self.max_causes:
+            self._last.pop(next(iter(self._last)))
+        self._last[cause] = (now, 0)
+        if suppressed:
+            msg += f" ({suppressed} more like it in the last {self.interval:.0f}s not logged)"
+        self.logger.warning(msg, *args)
+        return True
