@@ -30,8 +30,8 @@ from urllib.parse import parse_qs
 from twisted.web import resource, static
 
 from buildbot_kernel.farm import instructions
-from buildbot_kernel.farm.ratelog import RateLimitedLog
 from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class MachinesResource(resource.Resource):
         self.registry = registry
         self.poll = poll if poll is not None else {}  # the factory fills these in after creation
         self.initrds = initrds if initrds is not None else {}
-        self.refusals = RateLimitedLog(log)
+        self.refusals = RateLimitedLog(log.warning)
 
     def render(self, request):
         return _text(request, 404, NO_LISTING)

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 from buildbot_kernel.farm.instructions import Assignment, TokenLedger
 from buildbot_kernel.farm.keys import key_matches
-from buildbot_kernel.farm.ratelog import RateLimitedLog
 from buildbot_kernel.imagetree.atomic import atomic_write
+from buildbot_kernel.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Registry:
         self.clock = clock
         self.keys = dict(keys or {})
         self.writer = writer
-        self.refusals = RateLimitedLog(log)
+        self.refusals = RateLimitedLog(log.warning)
         self.machines: dict[str, MachineState] = {n: MachineState(n) for n in machines}
         self.ledgers: dict[str, TokenLedger] = {n: TokenLedger() for n in machines}
         self._listeners: dict[str, list[Callable[[Event], None]]] = {n: [] for n in machines}

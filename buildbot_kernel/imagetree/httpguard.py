@@ -21,6 +21,8 @@ from twisted.internet import protocol
 from twisted.python import log
 from twisted.web import http, server
 
+from buildbot_kernel.ratelog import RateLimitedLog
+
 HEAD_TIMEOUT = 10.0  # seconds for a whole request to arrive
 STALL_TIMEOUT = 60.0  # seconds a download may go without the client taking a byte
 PER_ADDRESS_LIMIT = 64  # open connections from one client address
@@ -40,24 +42,6 @@ def _response(status: bytes, body: bytes, *extra: bytes) -> bytes:
 _TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"408 the request did not arrive in time\n")
 _BUSY_RESPONSE = _response(b"503 Service Unavailable", b"503 too many connections; try again later\n",
                            b"Retry-After: 10")
-
-
-class ThrottledLog:
-    """One log line per kind of event per ``every`` seconds, saying how many it stands for."""
-
-    def __init__(self, clock, every: float = LOG_EVERY):
-        self.clock = clock
-        self.every = every
-        self.last: dict[str, float] = {}
-        self.pending: dict[str, int] = {}
-
-    def note(self, kind: str, text: str) -> None:
-        self.pending[kind] = self.pending.get(kind, 0) + 1
-        now = self.clock.seconds()
-        if now - self.last.get(kind, float("-inf")) >= self.every:
-            n = self.pending.pop(kind)
-            self.last[kind] = now
-            log.msg(f"image server: {text}" + (f" ({n} times since the last such message)" if n > 1 else ""))
 
 
 class _Busy(protocol.Protocol):
@@ -113,7 +97,7 @@ class GuardedChannel(http.HTTPChannel):
     def _expired(self) -> None:
         self._deadline = None
         if self._heard or self.requests:
-            self.site.throttled.note("deadline", f"closed a connection from {self.address} that did not send a "
+            self.site.throttled.warning("deadline", f"closed a connection from {self.address} that did not send a "
                                                  f"whole request within {self.head_timeout:g} s (408)")
             self.transport.write(_TIMEOUT_RESPONSE)
         self.loseConnection()
@@ -138,12 +122,12 @@ class GuardedSite(server.Site):
         self.total = total
         self.open: dict[str, int] = {}  # client address -> open connections
         self.open_total = 0
-        self.throttled = ThrottledLog(self.reactor)
+        self.throttled = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), LOG_EVERY, self.reactor.seconds)
 
     def buildProtocol(self, addr):
         address = str(getattr(addr, "host", addr))
         if self.open.get(address, 0) >= self.per_address or self.open_total >= self.total:
-            self.throttled.note("busy", f"refused a connection from {address} (503): open connections "
+            self.throttled.warning("busy", f"refused a connection from {address} (503): open connections "
                                         f"{self.open.get(address, 0)} from it, {self.open_total} in all, "
                                         f"limits {self.per_address} and {self.total}")
             return _Busy()

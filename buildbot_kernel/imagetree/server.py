@@ -93,7 +93,7 @@ class FileProducer:
 
     def _stalled(self, site, timeout: float) -> None:
         self._stall = None
-        site.throttled.note("stall", f"cut off a download to {self.request.getClientAddress().host} that took "
+        site.throttled.warning("stall", f"cut off a download to {self.request.getClientAddress().host} that took "
                                      f"nothing for {timeout:g} s")
         self._close()
         transport = getattr(self.request.channel, "transport", None)

@@ -6,7 +6,6 @@ millisecond, and one log line (or one state-file write) each would let them fill
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -14,11 +13,12 @@ from collections.abc import Callable
 class RateLimitedLog:
     """``warning(cause, msg, *args)`` logs at most once per ``interval`` seconds per ``cause`` and says how
     many were left out in between.  At most ``max_causes`` causes are remembered (a flood of distinct
-    ones cannot grow memory)."""
+    ones cannot grow memory).  ``emit`` takes the finished line: a stdlib logger's ``warning`` or
+    Twisted's ``log.msg``, whichever log the caller's admins read."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 max_causes: int = 1024):
-        self.logger = logger
+    def __init__(self, emit: Callable[[str], object], interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic, max_causes: int = 1024):
+        self.emit = emit
         self.interval = interval
         self.clock = clock
         self.max_causes = max_causes
@@ -34,7 +34,8 @@ class RateLimitedLog:
         if cause not in self._last and len(self._last) >= self.max_causes:
             self._last.pop(next(iter(self._last)))
         self._last[cause] = (now, 0)
+        line = msg % args if args else msg
         if suppressed:
-            msg += f" ({suppressed} more like it in the last {self.interval:.0f}s not logged)"
-        self.logger.warning(msg, *args)
+            line += f" ({suppressed} more like it in the last {self.interval:.0f}s not logged)"
+        self.emit(line)
         return True
