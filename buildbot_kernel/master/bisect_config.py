@@ -19,12 +19,11 @@
 from __future__ import annotations
 
 from buildbot.plugins import schedulers, util
-from buildbot.util import safeTranslate
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
 from buildbot_kernel.farm.driver import lock_name
-from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
+from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
 from buildbot_kernel.util import identifier
@@ -102,11 +101,14 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         state_dir=state_dir, images_root=images_root, base_url=settings.images["base_url"],
         build_schedulers={b: build_scheduler_name(b) for _, b in targets},
         test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers))
+    branch_builders = {bc.name: bc for bc in c["builders"]}
     for t, b in targets:
         name = bisect_builder_name(b)
+        # the branch builder's lock objects themselves: Buildbot refuses two locks of one name
         c["builders"].append(util.BuilderConfig(
             name=name, workernames=list(build_workers), factory=kernel_build_factory(settings, t),
-            workerbuilddir=safeTranslate(b), locks=[tree_lock(b)], tags=["bisect", t.repository],
+            workerbuilddir=branch_builders[b].workerbuilddir, locks=list(branch_builders[b].locks),
+            tags=["bisect", t.repository],
             description=f"{t.repository} {t.branch}: commits a bisect builds on demand (in {b}'s work tree)"))
         # the trigger marks the builds on_demand (steps/bisect.py); no ForceScheduler: only bisects start them
         c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[name]))
