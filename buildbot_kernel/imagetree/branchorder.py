@@ -142,19 +142,26 @@ def is_on_demand(img: Image) -> bool:
 def branch_order(images: Iterable[Image], state: BranchState | None) -> list[Image]:
     """One branch's images, first to last: the head's image(s), then the images on the head's history in
     history order, then the rest (not on the history, or the history unknown) newest commit first.
-    Ties (one commit, several build configs or rebuilds) go newest build first."""
-    by_date = sorted(images, key=lambda i: (i.sort_key[1], i.sort_key[0], i.name), reverse=True)
+    Ties (one commit, several build configs or rebuilds) keep the order given: the scan's, newest
+    build first.  Linear but for the sorts, so 10,000 images cost milliseconds."""
     if state is None:
-        return by_date
-    rank, head, off = state.rank, state.head, len(state.rank) + 1
-
-    def key(img: Image) -> tuple[int, int]:
-        sha = _sha(img)
+        return _by_commit_date(images)
+    rank, head = state.rank, state.head
+    first, ranked, rest = [], [], []
+    for img in images:
+        sha = img.metadata.get("sha", "")
         if sha == head:
-            return (0, 0)
-        r = rank.get(sha)
-        return (1, r) if r is not None else (2, off)
-    return sorted(by_date, key=key)  # stable: the date order stays within equal keys
+            first.append(img)
+        elif sha in rank:
+            ranked.append((rank[sha], img))
+        else:
+            rest.append(img)
+    ranked.sort(key=lambda pair: pair[0])  # stable: ties keep the given order
+    return first + [img for _, img in ranked] + _by_commit_date(rest)
+
+
+def _by_commit_date(images: Iterable[Image]) -> list[Image]:
+    return sorted(images, key=lambda i: (i.sort_key[1], i.sort_key[0], i.name), reverse=True)
 
 
 def pick_latest(ordered: Sequence[Image], state: BranchState | None) -> Image | None:
@@ -172,7 +179,3 @@ def pick_latest(ordered: Sequence[Image], state: BranchState | None) -> Image | 
             continue
         return img
     return None
-
-
-def is_head(img: Image, state: BranchState | None) -> bool:
-    return state is not None and _sha(img) == state.head

@@ -195,15 +195,18 @@ class TreeIndex:
             branches = self.ordered(images)
             generated = now_iso()
             rows: dict[str, list[tuple[dict, str, str]]] = {}
+            signatures: dict[str, tuple] = {}
             for b, (state, ordered, _latest) in branches.items():
-                rows[b] = [self._as_head(encoded[i.path]) if branchorder.is_head(i, state) else encoded[i.path]
-                           for i in ordered]
+                head = state.head if state else None
+                rows[b] = [self._as_head(encoded[i.path]) if head and i.metadata["sha"] == head
+                           else encoded[i.path] for i in ordered]
+                signatures[b] = (state.version if state else None, tuple((i.path, i.version) for i in ordered))
             # branch files first: whoever sees the new root index.json finds the branch files current
             for b in _branch_dirs(self.root) | branches.keys():
                 state, ordered, latest = branches.get(b, (None, [], None))
-                self._write_branch(b, ordered, rows.get(b, []), state, latest, generated, result)
-            signature = tuple((b, st.version if st else None, tuple((i.path, i.version) for i in ordered))
-                              for b, (st, ordered, _latest) in branches.items())
+                self._write_branch(b, ordered, rows.get(b, []), signatures.get(b, (None, ())), latest,
+                                   generated, result)
+            signature = tuple(signatures.items())
             all_rows = [e for b in branches for e in rows[b]]
             result.images = [e[0] for e in all_rows]
             if self._changed(INDEX_JSON, signature) or self._changed(INDEX_HTML, signature):
@@ -240,10 +243,8 @@ class TreeIndex:
             problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
         return problems
 
-    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]],
-                      state: branchorder.BranchState | None, latest: Image | None, generated: str,
-                      result: Result) -> None:
-        signature = (state.version if state else None, tuple((i.path, i.version) for i in images))
+    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], signature: tuple,
+                      latest: Image | None, generated: str, result: Result) -> None:
         rel_json, rel_html, rel_latest = f"{b}/{INDEX_JSON}", f"{b}/{INDEX_HTML}", f"{b}/{LATEST}"
         if not (self._changed(rel_json, signature) or self._changed(rel_html, signature)
                 or (latest is not None and self._changed(rel_latest, signature))):
