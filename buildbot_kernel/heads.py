@@ -103,9 +103,12 @@ def record_head(target: BuildTarget, head: str | None = None) -> branchorder.Bra
     recorded before stays too (it is still the order of those commits).  Returns what was written."""
     root = Path(target.images_root)
     path = root / branchorder.HEADS_FILE
+    head = head or remote_head(target)  # before the lock: the remote may take a while to answer
+    if not branchorder.is_sha(head):  # what a remote answers is checked like any input
+        head = None
     with gitrepo.path_lock(path):
         before = branchorder.HeadsFile(root).load().get(safe_branch(target.branch))
-        head = head or remote_head(target) or (before.head if before else None)
+        head = head or (before.head if before else None)
         if head is None:
             return None
         shas = branch_image_shas(target) | {head}

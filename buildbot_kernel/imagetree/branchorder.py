@@ -34,6 +34,11 @@ MAX_HISTORY = 100_000  # more image commits than any tree keeps; a longer list i
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
+def is_sha(text: object) -> bool:
+    """A full lowercase commit id (SHA-1 or SHA-256), as git prints it."""
+    return isinstance(text, str) and bool(_SHA.match(text))
+
+
 @dataclass(frozen=True)
 class BranchState:
     branch: str

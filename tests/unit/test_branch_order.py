@@ -187,3 +187,11 @@ def test_retention_keeps_the_head_after_a_bisect_built_older_commits(setup, hist
     kept = [e["name"] for e in branch_index(tree)]
     assert kept == [head_name, bisect[2]] and latest(tree) == head_name
     assert not (tree / "main" / bisect[0]).exists()
+
+
+def test_a_head_that_is_not_a_commit_id_is_not_recorded(setup, history):
+    tree, target = setup
+    heads.record_head(target, history.shas[40])
+    assert heads.record_head(target, "HEAD~3" + "0" * 34).head == history.shas[40]  # the recorded one stays
+    state = branchorder.HeadsFile(tree).load()["main"]
+    assert state.head == history.shas[40]
