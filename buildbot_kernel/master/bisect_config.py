@@ -108,7 +108,7 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         c["builders"].append(util.BuilderConfig(
             name=name, workernames=list(build_workers), factory=kernel_build_factory(settings, t),
             workerbuilddir=branch_builders[b].workerbuilddir, locks=list(branch_builders[b].locks),
-            tags=["bisect", t.repository],
+            tags=["bisect"],  # not the repository's or the branch's tag: filtering by those shows branch builds only
             description=f"{t.repository} {t.branch}: commits a bisect builds on demand (in {b}'s work tree)"))
         # the trigger marks the builds on_demand (steps/bisect.py); no ForceScheduler: only bisects start them
         c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[name]))
