@@ -195,3 +195,26 @@ def test_a_head_that_is_not_a_commit_id_is_not_recorded(setup, history):
     assert heads.record_head(target, "HEAD~3" + "0" * 34).head == history.shas[40]  # the recorded one stays
     state = branchorder.HeadsFile(tree).load()["main"]
     assert state.head == history.shas[40]
+
+
+def test_only_a_true_on_demand_counts_and_pages_show_the_marks(setup, history):
+    """``on_demand`` is what the publish step writes (a JSON true); a hand-written "yes" is not."""
+    tree, target = setup
+    head = len(history) - 1
+    head_name = add_image(tree, history.shas[head], commit_hours=9, build_hours=1)
+    odd = add_image(tree, history.shas[40], commit_hours=5, build_hours=5)
+    meta_path = tree / "main" / odd / "metadata.json"
+    fields = json.loads(meta_path.read_text())
+    fields["on_demand"] = "yes"
+    for n in ("metadata.json", "SHA256SUMS"):
+        (tree / "main" / odd / n).unlink()
+    write_manifest(tree / "main" / odd, fields)
+    bisect = add_image(tree, history.shas[30], commit_hours=3, build_hours=3, on_demand=True)
+    heads.record_head(target)
+    TreeIndex(tree, BASE).regenerate()
+    marks = {e["name"]: (e["head"], e["on_demand"]) for e in branch_index(tree)}
+    assert marks == {head_name: (True, False), odd: (False, False), bisect: (False, True)}
+    page = (tree / "main" / "index.html").read_text()
+    row = {n: page[page.index(f'<tr id="{n}">'):].split("</tr>")[0] for n in marks}
+    assert 'class="head"' in row[head_name] and 'class="on-demand"' in row[bisect]
+    assert 'class="head"' not in row[odd] + row[bisect] and 'class="on-demand"' not in row[odd] + row[head_name]
