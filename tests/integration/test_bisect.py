@@ -158,6 +158,11 @@ def test_on_demand_builds_change_neither_latest_nor_the_branch_builder(farm):
         order = [shas.index(e["sha"]) for e in entries]
         assert order == sorted(order, reverse=True), order
         assert {e["sha"] for e in entries if e["on_demand"]} == built
+    # no (sha, build config) was built twice, across the two builders
+    published = [s["state_string"] for b in branch_builds + master.builds(bisect_builder)
+                 for s in master.steps(b["buildid"]) if s["name"] == "publish" and s["results"] == SUCCESS]
+    published = [text for text in published if text.startswith("published ")]
+    assert len(published) == len(set(published)) == len(meta), published
     # one kernel work tree per branch on the worker: the bisect builder shares the branch builder's
     assert not (worker.dir / bisect_builder).exists() and (worker.dir / BRANCH / "work").is_dir()
 
