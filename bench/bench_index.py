@@ -7,6 +7,8 @@ Generates the tree once under .cache/bench-index-<N>/ (reused by later runs), th
   warm  - the regeneration after one more image is published (what the master does after each build);
   idle  - a regeneration with nothing changed (what a spurious watchdog event costs);
   lookup - ShaLookup.find over index.json with full shas and 7-digit prefixes (mean per lookup).
+Every branch has a recorded head and history order (.state/heads.json, as the master writes it), so
+the regenerations include ordering each branch by its history and marking its head.
 Usage: python bench/bench_index.py [--images 10000] [--branches 10] [--tree DIR]
 """
 
@@ -23,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from buildbot_kernel.imagetree import branchorder  # noqa: E402
 from buildbot_kernel.imagetree.index import CACHE, TreeIndex  # noqa: E402
 from buildbot_kernel.imagetree.lookup import ShaLookup  # noqa: E402
-from buildbot_kernel.imagetree.testing import make_image  # noqa: E402
+from buildbot_kernel.imagetree.testing import fake_sha, make_image  # noqa: E402
 
 
 def build_tree(root: Path, images: int, branches: int) -> None:
@@ -40,6 +43,13 @@ def build_tree(root: Path, images: int, branches: int) -> None:
     marker.parent.mkdir(exist_ok=True)
     marker.write_text(str(images))
     print(f"generated {images} images in {time.perf_counter() - t:.1f} s under {root}")
+
+
+def record_heads(root: Path, images: int, branches: int) -> None:
+    """Each branch's head = its newest fixture commit, its history = all its commits, newest first."""
+    for b in range(branches):
+        history = [fake_sha(f"branch-{b}-{i}") for i in reversed(range(b, images, branches))]
+        branchorder.update(root, f"branch-{b}", branchorder.make_state(f"branch-{b}", history[0], history))
 
 
 def timed(fn):
@@ -63,6 +73,7 @@ def main() -> int:
         if d.is_dir() and (d / ".bench-extra").exists():
             shutil.rmtree(d)
 
+    record_heads(root, args.images, args.branches)
     cache = root / CACHE
     if cache.exists():
         cache.unlink()

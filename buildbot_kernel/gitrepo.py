@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +235,31 @@ class Repo:
 
     def subject(self, sha: str) -> str:
         return self.commit_info(sha).subject
+
+    def history_order(self, head: str, shas: Iterable[str]) -> list[str] | None:
+        """Those of ``shas`` that are in ``head``'s history, newest first (``git rev-list --topo-order``),
+        or None when ``head`` is not a commit of this repository (not fetched yet).
+
+        The walk is streamed and stops once every sha was seen: images are of recent commits, so a
+        kernel-sized history is rarely walked to its root (with a commit-graph, git streams at once)."""
+        if self.resolve(head) != head:
+            return None
+        wanted = {s for s in shas if s}
+        found: list[str] = []
+        cmd = [PolicyGit.GIT_PYTHON_GIT_EXECUTABLE or "git", "-C", str(self.path), "rev-list", "--topo-order",
+               "--end-of-options", refuse_option(head), "--"]
+        proc = PolicyGit().execute(cmd, as_process=True)
+        try:
+            for line in proc.proc.stdout:
+                sha = line.strip().decode("ascii", "replace")
+                if sha in wanted:
+                    found.append(sha)
+                    if len(found) == len(wanted):
+                        break
+        finally:
+            proc.proc.kill()
+            proc.proc.wait()
+        return found
 
 
 def ls_remote(url: str, refs: Sequence[str] = (), timeout: float = 300) -> str:

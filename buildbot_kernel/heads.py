@@ -3,14 +3,25 @@
 Buildbot's GitPoller makes no change on its first poll, so a fresh master would never build the heads
 that exist when it starts.  The heads builder asks the remote (``git ls-remote``) and builds every head
 that has neither a published image nor a recorded failure for the branch's build config.
+
+It also keeps ``<images>/.state/heads.json`` current (:func:`record_head`): the branch heads and the
+history order of their images, which the index uses for its order, ``head`` and ``latest``
+(docs/index-format.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
+from buildbot_kernel import gitrepo
+from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.ledger import BuildLedger
+from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.target import BuildTarget
+
+log = logging.getLogger(__name__)
 
 
 def parse_ls_remote(output: str) -> dict[str, str]:
@@ -50,3 +61,68 @@ def needs_build(target: BuildTarget, sha: str) -> str | None:
 
 def missing_branches(targets: list[BuildTarget], heads: dict[str, str]) -> list[str]:
     return [t.branch for t in targets if t.branch not in heads]
+
+
+# ---- the branch's head and the order of its images (heads.json, read by the index) ---------------
+
+
+def branch_image_shas(target: BuildTarget) -> set[str]:
+    """Commits of every image in the branch's directory (any build config: they share one order)."""
+    shas = set()
+    for meta in target.branch_dir.glob("*/metadata.json") if target.branch_dir.is_dir() else ():
+        try:
+            sha = json.loads(meta.read_text()).get("sha")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(sha, str):
+            shas.add(sha)
+    return shas
+
+
+def remote_head(target: BuildTarget, timeout: float = 60) -> str | None:
+    """The branch's head as the remote says now, or None when it cannot be asked."""
+    try:
+        out = gitrepo.ls_remote(target.url, [f"refs/heads/{target.branch}"], timeout=timeout)
+    except gitrepo.GitError as e:
+        log.warning("cannot ask %s for the head of %s: %s", target.url, target.branch, e.reason)
+        return None
+    return parse_ls_remote(out).get(target.branch)
+
+
+def local_repositories(target: BuildTarget) -> list[Path]:
+    """Repositories on the master that may hold the branch's history: the poller's, the bisect mirror."""
+    from buildbot_kernel.bisect.mirror import mirror_path  # the bisect package imports the engine
+
+    return [target.poller_dir, mirror_path(target.state_dir, target.repository)]
+
+
+def record_head(target: BuildTarget, head: str | None = None) -> branchorder.BranchState | None:
+    """Write the branch's head and its images' history order into ``<root>/.state/heads.json``
+    (blocking: git).  ``head`` from the caller's ``ls-remote``, else asked now; when the remote cannot
+    be asked, the head recorded before stays.  When no local repository has the head yet, the order
+    recorded before stays too (it is still the order of those commits).  Returns what was written."""
+    root = Path(target.images_root)
+    path = root / branchorder.HEADS_FILE
+    head = head or remote_head(target)  # before the lock: the remote may take a while to answer
+    if not branchorder.is_sha(head):  # what a remote answers is checked like any input
+        head = None
+    with gitrepo.path_lock(path):
+        before = branchorder.HeadsFile(root).load().get(safe_branch(target.branch))
+        head = head or (before.head if before else None)
+        if head is None:
+            return None
+        shas = branch_image_shas(target) | {head}
+        history = None
+        for repo in local_repositories(target):
+            if gitrepo.Repo(repo).is_repository():
+                try:
+                    history = gitrepo.Repo(repo).history_order(head, shas)
+                except gitrepo.GitError as e:
+                    log.warning("cannot walk the history of %s in %s: %s", target.branch, repo, e.reason)
+                if history is not None:
+                    break
+        if history is None and before is not None:
+            history = before.history
+        state = branchorder.make_state(target.branch, head, history)
+        branchorder.update(root, safe_branch(target.branch), state)
+        return state

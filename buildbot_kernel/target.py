@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildbot_kernel.naming import safe_branch
+from buildbot_kernel.util import identifier
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ class BuildTarget:
     @property
     def ledger_path(self) -> Path:
         return Path(self.state_dir) / "ledger.jsonl"
+
+    @property
+    def poller_dir(self) -> Path:
+        """The GitPoller's bare repository of this target's repository (it fetches the branches there)."""
+        return poller_dir(self.state_dir, self.repository)
+
+
+def poller_dir(state_dir: str, repository: str) -> Path:
+    return Path(state_dir) / "gitpoller" / identifier(repository)
 
 
 def builder_name(target_repo: str, branch: str, unique_branch: bool) -> str:

@@ -6,7 +6,7 @@ resolve as on the remote. A bare ``--mirror`` clone: no work tree to keep in ste
 remote, refs pruned on fetch.
 
 **One copy of the history per host.** The mirror holds the objects; the other repositories on the host
-borrow them through git alternates: Buildbot's change poller (:func:`poller_path`, deduplicated by
+borrow them through git alternates: Buildbot's change poller (:func:`buildbot_kernel.target.poller_dir`, deduplicated by
 :func:`share_store` after each fetch) and, through each worker's own store, the workers' checkouts
 (master/factory.py: the Git step's ``reference``). The direction matters. Borrowing is only safe from
 a repository that never deletes an object, because a borrower's commits may live only in the lender.
@@ -28,19 +28,13 @@ from pathlib import Path
 
 from buildbot_kernel import gitrepo
 from buildbot_kernel.bisect.engine import BisectInputError
-from buildbot_kernel.util import identifier
+from buildbot_kernel.target import poller_dir
 
 MIRRORS = "bisect-mirrors"
-POLLERS = "gitpoller"
 
 
 def mirror_path(state_dir: str | os.PathLike, repository: str) -> Path:
     return Path(state_dir) / MIRRORS / (re.sub(r"[^A-Za-z0-9_.-]", "_", repository) + ".git")
-
-
-def poller_path(state_dir: str | os.PathLike, repository: str) -> Path:
-    """Buildbot's GitPoller work directory for ``repository`` (a bare repository it creates)."""
-    return Path(state_dir) / POLLERS / identifier(repository)
 
 
 def update_mirror(state_dir: str | os.PathLike, repository: str, url: str,
@@ -52,7 +46,7 @@ def update_mirror(state_dir: str | os.PathLike, repository: str, url: str,
     try:
         return gitrepo.update_mirror(mirror_path(state_dir, repository), url, progress, timeout,
                                      then=lambda _: share_store(state_dir, repository, progress),
-                                     seed=poller_path(state_dir, repository))
+                                     seed=poller_dir(state_dir, repository))
     except gitrepo.GitError as e:
         raise BisectInputError("target", f"cannot fetch {url}: {e.reason}") from None
 
@@ -61,7 +55,7 @@ def share_store(state_dir: str | os.PathLike, repository: str, progress: gitrepo
     """Let the poller's repository borrow the mirror's objects and drop its own copies (once); True when
     done now. A failure only costs disk space: it is reported, never raised."""
     report = progress or (lambda line: None)
-    poller, store = poller_path(state_dir, repository), mirror_path(state_dir, repository)
+    poller, store = poller_dir(state_dir, repository), mirror_path(state_dir, repository)
     if not (poller / "HEAD").is_file() or not (store / "HEAD").is_file():
         return False
     try:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.imagetree.scan import Image, TreeScanner
@@ -33,7 +34,7 @@ INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: entries carry "head" and "on_demand"
 
 
 def templates_dir() -> Path:
@@ -79,6 +80,8 @@ def index_entry(image: Image, base_url: str) -> dict:
     entry["repository_url"] = entry.pop("url", "")
     entry["url"] = image_url(base_url, image)
     entry["path"] = image.path
+    entry["on_demand"] = branchorder.is_on_demand(image)
+    entry["head"] = False  # set per regeneration from the heads state (branchorder)
     return entry
 
 
@@ -116,11 +119,12 @@ class TreeIndex:
         self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
         self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
         self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
+        self.heads = branchorder.HeadsFile(self.root)
 
-    def _entries(self, images: list[Image], result: Result) -> list[tuple[dict, str, str]]:
-        """(entry, its JSON, its HTML row) per image, each encoded once per image version (when the
+    def _entries(self, images: list[Image], result: Result) -> dict[str, tuple[dict, str, str]]:
+        """(entry, its JSON, its HTML row) by image path, each encoded once per image version (when the
         image's modes are fixed too)."""
-        out = []
+        out = {}
         fresh = {}
         row = self.env.get_template("_image_row.html.j2")
         for img in images:
@@ -131,9 +135,15 @@ class TreeIndex:
                 cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
                           row.render(i=entry))
             fresh[img.path] = cached
-            out.append(cached[1:])
+            out[img.path] = cached[1:]
         self._encoded = fresh
         return out
+
+    def _as_head(self, encoded: tuple[dict, str, str]) -> tuple[dict, str, str]:
+        """A head image's entry: re-encoded each time (one or two per branch)."""
+        entry = {**encoded[0], "head": True}
+        return (entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
+                self.env.get_template("_image_row.html.j2").render(i=entry))
 
     def save_cache(self) -> None:
         """Write what this process parsed and rendered to ``.state/index-cache.json``, so the next
@@ -182,27 +192,48 @@ class TreeIndex:
             images = [i for i in self.scanner.scan() if i.path not in exclude]
             result = Result([], skipped=dict(self.scanner.skipped))
             encoded = self._entries(images, result)
-            result.images = [e[0] for e in encoded]
+            branches = self.ordered(images)
             generated = now_iso()
-            signature = tuple((i.path, i.version) for i in images)
-            by_branch: dict[str, list[int]] = {}
-            for k, img in enumerate(images):
-                by_branch.setdefault(img.branch_dir, []).append(k)
+            rows: dict[str, list[tuple[dict, str, str]]] = {}
+            signatures: dict[str, tuple] = {}
+            for b, (state, ordered, _latest) in branches.items():
+                head = state.head if state else None
+                rows[b] = [self._as_head(encoded[i.path]) if head and i.metadata["sha"] == head
+                           else encoded[i.path] for i in ordered]
+                signatures[b] = (state.version if state else None, tuple((i.path, i.version) for i in ordered))
             # branch files first: whoever sees the new root index.json finds the branch files current
-            for b in _branch_dirs(self.root) | by_branch.keys():
-                ks = by_branch.get(b, [])
-                self._write_branch(b, [images[k] for k in ks], [encoded[k] for k in ks], generated, result)
+            for b in _branch_dirs(self.root) | branches.keys():
+                state, ordered, latest = branches.get(b, (None, [], None))
+                self._write_branch(b, ordered, rows.get(b, []), signatures.get(b, (None, ())), latest,
+                                   generated, result)
+            signature = tuple(signatures.items())
+            all_rows = [e for b in branches for e in rows[b]]
+            result.images = [e[0] for e in all_rows]
             if self._changed(INDEX_JSON, signature) or self._changed(INDEX_HTML, signature):
-                branches = [{"dir": b, "name": images[ks[0]].metadata["branch"], "count": len(ks),
-                             "rows": _rows([encoded[k] for k in ks])} for b, ks in by_branch.items()]
+                groups = [{"dir": b, "name": ordered[0].metadata["branch"], "count": len(ordered),
+                           "rows": _rows(rows[b])} for b, (_st, ordered, _latest) in branches.items()]
                 html = self.env.get_template("index.html.j2").render(
-                    generated=generated, branches=branches, count=len(images), branch_dir=None)
+                    generated=generated, branches=groups, count=len(images), branch_dir=None)
                 self._write(INDEX_HTML, html, signature, result)
-                self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in encoded]), signature, result)
-            result.mode_problems += self._fix_generated(by_branch.keys())
+                self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in all_rows]), signature, result)
+            result.mode_problems += self._fix_generated(branches.keys())
             for problem in result.mode_problems:
                 log.warning("permission contract: %s", problem)
             return result
+
+    def ordered(self, images: list[Image]) -> dict[str, tuple]:
+        """{branch dir: (heads state or None, its images first to last, the image ``latest`` names)},
+        branches with the newest first image (by commit date) first: the order of the root index."""
+        states = self.heads.load()
+        by_branch: dict[str, list[Image]] = {}
+        for img in images:
+            by_branch.setdefault(img.branch_dir, []).append(img)
+        out = {}
+        for b, imgs in by_branch.items():
+            state = states.get(b)
+            ordered = branchorder.branch_order(imgs, state)
+            out[b] = (state, ordered, branchorder.pick_latest(ordered, state))
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1][1][0].sort_key[1], kv[0])))
 
     def _fix_generated(self, branch_dirs) -> list[str]:
         """The root, the branch directories and the generated files (unchanged ones too: an admin's chmod
@@ -212,21 +243,20 @@ class TreeIndex:
             problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
         return problems
 
-    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], generated: str,
-                      result: Result) -> None:
-        signature = tuple((i.path, i.version) for i in images)
+    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], signature: tuple,
+                      latest: Image | None, generated: str, result: Result) -> None:
         rel_json, rel_html, rel_latest = f"{b}/{INDEX_JSON}", f"{b}/{INDEX_HTML}", f"{b}/{LATEST}"
         if not (self._changed(rel_json, signature) or self._changed(rel_html, signature)
-                or (images and self._changed(rel_latest, signature))):
+                or (latest is not None and self._changed(rel_latest, signature))):
             return
         branch = images[0].metadata["branch"] if images else b
         self._write(rel_json, _json_doc(generated, [e[1] for e in encoded], branch=branch), signature, result)
         html = self.env.get_template("branch-index.html.j2").render(
             generated=generated, branch=branch, branch_dir=b, count=len(images), rows=_rows(encoded))
         self._write(rel_html, html, signature, result)
-        if images:
-            self._write(rel_latest, images[0].name + "\n", signature, result)
-        else:
+        if latest is not None:
+            self._write(rel_latest, latest.name + "\n", signature, result)
+        else:  # no image, or only images built for a bisect: nothing a lab should boot as "latest"
             try:
                 (self.root / rel_latest).unlink()
                 result.written.append(rel_latest)

@@ -3,7 +3,8 @@
 The policy is a pure function over the scan's images so it can be tested (and explained) without a
 filesystem.  Rules, in order:
   1. a pinned image (a running bisect uses it) is never deleted, whatever the limits say;
-  2. ``keep_per_branch`` K > 0: each branch keeps its K newest images (pinned ones are kept on top);
+  2. ``keep_per_branch`` K > 0: each branch keeps its K newest images (pinned ones are kept on top),
+     newest in the branch's order (its history, as the index lists it) when the caller gives it;
   3. ``max_bytes`` B > 0: while the tree is over B, the oldest image of the whole tree goes, except a
      branch's newest image (its ``latest``), so a budget never empties a branch.  If pins and latest
      images alone exceed B, the plan says so (``over_budget``) instead of breaking a bisect.
@@ -36,9 +37,10 @@ class Plan:
 
 
 def plan(images: Iterable[Image], keep_per_branch: int = 0, max_bytes: int = 0,
-         pinned: Iterable[str] = ()) -> Plan:
+         pinned: Iterable[str] = (), ranks: dict[str, int] | None = None, keep: Iterable[str] = ()) -> Plan:
     """What to delete.  ``images`` newest first (as the scan returns them); ``pinned`` holds image names
-    or ``branch/name/`` paths."""
+    or ``branch/name/`` paths.  ``ranks``: each image path's place in its branch's order (0 = first; by
+    default the build date order); ``keep``: paths never deleted for the budget (the ``latest`` images)."""
     if keep_per_branch < 0 or max_bytes < 0:
         raise ValueError("keep_per_branch and max_bytes must be >= 0 (0 = no limit)")
     images = sorted(images, key=lambda i: i.sort_key, reverse=True)
@@ -49,6 +51,9 @@ def plan(images: Iterable[Image], keep_per_branch: int = 0, max_bytes: int = 0,
     for img in images:
         rank[img.path] = seen.get(img.branch_dir, 0)
         seen[img.branch_dir] = rank[img.path] + 1
+    if ranks is not None:
+        rank.update((path, r) for path, r in ranks.items() if path in rank)
+    keep = set(keep)
     doomed = {i.path for i in images
               if keep_per_branch and rank[i.path] >= keep_per_branch and not is_pinned[i.path]}
     kept = [i for i in images if i.path not in doomed]
@@ -58,7 +63,7 @@ def plan(images: Iterable[Image], keep_per_branch: int = 0, max_bytes: int = 0,
         for img in reversed(kept):  # oldest first
             if total <= max_bytes:
                 break
-            if is_pinned[img.path] or rank[img.path] == 0:
+            if is_pinned[img.path] or rank[img.path] == 0 or img.path in keep:
                 continue
             doomed.add(img.path)
             total -= img.size

@@ -44,10 +44,10 @@ class Image:
     sort_key: tuple = field(repr=False)  # newest first when sorted in reverse
     size: int = 0  # bytes of all listed files
     version: tuple = ()  # stat of both manifests: changes whenever the image is rewritten
+    path: str = field(init=False, repr=False)  # "<branch dir>/<name>/": a key read many times per index
 
-    @property
-    def path(self) -> str:
-        return f"{self.branch_dir}/{self.name}/"
+    def __post_init__(self):
+        self.path = f"{self.branch_dir}/{self.name}/"
 
 
 @dataclass

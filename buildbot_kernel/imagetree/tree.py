@@ -75,7 +75,12 @@ class ImageTree:
         """Delete what the policy says; the index is rewritten without them before they disappear."""
         with self.index.lock:
             images = self.index.scanner.scan()
-            p = retention.plan(images, self.keep_per_branch, self.max_bytes, self.pins())
+            # the branch's order (its history) and its latest, as the index shows them: after a bisect
+            # built old commits, those are the old ones, not the head's image
+            branches = self.index.ordered(images)
+            ranks = {i.path: k for _s, ordered, _l in branches.values() for k, i in enumerate(ordered)}
+            latest = {lt.path for _s, _o, lt in branches.values() if lt is not None}
+            p = retention.plan(images, self.keep_per_branch, self.max_bytes, self.pins(), ranks=ranks, keep=latest)
             if p.delete:
                 self.index.regenerate(exclude={i.path for i in p.delete})
                 trashed = [retention.move_to_trash(self.root, i.path) for i in p.delete]

@@ -2,8 +2,12 @@
 
 ``add_bisect`` adds to a BuildmasterConfig dict made by ``make_config``:
 
-* a Triggerable scheduler per branch builder (``bisect-build-<builder>``), through which on-demand and
-  ahead builds go, so their images are published in the tree like any other;
+* a builder per branch builder for the bisects' on-demand and ahead builds (``bisect-build-<builder>``,
+  tagged ``bisect``), with a Triggerable scheduler of the same name: the same build steps, the same work
+  directory on the worker and the same tree lock as the branch builder (one kernel checkout per branch,
+  never two builds in it at once), but its own status, so a branch builder's colour, console row and
+  grid cell only ever mean the branch's own builds.  Their images are published in the tree like any
+  other, marked ``on_demand`` (docs/index-format.md): never a branch's ``latest`` unless the head's;
 * the "bisect-test" builder on the build workers (the local-command tester) and its Triggerable;
 * the "bisect" builder, with its ForceScheduler form, also reachable as
   ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).  A worker runs one build of a builder at a
@@ -19,6 +23,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, NamedTest, Target
 from buildbot_kernel.farm.driver import lock_name
+from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
 from buildbot_kernel.util import identifier
@@ -35,6 +40,11 @@ def bisect_worker_names(machines: int) -> list[str]:
 
 def build_scheduler_name(builder: str) -> str:
     return identifier(f"bisect-build-{builder}")
+
+
+def bisect_builder_name(builder: str) -> str:
+    """The builder of a branch builder's bisect builds."""
+    return f"bisect-build-{builder}"
 
 
 def machine_locks(tester) -> list:
@@ -96,8 +106,17 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers),
         tests=[NamedTest(t["name"], t["command"], t["mode"], t["timeout"]) for t in settings.tests],
         auth=settings.auth)
-    for _, b in targets:
-        c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[b]))
+    branch_builders = {bc.name: bc for bc in c["builders"]}
+    for t, b in targets:
+        name = bisect_builder_name(b)
+        # the branch builder's lock objects themselves: Buildbot refuses two locks of one name
+        c["builders"].append(util.BuilderConfig(
+            name=name, workernames=list(build_workers), factory=kernel_build_factory(settings, t),
+            workerbuilddir=branch_builders[b].workerbuilddir, locks=list(branch_builders[b].locks),
+            tags=["bisect"],  # not the repository's or the branch's tag: filtering by those shows branch builds only
+            description=f"{t.repository} {t.branch}: commits a bisect builds on demand (in {b}'s work tree)"))
+        # the trigger marks the builds on_demand (steps/bisect.py); no ForceScheduler: only bisects start them
+        c["schedulers"].append(schedulers.Triggerable(name=build_scheduler_name(b), builderNames=[name]))
     c["schedulers"].append(schedulers.Triggerable(name=TEST_SCHEDULER, builderNames=[TEST_BUILDER]))
     c["builders"].append(util.BuilderConfig(
         name=TEST_BUILDER, workernames=list(build_workers), factory=bisect_test_factory(), tags=["bisect"],

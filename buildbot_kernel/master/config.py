@@ -11,20 +11,19 @@ from buildbot.plugins import changes, schedulers, util, worker
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
-from buildbot_kernel.bisect.mirror import poller_path
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
-from buildbot_kernel.master.factory import kernel_build_factory
+from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.steps.heads import ReconcileHeads
 from buildbot_kernel.steps.store import UpdateStore
-from buildbot_kernel.target import BuildTarget, builder_name
+from buildbot_kernel.target import BuildTarget, builder_name, poller_dir
 from buildbot_kernel.util import identifier
 
 CONTROL_WORKER = "master-local"  # in-process worker for orchestration builders (heads, bisect)
@@ -94,7 +93,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
     for r in s.repositories:
         c["change_source"].append(changes.GitPoller(
             repourl=r["url"], branches=list(r["branches"]), pollInterval=r["poll_interval"],
-            workdir=str(poller_path(state_dir, r["name"])), project=r["name"],
+            workdir=str(poller_dir(state_dir, r["name"])), project=r["name"],
             buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
 
     maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
@@ -125,7 +124,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             c["builders"].append(util.BuilderConfig(
                 name=bname, workernames=build_workers, factory=kernel_build_factory(s, t),
                 tags=[t.repository, safe_branch(t.branch)],
-                locks=[util.MasterLock(f"tree-{bname}").access("exclusive")],
+                locks=[tree_lock(bname)],
                 description=f"{t.repository} {t.branch} -> images/{safe_branch(t.branch)}/ "
                             f"(build config {t.build_name})"))
         heads_steps += [UpdateStore(r["name"], r["url"], state_dir), ReconcileHeads(r["url"], repo_targets)]

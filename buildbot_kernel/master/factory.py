@@ -15,6 +15,12 @@ from buildbot_kernel.util import identifier
 NO_LOCALVERSION = {"LOCALVERSION": None}  # unset: setting it, even empty, drops the "+" of the name
 
 
+def tree_lock(builder: str):
+    """One build at a time in a branch builder's work tree: its branch builds and its bisect builds
+    share the tree (one kernel checkout and object directory per branch on each worker)."""
+    return util.MasterLock(f"tree-{builder}").access("exclusive")
+
+
 def _skipped(results, step):
     return not not_skipped(step)
 

@@ -6,8 +6,8 @@ thread for git and the disk:
 * ``start``: checks the request (a bad field fails this step with the field named and writes nothing),
   fetches the master's mirror clone, starts the session, or resumes it from the bisect log when this
   build request is a retry after a master restart (same buildset, same bisect id).
-* ``step-N``: one engine step. A missing image is built through the branch's build builder (Triggerable
-  scheduler, so it is published for everyone); a failed build is a skip. The test runs through the
+* ``step-N``: one engine step. A missing image is built on the branch's bisect build builder (Triggerable
+  scheduler; published for everyone, marked ``on_demand``); a failed build is a skip. The test runs through the
   tester; while it runs and a build worker is free, both possible next midpoints are built ahead and the
   one the verdict makes useless is cancelled. Each finished step appends a line to steps.jsonl, after the
   verdict is in the bisect log.
@@ -39,6 +39,7 @@ from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.master.auth import may_run_command
 from buildbot_kernel.steps.bisect_testers import make_tester
+from buildbot_kernel.steps.publish import ON_DEMAND_PROPERTY
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter
 
 
@@ -119,7 +120,7 @@ class BisectRun:
         t = self.ctx.target(self.request.target)
         ss = [{"codebase": "", "repository": t.url, "branch": t.branch, "revision": sha, "project": t.repository}]
         handle = SubBuild.trigger(step, self.ctx.build_schedulers[t.builder], f"build {sha[:12]}", ss,
-                                  {"bisect_id": self.dir.id, "bisect_revision": sha},
+                                  {"bisect_id": self.dir.id, "bisect_revision": sha, ON_DEMAND_PROPERTY: True},
                                   reason=f"bisect {self.dir.id}: {why} {sha[:12]}")
         self.inflight[sha] = handle
         return handle

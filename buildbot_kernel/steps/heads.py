@@ -8,7 +8,7 @@ from twisted.internet import defer, threads
 
 from buildbot_kernel import gitrepo, heads
 from buildbot_kernel.target import BuildTarget
-from buildbot_kernel.util import identifier
+from buildbot_kernel.util import identifier, named_service
 
 
 class ReconcileHeads(buildstep.BuildStep):
@@ -46,6 +46,10 @@ class ReconcileHeads(buildstep.BuildStep):
             sha = found.get(target.branch)
             if sha is None:
                 continue
+            try:  # the index's head mark, order and latest (a failure costs only their freshness)
+                yield threads.deferToThread(heads.record_head, target, sha)
+            except Exception as e:  # noqa: BLE001 - reported in the log, the check goes on
+                yield log.addStderr(f"{target.branch}: cannot record the head: {e}\n")
             reason = heads.needs_build(target, sha)
             if reason is None:
                 yield log.addStdout(f"{target.branch}: {sha[:12]} already built\n")
@@ -60,6 +64,9 @@ class ReconcileHeads(buildstep.BuildStep):
                 reason=reason, builderNames=[builder])
             scheduled.append(f"{target.branch}@{sha[:8]}")
             yield log.addStdout(f"{target.branch}: {reason} -> build scheduled\n")
+        tree = named_service(self.master, "image-tree")
+        if tree is not None:  # heads.json changed: head marks, order and latest follow the remote
+            yield tree.regenerate()
         summary = f"scheduled {', '.join(scheduled)}" if scheduled else "all heads have images"
         if missing:
             yield log.addStderr(f"branches not on the remote: {', '.join(missing)}\n")

@@ -11,6 +11,7 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
+from buildbot_kernel import heads
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
@@ -21,6 +22,7 @@ from buildbot_kernel.util import named_service
 WORKER_SUMS = ".worker.sha256"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 IMAGE_TREE_SERVICE = "image-tree"
+ON_DEMAND_PROPERTY = "on_demand"  # set by a bisect's trigger: this build is for the bisect, not the branch
 
 
 def check_transfer(incoming: Path) -> list[str]:
@@ -72,6 +74,8 @@ class PublishImage(buildstep.BuildStep):
             "config": t.build["config"], "fragments": list(t.build.get("fragments", [])),
             "build_seconds": build_seconds, "builder": self.build.builder.name,
             "buildnumber": p("buildnumber"),
+            # never the branch's ``latest`` unless it is the head (docs/index-format.md)
+            "on_demand": bool(p(ON_DEMAND_PROPERTY)),
         }
 
     @defer.inlineCallbacks
@@ -103,6 +107,7 @@ class PublishImage(buildstep.BuildStep):
         BuildLedger(self.target.ledger_path).record(
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
             PUBLISHED, image=fields["name"])
+        yield self._record_head()
         if tree is not None:
             yield tree.published(path)
         base = getattr(tree, "base_url", "") if tree is not None else ""
@@ -111,6 +116,21 @@ class PublishImage(buildstep.BuildStep):
             self.addURL(fields["name"], url)
         self.descriptionDone = [f"published {fields['name']}"]
         return SUCCESS
+
+
+    @defer.inlineCallbacks
+    def _record_head(self):
+        """The branch's head and its images' order, before the index is regenerated: this image may be
+        the head's, or (built for a bisect) somewhere in the history.  A failure here (remote gone) only
+        costs the order's freshness, never the publish."""
+        try:
+            state = yield threads.deferToThread(heads.record_head, self.target)
+        except Exception as e:  # noqa: BLE001 - logged; the image is published either way
+            yield self.addCompleteLog("heads", f"cannot update the branch's head and order: {e}\n")
+            return
+        if state is not None:
+            known = "unknown" if state.history is None else f"{len(state.history)} image commits on it"
+            yield self.addCompleteLog("heads", f"{self.target.branch} head {state.head} (history: {known})\n")
 
 
 class RecordOutcome(buildstep.BuildStep):

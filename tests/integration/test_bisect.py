@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.request
 
 import pytest
 
@@ -120,6 +121,52 @@ def test_bisect_finds_the_planted_regression(farm):
     assert env["BISECT_IMAGE_URL"].startswith(f"http://127.0.0.1:{master_image_port(master)}/{BRANCH}/")
     assert env["BISECT_IMAGE_DIR"].startswith("/") and env["BISECT_IMAGE_DIR"].endswith("/bisect/image")
     assert not (bisect_dir(master, build) / "pins").exists()
+
+
+def images_by_sha(master) -> dict[str, dict]:
+    d = master.dir / "images" / BRANCH
+    return {m["sha"]: m for m in (json.loads(p.read_text()) for p in d.glob("*/metadata.json"))}
+
+
+def test_on_demand_builds_change_neither_latest_nor_the_branch_builder(farm):
+    """The bisect's builds run on their own builder (same work tree on the worker, no second checkout),
+    their images are marked on_demand, and ``latest`` and ``head: true`` stay on the head's image: a lab
+    that boots ``latest`` still gets the head after a bisect built older commits."""
+    _, master, worker, shas, _ = farm
+    bsid = force_bisect(master, good=shas[0], bad=shas[8])  # builds what an earlier bisect did not
+    assert bisect_build(master, bsid)["results"] == SUCCESS
+    wait_for(master.idle, 60, "the bisect's builds to finish")
+    bisect_builder = f"bisect-build-{BRANCH}"
+    on_demand_builds = [b for b in master.builds(bisect_builder) if b["results"] == SUCCESS]
+    built = {b["properties"]["commit_sha"][0] for b in on_demand_builds if "commit_sha" in b["properties"]}
+    assert built and built <= set(shas[1:8]) - {shas[2], shas[6]}
+    assert all(b["properties"]["on_demand"][0] is True for b in on_demand_builds)
+    # the branch builder only ever built the pushed heads; its last build (its colour) is the head's
+    branch_builds = master.builds(BRANCH)
+    assert [b["properties"]["commit_sha"][0] for b in branch_builds if b["results"] == SUCCESS] == \
+        [shas[2], shas[6], shas[8]]
+    assert branch_builds[-1]["results"] == SUCCESS and branch_builds[-1]["properties"]["commit_sha"][0] == shas[8]
+    # the images: bisect ones marked, the head's is latest and the only head: true
+    meta = images_by_sha(master)
+    assert {s for s, m in meta.items() if m.get("on_demand")} == built
+    head_name = meta[shas[8]]["name"]
+    assert (master.dir / "images" / BRANCH / "latest").read_text().strip() == head_name
+    with urllib.request.urlopen(f"http://127.0.0.1:{master_image_port(master)}/{BRANCH}/latest", timeout=10) as r:
+        assert r.read().decode().strip() == head_name
+    for path in (master.dir / "images" / "index.json", master.dir / "images" / BRANCH / "index.json"):
+        entries = json.loads(path.read_text())["images"]
+        assert [e["name"] for e in entries if e["head"]] == [head_name], path
+        assert entries[0]["name"] == head_name  # then the history's order: C7 before C6 ... before C1
+        order = [shas.index(e["sha"]) for e in entries]
+        assert order == sorted(order, reverse=True), order
+        assert {e["sha"] for e in entries if e["on_demand"]} == built
+    # no (sha, build config) was built twice, across the two builders
+    published = [s["state_string"] for b in branch_builds + master.builds(bisect_builder)
+                 for s in master.steps(b["buildid"]) if s["name"] == "publish" and s["results"] == SUCCESS]
+    published = [text for text in published if text.startswith("published ")]
+    assert len(published) == len(set(published)) == len(meta), published
+    # one kernel work tree per branch on the worker: the bisect builder shares the branch builder's
+    assert not (worker.dir / bisect_builder).exists() and (worker.dir / BRANCH / "work").is_dir()
 
 
 def master_image_port(master) -> int:

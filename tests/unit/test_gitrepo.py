@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildbot_kernel import gitrepo
+from buildbot_kernel import gitrepo, target
 from buildbot_kernel.bisect import mirror
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.gitrepo import GitError, Repo, git_env, reason_of
@@ -247,7 +247,7 @@ def _objects_bytes(repo: Path) -> int:
 
 def test_the_mirror_is_a_store_the_poller_borrows_and_it_never_prunes(merged, tmp_path):
     state = tmp_path / "state"
-    poller = mirror.poller_path(state, "drm intel")
+    poller = target.poller_dir(state, "drm intel")
     assert poller == state / "gitpoller" / "drm_intel"
     git(tmp_path, "clone", "-q", "--bare", merged.path.as_uri(), str(poller))  # the poller's own full copy
     before = _objects_bytes(poller)

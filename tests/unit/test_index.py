@@ -33,10 +33,10 @@ def test_index_json_fields_and_order(tree):
     doc = read_json(tree / "index.json")
     assert doc["schema"] == 1 and doc["generated"].endswith("Z")
     names = [e["name"] for e in doc["images"]]
-    expected = [image_fields("drm-intel-next", 3)["name"], image_fields("topic/x", 2)["name"],
-                image_fields("drm-intel-next", 1)["name"]]
-    assert names == expected  # newest build first
-    e = doc["images"][1]
+    expected = [image_fields("drm-intel-next", 3)["name"], image_fields("drm-intel-next", 1)["name"],
+                image_fields("topic/x", 2)["name"]]
+    assert names == expected  # grouped by branch, the branch with the newest commit first; newest first within
+    e = doc["images"][2]
     meta = read_json(tree / "topic-x" / e["name"] / "metadata.json")
     assert e["url"] == f"http://images.example.org:8011/topic-x/{e['name']}/"
     assert e["repository_url"] == meta["url"] == "https://git.example.org/fixture.git"
