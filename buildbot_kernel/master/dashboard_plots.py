@@ -16,7 +16,7 @@ from pygal.style import Style
 
 STYLE = Style(background="white", plot_background="#f8f9fa", font_family="sans-serif",
               colors=("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"))
-COMMON = {"js": [], "disable_xml_declaration": True, "style": STYLE, "width": 760, "height": 300,
+COMMON = {"js": [], "disable_xml_declaration": True, "style": STYLE, "width": 640, "height": 320,
           "explicit_size": True, "legend_at_bottom": True, "truncate_legend": 40, "dots_size": 3,
           "print_values": False, "no_data_text": "no data yet"}
 
@@ -30,11 +30,17 @@ def _clean_svg(chart) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def time_format(points: list[datetime]) -> str:
+    """Labels fine enough to tell the points apart, and no finer."""
+    span = (max(points) - min(points)).total_seconds() if points else 0
+    return "%H:%M:%S" if span < 3600 else "%m-%d %H:%M" if span < 3 * 86400 else "%Y-%m-%d"
+
+
 def build_duration_svg(series: dict[str, list[tuple[datetime, float]]]) -> str:
     """Minutes per finished branch build, one line per branch, over the builds' finishing time."""
+    fmt = time_format([t for points in series.values() for t, _ in points])
     chart = pygal.DateTimeLine(title="Build duration per branch", x_title="finished (UTC)", y_title="minutes",
-                               x_label_rotation=20, x_value_formatter=lambda d: d.strftime("%m-%d %H:%M"),
-                               **COMMON)
+                               x_label_rotation=20, x_value_formatter=lambda d: d.strftime(fmt), **COMMON)
     for branch, points in sorted(series.items()):
         if points:
             chart.add(branch, points)
@@ -43,8 +49,9 @@ def build_duration_svg(series: dict[str, list[tuple[datetime, float]]]) -> str:
 
 def bisect_steps_svg(timelines: list[tuple[str, list[tuple[float, int]]]]) -> str:
     """Each bisect's finished steps over the minutes since it started (steeper = faster)."""
+    most = max((n for _, points in timelines for _, n in points), default=1)
     chart = pygal.XY(title="Bisect steps over time", x_title="minutes since the bisect started",
-                     y_title="steps done", stroke=True, **COMMON)
+                     y_title="steps done", stroke=True, y_labels=list(range(0, most + 1)), **COMMON)
     for label, points in timelines:
         chart.add(label, points)
     return _clean_svg(chart)
