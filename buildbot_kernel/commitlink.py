@@ -21,10 +21,16 @@ def commit_url(template: str | None, sha: object) -> str | None:
 
 
 class RevLinks:
-    """Buildbot's ``revlink`` callable: (revision, repository URL) -> the commit's web page or None."""
+    """Buildbot's ``revlink`` callable: (revision, repository URL) -> the commit's web page or None.
+    A repository without ``web_url`` is left to ``fallback`` (Buildbot's own matcher for GitHub,
+    SourceForge, ... URLs), so configuring one repository does not take links away from the others."""
 
-    def __init__(self, templates: dict[str, str]):
+    def __init__(self, templates: dict[str, str], fallback=None):
         self.templates = {url: t for url, t in templates.items() if t}
+        self.fallback = fallback
 
     def __call__(self, revision, repository):
-        return commit_url(self.templates.get(repository), revision)
+        template = self.templates.get(repository)
+        if template is None and self.fallback is not None:
+            return self.fallback(revision, repository)
+        return commit_url(template, revision)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from buildbot import config as bbconfig
 from buildbot.plugins import changes, schedulers, util, worker
+from buildbot.revlinks import default_revlink_matcher
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
@@ -79,7 +80,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                 "app": KernelDashboard(images_root, state_dir, s.images["base_url"],
                                        branches=dashboard_branches(s, targets))}]},
         },
-        "revlink": RevLinks({r["url"]: r["web_url"] for r in s.repositories}),
+        "revlink": RevLinks({r["url"]: r["web_url"] for r in s.repositories}, fallback=default_revlink_matcher),
         "buildbotNetUsageData": None,
         "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]
         + [LocalWorker(CONTROL_WORKER)],

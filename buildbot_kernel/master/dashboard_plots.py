@@ -40,7 +40,8 @@ def build_duration_svg(series: dict[str, list[tuple[datetime, float]]]) -> str:
     """Minutes per finished branch build, one line per branch, over the builds' finishing time."""
     fmt = time_format([t for points in series.values() for t, _ in points])
     chart = pygal.DateTimeLine(title="Build duration per branch", x_title="finished (UTC)", y_title="minutes",
-                               x_label_rotation=20, x_value_formatter=lambda d: d.strftime(fmt), **COMMON)
+                               x_label_rotation=20, x_value_formatter=lambda d: d.strftime(fmt),
+                               include_x_axis=True, **COMMON)
     for branch, points in sorted(series.items()):
         if points:
             chart.add(branch, points)
@@ -49,9 +50,11 @@ def build_duration_svg(series: dict[str, list[tuple[datetime, float]]]) -> str:
 
 def bisect_steps_svg(timelines: list[tuple[str, list[tuple[float, int]]]]) -> str:
     """Each bisect's finished steps over the minutes since it started (steeper = faster)."""
-    most = max((n for _, points in timelines for _, n in points), default=1)
+    most = max((n for _, points in timelines for _, n in points), default=0)
+    # whole steps on the axis; pygal cannot place given labels on a chart without data
+    labels = {"y_labels": list(range(0, most + 1))} if most else {}
     chart = pygal.XY(title="Bisect steps over time", x_title="minutes since the bisect started",
-                     y_title="steps done", stroke=True, y_labels=list(range(0, most + 1)), **COMMON)
+                     y_title="steps done", stroke=True, **labels, **COMMON)
     for label, points in timelines:
         chart.add(label, points)
     return _clean_svg(chart)

@@ -86,13 +86,13 @@ def farm(tmp_path_factory):
                                   "drm/i915: break the build")
         repo.push(NEXT)
         wait_for(lambda: shas[8] in image_shas(master, FIXES), 120, "the head image of C8")
-        wait_for(lambda: next_failed(master), 120, "drm-intel-next's broken head to fail")
-        wait_for(master.idle, 120, "the pipeline to finish")
         bsid = master.force("bisect", {"target": FIXES, "tester": "local", "command": CHECK, "mode": "test",
                                        "build_missing": True, "build_config": "x86_64", "max_steps": 0,
                                        "good": shas[0], "bad": shas[8]})
         bisect = bisect_build(master, bsid)
         assert bisect["results"] == SUCCESS, bisect["state_string"]
+        wait_for(lambda: next_failed(master), 120, "drm-intel-next's broken head to fail")
+        wait_for(master.idle, 120, "the pipeline to finish")
         yield repo, master, shas, broken, bisect
     finally:
         worker.stop()
@@ -166,6 +166,9 @@ def test_dashboard_in_the_web_ui_shows_heads_bisect_and_links(farm, browser, art
     assert row.find_element(By.CSS_SELECTOR, "a.sha").text == broken[:12]
     assert "failure" in row.text and "i915.c" in row.text and "oops" in row.text
     assert "an older commit" in row.text  # its newest image is C0's
+    # Buildbot's own revlink: the push's change links the commit ([[repository]] web_url)
+    change = next(c for c in master.get("changes")["changes"] if c["revision"] == broken)
+    assert change["revlink"] == commit_url(broken)
     # the bisect: range, status, culprit linked, links to its build, result.json and images
     row = browser.find_element(By.CSS_SELECTOR, "tr.bisect")
     assert row.find_element(By.CSS_SELECTOR, "td.range").text == f"{shas[0][:12]}..{shas[8][:12]}"

@@ -45,6 +45,9 @@ def test_commit_links_only_for_hex_shas():
     assert commit_url(WEB, CULPRIT) == f"https://git.example.org/linux/-/commit/{CULPRIT}"
     assert commit_url(WEB, "v6.1") is None and commit_url(WEB, "a{sha}") is None and commit_url("", CULPRIT) is None
     assert RevLinks({URL: WEB})(CULPRIT, URL).endswith(CULPRIT) and RevLinks({URL: ""})(CULPRIT, URL) is None
+    other = RevLinks({URL: WEB}, fallback=lambda rev, repo: f"fallback {rev} {repo}")
+    assert other(CULPRIT, "git://elsewhere") == f"fallback {CULPRIT} git://elsewhere"
+    assert other("v6.1", URL) is None  # a configured repository never falls back
 
 
 def test_bisect_row_reads_what_result_json_holds(tmp_path):
@@ -117,3 +120,10 @@ def call(app, path):
         got["status"], got["headers"] = status, dict(headers)
     body = b"".join(app({"PATH_INFO": path}, start_response)).decode()
     return got["status"], got["headers"], body
+
+
+def test_empty_master_renders_every_branch_and_empty_charts(tmp_path):
+    app = KernelDashboard(str(tmp_path / "images"), str(tmp_path / "state"), "http://i", branches=BRANCHES)
+    status, _, body = call(app, "/page.html")
+    assert status == "200 OK" and body.count('class="branch"') == 2 and "not polled yet" in body
+    assert body.count("no data yet") == 2 and "No bisect has run yet" in body
