@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread
+from twisted.python import log
 
 from buildbot_kernel.bisect import records
 from buildbot_kernel.imagetree.index import templates_dir
@@ -26,7 +28,8 @@ from buildbot_kernel.master import dashboard_plots as plots
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.util import named_service
 
-REFRESH_SECONDS = 30
+REFRESH_SECONDS = 30  # page.html?refresh=N picks another interval (a wall screen), within REFRESH_RANGE
+REFRESH_RANGE = (2, 3600)
 BISECT_BUILDER = "bisect"
 RECENT_BUILDS = 60
 BUILD_PROPS = ["commit_sha", "commit_subject", "got_revision", "revision", "bisect_id", "image_name"]
@@ -131,12 +134,23 @@ class KernelDashboard:
         errors = blockingCallFromThread(reactor, failed_step_errors, self.master, heads_builds, www)
         return heads, builds, errors
 
+    def refresh_seconds(self, query: str) -> int:
+        value = urllib.parse.parse_qs(query or "").get("refresh", [""])[0]
+        if value.isdigit() and REFRESH_RANGE[0] <= int(value) <= REFRESH_RANGE[1]:
+            return int(value)
+        return REFRESH_SECONDS
+
     def context(self, www: str, here: str) -> dict:
         """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
         to the page, so links work behind a proxy that serves Buildbot under a path."""
         index = _read_json(self.images_root / "index.json")
         images = [e for e in (index or {}).get("images", []) if isinstance(e, dict)]
-        heads, builds, errors = self._master_data(www)
+        problem = ""
+        try:
+            heads, builds, errors = self._master_data(www)
+        except Exception as e:  # the files still say a lot: show them, and why the rest is missing
+            log.err(e, "Kernels dashboard: reading builds from the master")
+            heads, builds, errors, problem = {}, {}, {}, f"builds could not be read from the master: {e}"
         web_urls = {b["url"]: b.get("web_url") for b in self.branches}
         bisects = data.bisect_rows(self.state_dir, {e.get("name"): e for e in images},
                                    builds.get(BISECT_BUILDER, []), web_urls, www, here)
@@ -149,7 +163,8 @@ class KernelDashboard:
             "branches": data.branch_rows(self.branches, heads, builds, images, errors, www),
             "bisects": bisects, "machines": machines, "images_total": len(images),
             "base_url": self.base_url.rstrip("/"), "generated": (index or {}).get("generated", ""),
-            "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), "refresh": REFRESH_SECONDS,
+            "problem": problem, "refresh": REFRESH_SECONDS,
+            "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
             "duration_svg": Markup(plots.build_duration_svg(data.build_durations(self.branches, builds))),
             "bisect_svg": Markup(plots.bisect_steps_svg(data.bisect_timelines(bisects))),
         }
@@ -162,7 +177,8 @@ class KernelDashboard:
                 src="plugins/wsgi_dashboards/kernels/page.html")
             return self._answer(start_response, "200 OK", "text/html; charset=utf-8", body.encode())
         if path == "/page.html":
-            body = self.env.get_template("dashboard.html.j2").render(**self.context("../../../", ""))
+            ctx = {**self.context("../../../", ""), "refresh": self.refresh_seconds(environ.get("QUERY_STRING", ""))}
+            body = self.env.get_template("dashboard.html.j2").render(**ctx)
             return self._answer(start_response, "200 OK", "text/html; charset=utf-8", body.encode(),
                                 [("Content-Security-Policy", PAGE_CSP)])
         parts = path.strip("/").split("/")

@@ -35,6 +35,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/install-deps installs them)",
                 allow_module_level=True)
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -143,6 +144,14 @@ def shot(driver, artifacts: Path, name: str, full_page: bool = False):
     return path
 
 
+def rendered(driver) -> str | None:
+    """The page's "rendered at" time, or None while it is being replaced."""
+    try:
+        return driver.find_element(By.ID, "rendered").text
+    except WebDriverException:
+        return None
+
+
 def web(master) -> str:
     return f"http://127.0.0.1:{master.web_port}/"
 
@@ -207,9 +216,10 @@ def test_dashboard_in_the_web_ui_shows_heads_bisect_and_links(farm, browser, art
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-bisects svg .series")
     assert not browser.find_elements(By.CSS_SELECTOR, "script")
     browser.switch_to.default_content()
-    # the same page on its own, whole
-    browser.get(web(master) + "plugins/wsgi_dashboards/kernels/page.html")
-    wait_text(browser, "Over time")
+    # the same page on its own, whole; it reloads itself (every 2 s here instead of 30)
+    browser.get(web(master) + "plugins/wsgi_dashboards/kernels/page.html?refresh=2")
+    first = rendered(browser)
+    wait_for(lambda: rendered(browser) not in (None, first), 20, "the page to reload itself")
     shot(browser, artifacts, "02-kernels-dashboard-full", full_page=True)
     assert fixes_build_url.startswith(web(master) + "#/builders/")
 

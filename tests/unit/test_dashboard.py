@@ -109,6 +109,8 @@ def test_page_escapes_hostile_text_and_runs_no_script(tmp_path):
     assert status == "200 OK" and json.loads(body)["first_bad"]["sha"] == CULPRIT
     for bad in ("/bisects/../result.json", "/bisects/x/request.json", "/bisects/.x/result.json", "/nope"):
         assert call(app, bad)[0] == "404 Not Found", bad
+    assert app.refresh_seconds("refresh=5") == 5
+    assert app.refresh_seconds("refresh=1") == app.refresh_seconds("refresh=x") == app.refresh_seconds("") == 30
     status, _, body = call(app, "/index.html")
     assert "<iframe" in body and 'src="plugins/wsgi_dashboards/kernels/page.html"' in body
 
