@@ -2,10 +2,10 @@
 
 History (C0 is the fixture's initial tree)::
 
-    drm-intel-fixes  C0 - C1 - ... - C5(REGRESSION) - C6 - C7 - C8(subject holds a <script>)
+    drm-intel-fixes  C0 - C1 - C2 - C3(REGRESSION) - C4 - C5(subject holds a <script>)
     drm-intel-next   C0 - X(does not compile)
 
-C8 and drm-intel-next's C0 get images through the pipeline; a bisect C0..C8 is forced over REST and builds the rest on
+C5 and drm-intel-next's C0 get images through the pipeline; a bisect C0..C5 is forced over REST and builds the rest on
 demand.  drm-intel-next's head fails to build: the dashboard must still list it, with the compiler error.
 Screenshots go to $BBK_ARTIFACTS (or pytest's tmp dir); the path is printed.
 """
@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 FIXES, NEXT = "drm-intel-fixes", "drm-intel-next"
 WEB_URL = "https://git.example.org/drm/linux/-/commit/{sha}"
 CHECK = '! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"'
-HOSTILE = "drm/i915: <script>window.pwned=1</script> change 8"
+HOSTILE = "drm/i915: <script>window.pwned=1</script> change 5"
+HEAD, CULPRIT = 5, 3  # indexes into the history above
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SUCCESS, FAILURE = 0, 2
 
@@ -82,14 +83,14 @@ def farm(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     repo = FixtureRepo(base, (FIXES, NEXT))
     shas = [repo.head(FIXES)]
-    for i in range(1, 9):
-        if i == 5:
+    for i in range(1, HEAD + 1):
+        if i == CULPRIT:
             path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
                                                 'int i915_init(void) { return 0; }\n')
         else:
             path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(FIXES, path, text, HOSTILE if i == 8 else f"drm/i915: change {i}"))
-    git(repo.work, "push", "-q", "origin", f"{shas[8]}:refs/heads/{FIXES}")
+        shas.append(repo.commit_file(FIXES, path, text, HOSTILE if i == HEAD else f"drm/i915: change {i}"))
+    git(repo.work, "push", "-q", "origin", f"{shas[HEAD]}:refs/heads/{FIXES}")
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
     text = settings_text(str(repo.bare), (FIXES, NEXT), ports, max_builds=3)
     text = text.replace('build = "x86_64"\n[[build]]', f'build = "x86_64"\nweb_url = "{WEB_URL}"\n[[build]]', 1)
@@ -102,10 +103,10 @@ def farm(tmp_path_factory):
         broken = repo.commit_file(NEXT, "drivers/gpu/i915.c", "int i915_init(void) { return oops; }\n",
                                   "drm/i915: break the build")
         repo.push(NEXT)
-        wait_for(lambda: shas[8] in image_shas(master, FIXES), 120, "the head image of C8")
+        wait_for(lambda: shas[HEAD] in image_shas(master, FIXES), 120, "the head image")
         bsid = master.force("bisect", {"target": FIXES, "tester": "local", "command": CHECK, "mode": "test",
                                        "build_missing": True, "build_config": "x86_64", "max_steps": 0,
-                                       "good": shas[0], "bad": shas[8]})
+                                       "good": shas[0], "bad": shas[HEAD]})
         bisect = wait_for(quietly(lambda: finished_build(master, bsid)), 240, "the bisect to finish")
         assert bisect["results"] == SUCCESS, bisect["state_string"]
         wait_for(quietly(lambda: next_failed(master)), 120, "drm-intel-next's broken head to fail")
@@ -175,15 +176,15 @@ def test_dashboard_in_the_web_ui_shows_heads_bisect_and_links(farm, browser, art
     shot(browser, artifacts, "01-kernels-in-buildbot-ui")
     browser.switch_to.frame(frame)
     assert browser.find_elements(By.CSS_SELECTOR, "meta[http-equiv='refresh']")  # refreshes itself
-    # the fixes branch: its head C8, linked, subject shown as text (never run), built, its image
+    # the fixes branch: its head, linked, subject shown as text (never run), built, its image
     row = browser.find_element(By.CSS_SELECTOR, f"tr.branch[data-branch='{FIXES}']")
     link = row.find_element(By.CSS_SELECTOR, "a.sha")
-    assert link.text == shas[8][:12] and link.get_attribute("href") == commit_url(shas[8])
+    assert link.text == shas[HEAD][:12] and link.get_attribute("href") == commit_url(shas[HEAD])
     assert HOSTILE in row.text
     assert browser.execute_script("return window.pwned === undefined")
     assert "success" in row.text
     head_image = [p.name for p in (master.dir / "images" / FIXES).iterdir()
-                  if p.is_dir() and json.loads((p / "metadata.json").read_text())["sha"] == shas[8]][0]
+                  if p.is_dir() and json.loads((p / "metadata.json").read_text())["sha"] == shas[HEAD]][0]
     assert row.find_element(By.CSS_SELECTOR, "a.image-link").text == head_image
     fixes_build_url = row.find_element(By.CSS_SELECTOR, "a.build-link").get_attribute("href")
     # the next branch: its head does not build and is listed anyway, with the compiler's first error
@@ -196,21 +197,21 @@ def test_dashboard_in_the_web_ui_shows_heads_bisect_and_links(farm, browser, art
     assert change["revlink"] == commit_url(broken)
     # the bisect: range, status, culprit linked, links to its build, result.json and images
     row = browser.find_element(By.CSS_SELECTOR, "tr.bisect")
-    assert row.find_element(By.CSS_SELECTOR, "td.range").text == f"{shas[0][:12]}..{shas[8][:12]}"
+    assert row.find_element(By.CSS_SELECTOR, "td.range").text == f"{shas[0][:12]}..{shas[HEAD][:12]}"
     assert "culprit found" in row.text
     culprit = row.find_element(By.CSS_SELECTOR, "td.culprit a.sha")
-    assert culprit.text == shas[5][:12] and culprit.get_attribute("href") == commit_url(shas[5])
-    assert "drm/i915: change 5" in row.text
+    assert culprit.text == shas[CULPRIT][:12] and culprit.get_attribute("href") == commit_url(shas[CULPRIT])
+    assert f"drm/i915: change {CULPRIT}" in row.text
     build_link = row.find_element(By.CSS_SELECTOR, "a.build-link").get_attribute("href")
     assert build_link.endswith(f"#/builders/{bisect['builderid']}/builds/{bisect['number']}")
     result_url = row.find_element(By.CSS_SELECTOR, "a.result-link").get_attribute("href")
     with urllib.request.urlopen(result_url, timeout=10) as r:
-        assert json.load(r)["first_bad"]["sha"] == shas[5]
+        assert json.load(r)["first_bad"]["sha"] == shas[CULPRIT]
     images = [a.get_attribute("href") for a in row.find_elements(By.CSS_SELECTOR, "a.image-link")]
     assert any(f"/{FIXES}/" in u for u in images) and len(images) == 2
     for u in images:
         with urllib.request.urlopen(u + "metadata.json", timeout=10) as r:
-            assert json.load(r)["sha"] in (shas[4], shas[5])
+            assert json.load(r)["sha"] in (shas[CULPRIT - 1], shas[CULPRIT])
     # charts: one line per branch and the bisect's steps, inline SVG without script
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-durations svg .series")
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-bisects svg .series")
@@ -230,12 +231,12 @@ def test_branch_build_page_shows_the_head(farm, browser, artifacts):
     browser.find_element(By.CSS_SELECTOR, f"tr.branch[data-branch='{FIXES}'] a.build-link").click()
     wait_for(lambda: "#/builders/" in browser.current_url, 30, "the link to open the build in the web UI")
     head_image = [p.name for p in (master.dir / "images" / FIXES).iterdir()
-                  if p.is_dir() and json.loads((p / "metadata.json").read_text())["sha"] == shas[8]][0]
+                  if p.is_dir() and json.loads((p / "metadata.json").read_text())["sha"] == shas[HEAD]][0]
     wait_text(browser, head_image)  # the kernel-facts step names the image it builds: the head's
-    assert f"drm-intel-fixes_{shas[8][:6]}_" in head_image
+    assert f"drm-intel-fixes_{shas[HEAD][:6]}_" in head_image
     shot(browser, artifacts, "03-branch-build", full_page=True)
     browser.find_element(By.PARTIAL_LINK_TEXT, "Properties").click()
-    wait_text(browser, shas[8])  # commit_sha, in full
+    wait_text(browser, shas[HEAD])  # commit_sha, in full
     shot(browser, artifacts, "04-branch-build-properties")
 
 
@@ -257,6 +258,6 @@ def test_finished_bisect_build_page_names_the_culprit(farm, browser, artifacts):
     browser.get(web(master) + f"#/builders/{bisect['builderid']}/builds/{bisect['number']}")
     wait_text(browser, "Build steps")
     browser.find_element(By.LINK_TEXT, "Build steps").click()
-    wait_text(browser, f"first bad commit {shas[5][:12]}")
-    assert "drm/i915: change 5" in browser.find_element(By.TAG_NAME, "body").text
+    wait_text(browser, f"first bad commit {shas[CULPRIT][:12]}")
+    assert f"drm/i915: change {CULPRIT}" in browser.find_element(By.TAG_NAME, "body").text
     shot(browser, artifacts, "06-bisect-build", full_page=True)
