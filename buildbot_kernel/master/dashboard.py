@@ -31,7 +31,7 @@ from buildbot_kernel.util import named_service
 REFRESH_SECONDS = 30  # page.html?refresh=N picks another interval (a wall screen), within REFRESH_RANGE
 REFRESH_RANGE = (2, 3600)
 BISECT_BUILDER = "bisect"
-RECENT_BUILDS = 60
+RECENT_BUILDS = 30  # per builder and page view: each one's properties are a database query
 BUILD_PROPS = ["commit_sha", "commit_subject", "got_revision", "revision", "bisect_id", "image_name"]
 PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")

@@ -167,7 +167,7 @@ def bisect_rows(state_dir: Path, images_by_name: dict, bisect_builds: list[dict]
         dirs = [d for d in root.iterdir() if (d / records.REQUEST).is_file()]
     except OSError:
         return []
-    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    dirs.sort(key=lambda d: d.name, reverse=True)  # ids start with the UTC time the bisect was asked for
     by_id = {}
     for b in sorted(bisect_builds, key=lambda b: b.get("number", 0)):
         bid = (b.get("props") or {}).get("bisect_id")
