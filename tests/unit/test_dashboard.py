@@ -129,3 +129,14 @@ def test_empty_master_renders_every_branch_and_empty_charts(tmp_path):
     status, _, body = call(app, "/page.html")
     assert status == "200 OK" and body.count('class="branch"') == 2 and "not polled yet" in body
     assert body.count("no data yet") == 2 and "No bisect has run yet" in body
+
+
+def test_running_bisect_is_listed_from_its_steps(tmp_path):
+    d = write_bisect(tmp_path, ident="20260102-000000-bs2")
+    d.file(records.RESULT).unlink()
+    write_bisect(tmp_path, ident="20260101-000000-bs1")
+    running, done = data.bisect_rows(tmp_path, {}, [], {URL: WEB}, "", "")
+    assert running["id"] == "20260102-000000-bs2" and running["status"] == "running"
+    assert running["culprit"] is None and running["result_url"] is None and len(running["steps"]) == 2
+    assert running["tests"] == 2 and running["started"] == "2026-01-01T00:00:10Z"
+    assert done["status"] == "done"
