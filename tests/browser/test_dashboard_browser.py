@@ -213,7 +213,10 @@ def test_dashboard_in_the_web_ui_shows_heads_bisect_and_links(farm, browser, art
         with urllib.request.urlopen(u + "metadata.json", timeout=10) as r:
             assert json.load(r)["sha"] in (shas[CULPRIT - 1], shas[CULPRIT])
     # charts: one line per branch and the bisect's steps, inline SVG without script
-    assert browser.find_elements(By.CSS_SELECTOR, "#plot-durations svg .series")
+    durations = browser.find_element(By.ID, "plot-durations")
+    assert FIXES in durations.text and NEXT in durations.text
+    # one dot per branch build: the head builds of both branches and the failed one, not the bisect's
+    assert len(durations.find_elements(By.CSS_SELECTOR, "circle.dot")) == 3
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-bisects svg .series")
     assert not browser.find_elements(By.CSS_SELECTOR, "script")
     browser.switch_to.default_content()
