@@ -27,12 +27,13 @@ setup(
         "treq",
         "GitPython>=3.1",
         "jinja2>=3.0",
+        "pygal>=3.0",  # the Kernels dashboard's charts (server-rendered SVG)
         "watchdog>=3.0",
         # [auth] htpasswd files: bcrypt hashes (`htpasswd -B`), checked with bcrypt, never compared as text
         "bcrypt>=4.0",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["buildbot-kernel = buildbot_kernel.cli:main"]},
 )

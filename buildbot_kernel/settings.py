@@ -99,6 +99,11 @@ def http_url_problem(text: object) -> str:
     return ""
 
 
+def _commit_url_template(v):
+    """``web_url``: an http(s) URL once its ``{sha}`` is filled in (see buildbot_kernel/commitlink.py)."""
+    return "{sha}" in v and not http_url_problem(v.replace("{sha}", "0" * 40))
+
+
 def _str_list(v, allow_empty=True):
     return isinstance(v, list) and all(isinstance(x, str) and x for x in v) and (allow_empty or v)
 
@@ -164,6 +169,9 @@ TABLES: dict[str, dict[str, Key]] = {
                         lambda v: _str_list(v, allow_empty=False)),
         "poll_interval": Key((int,), 300, "a whole number of seconds > 0", _positive),
         "build": Key((str,), REQUIRED, "the name of a [[build]] table", bool),
+        "web_url": Key((str,), "", "an http(s) commit URL template holding {sha}, e.g. "
+                       "\"https://gitlab.example.org/linux/-/commit/{sha}\" (empty: no commit links)",
+                       lambda v: v == "" or _commit_url_template(v)),
     },
     "build": {
         "name": Key((str,), REQUIRED, "a non-empty name", bool),

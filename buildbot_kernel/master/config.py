@@ -8,10 +8,12 @@ from pathlib import Path
 
 from buildbot import config as bbconfig
 from buildbot.plugins import changes, schedulers, util, worker
+from buildbot.revlinks import default_revlink_matcher
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
+from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
@@ -49,6 +51,12 @@ def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):
     return out
 
 
+def dashboard_branches(s: settings_mod.Settings, targets) -> list[dict]:
+    """What the Kernels dashboard lists per branch: where its head comes from and where it is built."""
+    return [{"repository": t.repository, "url": t.url, "branch": t.branch, "builder": bname,
+             "web_url": s.repository(t.repository)["web_url"]} for t, bname in targets]
+
+
 def make_config(basedir: str, settings_path: str) -> dict:
     try:
         s = settings_mod.load(settings_path)
@@ -67,6 +75,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                        f"({e.strerror}); point images.root at a directory (it is created when missing)")
         return {}
     srv = s.server
+    targets = branch_targets(s, images_root, state_dir)
     c: dict = {
         "title": srv["title"],
         "titleURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
@@ -77,8 +86,10 @@ def make_config(basedir: str, settings_path: str) -> dict:
             "port": strport(srv["web_port"], s.listener("web_bind")),
             "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
                 "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
-                "app": KernelDashboard(images_root, state_dir, s.images["base_url"])}]},
+                "app": KernelDashboard(images_root, state_dir, s.images["base_url"],
+                                       branches=dashboard_branches(s, targets))}]},
         },
+        "revlink": RevLinks({r["url"]: r["web_url"] for r in s.repositories}, fallback=default_revlink_matcher),
         "buildbotNetUsageData": None,
         "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]
         + [LocalWorker(CONTROL_WORKER)],
@@ -88,7 +99,6 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "services": [],
     }
     build_workers = [w["name"] for w in s.workers]
-    targets = branch_targets(s, images_root, state_dir)
 
     for r in s.repositories:
         c["change_source"].append(changes.GitPoller(

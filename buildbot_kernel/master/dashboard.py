@@ -1,23 +1,41 @@
-"""The "Kernels" dashboard in the Buildbot UI: test machines, recent bisects and the image tree at a glance.
+"""The "Kernels" dashboard in the Buildbot UI: branch heads, bisects, test machines and charts at a glance.
 
-A WSGI app (buildbot-wsgi-dashboards runs it in a thread); it reads the same state the services keep
-(farm registry snapshot, ``<state>/bisects/*/result.json``, ``<root>/index.json``) and renders one
-jinja2 template.  Read-only: nothing here can change a machine or an image.
+A WSGI app (buildbot-wsgi-dashboards runs it in a thread and puts the HTML of ``index.html`` into the
+web UI's page with ``innerHTML``, where no script runs).  So ``index.html`` is only a frame around
+``page.html``, a whole document that reloads itself (``<meta http-equiv="refresh">``) and runs no script
+at all (its Content-Security-Policy forbids them).  Master data (builds, the pollers' heads, the farm)
+is read on the reactor thread with ``blockingCallFromThread``; the rest is files: ``index.json`` and
+``<state>/bisects/<id>/``, whose result.json and bisect.log are also served here.  Read-only.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from pathlib import Path
 
 import jinja2
-from twisted.internet import reactor
+from markupsafe import Markup
+from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread
+from twisted.python import log
 
+from buildbot_kernel.bisect import records
 from buildbot_kernel.imagetree.index import templates_dir
+from buildbot_kernel.master import dashboard_data as data
+from buildbot_kernel.master import dashboard_plots as plots
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.util import named_service
+
+REFRESH_SECONDS = 30  # page.html?refresh=N picks another interval (a wall screen), within REFRESH_RANGE
+REFRESH_RANGE = (2, 3600)
+BISECT_BUILDER = "bisect"
+RECENT_BUILDS = 30  # per builder and page view: each one's properties are a database query
+BUILD_PROPS = ["commit_sha", "commit_subject", "got_revision", "revision", "bisect_id", "image_name"]
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+SERVED_FILES = {records.RESULT: "application/json", records.LOG: "text/plain"}
 
 
 def _read_json(path: Path):
@@ -27,45 +45,154 @@ def _read_json(path: Path):
         return None
 
 
-def dashboard_context(images_root: Path, state_dir: Path, machines: list[dict], base_url: str) -> dict:
-    """Pure: what the page shows."""
-    index = _read_json(images_root / "index.json") or {"images": []}
-    branches: dict[str, dict] = {}
-    for img in index.get("images", []):
-        b = branches.setdefault(img.get("branch", "?"), {"count": 0, "latest": img})
-        b["count"] += 1
-    bisects = []
-    for result in sorted((state_dir / "bisects").glob("*/result.json"), key=lambda p: p.stat().st_mtime,
-                         reverse=True)[:20]:
-        r = _read_json(result)
-        if isinstance(r, dict):
-            r.setdefault("id", result.parent.name)
-            bisects.append(r)
-    now = time.time()
-    for m in machines:
-        seen = m.get("last_seen") or 0
-        m["seen_ago"] = f"{int(now - seen)} s ago" if seen else "never"
-    return {"branches": branches, "images_total": len(index.get("images", [])), "machines": machines,
-            "bisects": bisects, "base_url": base_url.rstrip("/"), "generated": index.get("generated", "")}
+def poller_heads(master) -> dict:
+    """(repository URL, branch) -> sha, as each GitPoller saw it on its last poll."""
+    out = {}
+    for svc in list(getattr(master, "change_svc", None) or []):
+        revs, url = getattr(svc, "lastRev", None), getattr(svc, "repourl", None)
+        if isinstance(revs, dict) and url:
+            for ref, sha in revs.items():
+                out[(url, ref.removeprefix("refs/heads/"))] = sha
+    return out
+
+
+def _plain_build(b: dict) -> dict:
+    props = {k: v[0] for k, v in (b.get("properties") or {}).items() if isinstance(v, list | tuple) and v}
+
+    def ts(v):
+        return v.timestamp() if hasattr(v, "timestamp") else v
+    return {"buildid": b["buildid"], "builderid": b["builderid"], "number": b["number"],
+            "results": b.get("results"), "complete": b.get("complete"), "state_string": b.get("state_string", ""),
+            "started_at": ts(b.get("started_at")), "complete_at": ts(b.get("complete_at")), "props": props}
+
+
+@defer.inlineCallbacks
+def gather(master, builder_names: list[str]):
+    """On the reactor thread: the pollers' heads and the recent builds (with properties) per builder."""
+    from buildbot.data import resultspec
+
+    heads = poller_heads(master)
+    ids = {b["name"]: b["builderid"] for b in (yield master.data.get(("builders",)))}
+    builds = {}
+    for name in builder_names:
+        if name not in ids:
+            continue
+        spec = resultspec.ResultSpec(properties=[resultspec.Property(b"property", "eq", BUILD_PROPS)],
+                                     order=["-number"], limit=RECENT_BUILDS)
+        raw = yield master.data.get_with_resultspec(("builders", ids[name], "builds"), spec)
+        builds[name] = [_plain_build(b) for b in raw]
+    return heads, builds
+
+
+@defer.inlineCallbacks
+def failed_step_errors(master, builds: list[dict], www: str):
+    """buildid -> (the failing step's summary, its log link): the compile step's summary is the first
+    compiler error (steps/kernel.py), its ``errors`` log has all of them."""
+    out = {}
+    for b in builds:
+        if not b.get("complete") or b.get("results") not in (2, 4):
+            continue
+        steps = yield master.data.get(("builds", b["buildid"], "steps"))
+        failed = [s for s in steps if s.get("results") in (2, 4)]
+        step = next((s for s in failed if s["name"] == "compile"), failed[0] if failed else None)
+        if step is None:
+            continue
+        logs = yield master.data.get(("steps", step["stepid"], "logs"))
+        slug = next((lg["slug"] for lg in logs if lg["slug"] == "errors"), logs[0]["slug"] if logs else None)
+        link = data.build_link(www, b) + (f"/steps/{int(step['number'])}/logs/{slug}" if slug else "")
+        out[b["buildid"]] = (step.get("state_string") or "", link)
+    return out
 
 
 class KernelDashboard:
-    def __init__(self, images_root: str, state_dir: str, base_url: str):
+    def __init__(self, images_root: str, state_dir: str, base_url: str, branches: list[dict] | None = None):
         self.images_root, self.state_dir, self.base_url = Path(images_root), Path(state_dir), base_url
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True)
-        self.template = env.get_template("dashboard.html.j2")
+        self.branches = list(branches or [])
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True)
         self.buildbot_api = None  # set by buildbot-wsgi-dashboards
 
+    @property
+    def master(self):
+        return getattr(self.buildbot_api, "master", None)
+
     def _machines(self) -> list[dict]:
-        master = getattr(self.buildbot_api, "master", None)
-        farm = named_service(master, FARM_SERVICE) if master is not None else None
+        farm = named_service(self.master, FARM_SERVICE) if self.master is not None else None
         if farm is None:
             return []
         return blockingCallFromThread(reactor, farm.snapshot)["machines"]
 
+    def _master_data(self, www: str):
+        if self.master is None:
+            return {}, {}, {}
+        names = [b["builder"] for b in self.branches] + [BISECT_BUILDER]
+        heads, builds = blockingCallFromThread(reactor, gather, self.master, names)
+        heads_builds = []
+        for b in self.branches:
+            head = data.head_build(builds.get(b["builder"], []), heads.get((b["url"], b["branch"])))
+            if head is not None:
+                heads_builds.append(head)
+        errors = blockingCallFromThread(reactor, failed_step_errors, self.master, heads_builds, www)
+        return heads, builds, errors
+
+    def refresh_seconds(self, query: str) -> int:
+        value = urllib.parse.parse_qs(query or "").get("refresh", [""])[0]
+        if value.isdigit() and REFRESH_RANGE[0] <= int(value) <= REFRESH_RANGE[1]:
+            return int(value)
+        return REFRESH_SECONDS
+
+    def context(self, www: str, here: str) -> dict:
+        """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
+        to the page, so links work behind a proxy that serves Buildbot under a path."""
+        index = _read_json(self.images_root / "index.json")
+        images = [e for e in (index or {}).get("images", []) if isinstance(e, dict)]
+        problem = ""
+        try:
+            heads, builds, errors = self._master_data(www)
+        except Exception as e:  # the files still say a lot: show them, and why the rest is missing
+            log.err(e, "Kernels dashboard: reading builds from the master")
+            heads, builds, errors, problem = {}, {}, {}, f"builds could not be read from the master: {e}"
+        web_urls = {b["url"]: b.get("web_url") for b in self.branches}
+        bisects = data.bisect_rows(self.state_dir, {e.get("name"): e for e in images},
+                                   builds.get(BISECT_BUILDER, []), web_urls, www, here)
+        machines = self._machines()
+        now = time.time()
+        for m in machines:
+            seen = m.get("last_seen") or 0
+            m["seen_ago"] = f"{int(now - seen)} s ago" if seen else "never"
+        return {
+            "branches": data.branch_rows(self.branches, heads, builds, images, errors, www),
+            "bisects": bisects, "machines": machines, "images_total": len(images),
+            "base_url": self.base_url.rstrip("/"), "generated": (index or {}).get("generated", ""),
+            "problem": problem, "refresh": REFRESH_SECONDS,
+            "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
+            "duration_svg": Markup(plots.build_duration_svg(data.build_durations(self.branches, builds))),
+            "bisect_svg": Markup(plots.bisect_steps_svg(data.bisect_timelines(bisects))),
+        }
+
     def __call__(self, environ, start_response):
-        ctx = dashboard_context(self.images_root, self.state_dir, self._machines(), self.base_url)
-        body = self.template.render(**ctx).encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        path = environ.get("PATH_INFO", "") or "/"
+        if path in ("/", "/index.html"):
+            # inserted into the web UI's page: links there resolve against the UI's own URL
+            body = self.env.get_template("dashboard-frame.html.j2").render(
+                src="plugins/wsgi_dashboards/kernels/page.html")
+            return self._answer(start_response, "200 OK", "text/html; charset=utf-8", body.encode())
+        if path == "/page.html":
+            ctx = {**self.context("../../../", ""), "refresh": self.refresh_seconds(environ.get("QUERY_STRING", ""))}
+            body = self.env.get_template("dashboard.html.j2").render(**ctx)
+            return self._answer(start_response, "200 OK", "text/html; charset=utf-8", body.encode(),
+                                [("Content-Security-Policy", PAGE_CSP)])
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "bisects" and parts[2] in SERVED_FILES:
+            try:
+                f = records.BisectDir(self.state_dir, parts[1]).file(parts[2])
+                return self._answer(start_response, "200 OK", f"{SERVED_FILES[parts[2]]}; charset=utf-8",
+                                    f.read_bytes())
+            except (ValueError, OSError):
+                pass
+        return self._answer(start_response, "404 Not Found", "text/plain; charset=utf-8", b"not found\n")
+
+    @staticmethod
+    def _answer(start_response, status: str, ctype: str, body: bytes, extra=()):
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                                ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"), *extra])
         return [body]

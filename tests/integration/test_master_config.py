@@ -70,10 +70,11 @@ def test_unreachable_repository_starts_and_shows_the_poll_error(tmp_path):
         assert master.get("builders") is not None  # still serving after the failure
         import urllib.request
 
-        url = f"http://127.0.0.1:{ports['web']}/plugins/wsgi_dashboards/kernels/index.html"
+        url = f"http://127.0.0.1:{ports['web']}/plugins/wsgi_dashboards/kernels/page.html"
         with urllib.request.urlopen(url, timeout=10) as r:
             page = r.read().decode()
         assert "Test machines" in page and "No bisect has run yet" in page
+        assert 'data-branch="drm-tip"' in page and "not polled yet" in page  # listed before any build
     finally:
         master.stop()
 

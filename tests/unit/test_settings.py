@@ -211,3 +211,13 @@ def test_missing_fragment_and_config_files_name_the_key(tmp_path):
     assert "[[build]] ('x86_64').fragments: config file 'nope.config' is not a readable file " \
            f"(looked at {tmp_path / 'nope.config'}); give a path relative to the settings file's directory" in msg
     assert "[[build]] ('x86_64').config: config file 'configs/full.config'" in msg
+
+
+def test_repository_web_url_is_an_http_template_with_sha():
+    ok = settings.parse(GOOD.replace('build = "x86_64"\n', 'build = "x86_64"\nweb_url = '
+                                     '"https://gitlab.example.org/linux/-/commit/{sha}"\n', 1))
+    assert ok.repositories[0]["web_url"].endswith("/commit/{sha}")
+    assert settings.parse(GOOD).repositories[0]["web_url"] == ""
+    for bad in ("https://gitlab.example.org/linux/-/commit/", "javascript:alert('{sha}')", "ftp://x/{sha}"):
+        text = problems(GOOD.replace('build = "x86_64"\n', f'build = "x86_64"\nweb_url = "{bad}"\n', 1))
+        assert "[[repository]] #1 ('drm-intel').web_url: expected an http(s) commit URL template holding {sha}" in text
