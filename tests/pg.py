@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 PG_USER = "postgres"
+# parametrize a test master over these: SQLite (the default) and "pg", marked `postgres` (deselect with -m)
+DB_BACKENDS = ["sqlite", pytest.param("pg", marks=pytest.mark.postgres)]
 
 
 def pg_bindir() -> Path | None:
@@ -104,3 +106,11 @@ def postgres():
         raise
     yield server
     server.stop()
+
+
+def db_url_for(request, hint: str) -> str | None:
+    """For a fixture parametrized over DB_BACKENDS: None for SQLite (the master's default file), else a new
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database(hint)

@@ -16,7 +16,8 @@ import urllib.error
 
 import pytest
 
-from .conftest import DB_BACKENDS, db_url_for
+from tests.pg import DB_BACKENDS, db_url_for
+
 from .harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.naming import image_name
+from tests.pg import DB_BACKENDS, db_url_for
 
-from .conftest import DB_BACKENDS, db_url_for
 from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
