@@ -124,6 +124,7 @@ def main() -> int:
     top = Path(args.keep or tempfile.mkdtemp(prefix="bench-scale-"))
     top.mkdir(parents=True, exist_ok=True)
     top.chmod(0o755)
+    load_before = os.getloadavg()[0]
     try:
         one = run_batch(top / "one", 1, branches, args.rounds, args.functions)
         two = run_batch(top / "two", 2, branches, args.rounds, args.functions)
@@ -132,7 +133,8 @@ def main() -> int:
             shutil.rmtree(top, ignore_errors=True)
     builds = args.branches * args.rounds
     print(f"{builds} fixture builds ({args.branches} branches x {args.rounds} commits, {args.functions} "
-          f"generated functions each, jobs=1, max_builds=1 per worker); cpus here: {os.cpu_count()}")
+          f"generated functions each, jobs=1, max_builds=1 per worker); cpus here: {os.cpu_count()}, "
+          f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} (other load skews the ratio)")
     print(f"one worker:  {one:7.1f} s")
     print(f"two workers: {two:7.1f} s")
     print(f"ratio:       {one / two:7.2f}x  (goal >= 1.7x)")

@@ -15,6 +15,16 @@ from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text,
 pytestmark = pytest.mark.integration
 BRANCHES = ("drm-intel-fixes", "drm-intel-next")
 SUCCESS, FAILURE = 0, 2
+# on PostgreSQL: start-up build, poll -> build -> publish, the database check, restart, index; the failing
+# and force-pushed builds are database-neutral and run on SQLite only
+PG_SKIP = {"test_breaking_commit_fails_and_publishes_nothing", "test_force_push_builds_the_new_head"}
+
+
+@pytest.fixture(autouse=True)
+def _pg_subset(request):
+    callspec = getattr(request.node, "callspec", None)
+    if callspec and callspec.params.get("farm") == "pg" and request.node.originalname in PG_SKIP:
+        pytest.skip("database-neutral: runs on SQLite only")
 
 
 @pytest.fixture(scope="module", params=DB_BACKENDS)
@@ -137,7 +147,7 @@ def test_the_builds_are_in_the_configured_database(farm):
     finally:
         engine.dispose()
     assert [(b["buildid"], b["results"]) for b in master.builds()] == [tuple(r) for r in rows]
-    assert len(rows) >= 5
+    assert len(rows) >= 4  # the start-up heads check and three kernel builds at least
 
 
 def test_restart_builds_nothing_again(farm):
