@@ -18,6 +18,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from buildbot_kernel import settings as settings_mod
+
 from .harness import BIN, wait_for
 
 SUBNET = "10.231"
@@ -40,6 +42,26 @@ def netns_unavailable() -> str | None:
         return f"'ip netns add' is not permitted here (needs root): {r.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
     return None
+
+
+def listener_settings(host: str) -> tuple[str, str]:
+    """[server] lines that put the master's worker port on ``host``, and the address REST is then on.
+
+    With ``worker_bind`` the web UI and image server stay on loopback; a settings schema without it
+    moves every listener with ``bind``."""
+    if "worker_bind" in settings_mod.SECTIONS["server"]:
+        return f'worker_bind = "{host}"\n', "127.0.0.1"
+    return f'bind = "{host}"\n', host
+
+
+def worker_tables(passwords: dict[str, str]) -> str:
+    """One [[worker]] per name, one build at a time each."""
+    return "".join(f'[[worker]]\nname = "{n}"\npassword = "{p}"\nmax_builds = 1\n' for n, p in passwords.items())
+
+
+def connected(master) -> set[str]:
+    """Names of the workers connected to the master (REST)."""
+    return {w["name"] for w in master.get("workers")["workers"] if w["connected_to"]}
 
 
 class Namespace:

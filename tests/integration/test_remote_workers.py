@@ -20,10 +20,8 @@ import tomllib
 
 import pytest
 
-from buildbot_kernel import settings as settings_mod
-
 from .harness import FixtureRepo, Master, free_port, git, settings_text, wait_for
-from .netns import Namespace, NamespaceWorker, netns_unavailable
+from .netns import Namespace, NamespaceWorker, connected, listener_settings, netns_unavailable, worker_tables
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 BRANCHES = ("drm-intel-fixes", "drm-intel-next")
@@ -73,16 +71,11 @@ def lab(tmp_path_factory):
             ns.create()
         ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
         host = namespaces[0].host_addr
-        passwords = {f"w{i}": secrets.token_hex(16) for i in (1, 2)}
-        declared = "".join(f'[[worker]]\nname = "{n}"\npassword = "{p}"\nmax_builds = 1\n'
-                           for n, p in passwords.items())
-        if "worker_bind" in settings_mod.SECTIONS["server"]:
-            # web UI and image server on loopback, the worker port on the lab-side address
-            server, api_host = f'worker_bind = "{host}"\n', "127.0.0.1"
-        else:
-            server, api_host = f'bind = "{host}"\n', host  # one address for every listener
-        master = Master(base, settings_text(str(repo.bare), BRANCHES, ports, extra=declared, worker=False,
-                                            server_extra=server), workers=tuple(passwords), api_host=api_host)
+        passwords = {f"w{i}": secrets.token_hex(16) for i in (1, 2)}  # not loopback: no example passwords
+        server, api_host = listener_settings(host)
+        text = settings_text(str(repo.bare), BRANCHES, ports, extra=worker_tables(passwords), worker=False,
+                             server_extra=server)
+        master = Master(base, text, workers=tuple(passwords), api_host=api_host)
         master.start(ports["web"])
         for (name, password), ns in zip(passwords.items(), namespaces, strict=True):
             w = NamespaceWorker(base, name, password, ns, host, ports["worker"], hidden=master.dir,
@@ -99,10 +92,6 @@ def lab(tmp_path_factory):
             master.stop()
         for ns in namespaces:
             ns.destroy()
-
-
-def connected(master) -> set[str]:
-    return {w["name"] for w in master.get("workers")["workers"] if w["connected_to"]}
 
 
 def kernel_builds(master) -> list[dict]:
