@@ -182,7 +182,9 @@ class Master:
             return json.load(r)
 
     def builds(self, builder: str | None = None) -> list[dict]:
-        builds = self.get("builds?property=*")["builds"]
+        # explicit order: without one, PostgreSQL hands rows back in no particular order (an updated row
+        # may come last), and tests index these lists
+        builds = self.get("builds?property=*&order=buildid")["builds"]
         if builder is None:
             return builds
         bid = self.builder_id(builder)
@@ -220,7 +222,7 @@ def bisect_build(master: Master, bsid: int, timeout: float = 150) -> dict:
         reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
         if not reqs or not reqs[0]["complete"]:
             return None
-        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*")["builds"]
+        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*&order=buildid")["builds"]
         return builds[-1] if builds and builds[-1]["complete"] else None
     return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
 

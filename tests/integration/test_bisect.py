@@ -188,7 +188,7 @@ def test_restart_resumes_without_repeating_a_finished_step(farm):
     assert build["results"] == SUCCESS, step_strings(master, build)
     assert f"first bad commit {shas[5][:12]}" in build["state_string"]
     reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
-    runs = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}")["builds"]
+    runs = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&order=buildid")["builds"]
     assert [b["results"] for b in runs] == [5, SUCCESS]  # RETRY at the shutdown, then the resumed run
     assert any(s.startswith("resumed ") and " at step 2:" in s for s in step_strings(master, build))
     tests = started.read_text().split()

@@ -171,7 +171,7 @@ def test_worker_killed_mid_compile_is_retried_elsewhere_and_published_once(lab):
         reqs = master.get(f"buildrequests?buildrequestid={running['buildrequestid']}")["buildrequests"]
         return reqs and reqs[0]["complete"] and master.idle()
     wait_for(done, 120, "the build request to finish on the other worker")
-    runs = master.get(f"builds?buildrequestid={running['buildrequestid']}&property=*")["builds"]
+    runs = master.get(f"builds?buildrequestid={running['buildrequestid']}&property=*&order=buildid")["builds"]
     assert [b["results"] for b in runs] == [RETRY, SUCCESS]
     names = worker_ids(master)
     assert names[runs[0]["workerid"]] == victim_name and names[runs[1]["workerid"]] != victim_name
