@@ -23,6 +23,8 @@ setup(
         # turns that into "INSERT ... DEFAULT VALUES" and the NOT NULL constraint fails (seen here with
         # the startup scheduler). 2.0 is what Buildbot 4.3 was tested with.
         "sqlalchemy>=1.4,<2.1",
+        # PostgreSQL for a larger farm: db_url = "postgresql+psycopg://..." (README "Growing past one machine")
+        "psycopg[binary]>=3.1",
         "twisted",
         "treq",
         "GitPython>=3.1",

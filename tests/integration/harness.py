@@ -92,11 +92,22 @@ class FixtureRepo:
         return git(self.bare, "rev-parse", branch)
 
 
-def settings_text(repo_url: str, branches, ports: dict, extra: str = "", poll: int = 1, max_builds: int = 1) -> str:
+def settings_text(repo_url: str, branches, ports: dict, extra: str = "", poll: int = 1, max_builds: int = 1,
+                  db_url: str | None = None, server_extra: str = "", worker: bool = True) -> str:
+    """settings.toml for a test master; ``db_url`` None keeps the default SQLite file in the master dir.
+
+    ``server_extra`` adds [server] keys; ``worker=False`` leaves out the default ``w1`` worker (the test
+    then declares its own in ``extra``)."""
+    db = f"db_url = {json.dumps(db_url)}\n" if db_url else ""
+    workers = f"""[[worker]]
+name = "w1"
+password = "pw"
+max_builds = {max_builds}
+""" if worker else ""
     return f"""
 [server]
 title = "test"
-web_port = {ports['web']}
+{db}{server_extra}web_port = {ports['web']}
 worker_port = {ports['worker']}
 image_port = {ports['image']}
 [images]
@@ -112,24 +123,26 @@ build = "x86_64"
 name = "x86_64"
 arch = "x86_64"
 config = "defconfig"
-[[worker]]
-name = "w1"
-password = "pw"
-max_builds = {max_builds}
-{extra}
+{workers}{extra}
 """
 
 
 class Master:
-    def __init__(self, base: Path, settings: str, workers=("w1",)):
+    def __init__(self, base: Path, settings: str, workers=("w1",), upgrade: bool = False,
+                 api_host: str = "127.0.0.1"):
+        """``upgrade``: run ``buildbot upgrade-master`` once settings.toml is written, as a new database
+        that is not the default SQLite file (PostgreSQL) needs before the first start."""
         self.base = base
         self.dir = base / "master"
         self.ports = {}
         self.workers = workers
+        self.api_host = api_host
         if not self.dir.exists():
             self._run(BIN / "buildbot", "create-master", "-q", str(self.dir))
             shutil.copy(REPO_ROOT / "master.cfg", self.dir / "master.cfg")
         (self.dir / "settings.toml").write_text(settings)
+        if upgrade:
+            self._run(BIN / "buildbot", "upgrade-master", str(self.dir))
 
     @property
     def env(self):
@@ -158,18 +171,20 @@ class Master:
             return False
 
     def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/api/v2/{path}", timeout=10) as r:
+        with urllib.request.urlopen(f"http://{self.api_host}:{self.web_port}/api/v2/{path}", timeout=10) as r:
             return json.load(r)
 
     def post_json(self, path: str, payload: dict):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/v2/{path}",
+        req = urllib.request.Request(f"http://{self.api_host}:{self.web_port}/api/v2/{path}",
                                      data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)
 
     def builds(self, builder: str | None = None) -> list[dict]:
-        builds = self.get("builds?property=*")["builds"]
+        # explicit order: without one, PostgreSQL hands rows back in no particular order (an updated row
+        # may come last), and tests index these lists
+        builds = self.get("builds?property=*&order=buildid")["builds"]
         if builder is None:
             return builds
         bid = self.builder_id(builder)
@@ -207,7 +222,7 @@ def bisect_build(master: Master, bsid: int, timeout: float = 150) -> dict:
         reqs = master.get(f"buildrequests?buildsetid={bsid}")["buildrequests"]
         if not reqs or not reqs[0]["complete"]:
             return None
-        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*")["builds"]
+        builds = master.get(f"builds?buildrequestid={reqs[0]['buildrequestid']}&property=*&order=buildid")["builds"]
         return builds[-1] if builds and builds[-1]["complete"] else None
     return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
 

@@ -1,0 +1,3 @@
+"""Fixtures shared by the integration tests."""
+
+from tests.pg import postgres  # noqa: F401  (session fixture: one throwaway PostgreSQL server)
