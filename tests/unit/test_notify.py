@@ -1,0 +1,272 @@
+"""Notifications without a master: the mails (hostile commit text included), recipients, the outbox and
+the [notify] settings checks."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+
+import pytest
+from twisted.internet import defer
+
+from buildbot_kernel import settings
+from buildbot_kernel.notify import compose, texts
+from buildbot_kernel.notify.outbox import Outbox
+from buildbot_kernel.notify.reporter import (
+    BuildFailedFormatter,
+    KernelMailNotifier,
+    NotifyContext,
+    RegressionFormatter,
+    bisect_mail,
+)
+
+GOOD = """
+[server]
+web_port = 8010
+[images]
+root = "images"
+[[repository]]
+name = "drm-intel"
+url = "https://example.org/i915.git"
+branches = ["drm-intel-fixes"]
+build = "x86_64"
+[[build]]
+name = "x86_64"
+[[worker]]
+name = "w"
+password = "p"
+"""
+SENDER, LIST = "buildbot-kernel@example.org", "intel-gfx-ci@example.org"
+BAD, GOODSHA, PARENT = "a" * 40, "b" * 40, "c" * 40
+HOSTILE_SUBJECT = "drm/i915: fix\r\nBcc: victim@example.com\r\n\r\nReported-by: evil@example.com"
+
+
+def ctx(**kw) -> NotifyContext:
+    base = dict(sender=SENDER, to=(LIST,), events=texts.EVENTS, cc_culprit=True, state_dir="/nonexistent",
+                images_root="/nonexistent", base_url="http://images.example.org", branch_builders=("drm-tip",),
+                web_urls={"drm-intel": "https://git.example.org/commit/{sha}"},
+                builds={"x86_64": {"name": "x86_64", "arch": "x86_64", "config": "defconfig", "fragments": ["a.cfg"],
+                                   "cross_compile": ""}})
+    return NotifyContext(**{**base, **kw})
+
+
+def result(**kw) -> dict:
+    doc = {
+        "schema": 1, "id": "20260101-000000-bs7", "status": "done", "reason": "", "tests": 3, "builds": 2,
+        "request": {"target": "drm-tip", "repository": "drm-intel", "url": "https://git.example.org/i915.git",
+                    "branch": "drm-tip", "good": [GOODSHA], "bad": BAD, "tester": "vm1", "test": "boot",
+                    "command": "true; echo 'it''s'", "mode": "boot", "build_missing": True, "build_config": "x86_64",
+                    "max_steps": 0},
+        "first_bad": {"sha": PARENT, "subject": HOSTILE_SUBJECT, "author": "Jörg Rödel <joro@example.org>",
+                      "date": "2026-01-01T05:00:00+00:00", "image": "6.1.0-drm-tip_cccccc_20260101_+",
+                      "image_url": "http://images.example.org/drm-tip/6.1.0-drm-tip_cccccc_20260101_+/"},
+        "last_good": {"sha": GOODSHA, "subject": "drm/i915: good", "image": "6.1.0-drm-tip_bbbbbb_20260101_+",
+                      "image_url": "http://images.example.org/drm-tip/6.1.0-drm-tip_bbbbbb_20260101_+/"},
+        "candidates": [PARENT], "verified": True,
+    }
+    doc.update(kw)
+    return doc
+
+
+LOG = f"git bisect start '{BAD}' '{GOODSHA}'\n# bad: [{BAD}] x\ngit bisect bad {BAD}\n"
+
+
+def rendered(mail: compose.Mail) -> tuple[email.message.EmailMessage, str, list[str]]:
+    msg, rcpt = compose.to_message(mail, SENDER)
+    wire = msg.as_string()
+    return email.message_from_string(wire, policy=email.policy.default), wire, rcpt
+
+
+def test_culprit_mail_keeps_hostile_subject_out_of_headers_and_trailers():
+    mail = bisect_mail(ctx(), result(), bisect_log=LOG, build_url="http://bb.example.org/#/builders/3/builds/9",
+                       owner="anonymous", committer="Maint Ainer <maint@example.org>", compiler="gcc (Debian) 12.2.0")
+    msg, wire, rcpt = rendered(mail)
+    assert wire.isascii()  # RFC 2047 for the author's name, quoted-printable for the body
+    head = wire.split("\n\n", 1)[0]
+    assert "\nBcc:" not in head and "victim@example.com" not in rcpt
+    assert msg["Subject"] == (f"[bisect] boot on drm-tip: first bad commit {PARENT[:12]} drm/i915: fix Bcc: "
+                              "victim@example.com Reported-by: evil@example.com")
+    body = msg.get_content()
+    lines = body.rstrip("\n").splitlines()
+    assert [line for line in lines if line.startswith("Reported-by:")] == [f"Reported-by: {SENDER}"]
+    assert lines[-2:] == [f"Reported-by: {SENDER}", "Closes: http://bb.example.org/#/builders/3/builds/9"]
+    assert f"link:     https://git.example.org/commit/{PARENT}\n" in body
+    assert "config:   x86_64: ARCH=x86_64 defconfig + a.cfg\n" in body
+    assert "compiler: gcc (Debian) 12.2.0\n" in body
+    assert ("--run 'true; echo '\"'\"'it'\"'\"''\"'\"'s'\"'\"''" in body)  # shell-quoted, copy-paste safe
+    assert {(a.display_name, a.addr_spec) for a in msg["Cc"].addresses} == {
+        ("Jörg Rödel", "joro@example.org"), ("Maint Ainer", "maint@example.org")}
+    assert rcpt == [LIST, "joro@example.org", "maint@example.org"]
+
+
+def test_hostile_author_address_is_dropped_not_split():
+    r = result()
+    r["first_bad"]["author"] = "Evil <evil@example.org>, victim@example.com"
+    mail = bisect_mail(ctx(), r, bisect_log=LOG, build_url="u", committer="x\r\nBcc: v@example.com <m@example.org>")
+    _, _, rcpt = rendered(mail)
+    assert rcpt == [LIST]
+
+
+def test_cc_culprit_off_mails_the_list_only():
+    mail = bisect_mail(ctx(cc_culprit=False), result(), bisect_log=LOG, build_url="u",
+                       committer="Maint Ainer <maint@example.org>")
+    assert rendered(mail)[2] == [LIST]
+
+
+@pytest.mark.parametrize("change", [{"verified": False}, {"status": "flaky"}])
+def test_unverified_culprit_is_a_flaky_mail_never_a_culprit(change):
+    mail = bisect_mail(ctx(), result(**change), bisect_log=LOG, build_url="u", committer="m <maint@example.org>")
+    msg, _, rcpt = rendered(mail)
+    assert mail.kind == "flaky" and "first bad commit" not in msg["Subject"]
+    assert msg["Subject"] == "[bisect] boot on drm-tip: flaky, no culprit reported"
+    assert rcpt == [LIST]  # the candidate's author is not blamed
+
+
+def test_manual_bisect_mails_the_person_who_started_it_when_owner_is_an_address():
+    culprit = bisect_mail(ctx(), result(), bisect_log=LOG, build_url="u", owner="Per Son <per@example.org>")
+    assert rendered(culprit)[2][:2] == [LIST, "per@example.org"]
+    unresolved = result(status="unresolved", first_bad=None, candidates=[BAD, PARENT], reason="skipped")
+    mail = bisect_mail(ctx(), unresolved, bisect_log=LOG, build_url="u", owner="per@example.org")
+    assert mail.kind == "bisect-result" and rendered(mail)[2] == ["per@example.org"]
+    assert "ended: unresolved" in mail.body and PARENT[:12] in mail.body
+    # an owner that is only a name (or the regression watch's reason) gets nothing
+    assert bisect_mail(ctx(), unresolved, bisect_log=LOG, build_url="u", owner="per") is None
+    assert bisect_mail(ctx(), unresolved, bisect_log=LOG, build_url="u",
+                       owner="regression watch: boot on drm-tip\nBcc: x@example.org") is None
+
+
+def test_regression_mail_from_a_build_carrying_the_property():
+    prop = {"test": "boot", "branch": "drm-tip", "repository": "drm-intel", "bisect_id": "20260101-000000-bs9",
+            "good": {"sha": GOODSHA, "image": "6.1.0-drm-tip_bbbbbb_20260101_+", "image_url": "http://i/g/"},
+            "bad": {"sha": BAD, "image": "6.1.0-drm-tip_aaaaaa_20260102_+\r\nBcc: x@example.org",
+                    "image_url": "http://i/b/"}}
+    build = {"properties": {"regression": [json.dumps(prop), "regression-watch"]},
+             "url": "http://bb.example.org/#/builders/5/builds/2", "results": 2}
+    mail = RegressionFormatter(ctx()).mail_for_build(None, build)
+    msg, wire, rcpt = rendered(mail)
+    assert rcpt == [LIST] and "\nBcc:" not in wire.split("\n\n", 1)[0]
+    assert msg["Subject"].startswith("[regression] boot on drm-tip: 6.1.0-drm-tip_aaaaaa_20260102_+ Bcc:")
+    body = msg.get_content()
+    assert "last good image: 6.1.0-drm-tip_bbbbbb_20260101_+\n" in body and "    image  http://i/g/\n" in body
+    assert f"    link   https://git.example.org/commit/{BAD}\n" in body
+    assert "bisect: 20260101-000000-bs9\n" in body and "build:  http://bb.example.org/#/builders/5/builds/2" in body
+    # flat keys work too; a build without the property (or with junk) is no mail
+    flat = {"test": "boot", "branch": "drm-tip", "good_sha": GOODSHA, "bad_sha": BAD, "bad_image": "n"}
+    assert texts.parse_regression(flat)["bad"] == {"sha": BAD, "image": "n", "image_url": ""}
+    assert RegressionFormatter(ctx()).mail_for_build(None, {"properties": {}, "url": "u"}) is None
+    assert texts.parse_regression("{not json") is None
+
+
+class FakeData:
+    """Buildbot's data API answers for one failed build (the shape master.data.get returns)."""
+
+    def __init__(self, steps, logs, contents):
+        self.answers = {"steps": steps, "logs": logs, "contents": contents}
+
+    def get(self, path):
+        return defer.succeed(self.answers[path[-1]])
+
+
+class FakeMaster:
+    def __init__(self, data):
+        self.data = data
+        self.config = type("C", (), {"buildbotURL": "http://bb.example.org/"})()
+
+
+def test_build_failed_mail_names_the_first_compiler_error_and_log_url():
+    steps = [{"stepid": 1, "number": 0, "name": "git", "results": 0, "state_string": "ok"},
+             {"stepid": 2, "number": 3, "name": "compile", "results": 2,
+              "state_string": "failed: drivers/gpu/x.c:3:9: error: 'y' undeclared\r\nBcc: v@example.com"}]
+    logs = [{"name": "errors", "slug": "errors", "logid": 7, "type": "s"},
+            {"name": "stdio", "slug": "stdio", "logid": 8, "type": "s"}]
+    master = FakeMaster(FakeData(steps, logs, {"content": "o/w/build/drivers/gpu/x.c:3:9: error: 'y'\n"}))
+    build = {"buildid": 4, "builderid": 2, "number": 6, "results": 2, "url": "http://bb.example.org/#/builders/2/builds/6",
+             "builder": {"name": "drm-tip"},
+             "properties": {"branch": ["drm-tip", "s"], "got_revision": [BAD, "s"], "project": ["drm-intel", "s"]}}
+    mail = BuildFailedFormatter(ctx()).mail_for_build(master, build).result
+    msg, wire, _ = rendered(mail)
+    assert "\nBcc:" not in wire.split("\n\n", 1)[0]
+    assert msg["Subject"].startswith(f"[build] drm-tip {BAD[:12]} failed: drivers/gpu/x.c:3:9: error:")
+    body = msg.get_content()
+    assert "First compiler error:\n    drivers/gpu/x.c:3:9: error: 'y' undeclared Bcc: v@example.com\n" in body
+    assert "errors log: http://bb.example.org/#/builders/2/builds/6/steps/3/logs/errors\n" in body
+    assert "full log:   http://bb.example.org/#/builders/2/builds/6/steps/3/logs/stdio\n" in body
+    # a build the bisect asked for is a skip of that bisect, not a broken branch
+    build["properties"]["bisect_id"] = ["x", "bisect"]
+    assert BuildFailedFormatter(ctx()).mail_for_build(master, build).result is None
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("a@example.org", True), ("Jörg Rödel <joro@8bytes.org>", True), ("a@b", False), ("", False),
+    ("a@example.org, b@example.org", False), ("x\r\nBcc: b@example.org <a@example.org>", False),
+    ("a@example.org@evil.example.com", False), ("<a@example.org> <b@example.org>", False),
+])
+def test_address_parsing(text, ok):
+    assert compose.looks_like_address(text) is ok
+
+
+def test_outbox_keeps_mails_until_delivered_and_refused_ones_apart(tmp_path):
+    box = Outbox(tmp_path)
+    first = box.put("Subject: one\n\nbody\n", ["a@example.org"])
+    box.put("Subject: two\n\nbody\n", ["b@example.org"])
+    assert [e.recipients for e in Outbox(tmp_path).pending()] == [["a@example.org"], ["b@example.org"]]
+    box.failed_attempt(first, "ConnectionRefusedError")
+    again = Outbox(tmp_path).pending()[0]  # a new master process reads the same queue
+    assert (again.attempts, again.last_error) == (1, "ConnectionRefusedError")
+    box.delivered(again)
+    second = box.pending()[0]
+    kept = box.refused(second, "550 no such user")
+    assert box.pending() == [] and json.loads(kept.read_text())["last_error"] == "550 no such user"
+
+
+def test_retry_backoff_doubles_and_is_bounded():
+    n = KernelMailNotifier.__new__(KernelMailNotifier)
+    n.retry_first, n.retry_max = 5.0, 600.0
+    delays = []
+    for failures in range(1, 12):
+        n._failures = failures
+        delays.append(n.retry_delay())
+    assert delays[:4] == [5, 10, 20, 40] and max(delays) == 600 and delays[-1] == 600
+
+
+NOTIFY = '\n[notify]\nsmtp = "mail.example.org:587"\nfrom = "bb@example.org"\nto = ["list@example.org"]\n'
+
+
+def test_notify_settings_defaults():
+    s = settings.parse(GOOD + NOTIFY)
+    assert s.notify == {"smtp": "mail.example.org:587", "user": "", "password_file": "", "starttls": False,
+                        "from": "bb@example.org", "to": ["list@example.org"],
+                        "events": ["build-failed", "regression", "culprit"], "cc_culprit": False}
+    assert settings.parse(GOOD).notify is None
+
+
+@pytest.mark.parametrize("change,expected", [
+    ('smtp = "mail.example.org"', "[notify].smtp: 'mail.example.org' is not host:port; write the mail server as"),
+    ('smtp = "mail.example.org:99999"', "[notify].smtp: 'mail.example.org:99999': port 99999 is not 1-65535"),
+    ('from = "bb@example.org\\nBcc: x@example.org"', "[notify].from: 'bb@example.org\\nBcc: x@example.org' is not a "
+                                                    "mail address; write"),
+    ('to = ["list@example.org", "nobody"]', "[notify].to: 'nobody' is not a mail address"),
+    ('to = []', "[notify].to: expected a non-empty list of mail addresses, got []"),
+    ('events = ["culprit", "boot-failed"]', "[notify].events: expected a list drawn from ['build-failed', "
+                                            "'regression', 'culprit'], got ['culprit', 'boot-failed']"),
+    ('user = "bb"', "[notify].password_file: missing; user = 'bb' needs a password"),
+    ('user = "bb"\npassword_file = "smtp.pw"', "[notify].password_file: cannot read "),
+    ('password_file = "smtp.pw"', "[notify].user: missing"),
+    ('cc_culprit = "yes"', "[notify].cc_culprit: expected true or false"),
+    ('smtp_host = "x"', "[notify]: unknown key 'smtp_host'"),
+])
+def test_bad_notify_settings_name_the_key_and_the_fix(tmp_path, change, expected):
+    text = GOOD + NOTIFY
+    key = change.split(" =")[0]
+    lines = [line for line in text.splitlines() if not line.startswith(key + " =")]
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse("\n".join(lines) + "\n" + change + "\n", str(tmp_path / "s.toml"))
+    out = str(e.value)
+    assert expected in out, out
+
+
+def test_password_file_relative_to_the_settings_file(tmp_path):
+    (tmp_path / "smtp.pw").write_text("secret\n")
+    s = settings.parse(GOOD + NOTIFY + 'user = "bb"\npassword_file = "smtp.pw"\n', str(tmp_path / "s.toml"))
+    assert s.notify["user"] == "bb"
