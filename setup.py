@@ -32,7 +32,8 @@ setup(
         "bcrypt>=4.0",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
+        # aiosmtpd: the real SMTP server the notification tests receive mails with
+        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff", "aiosmtpd>=1.4"],
     },
     entry_points={"console_scripts": ["buildbot-kernel = buildbot_kernel.cli:main"]},
 )
