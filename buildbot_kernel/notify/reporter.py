@@ -15,7 +15,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from buildbot import interfaces
@@ -29,15 +28,15 @@ from twisted.mail.smtp import SMTPDeliveryError
 from twisted.python import log
 from zope.interface import implementer
 
-from buildbot_kernel import gitrepo
+from buildbot_kernel import gitrepo, settings
 from buildbot_kernel.bisect import records
 from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.bisect.tree_images import TreeImages
+from buildbot_kernel.master.bisect_config import BISECT_BUILDER
 from buildbot_kernel.notify import texts
 from buildbot_kernel.notify.compose import Mail, looks_like_address, split_hostport, to_message
 from buildbot_kernel.notify.outbox import Outbox
 
-BISECT_BUILDER = "bisect"  # the bisect builder's name (master/bisect_config.py)
 COMPILE_STEP, ERRORS_LOG = "compile", "errors"  # steps/kernel.py
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
@@ -338,16 +337,14 @@ class KernelMailNotifier(MailNotifier):
         self._retry_call = self.master.reactor.callLater(self.retry_delay(), self.kick)
 
 
-def notify_services(s, state_dir: str, images_root: str, branch_builders: list[str]) -> list:
+def notify_services(s: settings.Settings, state_dir: str, images_root: str, branch_builders: list[str]) -> list:
     """The mail reporter for ``[notify]``, or nothing when the section is absent."""
     n = s.notify
     if not n:
         return []
     password = None
     if n["password_file"]:
-        from buildbot_kernel.settings import resolve
-
-        password = Path(resolve(s, n["password_file"])).read_text(encoding="utf-8").strip()
+        password = settings.resolve(s, n["password_file"]).read_text(encoding="utf-8").strip()
     host, port = split_hostport(n["smtp"])
     ctx = NotifyContext(sender=n["from"], to=tuple(n["to"]), events=tuple(n["events"]), cc_culprit=n["cc_culprit"],
                         state_dir=state_dir, images_root=images_root, base_url=s.images["base_url"],

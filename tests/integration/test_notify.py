@@ -15,12 +15,25 @@ import email
 import email.policy
 import json
 import re
+import shutil
+import subprocess
 import threading
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from .harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
+from .harness import (
+    BIN,
+    REPO_ROOT,
+    FixtureRepo,
+    Master,
+    Worker,
+    bisect_build,
+    free_port,
+    git,
+    settings_text,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 BRANCH, OTHER = "drm-intel-fixes", "drm-intel-next"
@@ -204,3 +217,22 @@ def test_manual_bisect_sends_one_culprit_mail_with_every_contract_field(farm):
     assert git(clone, "rev-parse", "refs/bisect/bad") == culprit
     # on-demand builds of the bisect succeeded and nothing else was mailed
     assert len(inbox.received) == 2, [m["msg"]["Subject"] for m in inbox.received]
+
+
+def test_bad_notify_settings_fail_checkconfig_naming_key_and_fix(tmp_path):
+    d = tmp_path / "m"
+    subprocess.run([str(BIN / "buildbot"), "create-master", "-q", str(d)], check=True)
+    shutil.copy(REPO_ROOT / "master.cfg", d / "master.cfg")
+    ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
+    (d / "settings.toml").write_text(settings_text("/nonexistent.git", (BRANCH,), ports, extra=(
+        '[notify]\nsmtp = "localhost"\nfrom = "bb@example.org"\nto = ["list@example.org", "nobody"]\n'
+        'events = ["culprit", "boot"]\nuser = "bb"\npassword_file = "missing.pw"\n')))
+    r = subprocess.run([str(BIN / "buildbot"), "checkconfig", str(d)], env=Master.env.fget(None),
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    where = f"{d / 'settings.toml'}: [notify]"
+    assert f"{where}.smtp: 'localhost' is not host:port; write the mail server as host:port" in out, out
+    assert f"{where}.to: 'nobody' is not a mail address; write \"name@example.org\"" in out
+    assert f"{where}.events: expected a list drawn from ['build-failed', 'regression', 'culprit'], got " in out
+    assert f"{where}.password_file: cannot read {d / 'missing.pw'}: No such file or directory" in out

@@ -270,3 +270,22 @@ def test_password_file_relative_to_the_settings_file(tmp_path):
     (tmp_path / "smtp.pw").write_text("secret\n")
     s = settings.parse(GOOD + NOTIFY + 'user = "bb"\npassword_file = "smtp.pw"\n', str(tmp_path / "s.toml"))
     assert s.notify["user"] == "bb"
+
+
+def test_master_config_adds_the_mail_reporter_with_its_generators(tmp_path):
+    from buildbot_kernel.master.config import make_config
+
+    (tmp_path / "smtp.pw").write_text("s3cret\n")
+    events = 'events = ["build-failed", "culprit"]\ncc_culprit = true\nstarttls = true\n'
+    path = tmp_path / "settings.toml"
+    path.write_text(GOOD + NOTIFY + 'user = "bb"\npassword_file = "smtp.pw"\n' + events)
+    c = make_config(str(tmp_path / "master"), str(path))
+    [svc] = [s for s in c["services"] if isinstance(s, KernelMailNotifier)]
+    kw = svc._config_kwargs
+    assert (kw["relayhost"], kw["smtpPort"], kw["smtpUser"], kw["smtpPassword"], kw["useTls"]) == (
+        "mail.example.org", 587, "bb", "s3cret", True)
+    assert kw["sendToInterestedUsers"] is False  # recipients are ours: never the commit authors of a push
+    assert [g.event for g in kw["generators"]] == ["build-failed", "culprit"]
+    assert kw["generators"][0].builders == ["drm-intel-fixes"] and kw["generators"][1].builders == ["bisect"]
+    path.write_text(GOOD)
+    assert not any(isinstance(s, KernelMailNotifier) for s in make_config(str(tmp_path / "m2"), str(path))["services"])
