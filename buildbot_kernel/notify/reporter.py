@@ -37,7 +37,7 @@ from buildbot_kernel.notify import texts
 from buildbot_kernel.notify.compose import Mail, looks_like_address, split_hostport, to_message
 from buildbot_kernel.notify.outbox import Outbox
 
-COMPILE_STEP, ERRORS_LOG = "compile", "errors"  # steps/kernel.py
+ERRORS_LOG = "errors"  # the compile step's log of error lines (steps/kernel.py)
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 
@@ -52,7 +52,6 @@ class NotifyContext:
     state_dir: str
     images_root: str
     base_url: str
-    branch_builders: tuple[str, ...]
     web_urls: dict = field(default_factory=dict)  # repository name -> [[repository]] web_url
     builds: dict = field(default_factory=dict)  # build config name -> its [[build]] table
 
@@ -348,7 +347,6 @@ def notify_services(s: settings.Settings, state_dir: str, images_root: str, bran
     host, port = split_hostport(n["smtp"])
     ctx = NotifyContext(sender=n["from"], to=tuple(n["to"]), events=tuple(n["events"]), cc_culprit=n["cc_culprit"],
                         state_dir=state_dir, images_root=images_root, base_url=s.images["base_url"],
-                        branch_builders=tuple(branch_builders),
                         web_urls={r["name"]: r.get("web_url", "") for r in s.repositories},
                         builds={b["name"]: b for b in s.builds})
     generators = []

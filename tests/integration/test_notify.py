@@ -1,8 +1,9 @@
 """Mail notifications on a real master, worker and SMTP server (aiosmtpd, in this process, on loopback).
 
 The master starts while nothing listens on its mail port: the first mail (a failed branch build) waits
-in the outbox and arrives once the server is started. Then a bisect started over REST by a person with
-an address finds the planted commit and sends exactly one culprit mail, checked field by field.
+in the outbox, through a master restart, and arrives once the server is started. Then a bisect started
+over REST by a person with an address finds the planted commit and sends exactly one culprit mail,
+checked field by field.
 
 Fixture history on drm-intel-fixes (C0 is the initial tree)::
 
@@ -141,6 +142,10 @@ def test_mail_waits_for_the_server_and_names_the_first_compiler_error(farm):
     wait_for(lambda: "kept in the outbox" in master.log_tail(20000), 30, "the delivery failure in the log")
     assert json.loads(queued[0].read_text())["recipients"] == [LIST]
     assert master.get(f"builds/{build['buildid']}")["builds"][0]["results"] == FAILURE
+    # a master restart keeps the queued mail
+    master.stop()
+    assert outbox(master) == queued
+    master.start(master.web_port)
     smtp.start()  # the server comes back: the retry loop delivers the kept mail
     mails = wait_for(lambda: inbox.of_kind("build-failed"), 90, "the build-failed mail")
     wait_for(lambda: not outbox(master), 30, "the outbox to be empty")

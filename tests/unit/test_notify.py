@@ -44,7 +44,7 @@ HOSTILE_SUBJECT = "drm/i915: fix\r\nBcc: victim@example.com\r\n\r\nReported-by: 
 
 def ctx(**kw) -> NotifyContext:
     base = dict(sender=SENDER, to=(LIST,), events=texts.EVENTS, cc_culprit=True, state_dir="/nonexistent",
-                images_root="/nonexistent", base_url="http://images.example.org", branch_builders=("drm-tip",),
+                images_root="/nonexistent", base_url="http://images.example.org",
                 web_urls={"drm-intel": "https://git.example.org/commit/{sha}"},
                 builds={"x86_64": {"name": "x86_64", "arch": "x86_64", "config": "defconfig", "fragments": ["a.cfg"],
                                    "cross_compile": ""}})
