@@ -60,7 +60,8 @@ def build_failed_mail(*, repository: str, branch: str, sha: str, failed_step: st
     ]
     if link:
         lines.append(f"commit:     {link}")
-    subject = f"[build] {branch} {short(sha)} failed: {header_text(first_error, 120) or failed_step}"
+    what = header_text(first_error, 120) or failed_step
+    subject = " ".join(p for p in ("[build]", branch, short(sha), "failed:", what) if p)
     return Mail(subject=subject, body="\n".join(lines) + "\n", to=tuple(to), kind="build-failed")
 
 

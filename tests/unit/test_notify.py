@@ -12,14 +12,9 @@ from twisted.internet import defer
 
 from buildbot_kernel import settings
 from buildbot_kernel.notify import compose, texts
+from buildbot_kernel.notify.formatters import BuildFailedFormatter, NotifyContext, RegressionFormatter, bisect_mail
+from buildbot_kernel.notify.mailer import KernelMailNotifier
 from buildbot_kernel.notify.outbox import Outbox
-from buildbot_kernel.notify.reporter import (
-    BuildFailedFormatter,
-    KernelMailNotifier,
-    NotifyContext,
-    RegressionFormatter,
-    bisect_mail,
-)
 
 GOOD = """
 [server]
@@ -289,3 +284,14 @@ def test_master_config_adds_the_mail_reporter_with_its_generators(tmp_path):
     assert kw["generators"][0].builders == ["drm-intel-fixes"] and kw["generators"][1].builders == ["bisect"]
     path.write_text(GOOD)
     assert not any(isinstance(s, KernelMailNotifier) for s in make_config(str(tmp_path / "m2"), str(path))["services"])
+
+
+def test_build_failed_mail_falls_back_to_the_errors_log():
+    steps = [{"stepid": 2, "number": 1, "name": "compile", "results": 2, "state_string": "make (failure)"}]
+    logs = [{"name": "errors", "slug": "errors", "logid": 7, "type": "s"}]
+    master = FakeMaster(FakeData(steps, logs, {"content": "o\nodrivers/gpu/x.c:3:9: error: 'y'\noanother\n"}))
+    build = {"buildid": 4, "builderid": 2, "number": 6, "results": 2, "url": "u", "builder": {"name": "drm-tip"},
+             "properties": {}}
+    mail = BuildFailedFormatter(ctx()).mail_for_build(master, build).result
+    assert "First compiler error:\n    drivers/gpu/x.c:3:9: error: 'y'\n" in mail.body
+    assert mail.subject == "[build] drm-tip failed: drivers/gpu/x.c:3:9: error: 'y'"
