@@ -12,6 +12,8 @@ import json
 import shlex
 from collections.abc import Mapping
 
+from buildbot_kernel.bisect.engine import BisectInputError
+from buildbot_kernel.bisect.log import parse_log
 from buildbot_kernel.notify.compose import Mail, body_line, header_text
 
 SHORT = 12
@@ -110,12 +112,24 @@ def regression_mail(reg: Mapping, *, build_url: str, web_url: str = "", to=()) -
 
 
 # --- bisect results ---------------------------------------------------------------------------------
-def reproducer(request: Mapping, base_url: str) -> str:
+def bisect_range(request: Mapping, bisect_log: str) -> tuple[list[str], str]:
+    """(goods, bad) as commits: the log's ``git bisect start`` line holds them resolved, while the request
+    may name a branch that has moved on since."""
+    try:
+        start = parse_log(bisect_log).start
+    except BisectInputError:
+        start = []
+    if start:
+        return list(start[1:]), start[0]
+    return [str(g) for g in request.get("good") or []], str(request.get("bad", ""))
+
+
+def reproducer(request: Mapping, base_url: str, goods: list[str], bad: str) -> str:
     """The command line that repeats the bisect on a person's machine with the same prebuilt images."""
     args = ["buildbot-kernel", "bisect", "--repo", "linux"]
-    for g in request.get("good") or []:
-        args += ["--good", str(g)]
-    args += ["--bad", str(request.get("bad", "")), "--index", base_url.rstrip("/") + "/index.json",
+    for g in goods:
+        args += ["--good", g]
+    args += ["--bad", bad, "--index", base_url.rstrip("/") + "/index.json",
              "--build", str(request.get("build_config", "")), "--run", str(request.get("command", ""))]
     return (f"git clone {shlex.quote(str(request.get('url', '')))} linux\n"
             + " ".join(shlex.quote(a) for a in args))
@@ -141,7 +155,7 @@ def culprit_mail(result: Mapping, *, bisect_log: str, build_url: str, sender: st
     sha = str(fb["sha"])
     test = test_label(req)
     link = commit_link(web_url, sha) or "(no commit link: set [[repository]] web_url)"
-    goods = " ".join(str(g) for g in req.get("good") or [])
+    goods, bad = bisect_range(req, bisect_log)
     verified = {True: "yes (the culprit re-tested bad, its parent good)", None: "not verified"}.get(
         result.get("verified"), str(result.get("verified")))
     lines = [
@@ -154,7 +168,7 @@ def culprit_mail(result: Mapping, *, bisect_log: str, build_url: str, sender: st
         f"date:     {body_line(fb.get('date'))}",
         f"link:     {link}",
         "",
-        f"range:    good {body_line(goods)} .. bad {body_line(req.get('bad'))}",
+        f"range:    good {body_line(' '.join(goods))} .. bad {body_line(bad)}",
         f"test:     {test} (mode {body_line(req.get('mode'))}): {body_line(req.get('command'))}",
         f"verified: {verified}",
         f"first bad image: {fb.get('image_url') or '(no image)'}",
@@ -166,7 +180,7 @@ def culprit_mail(result: Mapping, *, bisect_log: str, build_url: str, sender: st
         f"steps:    {result.get('tests', 0)} tests, {result.get('builds', 0)} builds",
         "",
         "Reproduce it with the same prebuilt images:",
-        *_indent(reproducer(req, base_url)),
+        *_indent(reproducer(req, base_url, goods, bad)),
         "",
         "git bisect log (replay it with `git bisect replay <file>` in a clone):",
         *_indent(bisect_log),
@@ -183,14 +197,14 @@ def flaky_mail(result: Mapping, *, bisect_log: str, build_url: str, to=()) -> Ma
     req, fb = result["request"], result.get("first_bad") or {}
     test = test_label(req)
     candidate = f"{fb.get('sha')} ({body_line(fb.get('subject'))})" if fb.get("sha") else "none"
+    goods, bad = bisect_range(req, bisect_log)
     lines = [
         f"The bisect of {test} on {body_line(req.get('repository'))} {body_line(req.get('branch'))} ended as "
         "flaky: verifying the candidate did not give the same verdicts again, so no culprit is reported.",
         "",
         f"candidate: {candidate}",
         f"reason:    {body_line(result.get('reason')) or '(none given)'}",
-        f"range:     good {body_line(' '.join(str(g) for g in req.get('good') or []))} .. bad "
-        f"{body_line(req.get('bad'))}",
+        f"range:     good {body_line(' '.join(goods))} .. bad {body_line(bad)}",
         f"test:      {test}: {body_line(req.get('command'))}",
         f"build:     {build_url}",
         "",

@@ -295,3 +295,48 @@ def test_build_failed_mail_falls_back_to_the_errors_log():
     mail = BuildFailedFormatter(ctx()).mail_for_build(master, build).result
     assert "First compiler error:\n    drivers/gpu/x.c:3:9: error: 'y'\n" in mail.body
     assert mail.subject == "[build] drm-tip failed: drivers/gpu/x.c:3:9: error: 'y'"
+
+
+def test_range_and_reproducer_name_the_commits_the_bisect_resolved_not_moving_branch_names():
+    r = result()
+    r["request"].update(good=["drm-tip~8"], bad="drm-tip")
+    mail = bisect_mail(ctx(), r, bisect_log=LOG, build_url="u")
+    assert f"range:    good {GOODSHA} .. bad {BAD}\n" in mail.body
+    assert f"--good {GOODSHA} --bad {BAD} --index http://images.example.org/index.json --build x86_64" in mail.body
+    # a log without its start line (cannot happen for a finished bisect): the request as given
+    mail = bisect_mail(ctx(), r, bisect_log="# nothing\n", build_url="u")
+    assert "range:    good drm-tip~8 .. bad drm-tip\n" in mail.body
+
+
+def test_readme_example_is_what_the_formatter_renders():
+    """README.md "Notifications" shows a culprit mail; it must stay the formatter's real output."""
+    from pathlib import Path
+
+    bad, good = "4f1b2c3d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
+    culprit, parent = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+    images = "http://kernels.example.org:8011/drm-tip/6.10.0-rc3-drm-tip_"
+    c = ctx(base_url="http://kernels.example.org:8011",
+            web_urls={"drm-intel": "https://gitlab.freedesktop.org/drm/i915/kernel/-/commit/{sha}"},
+            builds={"x86_64": {"arch": "x86_64", "config": "defconfig", "fragments": ["configs/i915.config"]}})
+    r = {"status": "done", "verified": True, "tests": 4, "builds": 2,
+         "request": {"repository": "drm-intel", "url": "https://gitlab.freedesktop.org/drm/i915/kernel.git",
+                     "branch": "drm-tip", "good": [good], "bad": bad, "test": "boot", "command": "true",
+                     "mode": "boot", "build_config": "x86_64"},
+         "first_bad": {"sha": culprit, "subject": "drm/i915/display: use the new watermark helpers",
+                       "author": "Jane Developer <jane@example.org>", "date": "2026-07-18T09:41:07+00:00",
+                       "image_url": images + "1a2b3c_20260718_+/"},
+         "last_good": {"sha": parent, "subject": "drm/i915/gt: tidy up the reset path",
+                       "image_url": images + "0f1e2d_20260718_+/"}}
+    manifest = "drm-tip: 2026y-07m-{}d-12h-00m-00s UTC integration manifest"
+    log = (f"# bad: [{bad}] {manifest.format(18)}\n# good: [{good}] {manifest.format(17)}\n"
+           f"git bisect start '{bad}' '{good}'\n"
+           f"# good: [{parent}] drm/i915/gt: tidy up the reset path\ngit bisect good {parent}\n"
+           f"# bad: [{culprit}] drm/i915/display: use the new watermark helpers\ngit bisect bad {culprit}\n"
+           f"# first bad commit: [{culprit}] drm/i915/display: use the new watermark helpers\n")
+    mail = bisect_mail(c, r, bisect_log=log, build_url="http://buildbot.example.org:8010/#/builders/7/builds/42",
+                       owner="regression watch: boot on drm-tip", committer="Rodrigo Vivi <rodrigo.vivi@example.org>",
+                       compiler="gcc (Debian 12.2.0-14) 12.2.0")
+    msg = rendered(mail)[0]
+    shown = "".join(f"{h}: {msg[h]}\n" for h in ("From", "To", "Cc", "Subject")) + "\n" + msg.get_content()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "```\n" + shown + "```\n" in readme
