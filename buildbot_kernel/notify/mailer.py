@@ -115,4 +115,5 @@ class KernelMailNotifier(MailNotifier):
         return min(self.retry_max, self.retry_first * 2 ** max(0, self._failures - 1))
 
     def _schedule_retry(self) -> None:
-        self._retry_call = self.master.reactor.callLater(self.retry_delay(), self.kick)
+        if self.running:  # a stopping master leaves the rest to the next start
+            self._retry_call = self.master.reactor.callLater(self.retry_delay(), self.kick)
