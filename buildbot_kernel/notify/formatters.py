@@ -115,7 +115,8 @@ class RegressionFormatter(KernelFormatter):
         reg = texts.parse_regression(prop(build, "regression"))
         if reg is None:
             return None
-        return texts.regression_mail(reg, build_url=build["url"], to=self.ctx.to,
+        bisect_url = utils.getURLForBuildrequest(master, reg["bisect_requests"][0]) if reg["bisect_requests"] else ""
+        return texts.regression_mail(reg, build_url=build["url"], to=self.ctx.to, bisect_url=bisect_url,
                                      web_url=self.ctx.web_urls.get(reg["repository"], ""))
 
 

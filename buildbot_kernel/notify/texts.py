@@ -69,9 +69,10 @@ def build_failed_mail(*, repository: str, branch: str, sha: str, failed_step: st
 
 # --- regression -------------------------------------------------------------------------------------
 def parse_regression(prop: object) -> dict | None:
-    """The ``regression`` build property (a JSON text or an object) in one shape:
-    ``{test, branch, repository, bisect_id, good: {sha, image, image_url}, bad: {...}}``.
-    Flat keys (``good_sha``, ``good_image``, ``good_image_url``, ...) are accepted too."""
+    """The ``regression`` build property (README.md "Regression watch"; a JSON text or an object) in one
+    shape: ``{test, branch, repository, tester, bisect, good: {sha, image, image_url}, bad: {...}}``.
+    Image URLs may be given as ``url`` or ``image_url``; ``bisect`` is the started bisect's
+    ``{"buildset": N, "buildrequests": [...]}``, or a bisect id, or absent."""
     if isinstance(prop, (str, bytes)):
         try:
             prop = json.loads(prop)
@@ -82,14 +83,21 @@ def parse_regression(prop: object) -> dict | None:
 
     def side(name: str) -> dict:
         d = prop.get(name) if isinstance(prop.get(name), Mapping) else {}
-        return {k: str(d.get(k) or prop.get(f"{name}_{k}") or "") for k in ("sha", "image", "image_url")}
+        return {"sha": str(d.get("sha") or ""), "image": str(d.get("image") or ""),
+                "image_url": str(d.get("image_url") or d.get("url") or "")}
 
-    return {"test": str(prop["test"]), "branch": str(prop["branch"]),
-            "repository": str(prop.get("repository") or ""), "bisect_id": str(prop.get("bisect_id") or ""),
+    bisect = prop.get("bisect") or prop.get("bisect_id") or ""
+    requests = []
+    if isinstance(bisect, Mapping):
+        requests = [r for r in bisect.get("buildrequests") or [] if isinstance(r, int) and not isinstance(r, bool)]
+        bisect = f"buildset {bisect['buildset']}" if isinstance(bisect.get("buildset"), int) else ""
+    return {"test": str(prop["test"]), "branch": str(prop["branch"]), "repository": str(prop.get("repository") or ""),
+            "tester": str(prop.get("tester") or ""), "bisect": str(bisect), "bisect_requests": requests,
             "good": side("good"), "bad": side("bad")}
 
 
-def regression_mail(reg: Mapping, *, build_url: str, web_url: str = "", to=()) -> Mail:
+def regression_mail(reg: Mapping, *, build_url: str, web_url: str = "", bisect_url: str = "", to=()) -> Mail:
+    """``bisect_url``: where the bisect it started is followed in the web UI ("" when none started)."""
     good, bad = reg["good"], reg["bad"]
 
     def image_lines(label: str, d: Mapping) -> list[str]:
@@ -102,10 +110,12 @@ def regression_mail(reg: Mapping, *, build_url: str, web_url: str = "", to=()) -
             out.append(f"    link   {link}")
         return out
 
+    tester = f" on {body_line(reg['tester'])}" if reg.get("tester") else ""
     lines = [f"Test {body_line(reg['test'])} passed on an image of {body_line(reg['branch'])} and fails on a "
-             "later one (re-run, failed again).", ""]
+             f"later one{tester} (re-run, failed again).", ""]
     lines += image_lines("last good image", good) + image_lines("first bad image", bad)
-    lines += ["", f"bisect: {body_line(reg['bisect_id']) or 'not started'}", f"build:  {build_url}"]
+    started = body_line(reg["bisect"]) + (f" {bisect_url}" if bisect_url else "")
+    lines += ["", f"bisect: {started.strip() or 'not started'}", f"build:  {build_url}"]
     subject = (f"[regression] {reg['test']} on {reg['branch']}: {bad['image'] or short(bad['sha'])} fails, "
                f"{good['image'] or short(good['sha'])} passed")
     return Mail(subject=subject, body="\n".join(lines) + "\n", to=tuple(to), kind="regression")
@@ -193,17 +203,27 @@ def culprit_mail(result: Mapping, *, bisect_log: str, build_url: str, sender: st
 
 
 def flaky_mail(result: Mapping, *, bisect_log: str, build_url: str, to=()) -> Mail:
-    """A culprit that did not reproduce: said as flaky, never named as the culprit in the subject."""
+    """A culprit that did not reproduce (status ``flaky``) or could not be verified (``verified: false``):
+    said as such, never named as the culprit in the subject, its author not copied."""
     req, fb = result["request"], result.get("first_bad") or {}
     test = test_label(req)
     candidate = f"{fb.get('sha')} ({body_line(fb.get('subject'))})" if fb.get("sha") else "none"
     goods, bad = bisect_range(req, bisect_log)
+    if result.get("status") == "flaky":
+        what, verdict = "ended as flaky: testing the candidate and its parent again contradicted the bisect", "flaky"
+    else:
+        what, verdict = "found a candidate that could not be verified", "not verified"
+    checks = [f"  {body_line(c.get('role'))} {short(c.get('sha'))}: expected {body_line(c.get('expected'))}, "
+              f"tested {body_line(c.get('verdict') or 'nothing')}"
+              + (f" ({body_line(c['reason'])})" if c.get("reason") else "")
+              for c in result.get("verification") or [] if isinstance(c, Mapping)]
     lines = [
-        f"The bisect of {test} on {body_line(req.get('repository'))} {body_line(req.get('branch'))} ended as "
-        "flaky: verifying the candidate did not give the same verdicts again, so no culprit is reported.",
+        f"The bisect of {test} on {body_line(req.get('repository'))} {body_line(req.get('branch'))} {what}, "
+        "so no culprit is reported.",
         "",
         f"candidate: {candidate}",
         f"reason:    {body_line(result.get('reason')) or '(none given)'}",
+        *(["verification:", *checks] if checks else []),
         f"range:     good {body_line(' '.join(goods))} .. bad {body_line(bad)}",
         f"test:      {test}: {body_line(req.get('command'))}",
         f"build:     {build_url}",
@@ -211,7 +231,7 @@ def flaky_mail(result: Mapping, *, bisect_log: str, build_url: str, to=()) -> Ma
         "git bisect log:",
         *_indent(bisect_log),
     ]
-    subject = f"[bisect] {test} on {req.get('branch')}: flaky, no culprit reported"
+    subject = f"[bisect] {test} on {req.get('branch')}: {verdict}, no culprit reported"
     return Mail(subject=subject, body="\n".join(lines) + "\n", to=tuple(to), kind="flaky")
 
 

@@ -109,13 +109,24 @@ def test_cc_culprit_off_mails_the_list_only():
     assert rendered(mail)[2] == [LIST]
 
 
-@pytest.mark.parametrize("change", [{"verified": False}, {"status": "flaky"}])
-def test_unverified_culprit_is_a_flaky_mail_never_a_culprit(change):
+@pytest.mark.parametrize("change,verdict", [
+    ({"status": "flaky", "reason": "the test does not reproduce: culprit cccccccccccc tested good (expected bad)",
+      "verification": [{"role": "culprit", "sha": PARENT, "expected": "bad", "verdict": "good"},
+                       {"role": "parent", "sha": GOODSHA, "expected": "good", "verdict": "good"}]}, "flaky"),
+    ({"verified": False, "verification": [{"role": "culprit", "sha": PARENT, "expected": "bad", "verdict": None,
+                                           "reason": "no image"}]}, "not verified"),
+])
+def test_unverified_culprit_is_a_flaky_mail_never_a_culprit(change, verdict):
     mail = bisect_mail(ctx(), result(**change), bisect_log=LOG, build_url="u", committer="m <maint@example.org>")
     msg, _, rcpt = rendered(mail)
     assert mail.kind == "flaky" and "first bad commit" not in msg["Subject"]
-    assert msg["Subject"] == "[bisect] boot on drm-tip: flaky, no culprit reported"
+    assert msg["Subject"] == f"[bisect] boot on drm-tip: {verdict}, no culprit reported"
     assert rcpt == [LIST]  # the candidate's author is not blamed
+    body = msg.get_content()
+    assert f"candidate: {PARENT} (drm/i915: fix Bcc: victim@example.com Reported-by: evil@example.com)" in body
+    assert "Reported-by:" not in body.replace("Reported-by: evil", "")
+    first = change["verification"][0]
+    assert f"  culprit {PARENT[:12]}: expected bad, tested {first['verdict'] or 'nothing'}" in body
 
 
 def test_manual_bisect_mails_the_person_who_started_it_when_owner_is_an_address():
@@ -132,24 +143,30 @@ def test_manual_bisect_mails_the_person_who_started_it_when_owner_is_an_address(
 
 
 def test_regression_mail_from_a_build_carrying_the_property():
-    prop = {"test": "boot", "branch": "drm-tip", "repository": "drm-intel", "bisect_id": "20260101-000000-bs9",
-            "good": {"sha": GOODSHA, "image": "6.1.0-drm-tip_bbbbbb_20260101_+", "image_url": "http://i/g/"},
+    # the shape the regression watch sets (README.md "Regression watch"), with a hostile image name
+    prop = {"test": "boot", "branch": "drm-tip", "repository": "drm-intel", "tester": "vm1",
+            "good": {"sha": GOODSHA, "image": "6.1.0-drm-tip_bbbbbb_20260101_+", "url": "http://i/g/"},
             "bad": {"sha": BAD, "image": "6.1.0-drm-tip_aaaaaa_20260102_+\r\nBcc: x@example.org",
-                    "image_url": "http://i/b/"}}
-    build = {"properties": {"regression": [json.dumps(prop), "regression-watch"]},
+                    "url": "http://i/b/"},
+            "bisect": {"buildset": 12, "buildrequests": [31]}}
+    build = {"properties": {"regression": [prop, "regression-watch"]},
              "url": "http://bb.example.org/#/builders/5/builds/2", "results": 2}
-    mail = RegressionFormatter(ctx()).mail_for_build(None, build)
+    master = FakeMaster(None)
+    mail = RegressionFormatter(ctx()).mail_for_build(master, build)
     msg, wire, rcpt = rendered(mail)
     assert rcpt == [LIST] and "\nBcc:" not in wire.split("\n\n", 1)[0]
     assert msg["Subject"].startswith("[regression] boot on drm-tip: 6.1.0-drm-tip_aaaaaa_20260102_+ Bcc:")
     body = msg.get_content()
+    assert "passed on an image of drm-tip and fails on a later one on vm1 (re-run, failed again)" in body
     assert "last good image: 6.1.0-drm-tip_bbbbbb_20260101_+\n" in body and "    image  http://i/g/\n" in body
+    assert f"    commit {GOODSHA}\n" in body and "    image  http://i/b/\n" in body
     assert f"    link   https://git.example.org/commit/{BAD}\n" in body
-    assert "bisect: 20260101-000000-bs9\n" in body and "build:  http://bb.example.org/#/builders/5/builds/2" in body
-    # flat keys work too; a build without the property (or with junk) is no mail
-    flat = {"test": "boot", "branch": "drm-tip", "good_sha": GOODSHA, "bad_sha": BAD, "bad_image": "n"}
-    assert texts.parse_regression(flat)["bad"] == {"sha": BAD, "image": "n", "image_url": ""}
-    assert RegressionFormatter(ctx()).mail_for_build(None, {"properties": {}, "url": "u"}) is None
+    assert "bisect: buildset 12 http://bb.example.org/#/buildrequests/31\n" in body
+    assert "build:  http://bb.example.org/#/builders/5/builds/2" in body
+    # as JSON text too; a build without the property (or with junk) is no mail
+    assert texts.parse_regression(json.dumps(prop))["bad"]["image_url"] == "http://i/b/"
+    assert texts.parse_regression({**prop, "bisect": None})["bisect"] == ""
+    assert RegressionFormatter(ctx()).mail_for_build(master, {"properties": {}, "url": "u"}) is None
     assert texts.parse_regression("{not json") is None
 
 
