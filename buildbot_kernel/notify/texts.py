@@ -9,6 +9,7 @@ crafted subject cannot forge lines such as ``Reported-by:`` in the body.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping
 
@@ -17,6 +18,7 @@ from buildbot_kernel.bisect.log import parse_log
 from buildbot_kernel.notify.compose import Mail, body_line, header_text
 
 SHORT = 12
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
 EVENTS = ("build-failed", "regression", "culprit")
 
 
@@ -24,9 +26,10 @@ def short(sha: object) -> str:
     return str(sha or "")[:SHORT]
 
 
-def commit_link(web_url: str, sha: str) -> str:
-    """The commit's page from ``[[repository]] web_url`` (a template with ``{sha}``), or ""."""
-    if not web_url or not sha or "{sha}" not in web_url:
+def commit_link(web_url: str, sha: object) -> str:
+    """The commit's page from ``[[repository]] web_url`` (a template with ``{sha}``), or "" (also for a
+    "sha" that is not hex: it came from a property or a file and must not shape the URL)."""
+    if not web_url or "{sha}" not in web_url or not isinstance(sha, str) or not _HEX.match(sha):
         return ""
     return web_url.replace("{sha}", sha)
 

@@ -357,3 +357,9 @@ def test_readme_example_is_what_the_formatter_renders():
     shown = "".join(f"{h}: {msg[h]}\n" for h in ("From", "To", "Cc", "Subject")) + "\n" + msg.get_content()
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "```\n" + shown + "```\n" in readme
+
+
+def test_commit_links_only_for_hex_shas():
+    assert texts.commit_link("https://g.example.org/c/{sha}", BAD) == f"https://g.example.org/c/{BAD}"
+    assert texts.commit_link("https://g.example.org/c/{sha}", "../../evil?x=") == ""
+    assert texts.commit_link("", BAD) == "" and texts.commit_link("https://g.example.org/", BAD) == ""
