@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
+import tempfile
 
 from aiosmtpd.controller import Controller
 from twisted.internet import defer
@@ -55,7 +57,9 @@ class DeliveryTest(unittest.TestCase):
     @defer.inlineCallbacks
     def test_down_then_up_and_refused_for_good(self):
         port = free_port()
-        outbox = Outbox(self.mktemp())
+        state = tempfile.mkdtemp(prefix="bbk-notify-")  # trial's mktemp() would write into the checkout
+        self.addCleanup(shutil.rmtree, state, True)
+        outbox = Outbox(state)
         n = notifier(outbox, port)
         queue(outbox, "[bisect] first: Jörg's commit", "list@example.org")
         yield n._drain()  # nothing listens on the port
