@@ -35,7 +35,8 @@ setup(
         "bcrypt>=4.0",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff", "selenium>=4.10"],
+        # aiosmtpd: the real SMTP server the notification tests receive mails with
+        "test": ["pytest", "pytest-timeout", "hypothesis", "ruff", "selenium>=4.10", "aiosmtpd>=1.4"],
     },
     entry_points={"console_scripts": ["buildbot-kernel = buildbot_kernel.cli:main"]},
 )

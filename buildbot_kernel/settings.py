@@ -20,6 +20,8 @@ from buildbot_kernel import htpasswd
 from buildbot_kernel.farm import keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
+from buildbot_kernel.notify.compose import address_problem, split_hostport
+from buildbot_kernel.notify.texts import EVENTS as NOTIFY_EVENTS
 from buildbot_kernel.util import identifier
 
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
@@ -159,6 +161,19 @@ OPTIONAL_SECTIONS: dict[str, dict[str, Key]] = {
                            "[[test]])", _str_list),
         "anonymous": Key((str,), "read", f"one of {list(ANONYMOUS_ACCESS)}", lambda v: v in ANONYMOUS_ACCESS),
     },
+    # --- mail notifications: README.md "Notifications" ---
+    "notify": {
+        "smtp": Key((str,), "localhost:25", "the mail server as host:port, e.g. \"localhost:25\"", bool),
+        "user": Key((str,), "", "a user name to log in to the mail server with (needs password_file)"),
+        "password_file": Key((str,), "", "the path of a file holding the mail server password, relative to the "
+                             "settings file"),
+        "starttls": Key((bool,), False, "true or false (require STARTTLS)"),
+        "from": Key((str,), REQUIRED, "the sender's mail address, e.g. \"buildbot-kernel@example.org\"", bool),
+        "to": Key((list,), REQUIRED, "a non-empty list of mail addresses", lambda v: _str_list(v, allow_empty=False)),
+        "events": Key((list,), list(NOTIFY_EVENTS), f"a list drawn from {list(NOTIFY_EVENTS)}",
+                      lambda v: _str_list(v) and set(v) <= set(NOTIFY_EVENTS)),
+        "cc_culprit": Key((bool,), False, "true or false (cc a culprit commit's author and committer)"),
+    },
 }
 
 TABLES: dict[str, dict[str, Key]] = {
@@ -243,6 +258,7 @@ class Settings:
     machines: list = field(default_factory=list)
     tests: list = field(default_factory=list)
     auth: dict | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
+    notify: dict | None = None  # None: no [notify] section (no mail)
 
     def listener(self, name: str) -> str:
         """The address of one listener (``web_bind``, ``worker_bind``, ``image_bind``)."""
@@ -412,12 +428,13 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         sections["images"]["base_url"] = f"http://localhost:{sections['server'].get('image_port') or 80}"
 
     problems += _access_problems(sections["server"], optional.get("auth"), tables["worker"], base)
+    problems += _notify_problems(optional.get("notify"), base)
     if problems:
         raise SettingsError(path, problems)
     return Settings(path=path, server=sections["server"], images=sections["images"],
                     repositories=tables["repository"], builds=tables["build"],
                     workers=tables["worker"], machines=tables["machine"], tests=tables["test"],
-                    auth=optional.get("auth"))
+                    auth=optional.get("auth"), notify=optional.get("notify"))
 
 
 # --- accounts, roles, listeners: checks across keys ---
@@ -455,6 +472,39 @@ def _access_problems(server: dict, auth: dict | None, workers: list, base: Path)
         else:
             _, bad = htpasswd.parse(text)
             problems += [f"[auth].htpasswd ({p}): {b}" for b in bad]
+    return problems
+
+
+def _notify_problems(notify: dict | None, base: Path) -> list[str]:
+    """Addresses, the mail server and its password file: each wrong one named with what to write."""
+    if not notify:
+        return []
+    problems = []
+    if "smtp" in notify:
+        try:
+            split_hostport(notify["smtp"])
+        except ValueError as e:
+            problems.append(f"[notify].smtp: {e}; write the mail server as host:port, e.g. \"localhost:25\" or "
+                            "\"[::1]:587\"")
+    if "from" in notify and address_problem(notify["from"]):
+        problems.append(f"[notify].from: {address_problem(notify['from'])}")
+    for a in notify.get("to", []):
+        if address_problem(a):
+            problems.append(f"[notify].to: {address_problem(a)}")
+    user, pw = notify.get("user"), notify.get("password_file")
+    if user and not pw:
+        problems.append(f"[notify].password_file: missing; user = {user!r} needs a password: write it in a file "
+                        "readable by the master only and name it here (relative to the settings file)")
+    if pw and not user:
+        problems.append("[notify].user: missing; password_file is only used to log in, so name the user too")
+    if pw:
+        p = Path(pw) if os.path.isabs(pw) else base / pw
+        try:
+            p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            problems.append(f"[notify].password_file: cannot read {p}: {why}; create it (chmod 600) or fix the "
+                            "path (relative to the settings file)")
     return problems
 
 

@@ -23,6 +23,7 @@ from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
+from buildbot_kernel.notify.reporter import notify_services
 from buildbot_kernel.steps.heads import ReconcileHeads
 from buildbot_kernel.steps.store import UpdateStore
 from buildbot_kernel.target import BuildTarget, builder_name, poller_dir
@@ -160,6 +161,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))
     c["services"] += tree_services
+    c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets])  # README "Notifications"
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     add_machines(c, [m["name"] for m in s.machines], CONTROL_WORKER)
