@@ -15,10 +15,10 @@ from collections.abc import Mapping
 
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.bisect.log import parse_log
+from buildbot_kernel.commitlink import PLACEHOLDER, commit_url
 from buildbot_kernel.notify.compose import Mail, body_line, header_text
 
 SHORT = 12
-_HEX = re.compile(r"^[0-9a-f]{4,64}$")
 EVENTS = ("build-failed", "regression", "culprit")
 
 
@@ -27,11 +27,8 @@ def short(sha: object) -> str:
 
 
 def commit_link(web_url: str, sha: object) -> str:
-    """The commit's page from ``[[repository]] web_url`` (a template with ``{sha}``), or "" (also for a
-    "sha" that is not hex: it came from a property or a file and must not shape the URL)."""
-    if not web_url or "{sha}" not in web_url or not isinstance(sha, str) or not _HEX.match(sha):
-        return ""
-    return web_url.replace("{sha}", sha)
+    """The commit's page, or "" where a mail line wants text (see commitlink.commit_url)."""
+    return commit_url(web_url if web_url and PLACEHOLDER in web_url else None, sha) or ""
 
 
 def test_label(request: Mapping) -> str:
