@@ -9,7 +9,6 @@ crafted subject cannot forge lines such as ``Reported-by:`` in the body.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from collections.abc import Mapping
 
