@@ -7,9 +7,18 @@ so every other test keeps its order and module fixtures stay grouped.
 """
 
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
+
+# buildbot.test (imported by the step tests) turns every warning into an error for the rest of the
+# process.  Twisted 26.10 deprecates a name that buildbot.util.ssl star-imports, so whichever module first
+# imports Buildbot's mail reporter after that (the notification wiring, the force scheduler) would fail to
+# import.  Importing it once here, before any test module, keeps that one deprecation a warning.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import buildbot.util.ssl  # noqa: F401
 
 from buildbot_kernel.imagetree.testing import served_dir
 
