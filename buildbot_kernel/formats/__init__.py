@@ -68,7 +68,7 @@ class PackageFormat:
         return "\n".join(lines)
 
 
-def _words(section, key: str, path: Path) -> tuple[str, ...]:
+def _words(section, key: str) -> tuple[str, ...]:
     return tuple(section.get(key, "").split())
 
 
@@ -88,7 +88,7 @@ def load(path: Path) -> PackageFormat:
     for key in ("description", "script", "files"):
         if not s.get(key, "").strip():
             raise FormatError(f"{path.name}: [format] {key} is missing or empty")
-    files, required = _words(s, "files", path), _words(s, "required", path)
+    files, required = _words(s, "files"), _words(s, "required")
     if not set(required) <= set(files):
         raise FormatError(f"{path.name}: [format] required lists {sorted(set(required) - set(files))} which "
                           "files does not")
@@ -104,7 +104,7 @@ def load(path: Path) -> PackageFormat:
         variables = importlib.import_module(f"{__name__}.{module}").variables
     data = {sec: dict(cp[sec]) for sec in cp.sections() if sec != "format"}
     return PackageFormat(name=name, description=s["description"].strip(), script=s["script"].strip("\n"),
-                         files=files, required=required, always=always, tools=_words(s, "tools", path),
+                         files=files, required=required, always=always, tools=_words(s, "tools"),
                          variables=variables, data=data)
 
 
@@ -127,7 +127,10 @@ def get(name: str) -> PackageFormat:
 def selected(packages) -> list[PackageFormat]:
     """The formats a build makes: the ``always`` ones first, then those the settings name, in order."""
     out = [f for f in registry().values() if f.always]
-    out += [get(n) for n in packages if not get(n).always]
+    for name in packages:
+        fmt = get(name)
+        if fmt not in out:
+            out.append(fmt)
     return out
 
 

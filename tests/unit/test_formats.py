@@ -27,6 +27,7 @@ def test_selected_puts_always_first_and_never_twice():
     assert [f.name for f in formats.selected(["deb"])] == ["tar", "deb"]
     assert [f.name for f in formats.selected(["tar", "deb"])] == ["tar", "deb"]
     assert [f.name for f in formats.selected([])] == ["tar"]
+    assert [f.name for f in formats.selected(["deb", "deb", "tar"])] == ["tar", "deb"]
     with pytest.raises(formats.FormatError, match="no package format 'rpm'; known: deb, tar"):
         formats.selected(["rpm"])
 
