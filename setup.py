@@ -9,7 +9,7 @@ setup(
     "and kexec-based bisection on Buildbot",
     packages=find_packages(include=["buildbot_kernel", "buildbot_kernel.*"]),
     include_package_data=True,
-    package_data={"buildbot_kernel": ["data/*"]},
+    package_data={"buildbot_kernel": ["data/*", "formats/*.ini"]},
     python_requires=">=3.11",
     install_requires=[
         "buildbot>=4.0",

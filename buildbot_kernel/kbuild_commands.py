@@ -7,7 +7,7 @@ a branch is incremental):
     work/src        the git checkout (Buildbot's Git step, incremental)
     work/obj        the out-of-tree build directory (make O=...)
     work/fragments  base .config and fragments downloaded from the master for this build
-    work/stage      modules_install staging
+    work/stage      the installed kernel (boot/, lib/modules/) every package format starts from
     work/pkg        the package uploaded to the master
 
 Every make runs with the LOCALVERSION environment variable unset (``env -u`` below and ``None`` in the
@@ -17,6 +17,8 @@ step's env): setting it, even empty, makes Kbuild drop the ``+`` of the naming c
 from __future__ import annotations
 
 import shlex
+
+from buildbot_kernel import formats
 
 FACTS_SCRIPT = r"""set -e
 cd src
@@ -83,10 +85,15 @@ def configure_script(build: dict, localversion: str, fragment_count: int, full_c
     return "\n".join(lines) + "\n"
 
 
+def build_identity(timestamp: str) -> dict[str, str]:
+    """What Kbuild bakes into the image besides the source: fixed, so a rebuild (and ccache) matches."""
+    return {"KBUILD_BUILD_TIMESTAMP": timestamp, "KBUILD_BUILD_USER": "buildbot",
+            "KBUILD_BUILD_HOST": "buildbot-kernel"}
+
+
 def compile_command(build: dict, jobs: int, use_ccache: bool, timestamp: str) -> list[str]:
     """The build itself: default target (image + modules) with reproducible build identity."""
-    extra = [f"-j{jobs}", f"KBUILD_BUILD_TIMESTAMP={timestamp}", "KBUILD_BUILD_USER=buildbot",
-             "KBUILD_BUILD_HOST=buildbot-kernel"]
+    extra = [f"-j{jobs}"] + [f"{k}={v}" for k, v in build_identity(timestamp).items()]
     if use_ccache:
         extra.append(f"CC=ccache {build.get('cross_compile', '')}gcc")
     return ["env", "-u", "LOCALVERSION"] + make_args(build) + extra
@@ -97,22 +104,31 @@ def kernelrelease_command(build: dict) -> list[str]:
 
 
 def package_script(build: dict, name: str) -> str:
-    """Collect the package the contract names, with the worker's own checksums for transfer checking."""
+    """Stage the installed kernel, then run every package format the build makes (buildbot_kernel/formats)
+    and leave the worker's own checksums for transfer checking.
+
+    ``stage/`` is the installed layout every format starts from: ``boot/vmlinuz-<name>``,
+    ``boot/config-<name>``, ``boot/System.map-<name>`` and ``lib/modules/<name>/``.
+    """
     mk = _make(build, "-s", "image_name")
-    return "\n".join([
+    boot = shlex.quote(f"stage/boot/vmlinuz-{name}")
+    lines = [
         "set -e",
-        "rm -rf pkg stage && mkdir -p pkg stage",
+        "rm -rf pkg stage && mkdir -p pkg stage/boot",
         f"image=$({mk})",
-        "cp \"obj/$image\" pkg/vmlinuz",
-        "cp obj/.config pkg/config",
-        "cp obj/System.map pkg/System.map",
+        f"cp \"obj/$image\" {boot}",
+        f"cp obj/.config {shlex.quote(f'stage/boot/config-{name}')}",
+        f"cp obj/System.map {shlex.quote(f'stage/boot/System.map-{name}')}",
         "if grep -qx 'CONFIG_MODULES=y' obj/.config; then",
         "  " + _make(build, "modules_install", "INSTALL_MOD_STRIP=1") + ' INSTALL_MOD_PATH="$PWD/stage"',
         "else",
         f"  mkdir -p {shlex.quote(f'stage/lib/modules/{name}')}",
         "  echo 'modules disabled in this config: empty modules tree'",
         "fi",
-        "tar -C stage --owner=0 --group=0 --sort=name -cf - lib/modules | xz -T0 -6 > pkg/modules.tar.xz",
+    ]
+    lines += [fmt.shell(name, build) for fmt in formats.selected(build.get("packages", ()))]
+    lines += [
         "(cd pkg && sha256sum -- * > ../pkg.sha256) && mv pkg.sha256 pkg/.worker.sha256",
         "ls -l pkg",
-    ]) + "\n"
+    ]
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildbot_kernel import htpasswd
+from buildbot_kernel import formats, htpasswd
 from buildbot_kernel.farm import keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
@@ -25,7 +25,7 @@ from buildbot_kernel.notify.texts import EVENTS as NOTIFY_EVENTS
 from buildbot_kernel.util import identifier
 
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
-PACKAGE_FORMATS = ("tar", "deb")
+PACKAGE_FORMATS = formats.names()  # one description file each in buildbot_kernel/formats/
 MACHINE_TYPES = ("qemu", "remote")
 TEST_MODES = ("boot", "test")
 ANONYMOUS_ACCESS = ("read", "none")
@@ -384,11 +384,10 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         if len(set(branches)) != len(branches):
             problems.append(f"[[repository]] ({r.get('name')!r}).branches: a branch is listed twice")
     for b in tables["build"]:
-        if "deb" in b.get("packages", []):
-            problems.append(
-                f"[[build]] ({b.get('name')!r}).packages: \"deb\" cannot work with the image naming "
-                "contract: the kernel release holds '_' (-<branch>_<sha6>_<date>_) and Debian package "
-                "names and versions cannot, so bindeb-pkg fails; use [\"tar\"]")
+        for fmt in b.get("packages", []) if isinstance(b.get("packages"), list) else []:
+            problem = formats.settings_problem(fmt, b) if fmt in PACKAGE_FORMATS else ""
+            if problem:
+                problems.append(f"[[build]] ({b.get('name')!r}).{problem}")
         files = list(b.get("fragments", []))
         if "config" in b and is_config_file(b["config"]):
             files.append(b["config"])

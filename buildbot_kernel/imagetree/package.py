@@ -1,7 +1,8 @@
 """The image directory contract (docs/index-format.md): what one published image is, and how it gets there.
 
 An image is ``<root>/<safe branch>/<name>/`` holding ``vmlinuz``, ``config``, ``System.map``,
-``modules.tar.xz``, optional ``*.deb``, ``metadata.json`` and ``SHA256SUMS``.  The manifest lists every
+``modules.tar.xz``, ``build.log.xz``, ``reproducer.sh``, optional ``*.deb``, ``metadata.json`` and
+``SHA256SUMS``.  The manifest lists every
 file with its size and sha256 twice on purpose: ``metadata.json`` for programs (index, bisect, test farm)
 and ``SHA256SUMS`` so a person can run ``sha256sum -c`` on the NFS tree.  Publishing is one directory
 rename from a staging directory on the same filesystem, so nobody ever sees half an image.
@@ -19,6 +20,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from buildbot_kernel import formats
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.naming import safe_branch
@@ -27,7 +29,9 @@ SCHEMA = 1
 METADATA = "metadata.json"
 SUMS = "SHA256SUMS"
 MANIFEST_FILES = (METADATA, SUMS)
-REQUIRED_FILES = ("vmlinuz", "config", "System.map", "modules.tar.xz")
+# every image holds the files of the formats built always (tar); one that lists more formats in its
+# ``packages`` field holds theirs too (buildbot_kernel/formats/)
+REQUIRED_FILES = formats.always_required()
 REQUIRED_FIELDS = (
     "name", "repository", "url", "branch", "sha", "subject", "author",
     "commit_date", "build_date", "build", "arch", "kernelrelease",
@@ -202,6 +206,20 @@ def manifest_problems(metadata: dict, sums: dict[str, str]) -> list[str]:
     for name in REQUIRED_FILES:
         if name not in files:
             problems.append(f"required file {name!r} is not in the manifest")
+    return problems + format_problems(metadata.get("packages"), files)
+
+
+def format_problems(packages, files) -> list[str]:
+    """Files the formats named in metadata ``packages`` require and the manifest lacks (a name this
+    version does not know is not checked: an older server reads a newer tree)."""
+    if not isinstance(packages, list):
+        return []
+    known = formats.registry()
+    problems = []
+    for name in packages:
+        fmt = known.get(name) if isinstance(name, str) else None
+        for pattern in fmt.missing(files) if fmt is not None else ():
+            problems.append(f"package format {name!r}: no file matching {pattern!r} in the manifest")
     return problems
 
 

@@ -9,6 +9,7 @@ from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.settings import Settings, is_config_file, resolve
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
+from buildbot_kernel.steps.record import AttachBuildRecord
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import identifier
 
@@ -29,10 +30,12 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     build = target.build
     full_config = is_config_file(build["config"])
     downloads = []
-    if full_config:
-        downloads.append((resolve(settings, build["config"]), "fragments/base.config"))
-    for i, frag in enumerate(build["fragments"]):
-        downloads.append((resolve(settings, frag), f"fragments/{i}.config"))
+    base_config = resolve(settings, build["config"]) if full_config else None
+    if base_config is not None:
+        downloads.append((base_config, "fragments/base.config"))
+    fragments = [resolve(settings, frag) for frag in build["fragments"]]
+    for i, frag in enumerate(fragments):
+        downloads.append((frag, f"fragments/{i}.config"))
     common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
 
     f = util.BuildFactory()
@@ -70,6 +73,7 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
                                util.Property("image_name"))))
     f.addStep(steps.DirectoryUpload(name="upload", workersrc="pkg", masterdest=util.Property("incoming_dir"),
                                     haltOnFailure=True, **common))
+    f.addStep(AttachBuildRecord(target, base_config, fragments, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(PublishImage(target, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(RecordOutcome(target))
     return f

@@ -11,11 +11,12 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
-from buildbot_kernel import heads
+from buildbot_kernel import formats, heads
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
+from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import named_service
 
@@ -76,6 +77,9 @@ class PublishImage(buildstep.BuildStep):
             "buildnumber": p("buildnumber"),
             # never the branch's ``latest`` unless it is the head (docs/index-format.md)
             "on_demand": bool(p(ON_DEMAND_PROPERTY)),
+            # the formats built, so the completeness rule checks their files (buildbot_kernel/formats/)
+            "packages": [f.name for f in formats.selected(t.build.get("packages", ()))],
+            **({"reproducer": p(REPRODUCER_PROPERTY)} if p(REPRODUCER_PROPERTY) else {}),
         }
 
     @defer.inlineCallbacks

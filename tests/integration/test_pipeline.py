@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import lzma
 
 import pytest
 
@@ -80,7 +81,12 @@ def test_first_start_builds_every_branch_head(farm):
         assert meta["repository"] == "drm-intel" and meta["url"] == str(repo.bare)
         assert meta["build"] == "x86_64" and meta["arch"] == "x86_64"
         assert meta["commit_date"] == "2026-01-01T01:00:00Z"
-        assert set(meta["files"]) == {"vmlinuz", "config", "System.map", "modules.tar.xz"}
+        assert set(meta["files"]) == {"vmlinuz", "config", "System.map", "modules.tar.xz", "build.log.xz",
+                                      "reproducer.sh"}
+        assert meta["packages"] == ["tar"] and meta["reproducer"]["kernelrelease"] == name
+        # the compile step's whole output, as the UI shows it
+        log = lzma.decompress((d / "build.log.xz").read_bytes()).decode()
+        assert "  CC      drivers/gpu/i915.o" in log and "Kernel: arch/x86/boot/bzImage is ready" in log
         # the image carries the release string it was built with, as a real bzImage's banner does
         assert (d / "vmlinuz").read_bytes().startswith(f"FAKELINUX-BZIMAGE {name}\n".encode())
         assert f'CONFIG_LOCALVERSION="-{branch}_' in (d / "config").read_text()

@@ -99,10 +99,21 @@ def test_not_toml():
     assert "not valid TOML" in problems("[server\n")
 
 
-def test_deb_packages_refused_with_the_reason():
+def test_deb_packages_accepted():
+    s = settings.parse(GOOD.replace('name = "x86_64"\n[[worker]]',
+                                    'name = "x86_64"\npackages = ["tar", "deb"]\n[[worker]]'))
+    assert s.builds[0]["packages"] == ["tar", "deb"]
+
+
+def test_unknown_package_format_names_the_registry():
+    msg = problems(GOOD.replace('name = "x86_64"\n[[worker]]', 'name = "x86_64"\npackages = ["rpm"]\n[[worker]]'))
+    assert "packages" in msg and "'deb'" in msg and "'tar'" in msg
+
+
+def test_deb_for_an_arch_debian_cannot_name_is_refused():
     msg = problems(GOOD.replace('name = "x86_64"\n[[worker]]',
-                                'name = "x86_64"\npackages = ["tar", "deb"]\n[[worker]]'))
-    assert "Debian package names" in msg
+                                'name = "x86_64"\narch = "sparc"\npackages = ["deb"]\n[[worker]]'))
+    assert "'sparc'" in msg and "deb.ini" in msg
 
 
 def test_same_port_twice():
