@@ -197,12 +197,20 @@ def tmpfs(path: Path, size: str):
 
 
 def fill(path: Path) -> Path:
-    """Write zeros to ``path`` until the filesystem is full; the filler file."""
-    with open(path, "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+    """Write zeros to ``path`` until the filesystem is full (unbuffered: every byte that fits is on the
+    disk); the filler file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    block = b"\0" * 4096
+    try:
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                break
+    finally:
+        os.close(fd)
     return path
 
 
