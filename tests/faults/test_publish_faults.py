@@ -97,13 +97,15 @@ def test_image_disk_full_during_publish_fails_clearly_and_the_next_build_publish
     assert snapshot(root) == before and (root / "index.json").read_text() == index_before  # tree as before
     assert list((root / ".incoming").iterdir()) == []  # no half image left in staging either
     assert watch.problems == []
-    filler.unlink()  # space freed: the next build publishes
-    repo.commit_file(BRANCH, "drivers/gpu/again.c", "int again(void) { return 3; }\n", "drm/i915: again")
-    repo.push(BRANCH)
-    wait_for(lambda: len(image_dirs(root)) == 2 and master.idle(), 120, "the next image")
+    failed = repo.head(BRANCH)
+    ledger = master.dir / "state" / "ledger.jsonl"
+    assert all(json.loads(line)["sha"] != failed for line in ledger.read_text().splitlines())  # not the commit's
+    filler.unlink()  # space freed: the next heads check builds the same commit and publishes it
+    master.force("heads-now", {})
+    wait_for(lambda: len(image_dirs(root)) == 2 and master.idle(), 120, "the image of the same commit")
     assert master.builds(BRANCH)[-1]["results"] == SUCCESS
     newest = next(d for d in image_dirs(root) if d.name not in {p.split("/")[1] for p in before if "/" in p})
-    assert json.loads((newest / "metadata.json").read_text())["sha"] == repo.head(BRANCH)
+    assert json.loads((newest / "metadata.json").read_text())["sha"] == failed
     assert package.verify_image_dir(newest) == []
     assert sorted(index_names(root)) == sorted(d.name for d in image_dirs(root))
     print(f"fault 6 (image disk full during publish): {time.monotonic() - t0:.0f}s")
