@@ -14,11 +14,9 @@ import errno
 import json
 import os
 import select
-import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -286,12 +284,3 @@ class ReadGate:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def served_base() -> Path:
-    """A fresh directory outside pytest's 0700 tmp tree (the image tree is checked for readability)."""
-    return Path(tempfile.mkdtemp(prefix="bbk-faults-"))
-
-
-def remove(path: Path):
-    shutil.rmtree(path, ignore_errors=True)
