@@ -14,7 +14,7 @@ from integration.harness import FAKELINUX, FixtureRepo, Master, Worker, free_por
 
 from buildbot_kernel.imagetree import package
 
-from .tools import Hold, TreeWatch, holding_makefile, image_dirs, index_names, power_cut
+from .tools import Hold, TreeWatch, holding_makefile, image_dirs, index_names, power_cut, start, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BRANCH = "drm-intel-fixes"
@@ -32,16 +32,16 @@ def test_worker_killed_mid_build_builds_again_and_publishes_once(tmp_path):
     master = Master(tmp_path, settings_text(str(repo.bare), (BRANCH,), ports))
     worker = Worker(tmp_path, "w1", "pw", ports["worker"])
     root = master.dir / "images"
-    master.start(ports["web"])
+    start(master, ports["web"])
     try:
         with TreeWatch(root) as watch:
-            worker.start()
+            start_worker(worker, master)
             hold.wait_reached(1)  # compiled, blocked before the link
             assert not image_dirs(root)
             power_cut(worker.dir)
             wait_for(lambda: [b["results"] for b in master.builds(BRANCH)] == [RETRY], 60,
                      "the master to see the build lost")
-            worker.start()  # the worker comes back
+            start_worker(worker, master)  # the worker comes back
             hold.wait_reached(2)
             hold.release()
             wait_for(lambda: image_dirs(root) and master.idle(), 90, "the image after the rebuild")

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from integration.harness import wait_for
+from integration.harness import BIN, wait_for
 
 
 # -- killing -------------------------------------------------------------------------------------------
@@ -65,7 +65,31 @@ def power_cut(directory: Path) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.kill(v, signal.SIGKILL)
     wait_for(lambda: all(_gone(v) for v in victims), 30, f"the processes of {directory} to die")
+    # A dead process's pid file is stale; twistd removes it itself unless the pid still exists, and in a
+    # container whose init does not reap, the killed daemon stays a zombie: its pid exists and the next
+    # start would refuse ("Another twistd server is running").  A rebooted or reaping host has no zombie.
+    (Path(directory) / "twistd.pid").unlink(missing_ok=True)
     return pid
+
+
+def start(master, web_port: int, timeout: float = 120) -> None:
+    """``buildbot start``, waiting for the web API as long as a loaded machine needs: after a crash the
+    start-up (database recovery, housekeeping of the dead run) can take longer than the 10 s that
+    ``buildbot start`` itself waits before it gives up watching (the master goes on starting)."""
+    master.web_port = web_port
+    r = master._run(BIN / "buildbot", "start", str(master.dir), check=False)
+    if r.returncode != 0 and "took more than" not in r.stdout + r.stderr:
+        raise AssertionError(f"buildbot start failed ({r.returncode}): {r.stdout}{r.stderr}\n{master.log_tail()}")
+    wait_for(master._api_ok, timeout, "the web API to answer")
+
+
+def start_worker(worker, master, timeout: float = 120) -> None:
+    """``buildbot-worker start``, then wait until the master lists the worker as connected (the command
+    itself gives up watching early on a loaded machine, while the worker goes on connecting)."""
+    subprocess.run([str(BIN / "buildbot-worker"), "start", str(worker.dir)], capture_output=True, timeout=120)
+    name = worker.dir.name.removeprefix("worker-")
+    wait_for(lambda: any(w["name"] == name and w["connected_to"] for w in master.get("workers")["workers"]),
+             timeout, f"worker {name} to connect")
 
 
 # -- holding a build: a named pipe in the build's own Makefile ------------------------------------------
