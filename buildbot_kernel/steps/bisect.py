@@ -5,7 +5,10 @@ thread for git and the disk:
 
 * ``start``: checks the request (a bad field fails this step with the field named and writes nothing),
   fetches the master's mirror clone, starts the session, or resumes it from the bisect log when this
-  build request is a retry after a master restart (same buildset, same bisect id).
+  build request is a retry after a master restart (same buildset, same bisect id). On a resume, the
+  test requests the dead build left in the queue are cancelled (their bisect-test builds refuse to run
+  anyway, :mod:`buildbot_kernel.steps.bisect_test`): the interrupted step is tested once more, by the
+  resumed bisect.
 * ``step-N``: one engine step. A missing image is built on the branch's bisect build builder (Triggerable
   scheduler; published for everyone, marked ``on_demand``); a failed build is a skip. The test runs through the
   tester; while it runs and a build worker is free, both possible next midpoints are built ahead and the
@@ -40,7 +43,7 @@ from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.master.auth import may_run_command
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.publish import ON_DEMAND_PROPERTY
-from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter
+from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter, cancel_requests, orphaned_requests
 
 
 @dataclass
@@ -271,6 +274,17 @@ class StartBisect(_BisectStep):
         self.show(f"{verb}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
                   f"{left} candidates, about {report.steps_left_estimate(left)} steps")
         return SUCCESS
+
+
+    @defer.inlineCallbacks
+    def _cancel_orphaned_tests(self, bisect_id: str):
+        orphans = yield orphaned_requests(self.master, bisect_id, "bisect_sha", self.build.buildid)
+        if orphans:
+            cancel_requests(self.master, [brid for brid, _ in orphans],
+                            "the bisect build that asked for this test ended; the resumed bisect asks again")
+            yield self.addCompleteLog("orphans", "".join(
+                f"cancelled build request {brid}: a test asked for by the ended build id {parent}\n"
+                for brid, parent in orphans))
 
 
 class BisectRound(_BisectStep):

@@ -6,6 +6,11 @@ command runs with the ``BISECT_*`` environment (contract in :mod:`buildbot_kerne
 exit status is stored in the ``bisect_exit`` property for the bisect build; the test build's own colour
 says the verdict (green good, orange skip, red bad, purple abort).  A command the worker kills at a
 timeout (it kills the whole process group) is ``skip``, as in the shell command's ``--timeout``.
+
+A test request outlives the bisect build that asked for it when the master dies: Buildbot puts the dead
+master's requests back in the queue at the next start, the bisect resumes in a new build and asks for its
+own test.  The first step refuses (CANCELLED, nothing run) a request whose bisect build has ended, so the
+interrupted step is tested once more, not twice, and never twice at once on one machine.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import os
 
 from buildbot.plugins import steps, util
 from buildbot.process import buildstep
-from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from buildbot_kernel.bisect.tester import EXIT_SKIP
 from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
+from buildbot_kernel.steps.subbuilds import waiting_parent
 
 WORKDIR = "bisect"
 IMAGE_SUBDIR = "image"
@@ -29,6 +35,23 @@ TIMEOUT_PROPERTY = "bisect_timeout"  # seconds the test may run (a [[test]]'s ti
 def sums_text(files: dict) -> str:
     """``sha256sum -c`` input for the image's files (name -> sha256)."""
     return "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+
+
+class RefuseOrphan(buildstep.BuildStep):
+    """Runs nothing for a request whose bisect build is over (see the module docstring)."""
+
+    name = "bisect waits"
+    haltOnFailure = True
+    hideStepIf = staticmethod(lambda results, step: results == SUCCESS)
+
+    @defer.inlineCallbacks
+    def run(self):
+        parent = yield waiting_parent(self.master, self.build.requests[0].bsid)
+        if parent is not None and parent["complete"]:
+            self.descriptionDone = [f"not run: the bisect build that asked for it (build {parent['number']}) "
+                                    "has ended; a resumed bisect asks again"]
+            return CANCELLED
+        return SUCCESS
 
 
 class FetchImage(buildstep.BuildStep):
@@ -109,6 +132,7 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
 
 def bisect_test_factory() -> util.BuildFactory:
     f = util.BuildFactory()
+    f.addStep(RefuseOrphan())
     f.addStep(steps.ShellCommand(name="clean image dir", command=["rm", "-rf", IMAGE_SUBDIR], workdir=WORKDIR,
                                  haltOnFailure=True, hideStepIf=True))
     f.addStep(FetchImage())

@@ -1,4 +1,9 @@
-"""Master-side steps: publish an uploaded package atomically, and remember what failed."""
+"""Master-side steps: publish an uploaded package atomically, and remember what failed.
+
+A full image disk is the host's failure, not the commit's: the build fails and says so, but the commit is
+not remembered as failed, so the next heads check (periodic, at a master start, or "Check branch heads
+now") builds it again once there is space (README.md, "When things fail").
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ WORKER_SUMS = ".worker.sha256"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 IMAGE_TREE_SERVICE = "image-tree"
 ON_DEMAND_PROPERTY = "on_demand"  # set by a bisect's trigger: this build is for the bisect, not the branch
+HOST_FAILURE_PROPERTY = "bbk_host_failure"  # why the build failed through no fault of the commit
 
 
 def check_transfer(incoming: Path) -> list[str]:
@@ -104,6 +110,7 @@ class PublishImage(buildstep.BuildStep):
             # nothing was renamed into the tree; the upload goes too, so no half image stays in .incoming
             shutil.rmtree(incoming, ignore_errors=True)
             msg = f"no space left on the image disk: {self.target.images_root}"
+            self.setProperty(HOST_FAILURE_PROPERTY, msg, self.name)
             yield self.addCompleteLog("problems", f"{msg}\n{e}\nfree space there (retention: "
                                       "images.keep_per_branch / images.max_bytes) and rebuild\n")
             self.descriptionDone = [msg]
@@ -153,7 +160,10 @@ class RecordOutcome(buildstep.BuildStep):
         if incoming and Path(incoming).exists():
             shutil.rmtree(incoming, ignore_errors=True)
         sha = self.getProperty("commit_sha")
-        if self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
+        host_failure = self.getProperty(HOST_FAILURE_PROPERTY)
+        if self.build.results == FAILURE and sha and host_failure:
+            self.descriptionDone = ["not recorded as failed: the host failed, not the commit"]
+        elif self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
             BuildLedger(self.target.ledger_path).record(
                 self.target.repository, self.target.branch, sha, self.target.build_name, FAILED,
                 buildnumber=self.getProperty("buildnumber"))

@@ -74,8 +74,7 @@ class SubBuild:
             self._send_cancel(reason)
 
     def _send_cancel(self, reason: str) -> None:
-        for brid in self.brids:
-            self.master.mq.produce(("control", "buildrequests", str(brid), "cancel"), {"reason": reason})
+        cancel_requests(self.master, self.brids, reason)
 
     def _finish(self, results) -> None:
         self.results, self._done = results, True
@@ -97,6 +96,39 @@ class SubBuild:
                 props = yield self.master.data.get(("builds", b["buildid"], "properties"))
                 return {**b, "properties": {k: v[0] for k, v in (props or {}).items()}}
         return None
+
+
+def cancel_requests(master, brids, reason: str) -> None:
+    """Buildbot's build request cancel: a queued request completes CANCELLED, a running build stops."""
+    for brid in brids:
+        master.mq.produce(("control", "buildrequests", str(brid), "cancel"), {"reason": reason})
+
+
+@defer.inlineCallbacks
+def waiting_parent(master, bsid: int):
+    """The build that triggered buildset ``bsid`` and waits for it, as a data API dict; None when the
+    buildset has no parent."""
+    bs = yield master.db.buildsets.getBuildset(bsid)
+    if bs is None or bs.parent_buildid is None:
+        return None
+    return (yield master.data.get(("builds", bs.parent_buildid)))
+
+
+@defer.inlineCallbacks
+def orphaned_requests(master, bisect_id: str, property_name: str, current_buildid: int):
+    """Incomplete build requests of bisect ``bisect_id`` that carry ``property_name`` and were triggered by
+    another build than ``current_buildid``: after a master crash, the dead master's requests are put back
+    in the queue, but the build that waited for them is gone (it ended RETRY) and nobody reads their
+    result.  [(brid, parent build number)]"""
+    out = []
+    for req in (yield master.db.buildrequests.getBuildRequests(complete=False)):
+        props = yield master.db.buildsets.getBuildsetProperties(req.buildsetid)
+        if property_name not in props or props.get("bisect_id", (None,))[0] != bisect_id:
+            continue
+        bs = yield master.db.buildsets.getBuildset(req.buildsetid)
+        if bs is not None and bs.parent_buildid != current_buildid:
+            out.append((req.buildrequestid, bs.parent_buildid))
+    return out
 
 
 class Waiter:
