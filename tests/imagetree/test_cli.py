@@ -80,6 +80,31 @@ def test_find_over_http(tree, serve, capsys):
     assert doc["images"][0]["name"] == a.name and doc["images"][0]["url"] == f"{url}next/{a.name}/"
 
 
+def test_list_and_latest_by_branch_with_the_base_url(tree, serve, capsys):
+    """The base URL with or without its "/" and the index.json URL are the same --index."""
+    root, a, b = tree
+    other = make_image(root, "topic/x", 1)
+    url = serve(root)
+    run(index, ["index", "--root", str(root), "--base-url", url])
+    capsys.readouterr()
+    for where in (url, url.rstrip("/"), url + "index.json"):
+        assert run(images, ["images", "list", "--branch", "next", "--index", where]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split("\t")[0] for line in lines] == [b.name, a.name]  # the branch's order: newest first
+        assert run(images, ["images", "find", "latest", "--branch", "next", "--index", where]) == 0
+        assert capsys.readouterr().out == f"{b.name}\t{url}next/{b.name}/\n"
+    # by the branch's git name or its directory
+    for name in ("topic/x", "topic-x"):
+        run(images, ["images", "find", "latest", "--branch", name, "--index", url, "--json"])
+        assert [e["name"] for e in json.loads(capsys.readouterr().out)["images"]] == [other.name]
+    assert run(images, ["images", "list", "--branch", "nope", "--index", url]) == 1
+    assert "no images on branch 'nope'" in capsys.readouterr().err
+    with pytest.raises(CommandError, match="--branch"):
+        run(images, ["images", "find", "latest", "--index", url])
+    with pytest.raises(CommandError, match="no latest image"):
+        run(images, ["images", "find", "latest", "--branch", "next", "--build", "arm64", "--index", url])
+
+
 def test_verify(tree, capsys):
     root, a, b = tree
     assert run(images, ["images", "verify", str(a)]) == 0
