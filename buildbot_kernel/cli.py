@@ -87,4 +87,8 @@ class CommandError(Exception):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as ``python -m buildbot_kernel.cli``: the commands raise buildbot_kernel.cli.CommandError, which
+    # is not this __main__ module's class, so go through the imported module
+    from buildbot_kernel.cli import main as imported_main
+
+    sys.exit(imported_main())

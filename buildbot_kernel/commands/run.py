@@ -7,7 +7,6 @@ so what it sets up is an ordinary Buildbot installation an admin can keep managi
 from __future__ import annotations
 
 import filecmp
-import ipaddress
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 from buildbot_kernel import resources
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.cli import CommandError
+from buildbot_kernel.util import reachable_host
 
 LAST_RUN = "last-run.json"  # in the user's state directory: the directories `run` last started
 BIN = Path(sys.executable).parent
@@ -79,10 +79,7 @@ def prepare_master(master_dir: Path, settings_file: Path | None, environ=os.envi
 def worker_master_address(s: settings_mod.Settings) -> str:
     """Where the local worker finds the PB port: the worker listener's address, loopback when it
     listens on every interface."""
-    address = s.listener("worker_bind")
-    if ipaddress.ip_address(address).is_unspecified:
-        address = "127.0.0.1" if ipaddress.ip_address(address).version == 4 else "::1"
-    return f"[{address}]" if ":" in address else address
+    return reachable_host(s.listener("worker_bind"))
 
 
 def run(args) -> int:
