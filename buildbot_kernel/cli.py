@@ -19,6 +19,7 @@ COMMANDS = [
     "buildbot_kernel.commands.images",
     "buildbot_kernel.commands.snippets",
     "buildbot_kernel.commands.units",
+    "buildbot_kernel.commands.paths",
     "buildbot_kernel.farm.standalone",
     "buildbot_kernel.commands.machine",
 ]

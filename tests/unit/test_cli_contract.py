@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,23 @@ def test_stop_of_a_master_that_is_not_running_fails(tmp_path, monkeypatch, capsy
     assert main(["stop"]) == 1
     err = capsys.readouterr().err
     assert "nothing is running" in err and str(tmp_path / "master") in err
+
+
+def test_paths_names_the_shipped_files_and_the_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BUILDBOT_KERNEL_CACHE", str(tmp_path / "c"))
+    assert main(["paths", "scripts"]) == 0
+    scripts = Path(capsys.readouterr().out.strip())
+    assert (scripts / "build-stage1-ramfs").is_file() and (scripts / "stage1" / "init").is_file()
+    main(["paths", "cache"])
+    assert capsys.readouterr().out == f"{tmp_path / 'c'}\n"
+    main(["paths"])
+    listing = capsys.readouterr().out
+    assert "settings.toml" in listing and "master.cfg" in listing and "templates" in listing
+
+
+def test_cache_dir_defaults_to_the_users_cache(tmp_path):
+    from buildbot_kernel.resources import cache_dir
+
+    assert cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "buildbot-kernel"
+    assert cache_dir({"HOME": str(tmp_path)}).name == "buildbot-kernel"
+    assert cache_dir({"BUILDBOT_KERNEL_CACHE": "/x", "XDG_CACHE_HOME": str(tmp_path)}) == Path("/x")
