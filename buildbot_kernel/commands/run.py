@@ -146,6 +146,8 @@ def _running(d: Path) -> bool:
     try:
         pid = int((d / "twistd.pid").read_text().strip())
         os.kill(pid, 0)
+    except PermissionError:  # alive, another user's: `buildbot stop` will say what it can do
+        return True
     except (OSError, ValueError):
         return False
     return True

@@ -9,6 +9,9 @@ as an editable install of this checkout, are not run), and the dependencies' con
 (``buildbot``, ``buildbot-worker``) are written for the venv's interpreter.  The test then checks that
 ``buildbot_kernel`` is imported from the venv, and runs everything with no ``PYTHONPATH`` and from
 directories outside the checkout.
+
+(The directory is not called ``tests/packaging``: pytest puts ``tests/`` on ``sys.path``, and a
+``packaging`` package there would hide the ``packaging`` library Buildbot imports.)
 """
 
 from __future__ import annotations
