@@ -38,7 +38,9 @@ class CodeMaster(harness.Master):
     def __init__(self, base: Path, settings: str, code: Path):
         self.code = code
         super().__init__(base, settings)
-        (self.dir / "master.cfg").write_text((code / "master.cfg").read_text())
+        # master.cfg is package data now (buildbot_kernel/data/); older revisions kept it at the top
+        cfg = next(p for p in (code / "buildbot_kernel" / "data" / "master.cfg", code / "master.cfg") if p.exists())
+        (self.dir / "master.cfg").write_text(cfg.read_text())
 
     @property
     def env(self):

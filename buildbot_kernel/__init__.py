@@ -4,5 +4,3 @@ Pure logic (naming, settings, index, bisect engine) lives in modules that import
 Twisted, so it can be tested without a reactor; the glue lives in ``buildbot_kernel.master`` and the
 ``steps``/``services`` modules.
 """
-
-__version__ = "0.1.0"

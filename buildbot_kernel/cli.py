@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # sub-command modules, in the order ``--help`` lists them
@@ -17,9 +18,22 @@ COMMANDS = [
     "buildbot_kernel.commands.index",
     "buildbot_kernel.commands.images",
     "buildbot_kernel.commands.snippets",
+    "buildbot_kernel.commands.units",
+    "buildbot_kernel.commands.paths",
     "buildbot_kernel.farm.standalone",
     "buildbot_kernel.commands.machine",
 ]
+
+
+def version() -> str:
+    """The installed distribution's version: pyproject.toml is the only place it is written."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("buildbot-kernel")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +41,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="buildbot-kernel",
         description="Continuous kernel image builds, image tree and kexec bisection on Buildbot.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
+    _plain_help(parser)
     return parser
+
+
+def plain(text: str | None) -> str | None:
+    """Docstrings are reStructuredText (``--repo``, `run`); a terminal shows help as plain text."""
+    if not text:
+        return text
+    text = re.sub(r"``(.+?)``", r"\1", text, flags=re.S)
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"`([^`\n]+)`", r"'\1'", text)
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Every description and help text of the command tree, as plain text."""
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        action.help = plain(action.help) if action.help is not argparse.SUPPRESS else action.help
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+            for sub in set(action.choices.values()):
+                _plain_help(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,4 +89,8 @@ class CommandError(Exception):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as ``python -m buildbot_kernel.cli``: the commands raise buildbot_kernel.cli.CommandError, which
+    # is not this __main__ module's class, so go through the imported module
+    from buildbot_kernel.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -1,5 +1,6 @@
 """Small helpers shared by the Buildbot glue."""
 
+import ipaddress
 import re
 
 
@@ -19,3 +20,12 @@ def named_service(master, name: str):
         if found is not None:
             return found
     return None
+
+
+def reachable_host(address: str) -> str:
+    """The host part of a URL that reaches a listener on this machine: its address, loopback when it
+    listens on every interface, IPv6 in brackets."""
+    address = address or "127.0.0.1"
+    if ipaddress.ip_address(address).is_unspecified:
+        address = "127.0.0.1" if ipaddress.ip_address(address).version == 4 else "::1"
+    return f"[{address}]" if ":" in address else address

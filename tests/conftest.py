@@ -6,6 +6,7 @@ tests and the image-service tests) can no longer spin it, so tests/farm/ runs la
 so every other test keeps its order and module fixtures stay grouped.
 """
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -23,6 +24,9 @@ with warnings.catch_warnings():
 from buildbot_kernel.imagetree.testing import served_dir
 
 FARM = Path(__file__).parent / "farm"
+# the farm's stage-1 kernel and ramfs (fetched and built once): the checkout's .cache, not the user's
+# cache directory, unless the caller chose one (buildbot_kernel/resources.py)
+os.environ.setdefault("BUILDBOT_KERNEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
 # other modules that serve a farm from that reactor thread
 REACTOR_THREAD_MODULES = (Path(__file__).parent / "security" / "test_machine_keys.py",)
 

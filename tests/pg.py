@@ -97,7 +97,7 @@ def postgres():
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg (3) is not installed: pip install -e . (setup.py lists psycopg[binary])")
+        pytest.skip("psycopg (3) is not installed: pip install -e . (pyproject.toml lists psycopg[binary])")
     server = PgServer(bindir)
     try:
         server.start()

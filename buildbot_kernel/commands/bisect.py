@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--good", action="append", default=[], metavar="REV",
                    help="a revision known to work (repeatable)")
     p.add_argument("--bad", metavar="REV", help="a revision known to fail")
-    p.add_argument("--index", required=True, metavar="URL|PATH", help="the image server's index.json")
+    p.add_argument("--index", required=True, metavar="URL|PATH",
+                   help="the image tree: its base URL (http://server:8011/), its index.json URL, or a path")
     p.add_argument("--build", required=True, metavar="NAME", help="build config whose images to test")
     p.add_argument("--run", required=True, metavar="CMD",
                    help="test command: exit 0 good, 125 skip, 1-127 bad, >127 abort; gets BISECT_SHA, "

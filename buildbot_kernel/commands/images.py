@@ -1,9 +1,10 @@
-"""``buildbot-kernel images``: find an image by commit, verify an image directory, serve a tree."""
+"""buildbot-kernel images: find or list images, verify an image directory, serve a tree."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 from buildbot_kernel.cli import CommandError
 
@@ -14,14 +15,25 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="images_command", metavar="ACTION")
     sub.required = True
 
-    f = sub.add_parser("find", help="the image(s) of a commit: full sha or unique prefix")
-    f.add_argument("sha")
-    f.add_argument("--index", required=True,
-                   help="index.json of the tree: a URL (http://server:8011/) or a path (file or tree)")
-    f.add_argument("--branch", help="only images of this branch")
+    index_help = "the tree's index: its base URL (http://server:8011/), its index.json URL, or a path (file or tree)"
+    f = sub.add_parser("find", help="the image(s) of a commit (full sha or unique prefix), or of a branch's head",
+                       description="Print name and URL of the images of a commit, or with 'latest' and --branch "
+                                   "the image(s) the branch's latest names (its head's, one per build config).")
+    f.add_argument("sha", metavar="SHA|latest", help="a commit (full sha or unique prefix), or latest")
+    f.add_argument("--index", required=True, help=index_help)
+    f.add_argument("--branch", help="only images of this branch (as git names it, or its directory)")
     f.add_argument("--build", help="only images of this build config")
     f.add_argument("--json", action="store_true", help="print the index entries as JSON")
     f.set_defaults(func=find)
+
+    ls = sub.add_parser("list", help="the images of the tree, of a branch or of a build config",
+                        description="Print the images in the index's order (per branch: the head's image first, "
+                                    "then the branch's history), one per line: name, branch, marks, URL.")
+    ls.add_argument("--index", required=True, help=index_help)
+    ls.add_argument("--branch", help="only images of this branch (as git names it, or its directory)")
+    ls.add_argument("--build", help="only images of this build config")
+    ls.add_argument("--json", action="store_true", help="print the index entries as JSON")
+    ls.set_defaults(func=list_images)
 
     v = sub.add_parser("verify", help="check image directories (every file against its sha256) and that the "
                                       "tree's readers (web server, NFS) can read them")
@@ -40,19 +52,58 @@ def register(subparsers) -> None:
     s.set_defaults(func=serve)
 
 
-def find(args) -> int:
-    from buildbot_kernel.imagetree.lookup import LookupError_, ShaLookup, load_index
+def _entries(index: str) -> list[dict]:
+    from buildbot_kernel.imagetree.lookup import LookupError_, load_index
 
     try:
-        data = load_index(args.index)
-        sha, images = ShaLookup(data["images"]).find(args.sha, branch=args.branch, build=args.build)
+        return load_index(index)["images"]
     except LookupError_ as e:
         raise CommandError(str(e)) from None
-    if args.json:
-        print(json.dumps({"sha": sha, "images": images}, indent=2))
+
+
+def _print(images: list[dict], as_json: bool, **extra) -> None:
+    if as_json:
+        print(json.dumps({**extra, "images": images}, indent=2))
     else:
         for e in images:
             print(f"{e.get('name', '?')}\t{e.get('url', '?')}")
+
+
+def find(args) -> int:
+    from buildbot_kernel.imagetree.lookup import LookupError_, ShaLookup, latest
+
+    entries = _entries(args.index)
+    if args.sha == "latest":
+        if not args.branch:
+            raise CommandError("find latest needs --branch NAME (the branch whose latest image to print)")
+        images = latest(entries, args.branch, args.build)
+        if not images:
+            raise CommandError(f"branch {args.branch!r} has no latest image in {args.index}"
+                               + (f" for build config {args.build!r}" if args.build else ""))
+        _print(images, args.json, branch=args.branch)
+        return 0
+    try:
+        sha, images = ShaLookup(entries).find(args.sha, branch=args.branch, build=args.build)
+    except LookupError_ as e:
+        raise CommandError(str(e)) from None
+    _print(images, args.json, sha=sha)
+    return 0
+
+
+def list_images(args) -> int:
+    from buildbot_kernel.imagetree.lookup import select
+
+    images = select(_entries(args.index), args.branch, args.build)
+    if args.json:
+        _print(images, True)
+        return 0
+    for e in images:
+        marks = ",".join(m for m in ("head", "on_demand") if e.get(m) is True) or "-"
+        print(f"{e.get('name', '?')}\t{e.get('branch', '?')}\t{marks}\t{e.get('url', '?')}")
+    if not images:
+        print("no images" + (f" on branch {args.branch!r}" if args.branch else "")
+              + (f" with build config {args.build!r}" if args.build else ""), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,17 +7,19 @@ so what it sets up is an ordinary Buildbot installation an admin can keep managi
 from __future__ import annotations
 
 import filecmp
-import ipaddress
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from buildbot_kernel import resources
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.cli import CommandError
+from buildbot_kernel.util import reachable_host
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+LAST_RUN = "last-run.json"  # in the user's state directory: the directories `run` last started
 BIN = Path(sys.executable).parent
 
 
@@ -32,8 +34,9 @@ def _call(*cmd) -> None:
         raise CommandError(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}")
 
 
-def install_master_cfg(master_dir: Path, shipped: Path = REPO_ROOT / "master.cfg") -> str:
+def install_master_cfg(master_dir: Path, shipped: Path | None = None) -> str:
     """Put the shipped master.cfg in place, unless the admin changed the one there (say so, keep it)."""
+    shipped = shipped or resources.shipped("master.cfg")
     target = master_dir / "master.cfg"
     if not target.exists():
         shutil.copy(shipped, target)
@@ -58,7 +61,7 @@ def settings_path(master_dir: Path, settings_file: Path | None, environ=os.envir
     if settings_file is not None:
         shutil.copy(settings_file, target)
     elif not target.exists():
-        shutil.copy(REPO_ROOT / "settings.toml", target)
+        shutil.copy(resources.shipped("settings.toml"), target)
     return target
 
 
@@ -76,10 +79,7 @@ def prepare_master(master_dir: Path, settings_file: Path | None, environ=os.envi
 def worker_master_address(s: settings_mod.Settings) -> str:
     """Where the local worker finds the PB port: the worker listener's address, loopback when it
     listens on every interface."""
-    address = s.listener("worker_bind")
-    if ipaddress.ip_address(address).is_unspecified:
-        address = "127.0.0.1" if ipaddress.ip_address(address).version == 4 else "::1"
-    return f"[{address}]" if ":" in address else address
+    return reachable_host(s.listener("worker_bind"))
 
 
 def run(args) -> int:
@@ -93,6 +93,7 @@ def run(args) -> int:
               f"{worker_master_address(s)}:{s.server['worker_port']}", local["name"], local["password"])
     _call(_tool("buildbot"), "start", master_dir)
     _call(_tool("buildbot-worker"), "start", worker_dir)
+    record_run(master_dir, worker_dir)
     web = s.server["url"] or f"http://localhost:{s.server['web_port']}/"
     print(f"buildbot-kernel is running: {s.server['title']}")
     print(f"  web UI and REST API  {web}")
@@ -104,13 +105,73 @@ def run(args) -> int:
     return 0
 
 
+def record_run(master_dir: Path, worker_dir: Path, environ=os.environ) -> None:
+    """Remember where `run` started a master, so `stop` finds it from any directory."""
+    state = resources.state_dir(environ)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        (state / LAST_RUN).write_text(json.dumps({"master": str(master_dir), "worker": str(worker_dir)}) + "\n")
+    except OSError as e:  # the master runs all the same; only `stop` without --dir needs this
+        print(f"note: cannot record the master directory in {state}: {e}; stop it with --dir {master_dir}")
+
+
+def find_master(dir_arg: str | None, worker_arg: str | None, cwd: Path,
+                environ=os.environ) -> tuple[Path, Path] | None:
+    """The master (and local worker) `stop` means: --dir if given, else ./master when it is a master
+    directory, else the one `run` last started (recorded in the user's state directory)."""
+    def worker_for(master_dir: Path, recorded: str | None = None) -> Path:
+        if worker_arg:
+            return Path(worker_arg).resolve()
+        return Path(recorded) if recorded else master_dir.parent / "worker"
+
+    if dir_arg:
+        master_dir = (cwd / dir_arg).resolve()
+        return master_dir, worker_for(master_dir)
+    local = (cwd / "master").resolve()
+    if (local / "buildbot.tac").exists():
+        return local, worker_for(local)
+    try:
+        last = json.loads((resources.state_dir(environ) / LAST_RUN).read_text())
+        master_dir = Path(last["master"])
+        worker = last.get("worker")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(worker, str | None) or not (master_dir / "buildbot.tac").exists():
+        return None
+    return master_dir, worker_for(master_dir, worker)
+
+
+def _running(d: Path) -> bool:
+    """A twistd.pid naming a live process (a stale pid file after a crash means: not running)."""
+    try:
+        pid = int((d / "twistd.pid").read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's: `buildbot stop` will say what it can do
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def stop(args) -> int:
-    master_dir = Path(args.dir).resolve()
-    worker_dir = Path(args.worker_dir).resolve() if args.worker_dir else master_dir.parent / "worker"
+    found = find_master(args.dir, args.worker_dir, Path.cwd())
+    if found is None:
+        print("buildbot-kernel stop: no master found: none in ./master and none recorded by `buildbot-kernel "
+              "run`; give its directory with --dir", file=sys.stderr)
+        return 1
+    master_dir, worker_dir = found
+    stopped = []
     for tool, d in ((_tool("buildbot-worker"), worker_dir), (_tool("buildbot"), master_dir)):
-        if (d / "twistd.pid").exists():
-            subprocess.run([tool, "stop", str(d)], capture_output=True)
-    print("stopped")
+        if _running(d):
+            r = subprocess.run([tool, "stop", str(d)], capture_output=True, text=True)
+            if r.returncode != 0 or _running(d):
+                raise CommandError(f"{tool} stop {d} failed:\n{r.stdout}{r.stderr}")
+            stopped.append(str(d))
+    if not stopped:
+        print(f"buildbot-kernel stop: nothing is running in {master_dir} (nor the worker {worker_dir})",
+              file=sys.stderr)
+        return 1
+    print("stopped " + ", ".join(stopped))
     return 0
 
 
@@ -119,8 +180,14 @@ def register(sub) -> None:
                                           "image server"),
                              ("stop", stop, "stop what `run` started")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--dir", default="master", help="master directory (default: ./master)")
-        p.add_argument("--worker-dir", default=None, help="local worker directory (default: ./worker)")
+        if name == "run":
+            p.add_argument("--dir", default="master", help="master directory (default: ./master)")
+        else:
+            p.add_argument("--dir", default=None,
+                           help="master directory (default: ./master if there is one, else the one "
+                                "`buildbot-kernel run` last started)")
+        p.add_argument("--worker-dir", default=None,
+                       help="local worker directory (default: worker beside the master directory)")
         if name == "run":
             p.add_argument("--settings", default=None,
                            help="settings file to install into the master directory (default: keep the one "

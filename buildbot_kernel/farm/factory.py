@@ -123,8 +123,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     ``writer`` writes it (the master passes an :class:`OffReactorWriter`).
 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
-    fetched and built once into the repository's ``.cache/farm`` (scripts/fetch-stage1-kernel,
-    scripts/build-stage1-ramfs).
+    fetched and built once into the user's cache (:func:`buildbot_kernel.farm.stage1.stage1_artifacts`).
     """
     base_url = (base_url or settings.images["base_url"]).rstrip("/")
     image_port = settings.server["image_port"]

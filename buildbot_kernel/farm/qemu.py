@@ -90,7 +90,7 @@ class QemuMachine:
         for what, p in (("stage1_kernel", kernel), ("stage1_initrd", initrd)):
             if not p or not os.path.isfile(p):
                 raise FileNotFoundError(f"machine {name}: {what} {p!r} is not a file "
-                                        "(made by scripts/fetch-stage1-kernel, scripts/build-stage1-ramfs)")
+                                        "(made by buildbot_kernel/scripts/fetch-stage1-kernel and build-stage1-ramfs)")
         self.name = name
         self.kernel = kernel
         self.initrd = initrd

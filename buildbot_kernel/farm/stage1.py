@@ -1,7 +1,8 @@
 """Stage-1 artifacts for QEMU machines and tests: Debian's kernel and our ramfs, made by the scripts.
 
-The scripts are the admin's tools (scripts/fetch-stage1-kernel, scripts/build-stage1-ramfs); this only
-runs them into the repository's ``.cache/farm`` and rebuilds the ramfs when a stage script changed.
+The scripts are the admin's tools (buildbot_kernel/scripts/fetch-stage1-kernel, build-stage1-ramfs, shipped
+as package data); this only runs them into ``<cache>/farm`` (``$BUILDBOT_KERNEL_CACHE``, else the user's
+cache directory, see :mod:`buildbot_kernel.resources`) and rebuilds the ramfs when a stage script changed.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".cache" / "farm"
+from buildbot_kernel import resources
 
 
 @dataclass
@@ -23,16 +23,17 @@ class Stage1:
     ramfs: str
 
 
-def stage1_artifacts(cache: Path = CACHE) -> Stage1:
+def stage1_artifacts(cache: Path | None = None) -> Stage1:
     """Debian's kernel (fetched once) and our ramfs (rebuilt when a script changed)."""
-    out = subprocess.run([str(REPO / "scripts" / "fetch-stage1-kernel"), str(cache / "stage1")],
+    cache = cache or resources.cache_dir() / "farm"
+    scripts = resources.scripts_dir()
+    out = subprocess.run([str(scripts / "fetch-stage1-kernel"), str(cache / "stage1")],
                          check=True, capture_output=True, text=True).stdout
     env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     ramfs = cache / "stage1.cpio.gz"
-    sources = [REPO / "scripts" / "build-stage1-ramfs", *(REPO / "scripts" / "stage1").iterdir(),
-               *(REPO / "scripts" / "stage2").iterdir()]
+    sources = [scripts / "build-stage1-ramfs", *(scripts / "stage1").iterdir(), *(scripts / "stage2").iterdir()]
     if not ramfs.exists() or max(p.stat().st_mtime for p in sources) > ramfs.stat().st_mtime:
-        subprocess.run([str(REPO / "scripts" / "build-stage1-ramfs"), str(ramfs), "--kernel-release",
+        subprocess.run([str(scripts / "build-stage1-ramfs"), str(ramfs), "--kernel-release",
                         env["RELEASE"], "--modules-dir", env["MODULES_DIR"]], check=True, capture_output=True)
     return Stage1(env["KERNEL"], env["RELEASE"], env["MODULES_DIR"], str(ramfs))
 

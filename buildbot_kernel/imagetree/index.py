@@ -21,6 +21,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from buildbot_kernel import resources
 from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
@@ -38,8 +39,8 @@ CACHE_SCHEMA = 2  # 2: entries carry "head" and "on_demand"
 
 
 def templates_dir() -> Path:
-    """The repository's ``templates/`` (beside the package)."""
-    return Path(__file__).resolve().parents[2] / "templates"
+    """The shipped templates (package data, so an installed wheel has them too)."""
+    return resources.templates_dir()
 
 
 def filesize(n: int) -> str:

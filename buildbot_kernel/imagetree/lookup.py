@@ -13,6 +13,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -90,9 +91,14 @@ class ShaLookup:
 
 
 def index_location(where: str) -> str:
-    """``URL|PATH`` -> the index.json to read: a directory or a URL ending in ``/`` means its index.json."""
+    """``URL|PATH`` -> the index.json to read: the tree's base URL (``http://host:8011``, with or without
+    the ``/``) or a directory means its index.json; a URL or file ending in ``.json`` is read as given."""
     if where.startswith(("http://", "https://")):
-        return where + "index.json" if where.endswith("/") else where
+        parts = urllib.parse.urlsplit(where)
+        if parts.path.endswith(".json"):
+            return where
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        return urllib.parse.urlunsplit(parts._replace(path=path + "index.json"))
     if os.path.isdir(where):
         return os.path.join(where, "index.json")
     return where
@@ -114,3 +120,29 @@ def load_index(where: str, timeout: float = 30) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise LookupError_(f"{loc} is not an index.json: expected an object with an 'images' list")
     return data
+
+
+def _on_branch(entry: dict, branch: str) -> bool:
+    """``branch`` as git names it (``topic/x``) or as its directory in the tree (``topic-x``)."""
+    path = entry.get("path")
+    return entry.get("branch") == branch or (isinstance(path, str) and path.split("/", 1)[0] == branch)
+
+
+def select(entries: list[dict], branch: str | None = None, build: str | None = None) -> list[dict]:
+    """The entries of a branch and/or build config, in the index's order (per branch: the head's image
+    first, then the head's history; docs/index-format.md, "Order, head and latest")."""
+    return [e for e in entries if isinstance(e, dict) and (not branch or _on_branch(e, branch))
+            and (not build or e.get("build") == build)]
+
+
+def latest(entries: list[dict], branch: str, build: str | None = None) -> list[dict]:
+    """What ``<branch>/latest`` means, one image per build config: the head's image, else the first one
+    in the branch's order that a bisect did not build."""
+    chosen: dict[str, dict] = {}
+    for e in select(entries, branch, build):
+        key = str(e.get("build"))
+        if e.get("head") is True:
+            chosen[key] = e
+        elif key not in chosen and e.get("on_demand") is not True:
+            chosen[key] = e
+    return list(chosen.values())

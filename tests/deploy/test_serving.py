@@ -23,7 +23,7 @@ import pytest
 
 from buildbot_kernel.imagetree.modes import Modes, visible_paths
 from buildbot_kernel.imagetree.snippets import render, snippet_vars, standalone_nginx_conf
-from buildbot_kernel.imagetree.testing import served_dir
+from buildbot_kernel.imagetree.testing import ServerProcess, served_dir
 from tests.integration.harness import FixtureRepo, Master, Worker, free_port, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
@@ -174,6 +174,34 @@ def download_image(base: str, root: Path, image: Path, server: str) -> tuple[int
 
 
 @pytest.fixture
+def embedded(tmp_path):
+    """The master's embedded server on the tree (what the snippets proxy sha/ and machines/ to):
+    start(root) -> (its URL without the "/", its access log)."""
+    started = []
+
+    def start(root: Path) -> tuple[str, Path]:
+        log = tmp_path / "embedded-access.log"
+        started.append(ServerProcess(root, log))
+        return started[-1].url.rstrip("/"), log
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def check_proxied(base: str, image: Path, access_log: Path, server: str) -> None:
+    """sha/ and machines/ under the front server's base URL reach the embedded server."""
+    sha = json.loads((image / "metadata.json").read_text())["sha"]
+    answer = json.loads(fetch(f"{base}sha/{sha[:12]}")[0])
+    assert answer["sha"] == sha and [e["name"] for e in answer["images"]] == [image.name], server
+    with pytest.raises(urllib.error.HTTPError) as e:  # no farm here: the embedded server's 404
+        fetch(f"{base}machines/no-such-machine/boot")
+    assert e.value.code == 404
+    wait_for(lambda: "/machines/no-such-machine/boot" in access_log.read_text(), 10,
+             f"{server} to pass machines/ to the embedded server")
+
+
+@pytest.fixture
 def server(tmp_path):
     """Start a server in the foreground; stopped (and waited for) after the test."""
     procs = []
@@ -194,14 +222,16 @@ def server(tmp_path):
 
 
 @pytest.mark.parametrize("tree", ["published", "published_for_www_data"])
-def test_nginx_as_www_data_serves_every_file(tree, request, server, tmp_path):
+def test_nginx_as_www_data_serves_every_file(tree, request, server, embedded, tmp_path):
     if not os.path.exists(NGINX):
         pytest.skip("nginx is not installed (scripts/install-deps installs it)")
     need_root("nginx")
     root, image = request.getfixturevalue(tree)
+    upstream, upstream_log = embedded(root)
     port = free_port()
     base = f"http://127.0.0.1:{port}/kernels/"
-    (tmp_path / "nginx.conf").write_text(standalone_nginx_conf(str(root), base, str(tmp_path), workers="1"))
+    (tmp_path / "nginx.conf").write_text(standalone_nginx_conf(str(root), base, str(tmp_path), workers="1",
+                                                               upstream=upstream))
     proc = server([NGINX, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
     wait_http(base + "index.json", proc, "nginx")
     assert worker_users(proc.pid) == {"www-data"}
@@ -209,6 +239,7 @@ def test_nginx_as_www_data_serves_every_file(tree, request, server, tmp_path):
     assert files == 4 and nbytes == sum(f.stat().st_size for f in image.iterdir()
                                         if f.name not in ("metadata.json", "SHA256SUMS"))
     assert fetch(base + "index.json")[1]["Cache-Control"] == "no-cache"
+    check_proxied(base, image, upstream_log, "nginx")
 
 
 APACHE_CONF = """# Debian's apache2 as its apache2.conf runs it, with pid, logs and locks in the test's directory
@@ -227,6 +258,12 @@ IncludeOptional mods-enabled/*.conf
 <IfModule !mod_headers.c>
     LoadModule headers_module {modules}/mod_headers.so
 </IfModule>
+<IfModule !mod_proxy.c>
+    LoadModule proxy_module {modules}/mod_proxy.so
+</IfModule>
+<IfModule !mod_proxy_http.c>
+    LoadModule proxy_http_module {modules}/mod_proxy_http.so
+</IfModule>
 <Directory />
     Options FollowSymLinks
     AllowOverride None
@@ -236,14 +273,16 @@ Include {work}/buildbot-kernel.conf
 """
 
 
-def test_apache_as_www_data_serves_every_file(published, server, tmp_path):
+def test_apache_as_www_data_serves_every_file(published, server, embedded, tmp_path):
     if not os.path.exists(APACHE):
         pytest.skip("apache2 is not installed (scripts/install-deps installs it)")
     need_root("apache2")
     root, image = published
+    upstream, upstream_log = embedded(root)
     port = free_port()
     base = f"http://127.0.0.1:{port}/kernels/"
-    (tmp_path / "buildbot-kernel.conf").write_text(render("apache", **snippet_vars(str(root), base)))
+    (tmp_path / "buildbot-kernel.conf").write_text(render("apache", **snippet_vars(str(root), base,
+                                                                                   upstream=upstream)))
     conf = tmp_path / "apache2.conf"
     conf.write_text(APACHE_CONF.format(work=tmp_path, port=port, modules=APACHE_MODULES))
     check = subprocess.run([APACHE, "-f", str(conf), "-t"], capture_output=True, text=True)
@@ -259,6 +298,7 @@ def test_apache_as_www_data_serves_every_file(published, server, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             fetch(base + hidden)
         assert e.value.code in (403, 404)
+    check_proxied(base, image, upstream_log, "apache2")
 
 
 def test_a_group_tree_is_closed_to_nobody_and_open_to_www_data(published_for_www_data):

@@ -151,7 +151,7 @@ def test_standalone_farm_step(farm, tmp_path):
     import subprocess
     import sys
 
-    from buildbot_kernel.farm.stage1 import REPO
+    REPO = Path(__file__).resolve().parents[2]  # the checkout, for the subprocess's PYTHONPATH
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

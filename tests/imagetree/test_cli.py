@@ -80,6 +80,31 @@ def test_find_over_http(tree, serve, capsys):
     assert doc["images"][0]["name"] == a.name and doc["images"][0]["url"] == f"{url}next/{a.name}/"
 
 
+def test_list_and_latest_by_branch_with_the_base_url(tree, serve, capsys):
+    """The base URL with or without its "/" and the index.json URL are the same --index."""
+    root, a, b = tree
+    other = make_image(root, "topic/x", 1)
+    url = serve(root)
+    run(index, ["index", "--root", str(root), "--base-url", url])
+    capsys.readouterr()
+    for where in (url, url.rstrip("/"), url + "index.json"):
+        assert run(images, ["images", "list", "--branch", "next", "--index", where]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split("\t")[0] for line in lines] == [b.name, a.name]  # the branch's order: newest first
+        assert run(images, ["images", "find", "latest", "--branch", "next", "--index", where]) == 0
+        assert capsys.readouterr().out == f"{b.name}\t{url}next/{b.name}/\n"
+    # by the branch's git name or its directory
+    for name in ("topic/x", "topic-x"):
+        run(images, ["images", "find", "latest", "--branch", name, "--index", url, "--json"])
+        assert [e["name"] for e in json.loads(capsys.readouterr().out)["images"]] == [other.name]
+    assert run(images, ["images", "list", "--branch", "nope", "--index", url]) == 1
+    assert "no images on branch 'nope'" in capsys.readouterr().err
+    with pytest.raises(CommandError, match="--branch"):
+        run(images, ["images", "find", "latest", "--index", url])
+    with pytest.raises(CommandError, match="no latest image"):
+        run(images, ["images", "find", "latest", "--branch", "next", "--build", "arm64", "--index", url])
+
+
 def test_verify(tree, capsys):
     root, a, b = tree
     assert run(images, ["images", "verify", str(a)]) == 0
@@ -89,9 +114,7 @@ def test_verify(tree, capsys):
     assert f"{a}: ok" in out and "'config'" in out
 
 
-def test_snippets(tmp_path, capsys):
-    settings = tmp_path / "settings.toml"
-    settings.write_text('''
+SNIPPET_SETTINGS = '''
 [server]
 image_port = 8011
 [images]
@@ -107,13 +130,52 @@ name = "x86_64"
 [[worker]]
 name = "w"
 password = "p"
-''')
+'''
+
+
+def test_snippets(tmp_path, capsys):
+    settings = tmp_path / "settings.toml"
+    settings.write_text(SNIPPET_SETTINGS)
     assert run(snippets, ["snippets", "--settings", str(settings), "--nfs-clients", "10.0.0.0/8"]) == 0
     out = capsys.readouterr().out
     root = str(tmp_path / "tree")
     assert f'Alias "/kernels" "{root}"' in out
     assert f"alias {root}/;" in out and "location /kernels/ {" in out and "listen 80;" in out
     assert f"{root} 10.0.0.0/8(ro," in out
+    # sha/ and machines/ go to the embedded server (image_port 8011 on [server].bind, loopback by default)
+    assert "location ^~ /kernels/sha/ {\n        proxy_pass http://127.0.0.1:8011/sha/;" in out
+    assert "location ^~ /kernels/machines/ {\n        proxy_pass http://127.0.0.1:8011/machines/;" in out
+    assert 'ProxyPass "/kernels/sha/" "http://127.0.0.1:8011/sha/"' in out
+    assert 'ProxyPass "/kernels/machines/" "http://127.0.0.1:8011/machines/"' in out
+    assert "ssl_certificate" not in out and "SSLEngine" not in out
+
+
+def test_snippets_tls_and_no_embedded_server(tmp_path, capsys):
+    settings = tmp_path / "settings.toml"
+    text = SNIPPET_SETTINGS.replace("http://images.example.org/kernels/", "https://images.example.org/")
+    settings.write_text(text)
+    tls = ["--tls-cert", "/etc/ssl/certs/images.pem", "--tls-key", "/etc/ssl/private/images.key"]
+    assert run(snippets, ["snippets", "--settings", str(settings), *tls]) == 0
+    out = capsys.readouterr().out
+    assert "listen 443 ssl;\n    server_name images.example.org;\n    ssl_certificate /etc/ssl/certs/images.pem;\n" \
+           "    ssl_certificate_key /etc/ssl/private/images.key;" in out
+    assert '<VirtualHost *:443>\n    ServerName images.example.org\n    SSLEngine on\n' \
+           '    SSLCertificateFile "/etc/ssl/certs/images.pem"\n' in out
+    assert "location ^~ /sha/ {" in out and 'ProxyPass "/machines/"' in out
+    # an https base URL without certificates says where they go
+    run(snippets, ["snippets", "--settings", str(settings), "--only", "nginx"])
+    assert "add ssl_certificate and ssl_certificate_key" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="give both"):
+        run(snippets, ["snippets", "--settings", str(settings), "--tls-cert", "/etc/ssl/certs/images.pem"])
+    with pytest.raises(CommandError, match="--tls-key"):
+        run(snippets, ["snippets", "--settings", str(settings), "--tls-cert", "/a.pem", "--tls-key", "/a b.key"])
+    settings.write_text(SNIPPET_SETTINGS)
+    with pytest.raises(CommandError, match="TLS needs an https"):
+        run(snippets, ["snippets", "--settings", str(settings), *tls])
+    settings.write_text(SNIPPET_SETTINGS.replace("image_port = 8011", "image_port = 0"))
+    run(snippets, ["snippets", "--settings", str(settings)])
+    out = capsys.readouterr().out
+    assert "proxy_pass" not in out and "ProxyPass" not in out and "embedded server, which is off" in out
 
 
 def free_port():

@@ -18,6 +18,7 @@ from twisted.web import resource
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.services import ImageServerService, ImageTreeService
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+from buildbot_kernel.resources import shipped
 
 # watchdog warns when a watched directory is renamed inside the tree (each publish); see watcher.py
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
@@ -31,7 +32,7 @@ class Machines(resource.Resource):
         return b"boot instructions"
 
 
-REPO_SETTINGS = Path(__file__).resolve().parents[2] / "settings.toml"
+REPO_SETTINGS = shipped("settings.toml")
 
 
 def fetch(url):

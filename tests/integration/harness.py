@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from buildbot_kernel.resources import shipped
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKELINUX = REPO_ROOT / "tests" / "fixtures" / "fakelinux"
 BIN = Path(sys.executable).parent
@@ -139,7 +141,7 @@ class Master:
         self.api_host = api_host
         if not self.dir.exists():
             self._run(BIN / "buildbot", "create-master", "-q", str(self.dir))
-            shutil.copy(REPO_ROOT / "master.cfg", self.dir / "master.cfg")
+            shutil.copy(shipped("master.cfg"), self.dir / "master.cfg")
         (self.dir / "settings.toml").write_text(settings)
         if upgrade:
             self._run(BIN / "buildbot", "upgrade-master", str(self.dir))

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from .harness import BIN, REPO_ROOT, Master, free_port, settings_text, wait_for
+from buildbot_kernel.resources import shipped
+
+from .harness import BIN, Master, free_port, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,19 +26,19 @@ def checkconfig(master_dir, env_settings=None):
 def master_dir(tmp_path):
     d = tmp_path / "m"
     subprocess.run([str(BIN / "buildbot"), "create-master", "-q", str(d)], check=True)
-    shutil.copy(REPO_ROOT / "master.cfg", d / "master.cfg")
+    shutil.copy(shipped("master.cfg"), d / "master.cfg")
     return d
 
 
 def test_shipped_settings_pass_checkconfig(master_dir):
-    shutil.copy(REPO_ROOT / "settings.toml", master_dir / "settings.toml")
+    shutil.copy(shipped("settings.toml"), master_dir / "settings.toml")
     r = checkconfig(master_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Config file is good!" in r.stdout
 
 
 def test_bad_settings_fail_checkconfig_naming_file_and_key(master_dir):
-    text = (REPO_ROOT / "settings.toml").read_text().replace("poll_interval = 300", "poll_interval = -5")
+    text = (shipped("settings.toml")).read_text().replace("poll_interval = 300", "poll_interval = -5")
     (master_dir / "settings.toml").write_text(text.replace('build = "x86_64"', 'build = "arm64"'))
     r = checkconfig(master_dir)
     out = r.stdout + r.stderr
@@ -49,7 +51,7 @@ def test_bad_settings_fail_checkconfig_naming_file_and_key(master_dir):
 def test_environment_variable_wins(master_dir, tmp_path):
     (master_dir / "settings.toml").write_text("this is not toml [")
     elsewhere = tmp_path / "other.toml"
-    shutil.copy(REPO_ROOT / "settings.toml", elsewhere)
+    shutil.copy(shipped("settings.toml"), elsewhere)
     assert checkconfig(master_dir, env_settings=elsewhere).returncode == 0
     assert checkconfig(master_dir).returncode != 0
 

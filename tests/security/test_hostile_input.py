@@ -24,6 +24,7 @@ from buildbot.test.steps import TestBuildStepMixin
 from twisted.trial import unittest as trial
 
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
+from buildbot_kernel.resources import shipped
 from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage
 from buildbot_kernel.target import BuildTarget
 from tests.bisect.history import linear, make_history
@@ -206,12 +207,12 @@ def _checkconfig(master_dir: Path) -> subprocess.CompletedProcess:
 def master_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("m") / "master"
     subprocess.run([str(BIN / "buildbot"), "create-master", "-q", str(d)], check=True)
-    shutil.copy(REPO_ROOT / "master.cfg", d / "master.cfg")
+    shutil.copy(shipped("master.cfg"), d / "master.cfg")
     return d
 
 
 def _shipped() -> str:
-    return (REPO_ROOT / "settings.toml").read_text()
+    return shipped("settings.toml").read_text()
 
 
 @pytest.mark.parametrize("case, make, words", [

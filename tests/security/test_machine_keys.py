@@ -237,7 +237,7 @@ def master(tmp_path_factory):
 
 
 def _cli(*args):
-    from buildbot_kernel.farm.stage1 import REPO
+    REPO = Path(__file__).resolve().parents[2]  # the checkout, for the subprocess's PYTHONPATH
 
     main = "import sys; from buildbot_kernel.cli import main; sys.exit(main())"  # as the console script does
     return subprocess.run([sys.executable, "-c", main, "machine", "repair", *args], cwd=REPO,

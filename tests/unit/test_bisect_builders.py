@@ -10,13 +10,14 @@ from buildbot.schedulers.triggerable import Triggerable
 
 from buildbot_kernel.master.bisect_config import bisect_builder_name, build_scheduler_name
 from buildbot_kernel.master.config import make_config
+from buildbot_kernel.resources import shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 BRANCHES = ("drm-intel-fixes", "drm-intel-next", "drm-tip")
 
 
 def test_each_branch_builder_has_a_bisect_builder_sharing_its_tree_and_lock(tmp_path):
-    shutil.copy(ROOT / "settings.toml", tmp_path / "settings.toml")
+    shutil.copy(shipped("settings.toml"), tmp_path / "settings.toml")
     c = make_config(str(tmp_path), str(tmp_path / "settings.toml"))
     builders = {b.name: b for b in c["builders"]}
     triggerables = {s.name: s for s in c["schedulers"] if isinstance(s, Triggerable)}

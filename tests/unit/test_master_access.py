@@ -1,7 +1,6 @@
 """The master configuration made from the access settings: where each listener binds, which force
 schedulers maintainers get, and the bisect start step's own command check."""
 
-from pathlib import Path
 
 import bcrypt
 import pytest
@@ -10,9 +9,10 @@ from buildbot.www.authz.endpointmatchers import AnyControlEndpointMatcher, AnyEn
 
 from buildbot_kernel.master import auth
 from buildbot_kernel.master.config import make_config, strport
+from buildbot_kernel.resources import shipped
 from buildbot_kernel.steps import bisect_test, bisect_testers
 
-SETTINGS = (Path(__file__).resolve().parents[2] / "settings.toml").read_text().replace(
+SETTINGS = shipped("settings.toml").read_text().replace(
     '"local-worker"', '"a-real-secret"')
 AUTH = '\n[auth]\nhtpasswd = "users.htpasswd"\nadmins = ["alice"]\nmaintainers = ["bob"]\nanonymous = "{}"\n'
 

@@ -21,6 +21,7 @@ from buildbot_kernel.imagetree.snippets import render, snippet_vars, standalone_
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
 from buildbot_kernel.imagetree.tree import ImageTree
 from buildbot_kernel.imagetree.watcher import TreeWatcher
+from buildbot_kernel.resources import shipped
 from buildbot_kernel.settings import SettingsError, parse
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
@@ -218,7 +219,7 @@ def test_checkconfig_refuses_a_missing_group(tmp_path):
     master = tmp_path / "master"
     subprocess.run([str(Path(sys.executable).parent / "buildbot"), "create-master", "-q", str(master)],
                    check=True, capture_output=True)
-    shutil.copy(REPO / "master.cfg", master / "master.cfg")
+    shutil.copy(shipped("master.cfg"), master / "master.cfg")
     (master / "settings.toml").write_text(SETTINGS.format(group="no-such-group-xyz"))
     r = subprocess.run([str(Path(sys.executable).parent / "buildbot"), "checkconfig", str(master)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)

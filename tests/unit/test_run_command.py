@@ -9,8 +9,9 @@ import pytest
 from buildbot_kernel import settings
 from buildbot_kernel.cli import CommandError
 from buildbot_kernel.commands import run
+from buildbot_kernel.resources import shipped
 
-SETTINGS = (run.REPO_ROOT / "settings.toml").read_text()
+SETTINGS = shipped("settings.toml").read_text()
 
 
 def test_master_cfg_installed_kept_when_changed(tmp_path, capsys):
@@ -32,7 +33,7 @@ def test_environment_settings_are_what_the_worker_is_made_from(tmp_path):
     s = run.prepare_master(master, None, environ={settings.ENV_VAR: str(mine)})
     assert (s.server["worker_port"], s.workers[0]["password"], s.path) == (9777, "from-env", str(mine))
     with pytest.raises(CommandError, match="disagree"):
-        run.settings_path(master, run.REPO_ROOT / "settings.toml", environ={settings.ENV_VAR: str(mine)})
+        run.settings_path(master, shipped("settings.toml"), environ={settings.ENV_VAR: str(mine)})
 
 
 def test_without_environment_the_master_directory_settings(tmp_path):

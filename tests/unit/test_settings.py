@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from buildbot_kernel import settings
+from buildbot_kernel.resources import shipped
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = """
@@ -34,7 +35,7 @@ def problems(text, path="s.toml"):
 
 
 def test_shipped_settings_are_valid_and_watch_drm_intel():
-    s = settings.load(REPO / "settings.toml")
+    s = settings.load(shipped("settings.toml"))
     assert s.repositories[0]["branches"] == ["drm-intel-fixes", "drm-intel-next", "drm-tip"]
     assert "freedesktop.org/drm/i915" in s.repositories[0]["url"]
     assert s.build("x86_64")["config"] == "defconfig"

@@ -6,6 +6,7 @@ import bcrypt
 import pytest
 
 from buildbot_kernel import htpasswd, settings
+from buildbot_kernel.resources import shipped
 
 BASE = """
 [server]
@@ -81,8 +82,8 @@ def test_worker_port_off_loopback_refuses_shipped_passwords(tmp_path, password):
 
 
 def test_the_shipped_settings_password_is_a_shipped_default():
-    shipped = Path(__file__).resolve().parents[2] / "settings.toml"
-    assert {w["password"] for w in settings.load(shipped).workers} <= settings.SHIPPED_WORKER_PASSWORDS
+    example = shipped("settings.toml")
+    assert {w["password"] for w in settings.load(example).workers} <= settings.SHIPPED_WORKER_PASSWORDS
 
 
 def test_htpasswd_must_exist(tmp_path):
