@@ -33,7 +33,7 @@ INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: each image also keeps its test results
 
 
 def templates_dir() -> Path:
@@ -79,6 +79,8 @@ def index_entry(image: Image, base_url: str) -> dict:
     entry["repository_url"] = entry.pop("url", "")
     entry["url"] = image_url(base_url, image)
     entry["path"] = image.path
+    if image.tests:  # watched tests' results (docs/index-format.md, "tests")
+        entry["tests"] = image.tests
     return entry
 
 
@@ -142,7 +144,7 @@ class TreeIndex:
         with self.lock:
             images = {}
             for path, (img, _entry, text, row) in self._encoded.items():
-                images[path] = [list(img.version), img.metadata, text, row]
+                images[path] = [list(img.version), img.metadata, text, row, img.tests]
             doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
             (self.root / CACHE).parent.mkdir(exist_ok=True)
             atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
@@ -156,9 +158,9 @@ class TreeIndex:
                 return 0
             same_url = doc.get("base_url") == self.base_url
             with self.lock:
-                for path, (key, meta, text, row) in doc["images"].items():
+                for path, (key, meta, text, row, tests) in doc["images"].items():
                     branch_dir, name = path.rstrip("/").split("/")
-                    img = self.scanner.seed(branch_dir, name, meta, key)
+                    img = self.scanner.seed(branch_dir, name, meta, key, tests)
                     entry = index_entry(img, self.base_url)
                     if not same_url:
                         text = json.dumps(entry, sort_keys=True, ensure_ascii=False)

@@ -103,6 +103,7 @@ class PublishImage(buildstep.BuildStep):
         BuildLedger(self.target.ledger_path).record(
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
             PUBLISHED, image=fields["name"])
+        self.setProperty("published_image", fields["name"], "publish")  # image tests start from it
         if tree is not None:
             yield tree.published(path)
         base = getattr(tree, "base_url", "") if tree is not None else ""

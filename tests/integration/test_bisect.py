@@ -188,7 +188,8 @@ def test_restart_resumes_without_repeating_a_finished_step(farm):
     assert [b["results"] for b in runs] == [5, SUCCESS]  # RETRY at the shutdown, then the resumed run
     assert any(s.startswith("resumed ") and " at step 2:" in s for s in step_strings(master, build))
     tests = started.read_text().split()
-    assert tests.count(first) == 1  # the finished step 1 was not run again
+    assert tests[-2:] == [shas[5], shas[4]]  # the culprit verified: tested again, and its parent
+    assert tests[:-2].count(first) == 1  # the finished step 1 was not run again
     verdicts = [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
                 if line.startswith("git bisect ") and not line.startswith("git bisect start")]
     assert len(verdicts) == len(set(verdicts))

@@ -1,0 +1,42 @@
+"""The regression watch's part of the master configuration (README.md "Regression watch").
+
+``add_loop`` adds the "image-test" builder and its Triggerable, which the branch builds feed with each
+image they publish on a watched branch.  Its builds run on in-process workers of their own (one per
+test machine plus one), so tests on different machines run side by side; a machine test holds the
+machine's master lock (the bisect's) only while it runs, and a local test runs on a build worker
+through the "bisect-test" builder.
+"""
+
+from __future__ import annotations
+
+from buildbot.plugins import schedulers, util
+from buildbot.worker.local import LocalWorker
+
+from buildbot_kernel.master.bisect_config import BISECT_BUILDER, FORCE_SCHEDULER, TEST_SCHEDULER
+from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, WatchedTest, image_test_factory
+
+IMAGE_TEST_BUILDER = "image-test"
+
+
+def image_test_worker_names(machines: int) -> list[str]:
+    return [f"image-test-local-{i}" for i in range(1, machines + 2)]
+
+
+def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> LoopContext | None:
+    """``targets``: (BuildTarget, builder name) pairs; nothing is added when no test watches a branch."""
+    watched = [t for t in settings.tests if t["branches"]]
+    if not watched:
+        return None
+    ctx = LoopContext(
+        tests={t["name"]: WatchedTest.from_settings(t) for t in watched},
+        images_root=images_root, state_dir=state_dir, base_url=settings.images["base_url"],
+        test_scheduler=TEST_SCHEDULER, bisect_scheduler=FORCE_SCHEDULER, bisect_builder=BISECT_BUILDER,
+        builders={(t.repository, t.branch): (b, t.url, t.build_name) for t, b in targets})
+    workers = image_test_worker_names(len(settings.machines))
+    c["workers"] += [LocalWorker(w) for w in workers]
+    c["schedulers"].append(schedulers.Triggerable(name=IMAGE_TEST_SCHEDULER, builderNames=[IMAGE_TEST_BUILDER]))
+    c["builders"].append(util.BuilderConfig(
+        name=IMAGE_TEST_BUILDER, workernames=workers, factory=image_test_factory(ctx), tags=["test"],
+        collapseRequests=False,  # each request is another image's or another test's
+        description="tests each new image of a watched branch; a new failure is re-run, then bisected"))
+    return ctx
