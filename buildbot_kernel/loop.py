@@ -3,7 +3,7 @@
 A watched test's result on a new image N of branch B is compared with the nearest earlier tested image
 of B whose commit N's commit descends from: a pass there and a fail on N is a regression (P = that
 image).  A fail there means the branch was already failing: nothing new to bisect.  Skips and errors
-say nothing about the commit and are never a baseline.
+say nothing about the commit and are never a baseline, nor is a fail whose re-run passed.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ REGRESSION_PROPERTY = "regression"  # contract with the notifier: README.md "Reg
 def baseline(images: Iterable[dict], test: str, sha: str, is_ancestor: Callable[[str, str], bool]) -> dict | None:
     """The nearest earlier image (an index entry) with a pass or fail of ``test`` whose commit ``sha``
     descends from, or None.  ``images``: index entries of one branch; ``is_ancestor(a, d)`` asks git."""
-    tested = [i for i in images if i.get("sha") != sha
-              and (i.get("tests") or {}).get(test, {}).get("result") in (PASS, FAIL)]
+    tested = [i for i in images if i.get("sha") != sha and _conclusive((i.get("tests") or {}).get(test) or {})]
     best = None
     for image in tested:
         if not is_ancestor(image["sha"], sha):
@@ -31,6 +30,11 @@ def baseline(images: Iterable[dict], test: str, sha: str, is_ancestor: Callable[
         if best is None or (best["sha"] != image["sha"] and is_ancestor(best["sha"], image["sha"])):
             best = image
     return best
+
+
+def _conclusive(result: dict) -> bool:
+    """A pass or a fail; a fail whose re-run disagreed says nothing either way."""
+    return result.get("result") in (PASS, FAIL) and result.get("rerun", result["result"]) == result["result"]
 
 
 def is_regression(base: dict | None, test: str) -> bool:

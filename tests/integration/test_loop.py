@@ -12,11 +12,14 @@ failed: no second bisect.
 drm-intel-next, watched by "coin", a test that fails half the time (a counter file decides, so the
 run is reproducible: pass, fail, fail, pass, ...): its first image passes, the next fails and fails
 again, the bisect's culprit passes when verified, and the bisect ends "flaky", never with a culprit.
+
+Both branches' histories are pushed at once, so the two scenarios run side by side.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
@@ -38,6 +41,8 @@ def watch_settings(counter) -> str:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
+    """Both branches' first images tested, then both histories pushed at once: the two scenarios run
+    side by side."""
     base = tmp_path_factory.mktemp("loop")
     repo = FixtureRepo(base, (FIXES, NEXT))
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
@@ -46,7 +51,21 @@ def loop(tmp_path_factory):
     worker = Worker(base, "w1", "pw", ports["worker"])
     master.start(ports["web"])
     worker.start()
-    yield repo, master, base
+    c0 = repo.head(FIXES)
+    wait_for(lambda: result_of(master, FIXES, c0, "check") == "pass", 180, "C0's image to pass 'check'")
+    wait_for(lambda: result_of(master, NEXT, c0, "coin") == "pass", 180, "C0's image to pass 'coin'")
+    fixes = [c0]
+    for i in range(1, 6):
+        if i == 3:
+            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
+                                                'int i915_init(void) { return 0; }\n')
+        else:
+            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
+        fixes.append(repo.commit_file(FIXES, path, text, f"drm/i915: change {i}"))
+    nxt = [c0, repo.commit_file(NEXT, "drivers/gpu/next1.c", "int next1(void) { return 1; }\n", "drm/i915: next 1")]
+    repo.push(FIXES)
+    repo.push(NEXT)
+    yield repo, master, fixes, nxt
     worker.stop()
     master.stop()
 
@@ -78,25 +97,16 @@ def buildset_of(master, build) -> int:
 
 
 def test_a_pushed_regression_is_found_bisected_and_verified(loop):
-    repo, master, base = loop
-    c0 = repo.head(FIXES)
-    wait_for(lambda: result_of(master, FIXES, c0, "check") == "pass", 180, "C0's image to pass 'check'")
+    repo, master, shas, _ = loop
+    c0 = shas[0]
     root_entry = next(e for e in json.loads((master.dir / "images" / "index.json").read_text())["images"]
                       if e["sha"] == c0 and e["branch"] == FIXES)
     check = root_entry["tests"]["check"]
-    assert check["machine"] == "local" and check["date"].endswith("Z")
+    assert check["result"] == "pass" and check["machine"] == "local" and check["date"].endswith("Z")
     assert check["log_url"] == root_entry["url"] + "tests/check.log"
-    assert (master.dir / "images" / FIXES / root_entry["name"] / "tests" / "check.log").is_file()
+    with urllib.request.urlopen(check["log_url"], timeout=10) as r:  # served with the image
+        assert '"exit_status": 0' in r.read().decode()
 
-    shas = [c0]
-    for i in range(1, 6):
-        if i == 3:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(FIXES, path, text, f"drm/i915: change {i}"))
-    repo.push(FIXES)
     wait_for(lambda: result_of(master, FIXES, shas[5], "check") == "fail", 180, "C5's image to fail 'check'")
     n_entry = next(e for e in entries(master, FIXES) if e["sha"] == shas[5])
     assert n_entry["tests"]["check"]["rerun"] == "fail"  # re-run once before a bisect starts
@@ -117,7 +127,8 @@ def test_a_pushed_regression_is_found_bisected_and_verified(loop):
     assert f"first bad commit {shas[3][:12]}" in build["state_string"] and "(verified)" in build["state_string"]
 
     # the build that detected it carries the regression for the notifier
-    detector = next(b for b in master.builds("image-test") if "regression" in b["properties"])
+    detector = next(b for b in master.builds("image-test")
+                    if b["properties"].get("regression", [{}])[0].get("test") == "check")
     reg = detector["properties"]["regression"][0]
     assert reg["test"] == "check" and reg["branch"] == FIXES and reg["tester"] == "local"
     assert reg["good"]["sha"] == c0 and reg["bad"]["sha"] == shas[5]
@@ -139,11 +150,7 @@ def test_a_pushed_regression_is_found_bisected_and_verified(loop):
 
 
 def test_a_flaky_test_never_names_a_verified_culprit(loop):
-    repo, master, base = loop
-    d0 = repo.head(NEXT)
-    wait_for(lambda: result_of(master, NEXT, d0, "coin") == "pass", 180, "the first image to pass 'coin'")
-    d1 = repo.commit_file(NEXT, "drivers/gpu/next1.c", "int next1(void) { return 1; }\n", "drm/i915: next 1")
-    repo.push(NEXT)
+    repo, master, _, (d0, d1) = loop
     wait_for(lambda: result_of(master, NEXT, d1, "coin") == "fail", 180, "the next image to fail 'coin'")
     bisects = wait_for(lambda: regression_bisects(master, "coin", NEXT), 60, "the coin bisect")
     build = bisect_build(master, buildset_of(master, bisects[0]), timeout=180)

@@ -93,6 +93,8 @@ def test_baseline_is_the_nearest_tested_ancestor():
     images = [img("d", "skip"), img("f", "pass"), img("c", "error"), img("b", "pass"), img("a", "pass")]
     base = loop.baseline(images, "t", "e", is_ancestor)
     assert base["sha"] == "b" and loop.is_regression(base, "t")  # skip and error are no baseline
+    images.insert(0, {"sha": "c", "name": "c2", "tests": {"t": {"result": "fail", "rerun": "pass"}}})
+    assert loop.baseline(images, "t", "e", is_ancestor)["sha"] == "b"  # a fail that did not reproduce
     images.insert(0, img("c", "fail"))
     base = loop.baseline(images, "t", "e", is_ancestor)
     assert base["sha"] == "c" and not loop.is_regression(base, "t")  # already failing: nothing new
