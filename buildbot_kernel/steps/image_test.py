@@ -128,12 +128,26 @@ class PickTester(buildstep.BuildStep):
         self.ctx = ctx
         super().__init__(**kwargs)
 
+    def _lookup(self, name: str) -> dict | None:
+        """The index entry of the image named ``name`` (the form gives only the name)."""
+        tree = TreeImages(self.ctx.images_root, self.ctx.base_url)
+        return next((i.metadata for i in tree.index().images if i.name == name), None)
+
     @defer.inlineCallbacks
     def run(self):
         test = self.ctx.tests.get(self.getProperty("image_test") or "")
+        name = str(self.getProperty("image_name") or "").strip()
+        if name and not self.getProperty("image_sha"):  # from the form: the rest comes from the tree
+            entry = yield threads.deferToThread(self._lookup, name)
+            if entry is None:
+                self.descriptionDone = [f"image_name: no image named {name[:80]!r} in the tree"]
+                return FAILURE
+            for prop, key in (("image_branch", "branch"), ("image_sha", "sha"), ("image_repository", "repository")):
+                self.setProperty(prop, entry[key], "image")
         missing = [p for p in TEST_PROPS if not self.getProperty(p)]
         if test is None or missing or not test.testers:
-            self.descriptionDone = [f"not a watched test: {self.getProperty('image_test')!r}" if test is None
+            self.descriptionDone = [f"image_test: not a [[test]] with testers: {self.getProperty('image_test')!r}"
+                                    if test is None
                                     else f"missing properties: {', '.join(missing)}" if missing else "no testers"]
             return FAILURE
         chosen = test.testers[0]
@@ -267,6 +281,8 @@ class RunImageTest(buildstep.BuildStep):
     @defer.inlineCallbacks
     def _baseline(self, repository: str, branch: str, sha: str, entries: list[dict]):
         """The nearest tested ancestor image (a pass or a fail), asked of the bisect's mirror clone."""
+        if (repository, branch) not in self.ctx.builders:  # an image of a branch no longer built here
+            return None
         url = self.ctx.builders[(repository, branch)][1]
 
         def find():

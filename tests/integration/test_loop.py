@@ -144,6 +144,13 @@ def test_a_pushed_regression_is_found_bisected_and_verified(loop):
     assert len(regression_bisects(master, "check", FIXES)) == 1
     c6 = next(e for e in entries(master, FIXES) if e["sha"] == shas[6])
     assert "rerun" not in c6["tests"]["check"]  # already failing before: not even re-run
+    # C5 tested again from the form: a pass before it, two fails, but its bisect was claimed already
+    bsid = master.force("test-image", {"image_test": "check", "image_name": n_entry["name"]})
+    again = bisect_build(master, bsid, timeout=120)
+    assert again["results"] == 2 and "was already started" in again["state_string"], again["state_string"]
+    assert len(regression_bisects(master, "check", FIXES)) == 1
+    bsid = master.force("test-image", {"image_test": "check", "image_name": "no-such-image"})
+    assert "image_name: no image named 'no-such-image'" in bisect_build(master, bsid, timeout=60)["state_string"]
     # the branch page shows the results
     page = (master.dir / "images" / FIXES / "index.html").read_text()
     assert "check: fail" in page and "check: pass" in page
