@@ -4,13 +4,16 @@ of a culprit's verification."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import bcrypt
 import pytest
 
 from buildbot_kernel import loop, settings
 from buildbot_kernel.bisect import report
 from buildbot_kernel.imagetree import results
 from buildbot_kernel.imagetree.index import TreeIndex
+from buildbot_kernel.imagetree.package import verify_image_dir
 from buildbot_kernel.imagetree.testing import make_image
 
 BASE = """
@@ -67,6 +70,7 @@ def test_results_are_written_beside_the_image_and_listed_in_the_index(served_tmp
     assert entry["tests"] == {"boot": {"result": "pass", "date": "2026-01-01T00:00:00Z", "machine": "vm1",
                                        "log_url": entry["url"] + "tests/boot.log"}}
     assert (img / "tests" / "boot.log").read_text() == "ok\n"
+    assert verify_image_dir(img) == []  # results are not payload: the image still verifies
     assert "boot: pass" in (root / "drm-tip" / "index.html").read_text()
     # a fresh process with the saved cache sees the same results
     idx.save_cache()
@@ -122,3 +126,27 @@ def test_verification_outcome():
     doc = report.result_document("x", {}, report.DONE, [], verification=ok)
     assert doc["verified"] is True and doc["verification"] == ok
     assert report.result_document("x", {}, report.DONE, [])["verified"] is False
+
+
+def test_master_configuration(tmp_path):
+    """A watched test adds the image-test builder, its form (a maintainer's), and a trigger step to the
+    watched branch's build only."""
+    from buildbot.schedulers.forcesched import ForceScheduler
+
+    from buildbot_kernel.master import auth
+    from buildbot_kernel.master.config import make_config
+
+    shipped = (Path(__file__).resolve().parents[2] / "settings.toml").read_text()
+    (tmp_path / "users.htpasswd").write_text(f"bob:{bcrypt.hashpw(b'x', bcrypt.gensalt(4)).decode()}\n")
+    path = tmp_path / "settings.toml"
+    path.write_text(shipped.replace('"local-worker"', '"a-real-secret"') + (
+        '\n[[test]]\nname = "boot"\ncommand = "true"\nbranches = ["drm-tip"]\ntesters = ["local"]\n'
+        '[auth]\nhtpasswd = "users.htpasswd"\nmaintainers = ["bob"]\n'))
+    c = make_config(str(tmp_path / "master"), str(path))
+    assert "image-test" in {b.name for b in c["builders"]}
+    forced = {s.name for s in c["schedulers"] if isinstance(s, ForceScheduler)}
+    maintainer = [r for r in c["www"]["authz"].allowRules if isinstance(r, auth.ForceSchedulerMatcher)][0]
+    assert "test-image" in forced and maintainer.schedulers == forced
+    steps = {b.name: [s.step_class.__name__ for s in b.factory.steps] for b in c["builders"]}
+    assert steps["drm-tip"][-1] == "TriggerImageTests"
+    assert "TriggerImageTests" not in steps["drm-intel-next"]
