@@ -215,8 +215,10 @@ class RunImageTest(buildstep.BuildStep):
                 chunks = (yield self.master.data.get(("logs", lg["logid"], "contents"))) or []
                 content = "".join(c["content"] for c in chunks) if isinstance(chunks, list) \
                     else chunks.get("content", "")
-                # stdio lines carry a one-letter stream prefix (o/e/h)
-                text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines())
+                # stdio lines carry a one-letter stream prefix: o(ut) and e(rr) only; the h(eader) lines
+                # list the worker's whole environment, which must not be published with the image
+                text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines()
+                                                            if line[:1] in ("o", "e"))
         return text
 
     def _store(self, tree: TreeImages, image, result: str, text: str, extra: dict) -> defer.Deferred:

@@ -27,7 +27,7 @@ from .harness import FixtureRepo, Master, Worker, bisect_build, free_port, setti
 
 pytestmark = pytest.mark.integration
 FIXES, NEXT = "drm-intel-fixes", "drm-intel-next"
-CHECK = '! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"'
+CHECK = 'echo "checking $BISECT_SHA"; ! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"'
 
 
 def watch_settings(counter) -> str:
@@ -105,7 +105,9 @@ def test_a_pushed_regression_is_found_bisected_and_verified(loop):
     assert check["result"] == "pass" and check["machine"] == "local" and check["date"].endswith("Z")
     assert check["log_url"] == root_entry["url"] + "tests/check.log"
     with urllib.request.urlopen(check["log_url"], timeout=10) as r:  # served with the image
-        assert '"exit_status": 0' in r.read().decode()
+        text = r.read().decode()
+    assert '"exit_status": 0' in text and f"checking {c0}" in text
+    assert "BISECT_IMAGE_DIR=" not in text and "PATH=" not in text  # not the worker's environment
 
     wait_for(lambda: result_of(master, FIXES, shas[5], "check") == "fail", 180, "C5's image to fail 'check'")
     n_entry = next(e for e in entries(master, FIXES) if e["sha"] == shas[5])
