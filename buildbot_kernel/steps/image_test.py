@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from buildbot.plugins import util
 from buildbot.process import buildstep
 from buildbot.process.properties import Properties
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNINGS
 from twisted.internet import defer, threads
 from twisted.python import log
 
@@ -39,6 +39,7 @@ from buildbot_kernel.util import named_service
 
 IMAGE_TEST_SCHEDULER = "image-test"
 PUBLISHED_PROPERTY = "published_image"  # set by the publish step when it renamed a new image in
+MAX_LOG = 1 << 20  # characters of a test's output kept beside the image
 TEST_PROPS = ("image_test", "image_name", "image_branch", "image_sha", "image_repository")
 
 
@@ -195,6 +196,11 @@ class RunImageTest(buildstep.BuildStep):
             result = loop.VERDICT_RESULT[verdict]
         except TesterAbort as e:
             result, details = loop.ERROR, {"reason": str(e)}
+        except Interrupted:
+            raise
+        except Exception as e:  # the tester broke (farm, data API): an infrastructure error, not a verdict
+            log.err(e, f"image-test: {self.test.name} on {image.name}")
+            result, details = loop.ERROR, {"reason": f"{type(e).__name__}: {e}"}
         details = {**details, "seconds": round(time.time() - t0, 1)}
         text = yield self._log_of(details)
         yield self.addCompleteLog(f"{attempt}: {result}", text)
@@ -219,7 +225,14 @@ class RunImageTest(buildstep.BuildStep):
                 # list the worker's whole environment, which must not be published with the image
                 text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines()
                                                             if line[:1] in ("o", "e"))
+        if len(text) > MAX_LOG:  # the end says most: the tree keeps the last MAX_LOG characters
+            text = f"[... {len(text) - MAX_LOG} characters left out ...]\n" + text[-MAX_LOG:]
         return text
+
+    def interrupt(self, reason):
+        if self.tester is not None:
+            self.tester.cancel(f"the image-test build was stopped: {reason}")
+        return super().interrupt(reason)
 
     def _store(self, tree: TreeImages, image, result: str, text: str, extra: dict) -> defer.Deferred:
         doc = {"result": result, "date": loop_now(), "machine": self.tester_name,
@@ -245,6 +258,7 @@ class RunImageTest(buildstep.BuildStep):
             self.descriptionDone = [f"{name}: no such image in the tree (deleted by retention?)"]
             return WARNINGS
         self.addURL(f"image {name}", image.url)
+        sha = image.sha  # the tree's word, not the property's
         run = _Run(self.tester_name, self.test.command, self.test.mode, self.test.timeout)
         ident = f"{self.test.name}-{name}"[:80]
         try:
@@ -266,7 +280,8 @@ class RunImageTest(buildstep.BuildStep):
                     text += f"\n=== re-run: {again} ===\n{text2}"
         except Interrupted as e:
             self.descriptionDone = [f"interrupted: {e}"]
-            return FAILURE
+            # a master shutdown puts the request back: the image is tested after the restart
+            return RETRY if getattr(self.master.botmaster, "shuttingDown", False) else CANCELLED
         yield self._store(tree, image, result, text, extra)
         yield self._regenerate()
         summary = f"{self.test.name} on {name}: {result}"
