@@ -69,7 +69,8 @@ def result_document(ident: str, request: dict, status: str, steps: list[dict], *
                     started: float | None = None, finished: float | None = None,
                     verification: list[dict] | None = None) -> dict:
     """result.json (schema 1): ``status`` is done / unresolved / max-steps / aborted / flaky;
-    ``verified`` says whether a found culprit was re-tested bad and its parent good (docs/bisect.md)."""
+    ``verified`` says whether a found culprit was re-tested bad and its parent good (docs/bisect.md); it is
+    null when the bisect found none to verify."""
     builds = [s for s in steps if s.get("build")]
     return {
         "schema": 1,
@@ -81,7 +82,7 @@ def result_document(ident: str, request: dict, status: str, steps: list[dict], *
         "reason": reason,
         "last_good": last_good,
         "steps": steps,
-        "verified": bool(verification) and verification_outcome(verification)[0],
+        "verified": verification_outcome(verification)[0] if verification else None,  # None: nothing to verify
         "verification": list(verification or []),
         "tests": sum(1 for s in steps if s.get("image")),
         "builds": len(builds),

@@ -84,6 +84,7 @@ def test_bisect_finds_the_planted_regression(farm):
     assert f"first bad commit {culprit[:12]}: drm/i915: change 5 (Fixture Dev" in build["state_string"]
     result = json.loads((bisect_dir(master, build) / "result.json").read_text())
     assert result["status"] == "done" and result["first_bad"]["sha"] == culprit
+    assert result["verified"] is True and [v["sha"] for v in result["verification"]] == [culprit, shas[4]]
     assert result["first_bad"]["subject"] == "drm/i915: change 5"
     assert result["last_good"]["sha"] == shas[4]
     # the on-demand builds published their images for everyone
@@ -240,6 +241,7 @@ def test_max_steps_ends_with_the_proven_range(farm):
     assert build["results"] == WARNINGS, step_strings(master, build)
     result = json.loads((bisect_dir(master, build) / "result.json").read_text())
     assert result["status"] == "max-steps" and result["tests"] == 1 and result["first_bad"] is None
+    assert result["verified"] is None and result["verification"] == []  # no culprit: nothing to verify
     assert shas[5] in result["candidates"] and len(result["candidates"]) < 8
     assert f"first bad commit is one of {len(result['candidates'])}: " in build["state_string"]
 

@@ -125,7 +125,7 @@ def test_verification_outcome():
     assert not report.is_contradiction(skipped)
     doc = report.result_document("x", {}, report.DONE, [], verification=ok)
     assert doc["verified"] is True and doc["verification"] == ok
-    assert report.result_document("x", {}, report.DONE, [])["verified"] is False
+    assert report.result_document("x", {}, report.ABORTED, [])["verified"] is None  # nothing to verify
 
 
 def test_master_configuration(tmp_path):
