@@ -241,6 +241,11 @@ TABLES: dict[str, dict[str, Key]] = {
                        lambda v: bool(v.strip())),
         "mode": Key((str,), "test", f"one of {list(TEST_MODES)}", lambda v: v in TEST_MODES),
         "timeout": Key((int,), DEFAULT_TEST_TIMEOUT, "seconds > 0 before the test is killed", _positive),
+        # --- regression watch (README.md "Regression watch") ---
+        "branches": Key((list,), [], "a list of watched branch names whose every new image is tested "
+                        "([] = on demand only)", _str_list),
+        "testers": Key((list,), [], "a list of [[machine]] names or \"local\" (any free one runs the test)",
+                       _str_list),
     },
 }
 
@@ -420,6 +425,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
     problems += _value_problems(sections, tables, base)
+    problems += _watch_problems(tables)
     group_problem = modes.group_problem(sections["images"].get("group", ""))
     if group_problem:
         problems.append(f"[images].group: {group_problem}")
@@ -538,6 +544,33 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
     if "root" in images:
         problems += _root_problems(images["root"], base)
     problems += _branch_problems(tables["repository"])
+    return problems
+
+
+def _watch_problems(tables: dict) -> list[str]:
+    """A watched test names branches the master builds and testers that exist; names become file names
+    of the results (``<image>/tests/<name>.json``), so they must be plain."""
+    problems = []
+    branches = {b for r in tables["repository"] for b in (r.get("branches") or [])}
+    machines = {m.get("name") for m in tables["machine"]}
+    for t in tables["test"]:
+        where = f"[[test]] ({t.get('name')!r})"
+        name = t.get("name")
+        if isinstance(name, str) and name and (identifier(name) != name or name.startswith(("-", "."))):
+            problems.append(f"{where}.name: {name!r} holds characters other than letters, digits, '_' and '-' "
+                            "(it names the result files in the image tree); rename it, e.g. "
+                            f"{identifier(name).lstrip('-_.') or 'boot'!r}")
+        for b in t.get("branches", []):
+            if b not in branches:
+                problems.append(f"{where}.branches: {b!r} is not a branch of any [[repository]] "
+                                f"(watched: {sorted(branches) or 'none'})")
+        for tester in t.get("testers", []):
+            if tester != "local" and tester not in machines:
+                problems.append(f"{where}.testers: {tester!r} is neither \"local\" nor a configured [[machine]] "
+                                f"(configured: {sorted(n for n in machines if n) or 'none'})")
+        if t.get("branches") and not t.get("testers"):
+            problems.append(f"{where}.testers: the test watches {t['branches']} but names no tester; "
+                            "add testers = [\"local\"] or [[machine]] names")
     return problems
 
 

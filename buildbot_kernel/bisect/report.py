@@ -14,6 +14,7 @@ from buildbot_kernel.bisect.engine import steps_left_estimate
 SHORT = 12
 
 DONE, UNRESOLVED, MAX_STEPS, ABORTED = "done", "unresolved", "max-steps", "aborted"
+FLAKY = "flaky"  # the culprit's verification disagreed with the bisect: no culprit is reported
 
 
 def short(sha: str) -> str:
@@ -45,14 +46,31 @@ def unresolved_summary(candidates: list[str], reason: str) -> str:
     return f"first bad commit is one of {len(candidates)}: {shown} ({reason})"
 
 
+def verification_outcome(checks: list[dict]) -> tuple[bool, str]:
+    """(verified, why not) for the culprit's re-test and its parent's: each check has ``expected`` and
+    ``verdict`` (good / bad / skip, or None when it could not run).  The caller turns a contradiction
+    (good where bad was expected or the reverse) into :data:`FLAKY`; a skip or a missing image leaves the
+    culprit unverified but standing."""
+    why = [f"{c['role']} {short(c['sha'])} tested {c['verdict'] or 'nothing'} "
+           f"({c.get('reason') or 'expected ' + c['expected']})" for c in checks if c["verdict"] != c["expected"]]
+    return not why, "; ".join(why)
+
+
+def is_contradiction(checks: list[dict]) -> bool:
+    return any(c["verdict"] in ("good", "bad") and c["verdict"] != c["expected"] for c in checks)
+
+
 def now_iso(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
 
 
 def result_document(ident: str, request: dict, status: str, steps: list[dict], *, first_bad: dict | None = None,
                     candidates: list[str] | None = None, reason: str = "", last_good: dict | None = None,
-                    started: float | None = None, finished: float | None = None) -> dict:
-    """result.json (schema 1): ``status`` is done / unresolved / max-steps / aborted."""
+                    started: float | None = None, finished: float | None = None,
+                    verification: list[dict] | None = None) -> dict:
+    """result.json (schema 1): ``status`` is done / unresolved / max-steps / aborted / flaky;
+    ``verified`` says whether a found culprit was re-tested bad and its parent good (docs/bisect.md); it is
+    null when the bisect found none to verify."""
     builds = [s for s in steps if s.get("build")]
     return {
         "schema": 1,
@@ -64,6 +82,8 @@ def result_document(ident: str, request: dict, status: str, steps: list[dict], *
         "reason": reason,
         "last_good": last_good,
         "steps": steps,
+        "verified": verification_outcome(verification)[0] if verification else None,  # None: nothing to verify
+        "verification": list(verification or []),
         "tests": sum(1 for s in steps if s.get("image")),
         "builds": len(builds),
         "started": now_iso(started) if started else None,

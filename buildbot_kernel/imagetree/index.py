@@ -35,7 +35,7 @@ INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
-CACHE_SCHEMA = 2  # 2: entries carry "head" and "on_demand"
+CACHE_SCHEMA = 3  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results
 
 
 def templates_dir() -> Path:
@@ -83,6 +83,8 @@ def index_entry(image: Image, base_url: str) -> dict:
     entry["path"] = image.path
     entry["on_demand"] = branchorder.is_on_demand(image)
     entry["head"] = False  # set per regeneration from the heads state (branchorder)
+    if image.tests:  # watched tests' results (docs/index-format.md, "tests")
+        entry["tests"] = image.tests
     return entry
 
 
@@ -153,7 +155,7 @@ class TreeIndex:
         with self.lock:
             images = {}
             for path, (img, _entry, text, row) in self._encoded.items():
-                images[path] = [list(img.version), img.metadata, text, row]
+                images[path] = [list(img.version), img.metadata, text, row, img.tests]
             doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
             (self.root / CACHE).parent.mkdir(exist_ok=True)
             atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
@@ -167,9 +169,9 @@ class TreeIndex:
                 return 0
             same_url = doc.get("base_url") == self.base_url
             with self.lock:
-                for path, (key, meta, text, row) in doc["images"].items():
+                for path, (key, meta, text, row, tests) in doc["images"].items():
                     branch_dir, name = path.rstrip("/").split("/")
-                    img = self.scanner.seed(branch_dir, name, meta, key)
+                    img = self.scanner.seed(branch_dir, name, meta, key, tests)
                     entry = index_entry(img, self.base_url)
                     if not same_url:
                         text = json.dumps(entry, sort_keys=True, ensure_ascii=False)

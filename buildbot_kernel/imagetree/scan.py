@@ -22,6 +22,7 @@ from buildbot_kernel.imagetree.package import (
     parse_sums,
     read_metadata,
 )
+from buildbot_kernel.imagetree.results import read_results, stamp
 from buildbot_kernel.naming import safe_branch
 
 
@@ -45,6 +46,7 @@ class Image:
     size: int = 0  # bytes of all listed files
     version: tuple = ()  # stat of both manifests: changes whenever the image is rewritten
     path: str = field(init=False, repr=False)  # "<branch dir>/<name>/": a key read many times per index
+    tests: dict = field(default_factory=dict)  # watched tests' results (imagetree/results.py)
 
     def __post_init__(self):
         self.path = f"{self.branch_dir}/{self.name}/"
@@ -88,12 +90,13 @@ class TreeScanner:
                 problems.append(size_problem)
         if problems:
             return _Cached(key, None, "; ".join(problems))
-        return _Cached(key, make_image_record(branch_dir, img_dir, meta, key), "")
+        tests = read_results(d) if key[-1] else {}
+        return _Cached(key, make_image_record(branch_dir, img_dir, meta, key, tests), "")
 
-    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple) -> Image:
+    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple, tests: dict | None = None) -> Image:
         """Remember an image checked by an earlier process (the index's saved cache); the next scan uses
         it only if both manifests and the directory still have exactly this ``key``."""
-        image = make_image_record(branch_dir, img_dir, metadata, tuple(key))
+        image = make_image_record(branch_dir, img_dir, metadata, tuple(key), tests)
         self._cache[f"{branch_dir}/{img_dir}"] = _Cached(tuple(key), image, "")
         return image
 
@@ -114,8 +117,9 @@ class TreeScanner:
                 seen.add(rel)
                 try:
                     # the directory's own mtime changes when a payload file is added, removed or renamed
+                    # the last element: the tests/ directory, rewritten by each test result
                     key = (_stat_key(stat(join(ipath, METADATA))) + _stat_key(stat(join(ipath, SUMS)))
-                           + (stat(ipath).st_mtime_ns,))
+                           + (stat(ipath).st_mtime_ns, stamp(ipath)))
                 except OSError:
                     skipped[rel] = f"{METADATA} or {SUMS} not there yet"
                     continue
@@ -134,9 +138,10 @@ class TreeScanner:
         return images
 
 
-def make_image_record(branch_dir: str, img_dir: str, meta: dict, key: tuple) -> Image:
+def make_image_record(branch_dir: str, img_dir: str, meta: dict, key: tuple, tests: dict | None = None) -> Image:
     sort_key = (_timestamp(meta["build_date"]), _timestamp(meta["commit_date"]), img_dir)
-    return Image(branch_dir, img_dir, meta, sort_key, sum(f["size"] for f in meta["files"].values()), key)
+    return Image(branch_dir, img_dir, meta, sort_key, sum(f["size"] for f in meta["files"].values()), key,
+                 dict(tests or {}))
 
 
 def _subdirs(path: Path) -> list[str]:

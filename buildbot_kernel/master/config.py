@@ -20,6 +20,7 @@ from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_service import FarmService
+from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
 from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
@@ -151,6 +152,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["schedulers"].append(schedulers.ForceScheduler(name=HEADS_FORCE_SCHEDULER, builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
     add_bisect(c, s, targets, state_dir, images_root, build_workers)
+    if add_loop(c, s, targets, state_dir, images_root):
+        maintainer_schedulers.append(IMAGE_TEST_FORCE)
     # accounts and roles: README.md "Putting it on a lab network"
     c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth["htpasswd"])),
                              maintainer_schedulers, FORCE_SCHEDULER))

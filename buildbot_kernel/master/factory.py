@@ -7,6 +7,7 @@ from buildbot.plugins import steps, util
 from buildbot_kernel import kbuild_commands, worker_store
 from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.settings import Settings, is_config_file, resolve
+from buildbot_kernel.steps.image_test import TriggerImageTests
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
 from buildbot_kernel.steps.record import AttachBuildRecord
@@ -76,4 +77,7 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     f.addStep(AttachBuildRecord(target, base_config, fragments, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(PublishImage(target, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(RecordOutcome(target))
+    watching = [t["name"] for t in settings.tests if target.branch in t.get("branches", [])]
+    if watching:  # README.md "Regression watch"
+        f.addStep(TriggerImageTests(target, watching))
     return f

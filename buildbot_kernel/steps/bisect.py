@@ -14,6 +14,9 @@ thread for git and the disk:
   tester; while it runs and a build worker is free, both possible next midpoints are built ahead and the
   one the verdict makes useless is cancelled. Each finished step appends a line to steps.jsonl, after the
   verdict is in the bisect log.
+* ``verify``: a first bad commit is tested again (must be bad) and its first parent (must be good,
+  built if it has no image) before anything is reported; a contradiction ends the bisect as "flaky"
+  and names no culprit (docs/bisect.md, "Culprit verification").
 * ``result``: the summary naming the culprit, links to its image and the last good one, result.json and
   bisect.log as logs and files under ``<state>/bisects/<id>/``.
 
@@ -81,6 +84,7 @@ class BisectRun:
         self.inflight: dict[str, SubBuild] = {}
         self.waiter = Waiter()
         self.end: tuple | None = None  # (status, engine step or reason)
+        self.verification: list[dict] = []  # the culprit's and its parent's re-tests (VerifyCulprit)
         self.started = time.time()
 
     # -- off the reactor thread ------------------------------------------------------------------------
@@ -149,7 +153,9 @@ class BisectRun:
         status, what = self.end
         steps = self.dir.steps()
         first_bad, candidates, reason = None, [], ""
-        if status == report.DONE:
+        if status == report.FLAKY:
+            candidates, reason = [what[0]], what[1]
+        elif status == report.DONE:
             info = repo.commit_info(what.sha)
             first_bad = {"sha": info.sha, "subject": info.subject, "author": info.author, "date": info.date,
                          **self._image_ref(info.sha)}
@@ -164,7 +170,8 @@ class BisectRun:
                      **self._image_ref(last_good["sha"])}
         return report.result_document(self.dir.id, self.request.to_json(), status, steps, first_bad=first_bad,
                                       candidates=candidates, reason=reason, last_good=last_good,
-                                      started=self.started, finished=time.time())
+                                      started=self.started, finished=time.time(),
+                                      verification=self.verification)
 
     def _image_ref(self, sha: str) -> dict:
         img = self.has_image(sha)
@@ -319,6 +326,8 @@ class BisectRound(_BisectStep):
                 self.show("no more steps: " + ("first bad commit found" if isinstance(step, Done)
                                                else "range proven as far as possible" if run.end[0] == report.UNRESOLVED
                                                else f"max_steps={limit} reached"))
+                if isinstance(step, Done):
+                    self.build.addStepsAfterCurrentStep([VerifyCulprit()])
                 return SUCCESS
             if isinstance(step, Build):
                 if built is not None and built["sha"] == step.sha:
@@ -393,6 +402,57 @@ class BisectRound(_BisectStep):
         return SUCCESS
 
 
+class VerifyCulprit(_BisectStep):
+    """The culprit re-tested (expected bad) and its first parent (expected good), in that order."""
+
+    name = "verify"
+
+    @defer.inlineCallbacks
+    def run(self):
+        run: BisectRun = self.build.bisect_run
+        culprit = run.end[1].sha
+        parent = yield threads.deferToThread(run.session.state.repo.resolve, f"{culprit}^")
+        checks = [("culprit", culprit, BAD)] + ([("parent", parent, GOOD)] if parent else [])
+        run.verification = []
+        try:
+            for role, sha, expected in checks:
+                self.show(f"verify: test {role} {report.short(sha)} again (expect {expected})")
+                verdict, reason = yield self._test(run, sha)
+                run.verification.append({"role": role, "sha": sha, "expected": expected, "verdict": verdict,
+                                         **({"reason": reason} if reason else {})})
+        except Interrupted as e:
+            run.end = None  # unverified is never reported: resumed after a restart, else aborted
+            self.show(f"verify: interrupted ({e})")
+            return self.stop_results(self.stop_reason)
+        verified, why = report.verification_outcome(run.verification)
+        if report.is_contradiction(run.verification):
+            run.end = (report.FLAKY, (culprit, f"the test does not reproduce: {why}"))
+            self.show(f"flaky: {why}")
+            return WARNINGS
+        self.show(f"verified: {report.short(culprit)} bad, its parent good" if verified
+                  else f"not verified: {why}")
+        return SUCCESS if verified else WARNINGS
+
+    @defer.inlineCallbacks
+    def _test(self, run: BisectRun, sha: str):
+        """(verdict or None, why none)."""
+        yield run.waiter.wait(run.refresh())
+        image = run.has_image(sha)
+        if image is None and run.request.build_missing:
+            handle = run.start_build(self, sha, "verification build of")
+            yield run.waiter.wait(handle.wait())
+            yield run.waiter.wait(run.refresh())
+            image = run.has_image(sha)
+        if image is None:
+            return None, "no image"
+        self.addURL(f"image {image.name}", image.url)
+        try:
+            verdict, _ = yield run.waiter.wait(run.tester.test(image, sha))
+        except TesterAbort as e:
+            return None, str(e)
+        return verdict, ""
+
+
 class FinishBisect(_BisectStep):
     name = "result"
     alwaysRun = True
@@ -419,17 +479,22 @@ class FinishBisect(_BisectStep):
         yield self.addCompleteLog("result.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
         log_text = yield threads.deferToThread(run.dir.file(records.LOG).read_text)
         yield self.addCompleteLog("bisect.log", log_text)
-        self.setProperty("bisect_result", {k: doc[k] for k in ("status", "first_bad", "candidates", "reason")},
+        self.setProperty("bisect_result", {k: doc[k] for k in ("status", "first_bad", "candidates", "reason",
+                                                               "verified")},
                          "bisect")
         for label, ref in (("first bad", doc["first_bad"]), ("last good", doc["last_good"])):
             if ref and ref.get("image_url"):
                 self.addURL(f"{label}: {ref['image']}", ref["image_url"])
         status = doc["status"]
         if status == report.DONE:
-            self.show(report.culprit_summary(doc["first_bad"]))
+            self.show(report.culprit_summary(doc["first_bad"]) + (" (verified)" if doc["verified"]
+                                                                  else " (not verified)"))
             return SUCCESS
         if status == report.ABORTED:
             self.show(f"aborted: {doc['reason']}")
             return FAILURE
+        if status == report.FLAKY:
+            self.show(f"flaky, no culprit: {doc['reason']}")
+            return WARNINGS
         self.show(report.unresolved_summary(doc["candidates"], doc["reason"]))
         return WARNINGS

@@ -119,6 +119,7 @@ class PublishImage(buildstep.BuildStep):
             self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
             PUBLISHED, image=fields["name"])
         yield self._record_head()
+        self.setProperty("published_image", fields["name"], "publish")  # image tests start from it
         if tree is not None:
             yield tree.published(path)
         base = getattr(tree, "base_url", "") if tree is not None else ""

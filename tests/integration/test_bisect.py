@@ -98,6 +98,7 @@ def test_bisect_finds_the_planted_regression(farm):
     assert f"first bad commit {culprit[:12]}: drm/i915: change 5 (Fixture Dev" in build["state_string"]
     result = json.loads((bisect_dir(master, build) / "result.json").read_text())
     assert result["status"] == "done" and result["first_bad"]["sha"] == culprit
+    assert result["verified"] is True and [v["sha"] for v in result["verification"]] == [culprit, shas[4]]
     assert result["first_bad"]["subject"] == "drm/i915: change 5"
     assert result["last_good"]["sha"] == shas[4]
     # the on-demand builds published their images for everyone
@@ -248,7 +249,8 @@ def test_restart_resumes_without_repeating_a_finished_step(farm):
     assert [b["results"] for b in runs] == [5, SUCCESS]  # RETRY at the shutdown, then the resumed run
     assert any(s.startswith("resumed ") and " at step 2:" in s for s in step_strings(master, build))
     tests = started.read_text().split()
-    assert tests.count(first) == 1  # the finished step 1 was not run again
+    assert tests[-2:] == [shas[5], shas[4]]  # the culprit verified: tested again, and its parent
+    assert tests[:-2].count(first) == 1  # the finished step 1 was not run again
     verdicts = [line.split()[-1] for line in (ident / "bisect.log").read_text().splitlines()
                 if line.startswith("git bisect ") and not line.startswith("git bisect start")]
     assert len(verdicts) == len(set(verdicts))
@@ -299,6 +301,7 @@ def test_max_steps_ends_with_the_proven_range(farm):
     assert build["results"] == WARNINGS, step_strings(master, build)
     result = json.loads((bisect_dir(master, build) / "result.json").read_text())
     assert result["status"] == "max-steps" and result["tests"] == 1 and result["first_bad"] is None
+    assert result["verified"] is None and result["verification"] == []  # no culprit: nothing to verify
     assert shas[5] in result["candidates"] and len(result["candidates"]) < 8
     assert f"first bad commit is one of {len(result['candidates'])}: " in build["state_string"]
 

@@ -109,7 +109,8 @@ def test_auth_keys_are_checked(tmp_path):
 
 def test_named_tests(tmp_path):
     s = settings.parse(text(extra='[[test]]\nname = "proc"\ncommand = "true"\n'), str(tmp_path / "s.toml"))
-    assert s.test("proc") == {"name": "proc", "command": "true", "mode": "test", "timeout": 600}
+    assert s.test("proc") == {"name": "proc", "command": "true", "mode": "test", "timeout": 600, "branches": [],
+                              "testers": []}
     msg = problems(text(extra='[[test]]\nname = "p"\ncommand = " "\nmode = "run"\ntimeout = 0\n'), tmp_path)
     assert "[[test]] #1 ('p').command: expected a non-empty shell command" in msg
     assert "[[test]] #1 ('p').mode: expected one of ['boot', 'test']" in msg

@@ -1,0 +1,83 @@
+"""The results of watched tests, kept beside the image they are about (contract: docs/index-format.md).
+
+``<image>/tests/<test>.json`` holds one result, ``<test>.log`` its output.  They live on the image tree
+because that is what every master (and the index generator) already shares, over NFS too: each file is
+replaced in one rename, so a reader sees the old result or the new one, never half of one, and no lock is
+needed.  The directory is not a payload file: image verification and SHA256SUMS ignore it, and retention
+deletes it with the image.  The scanner reads the results into the index entries' ``tests`` field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from buildbot_kernel.imagetree.atomic import atomic_write
+
+TESTS_DIR = "tests"
+RESULTS = ("pass", "fail", "skip", "error")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
+FIELDS = ("result", "date", "machine", "log_url")
+
+
+def valid_name(name: str) -> bool:
+    """A test name usable as a file name (settings check the same rule)."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
+def result_path(image_dir: str | os.PathLike, test: str, suffix: str = ".json") -> Path:
+    if not valid_name(test):
+        raise ValueError(f"test name {test!r} is not a plain name")
+    return Path(image_dir) / TESTS_DIR / f"{test}{suffix}"
+
+
+def log_url(image_url: str, test: str) -> str:
+    """Where the served tree has the test's log (``image_url`` ends in "/")."""
+    return f"{image_url}{TESTS_DIR}/{test}.log"
+
+
+def write_result(image_dir: str | os.PathLike, test: str, result: dict, log_text: str = "",
+                 mode: int = 0o644, gid: int = -1) -> None:
+    """The log first, then the result that points at it; both atomically (blocking: call in a thread)."""
+    if result.get("result") not in RESULTS:
+        raise ValueError(f"result {result.get('result')!r}; expected one of {RESULTS}")
+    d = Path(image_dir) / TESTS_DIR
+    d.mkdir(exist_ok=True)
+    if gid != -1:
+        os.chown(d, -1, gid)
+    os.chmod(d, 0o755 if mode & 0o004 else 0o750)
+    atomic_write(result_path(image_dir, test, ".log"), log_text, mode=mode, gid=gid)
+    atomic_write(result_path(image_dir, test), json.dumps(result, sort_keys=True) + "\n", mode=mode, gid=gid)
+
+
+def stamp(image_dir: str | os.PathLike) -> int:
+    """Changes whenever a result is written (a rename in the directory): part of the scanner's cache key."""
+    try:
+        return os.stat(os.path.join(image_dir, TESTS_DIR)).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:
+    """``{test: {result, date, machine, log_url, ...}}``; files that do not parse or hold an unknown
+    result are left out (an index never lists what it cannot vouch for)."""
+    d = os.path.join(image_dir, TESTS_DIR)
+    out: dict[str, dict] = {}
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return out
+    for fname in names:
+        test, ext = os.path.splitext(fname)
+        if ext != ".json" or not valid_name(test):
+            continue
+        try:
+            with open(os.path.join(d, fname), encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("result") in RESULTS:
+            out[test] = {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return dict(sorted(out.items()))
