@@ -23,6 +23,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, NamedTest, Target
 from buildbot_kernel.farm.driver import lock_name
+from buildbot_kernel.master import forms
 from buildbot_kernel.master.factory import kernel_build_factory
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
@@ -61,11 +62,7 @@ def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
 
 def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
     choices = [t.builder for t in ctx.targets]
-    no_source = util.CodebaseParameter(
-        "", branch=util.FixedParameter(name="branch", default=""),
-        revision=util.FixedParameter(name="revision", default=""),
-        repository=util.FixedParameter(name="repository", default=""),
-        project=util.FixedParameter(name="project", default=""))
+    no_source = forms.no_source()
     # choices are not strict: a wrong value reaches the start step, which names the field and the choices
     return schedulers.ForceScheduler(
         name=FORCE_SCHEDULER, builderNames=[BISECT_BUILDER], label="Bisect a regression",

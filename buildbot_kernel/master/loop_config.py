@@ -13,6 +13,7 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, util
 from buildbot.worker.local import LocalWorker
 
+from buildbot_kernel.master import forms
 from buildbot_kernel.master.bisect_config import BISECT_BUILDER, FORCE_SCHEDULER, TEST_SCHEDULER
 from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, WatchedTest, image_test_factory
 
@@ -46,11 +47,7 @@ def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> Lo
 
 
 def test_form(tests: list[str]) -> schedulers.ForceScheduler:
-    no_source = util.CodebaseParameter(
-        "", branch=util.FixedParameter(name="branch", default=""),
-        revision=util.FixedParameter(name="revision", default=""),
-        repository=util.FixedParameter(name="repository", default=""),
-        project=util.FixedParameter(name="project", default=""))
+    no_source = forms.no_source()
     return schedulers.ForceScheduler(
         name=IMAGE_TEST_FORCE, builderNames=[IMAGE_TEST_BUILDER], label="Test an image", buttonName="Test",
         codebases=[no_source], reason=util.StringParameter(name="reason", default="test an image", size=40),

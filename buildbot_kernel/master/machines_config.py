@@ -15,6 +15,7 @@ from buildbot.plugins import schedulers, util
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 
+from buildbot_kernel.master import forms
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.util import named_service
 
@@ -45,11 +46,7 @@ def add_machines(c: dict, machines: list[str], worker: str) -> None:
     """The builder and its scheduler, when there are test machines; ``worker`` hosts the builds."""
     if not machines:
         return
-    no_source = util.CodebaseParameter(
-        "", branch=util.FixedParameter(name="branch", default=""),
-        revision=util.FixedParameter(name="revision", default=""),
-        repository=util.FixedParameter(name="repository", default=""),
-        project=util.FixedParameter(name="project", default=""))
+    no_source = forms.no_source()
     c["builders"].append(util.BuilderConfig(
         name=MACHINES_BUILDER, workernames=[worker], factory=util.BuildFactory([RepairMachine()]),
         tags=["control", "machines"], description="test machine administration (admins only): repair"))

@@ -23,9 +23,10 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 
+from buildbot_kernel.resources import shipped
+
 from .harness import (
     BIN,
-    REPO_ROOT,
     FixtureRepo,
     Master,
     Worker,
@@ -227,7 +228,7 @@ def test_manual_bisect_sends_one_culprit_mail_with_every_contract_field(farm):
 def test_bad_notify_settings_fail_checkconfig_naming_key_and_fix(tmp_path):
     d = tmp_path / "m"
     subprocess.run([str(BIN / "buildbot"), "create-master", "-q", str(d)], check=True)
-    shutil.copy(REPO_ROOT / "master.cfg", d / "master.cfg")
+    shutil.copy(shipped("master.cfg"), d / "master.cfg")
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
     (d / "settings.toml").write_text(settings_text("/nonexistent.git", (BRANCH,), ports, extra=(
         '[notify]\nsmtp = "localhost"\nfrom = "bb@example.org"\nto = ["list@example.org", "nobody"]\n'

@@ -4,7 +4,6 @@ of a culprit's verification."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import bcrypt
 import pytest
@@ -135,11 +134,12 @@ def test_master_configuration(tmp_path):
 
     from buildbot_kernel.master import auth
     from buildbot_kernel.master.config import make_config
+    from buildbot_kernel.resources import shipped
 
-    shipped = (Path(__file__).resolve().parents[2] / "settings.toml").read_text()
+    shipped_text = shipped("settings.toml").read_text()
     (tmp_path / "users.htpasswd").write_text(f"bob:{bcrypt.hashpw(b'x', bcrypt.gensalt(4)).decode()}\n")
     path = tmp_path / "settings.toml"
-    path.write_text(shipped.replace('"local-worker"', '"a-real-secret"') + (
+    path.write_text(shipped_text.replace('"local-worker"', '"a-real-secret"') + (
         '\n[[test]]\nname = "boot"\ncommand = "true"\nbranches = ["drm-tip"]\ntesters = ["local"]\n'
         '[auth]\nhtpasswd = "users.htpasswd"\nmaintainers = ["bob"]\n'))
     c = make_config(str(tmp_path / "master"), str(path))
