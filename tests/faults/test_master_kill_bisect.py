@@ -65,16 +65,22 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
         assert result["first_bad"]["sha"] == shas[3]
         wait_for(master.idle, 60, "the queue to drain")
         tested = runs.read_text().split()
-        assert tested.count(first) == 1  # no finished step repeated
-        assert tested.count(interrupted) == 2, tested  # the interrupted step tested exactly once more
-        assert len(tested) == len(set(tested)) + 1  # and nothing else twice
+        # the culprit's verification (re-test it bad, its parent good) runs last; the steps come before it
+        checks = [v["sha"] for v in result["verification"]]
+        assert result["verified"] is True and checks and tested[-len(checks):] == checks, (tested, checks)
+        steps = tested[:-len(checks)]
+        assert steps.count(first) == 1  # no finished step repeated
+        assert steps.count(interrupted) == 2, steps  # the interrupted step tested exactly once more
+        assert len(steps) == len(set(steps)) + 1  # and nothing else twice
         verdicts = [ln.split()[-1] for ln in (ident / "bisect.log").read_text().splitlines()
                     if ln.startswith("git bisect ") and not ln.startswith("git bisect start")]
         assert len(verdicts) == len(set(verdicts)) and interrupted in verdicts
         # the dead master's test request was not run beside the resumed one: it ended cancelled
         tests = [b for b in master.builds("bisect-test") if b["properties"]["bisect_sha"][0] == interrupted]
         ran = [b for b in tests if b["results"] not in (RETRY, CANCELLED)]
-        assert len(ran) == 1, [(b["number"], b["results"], b["state_string"]) for b in tests]
+        # one run for the step (none for the dead master's orphan), plus the verification's if it is the culprit
+        assert len(ran) == 1 + checks.count(interrupted), [(b["number"], b["results"], b["state_string"])
+                                                           for b in tests]
     finally:
         hold.let_go()
         worker.stop()
