@@ -71,6 +71,7 @@ class MachineState:
     ledger: dict = field(default_factory=dict)
     refused: int = 0
     last_refused: dict = field(default_factory=dict)
+    accel: str = ""  # a QEMU machine's accelerator (kvm or tcg), once its VM started
 
     def public(self) -> dict:
         """The UI's view: no live token (it would let anyone who can read the page forge a report)."""
@@ -226,6 +227,12 @@ class Registry:
         m = self.get(name)
         m.state, m.broken_reason, m.flagged, m.infra_failures = "idle", "", "", 0
         self.save()
+
+    def note_accel(self, name: str, accel: str) -> None:
+        m = self.get(name)
+        if m.accel != accel:
+            m.accel = accel
+            self.save()
 
     def set_owner(self, name: str, owner: str) -> None:
         self.get(name).owner = owner
