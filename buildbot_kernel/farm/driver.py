@@ -5,6 +5,8 @@ boot and test timeouts, Deferreds for the machine's events, power commands run o
 A machine that is already polling (it is sitting in stage 1, or in stage 2 of the previous candidate)
 needs no power action at all: it picks the new instructions up and kexecs, which is what makes a bisect
 step one kexec boot.  Otherwise the first attempt soft-reboots it and every retry power-cycles it.
+When the owner's work ends, :meth:`MachineDriver.release` sends the machine back to its default kernel
+(``[[machine]] default_kernel``) or to stage 1 (docs/machine-types.md "When a bisect or test ends").
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import time
 from twisted.internet import defer, threads
 from twisted.internet.defer import inlineCallbacks
 
-from buildbot_kernel.farm import steplogic
-from buildbot_kernel.farm.instructions import BootFile, make_assignment
+from buildbot_kernel.farm import default_kernel, steplogic
+from buildbot_kernel.farm.instructions import BootFile, InstructionError, make_assignment
 from buildbot_kernel.farm.registry import Event, Registry
 from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
 
@@ -80,7 +82,7 @@ class MachineDriver:
     """
 
     def __init__(self, machine: dict, registry: Registry, power, server_url: str, *, public_base: str = "",
-                 initrd: BootFile | None = None, reactor=None, clock=time.time):
+                 initrd: BootFile | None = None, reactor=None, clock=time.time, index_path: str = ""):
         from twisted.internet import reactor as default_reactor
 
         self.machine = machine
@@ -93,6 +95,7 @@ class MachineDriver:
         self.reactor = reactor or default_reactor
         self.clock = clock
         self.lock = machine_lock(self.name)
+        self.index_path = index_path  # the image tree's index.json: where a default_kernel name is found
 
     @property
     def lock_name(self) -> str:
@@ -102,12 +105,41 @@ class MachineDriver:
     def infra_limit(self) -> int:
         return self.machine.get("retries", 2) + 1
 
-    def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "") -> defer.Deferred:
-        """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome."""
-        return self.lock.run(self._run_step, image_entry, test_command, mode, owner)
+    def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "",
+                 owner_build: int = 0) -> defer.Deferred:
+        """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome.
+        ``owner_build`` is the Buildbot build holding the machine: when it ends, the farm releases it."""
+        return self.lock.run(self._run_step, image_entry, test_command, mode, owner, owner_build)
+
+    def release(self, only_build: int = 0) -> defer.Deferred:
+        """The owner's work ended: free the machine and send it to its default kernel, or to stage 1.
+        ``only_build``: release only if that build still holds the machine (a later owner keeps it).
+        Waits for a step still running on the machine."""
+        return self.lock.run(self._release, only_build)
 
     @inlineCallbacks
-    def _run_step(self, image_entry, test_command, mode, owner):
+    def _release(self, only_build):
+        state = self.registry.get(self.name)
+        if only_build and state.owner_build != only_build:
+            return
+        entry, default = None, self.machine.get("default_kernel", "")
+        if default:
+            try:
+                entry = yield threads.deferToThread(default_kernel.resolve, self.name, default, self.index_path)
+            except default_kernel.DefaultKernelError as e:
+                log.warning("farm: %s; %s goes back to stage 1 instead", e, self.name)
+        a = None
+        if entry is not None:
+            try:
+                a = make_assignment(self.machine, entry, "true", "boot", self.server_url,
+                                    public_base=self.public_base, initrd=self.initrd, now=self.clock())
+            except InstructionError as e:
+                log.warning("farm: [[machine]] (%r).default_kernel: %s; back to stage 1 instead", self.name, e)
+        if not only_build or self.registry.get(self.name).owner_build == only_build:
+            self.registry.release(self.name, a)
+
+    @inlineCallbacks
+    def _run_step(self, image_entry, test_command, mode, owner, owner_build=0):
         state = self.registry.get(self.name)
         if state.state == "broken":
             return StepOutcome("skip", reason=f"machine {self.name} is broken: {state.broken_reason}",
@@ -117,7 +149,7 @@ class MachineDriver:
             a = make_assignment(self.machine, image_entry, test_command, mode, self.server_url,
                                 public_base=self.public_base, initrd=self.initrd, attempt=attempt,
                                 now=self.clock())
-            self.registry.assign(a, owner)
+            self.registry.assign(a, owner, owner_build)
             end = yield self._attempt(a, first=attempt == 1)
             end = steplogic.check_uname(end, a.image)
             ends.append(end)

@@ -81,6 +81,10 @@ class Farm:
         except KeyError:
             raise KeyError(f"no [[machine]] named {name!r} (configured: {sorted(self.drivers)})") from None
 
+    def release_build(self, buildid: int) -> list[defer.Deferred]:
+        """The Buildbot build ``buildid`` ended: every machine it held goes back to its default."""
+        return [self.drivers[n].release(only_build=buildid) for n in self.registry.owned_by_build(buildid)]
+
     def stop(self) -> None:
         """Power off what the farm started (the QEMU machines; a lab machine stays as it is)."""
         for d in self.drivers.values():
@@ -129,6 +133,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     registry = Registry([m["name"] for m in machines], state_path,
                         keys={m["name"]: machine_key(settings, m, workdir) for m in machines}, writer=writer)
     poll, initrds = {}, {}
+    index_path = str(resolve(settings, settings.images["root"]) / "index.json")
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
         name = m["name"]
@@ -153,7 +158,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
             on_accel=lambda accel, name=name: _accel_chosen(registry, name, accel))
         power = mtype.module().make_power(setup)
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,
-                                           initrd=initrd)
+                                           initrd=initrd, index_path=index_path)
     return farm
 
 
