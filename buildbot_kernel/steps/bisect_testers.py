@@ -93,7 +93,8 @@ class MachineTester:
         if outcome.verdict not in VERDICTS:
             raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
         details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}
-        return outcome.verdict, {"tester": self.driver.name, **details}
+        accel = self.driver.registry.get(self.driver.name).accel  # a QEMU machine's, for the step's log
+        return outcome.verdict, {"tester": self.driver.name, **details, **({"accel": accel} if accel else {})}
 
     def cancel(self, reason: str) -> None:
         """A machine step runs to its own timeout; the farm driver has no cancel yet."""

@@ -48,14 +48,16 @@ def _driver(srv, tmp, **machine):
                          index_path=str(tmp / "images" / "index.json"))
 
 
-def _hold(srv, driver, build=41):
-    """A bisect step that ends with a verdict: the machine is left in the candidate's stage 2, held."""
+def _hold(srv, driver, build=41, run=None):
+    """A bisect step that ends with a verdict: the machine is left in the candidate's stage 2, held.
+    ``run`` starts the step (default: the driver's run_step, as the bisect's MachineTester calls it)."""
     url = f"{srv.url}/machines/m1"
     post(f"{url}/boot", {"stage": "2"}, key=KEY)  # it polls: the driver needs no power action
     outcomes = []
+    run = run or (lambda: driver.run_step(CANDIDATE, "true", "test", "bisect b1", build))
 
     def start():  # the step's Deferred is not waited for here: the test plays the machine meanwhile
-        driver.run_step(CANDIDATE, "true", "test", "bisect b1", build).addCallback(outcomes.append)
+        run().addCallback(outcomes.append)
 
     ReactorThread.call(start)
     a = ins.parse(post(f"{url}/boot", {"stage": "2"}, key=KEY)[1])
@@ -63,9 +65,12 @@ def _hold(srv, driver, build=41):
         assert post(f"{url}/report", {"result": result, "token": a["TOKEN"], "uname": CANDIDATE["name"]},
                     key=KEY)[0] == 200
     wait_for(lambda: outcomes, 30, "the step's outcome")
-    assert outcomes[0].verdict == "bad"
+    # the driver's StepOutcome, or the tester's (verdict, details)
+    verdict = outcomes[0][0] if isinstance(outcomes[0], tuple) else outcomes[0].verdict
+    assert verdict == "bad"
     st = srv.registry.get("m1")
     assert st.owner == "bisect b1" and st.owner_build == build and st.last_kernel == CANDIDATE["name"]
+    return outcomes[0]
 
 
 def test_released_machine_reboots_into_stage1(farm):
@@ -169,3 +174,17 @@ def test_idle_polls_are_logged_once_per_interval(tmp_path):
     assert len(boots) == 3, lines  # one of the five idle polls, both reboot answers
     assert any("POST /machines/m1/report" in line for line in lines)
     assert QUIET_EVERY >= 60  # a poll every few seconds makes a line every few minutes at most
+
+
+def test_the_testers_details_name_the_machine_and_its_qemu_accelerator(farm):
+    from buildbot_kernel.bisect.images import Image
+    from buildbot_kernel.steps.bisect_testers import MachineTester
+
+    srv, tmp = farm
+    driver = _driver(srv, tmp)
+    srv.registry.note_accel("m1", "tcg")
+    tester = MachineTester(driver, "true", "test", owner="bisect b1", owner_build=41)
+    image = Image(CANDIDATE["name"], "0" * 40, "x86_64", "b", CANDIDATE["url"], CANDIDATE["files"], CANDIDATE)
+    _, details = _hold(srv, driver, run=lambda: tester.test(image, "0" * 40))
+    assert details["tester"] == "m1" and details["accel"] == "tcg"
+    assert srv.registry.get("m1").owner_build == 41  # held in the name of the tester's build
