@@ -26,17 +26,13 @@ from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
 log = logging.getLogger(__name__)
 
 POWER_COMMAND_TIMEOUT = 300
-_LOCKS: dict[str, defer.DeferredLock] = {}
 
 
 def lock_name(machine: str) -> str:
     """The name of the machine's lock; the Buildbot glue uses it for a ``util.MasterLock`` so two
-    bisects never share a machine, and :func:`machine_lock` serialises steps inside one master."""
+    bisects never share a machine.  Inside one farm, the machine's one driver serialises its steps and
+    its release with a lock of its own."""
     return f"farm-machine-{machine}"
-
-
-def machine_lock(machine: str) -> defer.DeferredLock:
-    return _LOCKS.setdefault(machine, defer.DeferredLock())
 
 
 class PowerError(Exception):
@@ -94,7 +90,7 @@ class MachineDriver:
         self.initrd = initrd
         self.reactor = reactor or default_reactor
         self.clock = clock
-        self.lock = machine_lock(self.name)
+        self.lock = defer.DeferredLock()  # one driver per machine in a farm (farm/factory.py)
         self.index_path = index_path  # the image tree's index.json: where a default_kernel name is found
 
     @property
