@@ -43,7 +43,7 @@ class MachineType:
     def problems(self, machine: Mapping) -> list[str]:
         """What is wrong with a ``[[machine]]`` of this type (``"<key>: <why>"`` each), as the settings
         validation reports it."""
-        out = [f"{key}: {why}" for key, why in self.required.items() if not machine.get(key)]
+        out = [f"{key}: {why}" for key, why in self.required.items() if machine.get(key) in (None, "")]
         check = getattr(self.module(), "problems", None)
         return out + (list(check(machine)) if check is not None else [])
 

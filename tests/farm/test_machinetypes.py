@@ -38,6 +38,7 @@ def test_a_new_type_is_one_file(tmp_path):
     (tmp_path / "lab-pdu.ini").write_text("[type]\ndescription = d\npower = pdu\n[required]\npdu_port = outlet\n")
     t = machinetypes.registry(tmp_path)["lab-pdu"]
     assert t.problems({"pdu_port": ""}) == ["pdu_port: outlet"]
+    assert t.problems({"pdu_port": 0}) == []  # outlet 0 is an outlet
     (tmp_path / "bad.ini").write_text("[type]\ndescription = d\npower = no_such_module\n")
     with pytest.raises(machinetypes.MachineTypeError, match="bad.ini: .*power"):
         machinetypes.registry(tmp_path)
