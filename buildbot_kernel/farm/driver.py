@@ -92,6 +92,8 @@ class MachineDriver:
         self.clock = clock
         self.lock = defer.DeferredLock()  # one driver per machine in a farm (farm/factory.py)
         self.index_path = index_path  # the image tree's index.json: where a default_kernel name is found
+        self._cancelled = 0  # the owner build whose steps end now (cancel)
+        self._current: tuple[int, object] | None = None  # (owner build, finish) of the attempt under way
 
     @property
     def lock_name(self) -> str:
@@ -106,6 +108,16 @@ class MachineDriver:
         """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome.
         ``owner_build`` is the Buildbot build holding the machine: when it ends, the farm releases it."""
         return self.lock.run(self._run_step, image_entry, test_command, mode, owner, owner_build)
+
+    def cancel(self, owner_build: int, reason: str) -> None:
+        """The owner's build is being stopped: its attempt under way ends now, no retry follows, and
+        a step it had queued does not start (each ends with ``StepOutcome.cancelled``).  The machine is
+        sent home by :meth:`release` once the build has ended."""
+        if not owner_build:
+            return
+        self._cancelled = owner_build
+        if self._current is not None and self._current[0] == owner_build:
+            self._current[1](AttemptEnd("cancelled", f"cancelled: {reason}"))
 
     def release(self, only_build: int = 0) -> defer.Deferred:
         """The owner's work ended: free the machine and send it to its default kernel, or to stage 1.
@@ -142,11 +154,19 @@ class MachineDriver:
                                machine_broken=True)
         ends: list[AttemptEnd] = []
         for attempt in range(1, self.machine.get("retries", 2) + 2):
+            if owner_build and self._cancelled == owner_build:
+                return StepOutcome("skip", reason="cancelled: the build was stopped", cancelled=True,
+                                   attempts=[f"attempt {i + 1}: {e.kind}: {e.reason}" for i, e in enumerate(ends)])
             a = make_assignment(self.machine, image_entry, test_command, mode, self.server_url,
                                 public_base=self.public_base, initrd=self.initrd, attempt=attempt,
                                 now=self.clock())
             self.registry.assign(a, owner, owner_build)
-            end = yield self._attempt(a, first=attempt == 1)
+            end = yield self._attempt(a, first=attempt == 1, owner_build=owner_build)
+            if end.kind == "cancelled":
+                self.registry.withdraw(self.name)
+                return StepOutcome("skip", reason=end.reason, cancelled=True,
+                                   attempts=[f"attempt {i + 1}: {e.kind}: {e.reason}" for i, e in
+                                             enumerate([*ends, end])])
             end = steplogic.check_uname(end, a.image)
             ends.append(end)
             log.info("farm: %s %s attempt %d: %s: %s", self.name, a.image, attempt, end.kind, end.reason)
@@ -165,7 +185,7 @@ class MachineDriver:
             self.registry.mark_broken(self.name, outcome.reason)
         return outcome
 
-    def _attempt(self, a, first: bool) -> defer.Deferred:
+    def _attempt(self, a, first: bool, owner_build: int = 0) -> defer.Deferred:
         """Fires with the AttemptEnd of one attempt."""
         boot_timeout = self.machine.get("boot_timeout", 300)
         test_timeout = self.machine.get("test_timeout", 600)
@@ -179,6 +199,7 @@ class MachineDriver:
             if st["timer"] and st["timer"].active():
                 st["timer"].cancel()
             self.registry.unsubscribe(self.name, on_event)
+            self._current = None
             done.callback(end)
 
         def arm(seconds):
@@ -222,6 +243,7 @@ class MachineDriver:
             finish(steplogic.from_timeout(st["phase"], waited))
 
         self.registry.subscribe(self.name, on_event)
+        self._current = (owner_build, finish)
         if first and self.registry.is_polling(self.name, within=3 * poll + 2):
             arm(3 * poll + 5)  # it is polling: the instructions alone start it
         else:

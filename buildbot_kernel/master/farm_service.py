@@ -58,7 +58,8 @@ class FarmService(BuildbotService):
         self._wake()
         if self._consumer is None:
             self._consumer = yield self.master.mq.startConsuming(self._build_finished, ("builds", None, "finished"))
-        yield self._release_orphans()
+        # not waited for: a default kernel given by URL may take a while to fetch, and a reconfig must not
+        self._release_orphans().addErrback(log.err, "farm: releasing machines of builds that are gone")
 
     def _build_finished(self, key, msg) -> None:
         if self.farm is not None:
@@ -74,7 +75,8 @@ class FarmService(BuildbotService):
                 continue
             build = (yield self.master.data.get(("builds", st.owner_build))) if st.owner_build else None
             if build is None or build.get("complete"):
-                yield farm.drivers[name].release(only_build=st.owner_build)
+                farm.drivers[name].release(only_build=st.owner_build).addErrback(
+                    log.err, f"farm: releasing {name}")
 
     def _limit_bodies(self, server) -> None:
         """Reports larger than the farm's limit are refused before their body is read (farm/http.py)."""

@@ -88,6 +88,8 @@ class MachineTester:
     def test(self, image: Image, sha: str):
         outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner,
                                              self.owner_build)
+        if getattr(outcome, "cancelled", False):
+            raise Interrupted(outcome.reason)
         if getattr(outcome, "machine_broken", False):
             raise TesterAbort(-1, outcome.reason or f"machine {self.driver.name} is broken")
         if outcome.verdict not in VERDICTS:
@@ -97,7 +99,10 @@ class MachineTester:
         return outcome.verdict, {"tester": self.driver.name, **details, **({"accel": accel} if accel else {})}
 
     def cancel(self, reason: str) -> None:
-        """A machine step runs to its own timeout; the farm driver has no cancel yet."""
+        """The build is being stopped: the machine's attempt under way ends now (the machine goes home
+        when the build has ended)."""
+        if hasattr(self.driver, "cancel"):
+            self.driver.cancel(self.owner_build, reason)
 
 
 @defer.inlineCallbacks

@@ -188,3 +188,36 @@ def test_the_testers_details_name_the_machine_and_its_qemu_accelerator(farm):
     _, details = _hold(srv, driver, run=lambda: tester.test(image, "0" * 40))
     assert details["tester"] == "m1" and details["accel"] == "tcg"
     assert srv.registry.get("m1").owner_build == 41  # held in the name of the tester's build
+
+
+def test_stopping_the_build_ends_the_attempt_at_once_and_the_release_follows(farm):
+    """A stopped bisect or image test: its tester's cancel ends the machine's attempt under way (no
+    waiting for boot_timeout, no retry, no verdict), and the release then sends the machine home."""
+    import time
+
+    from buildbot_kernel.bisect.images import Image
+    from buildbot_kernel.steps.bisect_testers import MachineTester
+    from buildbot_kernel.steps.subbuilds import Interrupted
+
+    srv, tmp = farm
+    driver = _driver(srv, tmp, boot_timeout=600, retries=2)
+    tester = MachineTester(driver, "true", "test", owner="bisect b2", owner_build=43)
+    image = Image(CANDIDATE["name"], "0" * 40, "x86_64", "b", CANDIDATE["url"], CANDIDATE["files"], CANDIDATE)
+    url = f"{srv.url}/machines/m1"
+    post(f"{url}/boot", {"stage": "2"}, key=KEY)
+    ended = []
+    ReactorThread.call(lambda: tester.test(image, "0" * 40).addBoth(ended.append) and None)
+    a = ins.parse(post(f"{url}/boot", {"stage": "2"}, key=KEY)[1])
+    assert post(f"{url}/report", {"result": "kexec", "token": a["TOKEN"]}, key=KEY)[0] == 200
+    t0 = time.monotonic()
+    ReactorThread.call(tester.cancel, "the bisect build was stopped")
+    wait_for(lambda: ended, 10, "the cancelled step to end")
+    assert time.monotonic() - t0 < 10 and ended[0].check(Interrupted)  # no verdict, no 600 s wait
+    assert "the bisect build was stopped" in ended[0].getErrorMessage()
+    st = srv.registry.get("m1")
+    assert st.assignment is None and st.owner_build == 43 and st.state == "idle"
+    assert post(f"{url}/report", {"result": "bad", "token": a["TOKEN"]}, key=KEY)[0] == 403  # stale now
+    ReactorThread.call(driver.release, 43)
+    assert srv.registry.get("m1").owner == "" and get(f"{url}/boot", key=KEY)[1] == "REBOOT=1\nWAIT=2\n"
+    # a later owner's steps are not cancelled by the earlier build's stop
+    _hold(srv, driver, build=44)
