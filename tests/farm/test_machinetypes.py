@@ -1,5 +1,7 @@
 """Machine types as data: the registry, settings validation per type, and the pdudaemon type's power
-against a real pdudaemon server (Debian's package, scripts/install-deps) with its localcmdline driver."""
+against a real pdudaemon server with its localcmdline driver: the first ``pdudaemon`` on PATH, else
+Debian's package (scripts/install-deps).  PyPI's pdudaemon 1.1.1 (whose systemd-python dependency needs
+libsystemd-dev to build) passes these tests too: put its venv's bin/ first on PATH."""
 
 from __future__ import annotations
 
