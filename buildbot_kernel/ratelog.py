@@ -24,16 +24,24 @@ class RateLimitedLog:
         self.max_causes = max_causes
         self._last: dict[str, tuple[float, int]] = {}  # cause -> (last logged at, suppressed since)
 
-    def warning(self, cause: str, msg: str, *args) -> bool:
-        """True if the line was logged."""
+    def admit(self, cause: str) -> int | None:
+        """None if ``cause`` was logged less than ``interval`` ago (counted), else how many were left out
+        since its last line (the caller logs now)."""
         now = self.clock()
         at, suppressed = self._last.get(cause, (None, 0))
         if at is not None and now - at < self.interval:
             self._last[cause] = (at, suppressed + 1)
-            return False
+            return None
         if cause not in self._last and len(self._last) >= self.max_causes:
             self._last.pop(next(iter(self._last)))
         self._last[cause] = (now, 0)
+        return suppressed
+
+    def warning(self, cause: str, msg: str, *args) -> bool:
+        """True if the line was logged."""
+        suppressed = self.admit(cause)
+        if suppressed is None:
+            return False
         line = msg % args if args else msg
         if suppressed:
             line += f" ({suppressed} more like it in the last {self.interval:.0f}s not logged)"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildbot_kernel import formats, htpasswd
+from buildbot_kernel import formats, htpasswd, machinetypes
 from buildbot_kernel.farm import keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
@@ -26,7 +26,7 @@ from buildbot_kernel.util import identifier
 
 ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = formats.names()  # one description file each in buildbot_kernel/formats/
-MACHINE_TYPES = ("qemu", "remote")
+MACHINE_TYPES = machinetypes.names()  # one description file each in buildbot_kernel/machinetypes/
 TEST_MODES = ("boot", "test")
 ANONYMOUS_ACCESS = ("read", "none")
 # --- accounts, roles, listeners (README.md "Putting it on a lab network") ---
@@ -233,6 +233,13 @@ TABLES: dict[str, dict[str, Key]] = {
                    lambda v: v in ("virtio", "e1000")),
         "key_file": Key((str,), "", "a path to the machine's secret key file, relative to the settings file "
                         "(qemu default: generated under the master's state directory)"),
+        "default_kernel": Key((str,), "", "the image (name, or image directory URL) the machine boots when no "
+                              "bisect or test holds it (\"\" = stay in stage 1)"),
+        # --- type = "pdudaemon" (docs/machine-types.md) ---
+        "pdu_daemon": Key((str,), "", "the URL of a pdudaemon HTTP listener, e.g. \"http://127.0.0.1:16421\""),
+        "pdu_hostname": Key((str,), "", "the PDU's name in pdudaemon's configuration"),
+        "pdu_port": Key((str, int), "", "the PDU outlet (port) the machine is plugged into"),
+        "pdu_delay": Key((int,), 5, "seconds between the PDU's off and on", _non_negative),
     },
     # --- named tests: what maintainers may run ---
     "test": {
@@ -404,12 +411,11 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                                 f"(looked at {p}); give a path relative to the settings file's directory, "
                                 "or an absolute one")
     for m in tables["machine"]:
-        if m.get("type") == "remote" and not m.get("power_cycle"):
-            problems.append(f"[[machine]] ({m.get('name')!r}).power_cycle: a remote machine needs a power-cycle "
-                            "command (ssh, ipmitool, a PDU) so a hung kernel can be recovered")
-        if m.get("type") == "remote" and not m.get("key_file"):
+        mtype = machinetypes.get(m["type"]) if m.get("type") in MACHINE_TYPES else None
+        problems += [f"[[machine]] ({m.get('name')!r}).{p}" for p in (mtype.problems(m) if mtype else [])]
+        if mtype is not None and not mtype.generated_key and not m.get("key_file"):
             example = "keys/" + keys.key_file_name(str(m.get("name")))
-            problems.append(f"[[machine]] ({m.get('name')!r}).key_file: a remote machine needs a key file (every "
+            problems.append(f"[[machine]] ({m.get('name')!r}).key_file: a {m['type']} machine needs a key file (every "
                             f"/machines/ request carries it); {keys.how_to_make(example)}, then set "
                             f"key_file = \"{example}\"")
         elif m.get("key_file"):

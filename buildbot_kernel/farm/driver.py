@@ -5,6 +5,8 @@ boot and test timeouts, Deferreds for the machine's events, power commands run o
 A machine that is already polling (it is sitting in stage 1, or in stage 2 of the previous candidate)
 needs no power action at all: it picks the new instructions up and kexecs, which is what makes a bisect
 step one kexec boot.  Otherwise the first attempt soft-reboots it and every retry power-cycles it.
+When the owner's work ends, :meth:`MachineDriver.release` sends the machine back to its default kernel
+(``[[machine]] default_kernel``) or to stage 1 (docs/machine-types.md "When a bisect or test ends").
 """
 
 from __future__ import annotations
@@ -16,25 +18,21 @@ import time
 from twisted.internet import defer, threads
 from twisted.internet.defer import inlineCallbacks
 
-from buildbot_kernel.farm import steplogic
-from buildbot_kernel.farm.instructions import BootFile, make_assignment
+from buildbot_kernel.farm import default_kernel, steplogic
+from buildbot_kernel.farm.instructions import BootFile, InstructionError, make_assignment
 from buildbot_kernel.farm.registry import Event, Registry
 from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
 
 log = logging.getLogger(__name__)
 
 POWER_COMMAND_TIMEOUT = 300
-_LOCKS: dict[str, defer.DeferredLock] = {}
 
 
 def lock_name(machine: str) -> str:
     """The name of the machine's lock; the Buildbot glue uses it for a ``util.MasterLock`` so two
-    bisects never share a machine, and :func:`machine_lock` serialises steps inside one master."""
+    bisects never share a machine.  Inside one farm, the machine's one driver serialises its steps and
+    its release with a lock of its own."""
     return f"farm-machine-{machine}"
-
-
-def machine_lock(machine: str) -> defer.DeferredLock:
-    return _LOCKS.setdefault(machine, defer.DeferredLock())
 
 
 class PowerError(Exception):
@@ -80,7 +78,7 @@ class MachineDriver:
     """
 
     def __init__(self, machine: dict, registry: Registry, power, server_url: str, *, public_base: str = "",
-                 initrd: BootFile | None = None, reactor=None, clock=time.time):
+                 initrd: BootFile | None = None, reactor=None, clock=time.time, index_path: str = ""):
         from twisted.internet import reactor as default_reactor
 
         self.machine = machine
@@ -92,7 +90,10 @@ class MachineDriver:
         self.initrd = initrd
         self.reactor = reactor or default_reactor
         self.clock = clock
-        self.lock = machine_lock(self.name)
+        self.lock = defer.DeferredLock()  # one driver per machine in a farm (farm/factory.py)
+        self.index_path = index_path  # the image tree's index.json: where a default_kernel name is found
+        self._cancelled = 0  # the owner build whose steps end now (cancel)
+        self._current: tuple[int, object] | None = None  # (owner build, finish) of the attempt under way
 
     @property
     def lock_name(self) -> str:
@@ -102,23 +103,70 @@ class MachineDriver:
     def infra_limit(self) -> int:
         return self.machine.get("retries", 2) + 1
 
-    def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "") -> defer.Deferred:
-        """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome."""
-        return self.lock.run(self._run_step, image_entry, test_command, mode, owner)
+    def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "",
+                 owner_build: int = 0) -> defer.Deferred:
+        """Boot ``image_entry`` (an index.json entry), run ``test_command`` there; fires a StepOutcome.
+        ``owner_build`` is the Buildbot build holding the machine: when it ends, the farm releases it."""
+        return self.lock.run(self._run_step, image_entry, test_command, mode, owner, owner_build)
+
+    def cancel(self, owner_build: int, reason: str) -> None:
+        """The owner's build is being stopped: its attempt under way ends now, no retry follows, and
+        a step it had queued does not start (each ends with ``StepOutcome.cancelled``).  The machine is
+        sent home by :meth:`release` once the build has ended."""
+        if not owner_build:
+            return
+        self._cancelled = owner_build
+        if self._current is not None and self._current[0] == owner_build:
+            self._current[1](AttemptEnd("cancelled", f"cancelled: {reason}"))
+
+    def release(self, only_build: int = 0) -> defer.Deferred:
+        """The owner's work ended: free the machine and send it to its default kernel, or to stage 1.
+        ``only_build``: release only if that build still holds the machine (a later owner keeps it).
+        Waits for a step still running on the machine."""
+        return self.lock.run(self._release, only_build)
 
     @inlineCallbacks
-    def _run_step(self, image_entry, test_command, mode, owner):
+    def _release(self, only_build):
+        state = self.registry.get(self.name)
+        if only_build and state.owner_build != only_build:
+            return
+        entry, default = None, self.machine.get("default_kernel", "")
+        if default:
+            try:
+                entry = yield threads.deferToThread(default_kernel.resolve, self.name, default, self.index_path)
+            except default_kernel.DefaultKernelError as e:
+                log.warning("farm: %s; %s goes back to stage 1 instead", e, self.name)
+        a = None
+        if entry is not None:
+            try:
+                a = make_assignment(self.machine, entry, "true", "boot", self.server_url,
+                                    public_base=self.public_base, initrd=self.initrd, now=self.clock())
+            except InstructionError as e:
+                log.warning("farm: [[machine]] (%r).default_kernel: %s; back to stage 1 instead", self.name, e)
+        if not only_build or self.registry.get(self.name).owner_build == only_build:
+            self.registry.release(self.name, a)
+
+    @inlineCallbacks
+    def _run_step(self, image_entry, test_command, mode, owner, owner_build=0):
         state = self.registry.get(self.name)
         if state.state == "broken":
             return StepOutcome("skip", reason=f"machine {self.name} is broken: {state.broken_reason}",
                                machine_broken=True)
         ends: list[AttemptEnd] = []
         for attempt in range(1, self.machine.get("retries", 2) + 2):
+            if owner_build and self._cancelled == owner_build:
+                return StepOutcome("skip", reason="cancelled: the build was stopped", cancelled=True,
+                                   attempts=[f"attempt {i + 1}: {e.kind}: {e.reason}" for i, e in enumerate(ends)])
             a = make_assignment(self.machine, image_entry, test_command, mode, self.server_url,
                                 public_base=self.public_base, initrd=self.initrd, attempt=attempt,
                                 now=self.clock())
-            self.registry.assign(a, owner)
-            end = yield self._attempt(a, first=attempt == 1)
+            self.registry.assign(a, owner, owner_build)
+            end = yield self._attempt(a, first=attempt == 1, owner_build=owner_build)
+            if end.kind == "cancelled":
+                self.registry.withdraw(self.name)
+                return StepOutcome("skip", reason=end.reason, cancelled=True,
+                                   attempts=[f"attempt {i + 1}: {e.kind}: {e.reason}" for i, e in
+                                             enumerate([*ends, end])])
             end = steplogic.check_uname(end, a.image)
             ends.append(end)
             log.info("farm: %s %s attempt %d: %s: %s", self.name, a.image, attempt, end.kind, end.reason)
@@ -137,7 +185,7 @@ class MachineDriver:
             self.registry.mark_broken(self.name, outcome.reason)
         return outcome
 
-    def _attempt(self, a, first: bool) -> defer.Deferred:
+    def _attempt(self, a, first: bool, owner_build: int = 0) -> defer.Deferred:
         """Fires with the AttemptEnd of one attempt."""
         boot_timeout = self.machine.get("boot_timeout", 300)
         test_timeout = self.machine.get("test_timeout", 600)
@@ -151,6 +199,7 @@ class MachineDriver:
             if st["timer"] and st["timer"].active():
                 st["timer"].cancel()
             self.registry.unsubscribe(self.name, on_event)
+            self._current = None
             done.callback(end)
 
         def arm(seconds):
@@ -194,6 +243,7 @@ class MachineDriver:
             finish(steplogic.from_timeout(st["phase"], waited))
 
         self.registry.subscribe(self.name, on_event)
+        self._current = (owner_build, finish)
         if first and self.registry.is_polling(self.name, within=3 * poll + 2):
             arm(3 * poll + 5)  # it is polling: the instructions alone start it
         else:

@@ -14,29 +14,15 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, threads
 from twisted.python import log
 
+from buildbot_kernel import machinetypes
 from buildbot_kernel.farm import keys as keys_mod
-from buildbot_kernel.farm.driver import MachineDriver, ShellPower
+from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.instructions import BootFile
-from buildbot_kernel.farm.qemu import GUEST_HOST_ADDR, QemuMachine
+from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
 from buildbot_kernel.settings import Settings, resolve
-
-
-class OffReactorPower:
-    """A QEMU machine's power calls in a thread: the first start may probe KVM with a boot of up to
-    15 s and a reset talks to the QEMU monitor, neither of which may stall the master's reactor (the web
-    UI, the workers and the other machines' reports all wait on it)."""
-
-    def __init__(self, vm: QemuMachine):
-        self.vm = vm
-
-    def soft_reboot(self):
-        return threads.deferToThread(self.vm.soft_reboot)
-
-    def power_cycle(self):
-        return threads.deferToThread(self.vm.power_cycle)
 
 
 class OffReactorWriter:
@@ -82,7 +68,12 @@ class Farm:
     registry: Registry
     resource: MachinesResource
     drivers: dict[str, MachineDriver] = field(default_factory=dict)
-    vms: dict[str, QemuMachine] = field(default_factory=dict)
+
+    @property
+    def vms(self) -> dict[str, QemuMachine]:
+        """The QEMU machines' VMs, by machine name."""
+        return {n: d.power.vm for n, d in self.drivers.items() if isinstance(getattr(d.power, "vm", None),
+                                                                             QemuMachine)}
 
     def driver(self, name: str) -> MachineDriver:
         try:
@@ -90,28 +81,39 @@ class Farm:
         except KeyError:
             raise KeyError(f"no [[machine]] named {name!r} (configured: {sorted(self.drivers)})") from None
 
+    def release_build(self, buildid: int) -> list[defer.Deferred]:
+        """The Buildbot build ``buildid`` ended: every machine it held goes back to its default."""
+        return [self.drivers[n].release(only_build=buildid) for n in self.registry.owned_by_build(buildid)]
+
     def stop(self) -> None:
-        """Power off the QEMU machines (a lab machine stays as it is)."""
-        for vm in self.vms.values():
-            vm.stop()
+        """Power off what the farm started (the QEMU machines; a lab machine stays as it is)."""
+        for d in self.drivers.values():
+            if hasattr(d.power, "stop"):
+                d.power.stop()
+
+
+def machine_type(machine: dict) -> machinetypes.MachineType:
+    return machinetypes.get(machine.get("type", "remote"))
 
 
 def machine_server_url(machine: dict, base_url: str, image_port: int) -> str:
-    """The server as the machine reaches it: the setting, else the images' base URL, except that a QEMU
-    guest reaches the host's loopback through 10.0.2.2."""
+    """The server as the machine reaches it: the setting, else the images' base URL, except that a machine
+    whose type has a guest address (a QEMU guest reaches the host's loopback as 10.0.2.2) uses that."""
     if machine.get("server_url"):
         return machine["server_url"].rstrip("/")
-    if machine.get("type") == "qemu":
+    guest = machine_type(machine).guest_address
+    if guest:
         port = urlsplit(base_url).port or image_port or 80
-        return f"http://{GUEST_HOST_ADDR}:{port}"
+        return f"http://{guest}:{port}"
     return base_url.rstrip("/")
 
 
 def machine_key(settings: Settings, machine: dict, workdir: str | os.PathLike) -> str:
-    """The machine's key: its ``key_file``, else (qemu machines) one generated under ``workdir/keys``."""
+    """The machine's key: its ``key_file``, else (types with ``generated_key``, e.g. qemu) one generated
+    under ``workdir/keys``."""
     if machine.get("key_file"):
         return keys_mod.read_key(resolve(settings, machine["key_file"]))
-    if machine.get("type") == "qemu":
+    if machine_type(machine).generated_key:
         return keys_mod.generated_key(Path(workdir) / "keys", machine["name"])
     raise keys_mod.KeyFileError(f"[[machine]] {machine['name']!r}: key_file is missing; "
                                 f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine['name']))}")
@@ -131,31 +133,43 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     registry = Registry([m["name"] for m in machines], state_path,
                         keys={m["name"]: machine_key(settings, m, workdir) for m in machines}, writer=writer)
     poll, initrds = {}, {}
+    index_path = str(resolve(settings, settings.images["root"]) / "index.json")
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
         name = m["name"]
+        mtype = machine_type(m)
         poll[name] = m["poll"]
         server_url = machine_server_url(m, base_url, image_port)
         kernel = str(resolve(settings, m["stage1_kernel"])) if m["stage1_kernel"] else ""
         stage1_initrd = str(resolve(settings, m["stage1_initrd"])) if m["stage1_initrd"] else ""
-        if m["type"] == "qemu" and not (kernel and stage1_initrd):
+        if mtype.builtin_stage1 and not (kernel and stage1_initrd):
             s1 = stage1_artifacts()
             kernel, stage1_initrd = kernel or s1.kernel, stage1_initrd or s1.ramfs
         local_os = str(resolve(settings, m["initrd"])) if m["initrd"] else (
-            stage1_initrd if m["type"] == "qemu" else "")
+            stage1_initrd if mtype.builtin_stage1 else "")
         initrd = None
         if local_os:
             initrds[name] = local_os
             initrd = BootFile(f"{server_url}/machines/{name}/initrd", sha256_file(local_os))
-        if m["type"] == "qemu":
-            disk = str(resolve(settings, m["disk"])) if m["disk"] else ""
-            power = QemuMachine(name, kernel, stage1_initrd, server_url, Path(workdir) / "qemu",
-                                memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=disk,
-                                key=registry.keys[name])
-            farm.vms[name] = power
-            power = OffReactorPower(power)
-        else:
-            power = ShellPower(m["soft_reboot"], m["power_cycle"])
+        setup = machinetypes.PowerSetup(
+            machine=m, key=registry.keys[name], server_url=server_url, workdir=Path(workdir),
+            stage1_kernel=kernel, stage1_initrd=stage1_initrd,
+            disk=str(resolve(settings, m["disk"])) if m["disk"] else "",
+            on_accel=lambda accel, name=name: _accel_chosen(registry, name, accel))
+        power = mtype.module().make_power(setup)
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,
-                                           initrd=initrd)
+                                           initrd=initrd, index_path=index_path)
     return farm
+
+
+def _accel_chosen(registry: Registry, name: str, accel: str) -> None:
+    """The master log says it, the registry (and so the dashboard's machines table) keeps it.  Called in
+    the thread that started the VM; the registry is the reactor's."""
+    from twisted.internet import reactor
+    from twisted.python import threadable
+
+    log.msg(f"farm: machine {name}: QEMU accelerator {accel}")
+    if threadable.isInIOThread():
+        registry.note_accel(name, accel)
+    else:
+        reactor.callFromThread(registry.note_accel, name, accel)

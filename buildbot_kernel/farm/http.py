@@ -5,8 +5,10 @@ machine's key, as the header ``X-BBK-Key`` or the form field ``key``; without it
 answer is 403 and nothing changes.  GET requests never change state.
 
 - ``GET  /machines/<name>``: the machine's state as JSON;
-- ``POST /machines/<name>/boot``: the machine asks for its boot instructions (``KEY=value`` lines, or
-  ``WAIT=<seconds>``); this is what marks it as polling and an assignment as fetched;
+- ``POST /machines/<name>/boot`` (form field ``stage``: 1 or 2): the machine asks for its boot
+  instructions (``KEY=value`` lines, ``WAIT=<seconds>``, or ``REBOOT=1`` for a released machine that
+  should go back to stage 1); this is what marks it as polling and an assignment as fetched.  An idle
+  poll (a ``WAIT`` answer) is left out of the access log but for one line per machine and interval;
 - ``GET  /machines/<name>/boot``: the same answer, changing nothing (for an admin with the key);
 - ``POST /machines/<name>/report``: urlencoded ``result, stage, token, uname, error, reason, log``;
   a report without the live single-use token is refused with 403;
@@ -126,15 +128,20 @@ class MachineResource(resource.Resource):
         return _json(request, self.parent.registry.get(self.name).public())
 
     def _instructions(self, request, a) -> bytes:
+        wait = self.parent.poll.get(self.name, 5)
+        if a is None and self.parent.registry.wants_stage1(self.name):
+            return _text(request, 200, instructions.render_reboot(wait))
         if a is None:
-            return _text(request, 200, instructions.render_wait(self.parent.poll.get(self.name, 5)))
+            request.log_cause = f"idle poll {self.name}"  # read by the site's access log (GuardedSite.log)
+            return _text(request, 200, instructions.render_wait(wait))
         return _text(request, 200, instructions.render(a))
 
     def _peek(self, request):
         return self._instructions(request, self.parent.registry.peek(self.name))
 
     def _boot(self, request):
-        return self._instructions(request, self.parent.registry.boot_request(self.name))
+        stage = (request.args.get(b"stage") or [b""])[-1].decode("ascii", "replace")
+        return self._instructions(request, self.parent.registry.boot_request(self.name, stage))
 
     def _report(self, request):
         request.content.seek(0)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 # the keys stage 1 understands (scripts/stage1/bbk-lib.sh, bbk_parse_instructions)
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
-        "MODULES_SHA256", "CMDLINE", "WAIT")
+        "MODULES_SHA256", "CMDLINE", "WAIT", "REBOOT")
 MODES = ("boot", "test")
 
 
@@ -158,6 +158,12 @@ def render(a: Assignment) -> str:
 def render_wait(seconds: int) -> str:
     """Nothing assigned: poll again after ``seconds``."""
     return _line("WAIT", str(int(seconds)))
+
+
+def render_reboot(seconds: int) -> str:
+    """Nothing assigned and the machine should be back in stage 1: a candidate's stage 2 reboots (the
+    firmware boots stage 1); stage 1 itself ignores ``REBOOT`` and polls again after ``seconds``."""
+    return _line("REBOOT", "1") + render_wait(seconds)
 
 
 def parse(text: str) -> dict[str, str]:

@@ -5,7 +5,10 @@ every reset), so a power cycle brings it back to stage 1 exactly as on real hard
 
 Networking is QEMU user mode: the guest reaches the host's 127.0.0.1 as 10.0.2.2, so all farm traffic
 stays on loopback.  Acceleration: ``/dev/kvm`` can exist and still not boot a normal kernel (kvm-pvm hangs
-at "Probing EDD"), so KVM is used only after a real probe boot reaches the kernel; otherwise TCG.
+at "Probing EDD"), so ``accel = "auto"`` uses KVM only after a real probe boot reaches the kernel
+(:mod:`buildbot_kernel.farm.qemu_accel`, the one probe); otherwise TCG.  The accelerator chosen is written
+at the top of every power-on in the console log and handed to ``on_accel`` (the farm logs it and keeps it
+in the registry, which the dashboard shows).
 The serial console of every boot is appended to ``<workdir>/<name>.console.log`` for debugging.
 """
 
@@ -18,9 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from buildbot_kernel.farm import qemu_accel
+
 GUEST_HOST_ADDR = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
-PROBE_TIMEOUT = 15.0
-_probe_cache: dict[str, bool] = {}
 
 
 def qemu_binary() -> str:
@@ -28,48 +31,6 @@ def qemu_binary() -> str:
     if not path:
         raise FileNotFoundError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     return path
-
-
-def probe_kvm(kernel: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Boot ``kernel`` under KVM until it panics for want of a root filesystem; True if it got there.
-
-    Only a real boot tells: on kvm-pvm the VM starts and then hangs in the real-mode setup code.
-    """
-    key = os.path.realpath(kernel)
-    if key in _probe_cache:
-        return _probe_cache[key]
-    ok = False
-    if os.access("/dev/kvm", os.R_OK | os.W_OK):
-        cmd = [qemu_binary(), "-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none",
-               "-no-reboot", "-serial", "stdio", "-kernel", kernel,
-               "-append", "console=ttyS0 panic=-1 root=/dev/bbk-probe-none"]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        seen = b""
-        try:
-            os.set_blocking(p.stdout.fileno(), False)
-            while time.monotonic() < deadline and p.poll() is None:
-                chunk = p.stdout.read(65536) or b""
-                seen = (seen + chunk)[-4096:]
-                if b"Kernel panic" in seen or b"VFS:" in seen:
-                    ok = True
-                    break
-                time.sleep(0.1)
-            seen += p.stdout.read() or b""
-            ok = ok or b"Kernel panic" in seen
-        finally:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-    _probe_cache[key] = ok
-    return ok
-
-
-def choose_accel(setting: str, kernel: str) -> str:
-    """``auto`` -> ``kvm`` if the probe boot works, else ``tcg``; an explicit choice is kept."""
-    if setting in ("kvm", "tcg"):
-        return setting
-    return "kvm" if probe_kvm(kernel) else "tcg"
 
 
 def _read_prompt(sock: socket.socket) -> None:
@@ -86,7 +47,7 @@ class QemuMachine:
 
     def __init__(self, name: str, kernel: str, initrd: str, server_url: str, workdir: str | os.PathLike, *,
                  memory: int = 1024, accel: str = "auto", nic: str = "virtio", disk: str = "",
-                 extra_append: str = "", key: str = ""):
+                 extra_append: str = "", key: str = "", on_accel=None):
         for what, p in (("stage1_kernel", kernel), ("stage1_initrd", initrd)):
             if not p or not os.path.isfile(p):
                 raise FileNotFoundError(f"machine {name}: {what} {p!r} is not a file "
@@ -109,11 +70,14 @@ class QemuMachine:
         self.starts = 0  # power-ons
         self.resets = 0  # soft reboots of a running VM
         self._accel: str | None = None
+        self.on_accel = on_accel  # called with the accelerator once it is known (the registry keeps it)
 
     @property
     def accel(self) -> str:
         if self._accel is None:
-            self._accel = choose_accel(self.accel_setting, self.kernel)
+            self._accel = qemu_accel.choose_accel(self.kernel, qemu=qemu_binary(), setting=self.accel_setting)
+            if self.on_accel is not None:
+                self.on_accel(self._accel)
         return self._accel
 
     def command(self) -> list[str]:
@@ -141,7 +105,7 @@ class QemuMachine:
             return
         with open(self.console_log, "ab") as f:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            f.write(f"\n==== bbk: power on {self.name} ({stamp}) ====\n".encode())
+            f.write(f"\n==== bbk: power on {self.name} ({stamp}), QEMU accelerator {self.accel} ====\n".encode())
         err = open(self.workdir / f"{self.name}.qemu.log", "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         err.close()

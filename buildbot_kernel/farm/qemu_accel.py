@@ -4,18 +4,25 @@ A ``/dev/kvm`` that opens is not a KVM that boots Linux: on kvm-pvm hosts (neste
 kernel hangs in its real-mode setup code ("Probing EDD") and never prints a line.  So the probe boots the
 caller's kernel for a few seconds with ``-accel kvm`` and calls KVM usable only if the kernel itself
 printed its banner on the serial console; anything else falls back to ``tcg``, which is slow but always
-works.  The answer is a property of the host, so it is computed once per process.
+works.  This is the only KVM probe: the farm's QEMU machines, the tests and the benchmark all ask it.  The
+answer is a property of the host until it reboots, so it is kept in ``qemu-accel.json`` under the user's
+cache directory (:func:`buildbot_kernel.resources.cache_dir`), tied to the boot id and the QEMU binary.
 
 ``BUILDBOT_KERNEL_QEMU_ACCEL=kvm|tcg`` skips the probe (for hosts where the answer is known).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
+import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from buildbot_kernel import resources
+from buildbot_kernel.imagetree.atomic import atomic_write
 
 ENV_VAR = "BUILDBOT_KERNEL_QEMU_ACCEL"
 ACCELS = ("kvm", "tcg")
@@ -23,8 +30,8 @@ KVM_DEVICE = Path("/dev/kvm")
 # printed by start_kernel() once the kernel runs, after decompression and the real-mode setup code
 BANNER = b"Linux version "
 DEFAULT_QEMU = "qemu-system-x86_64"
-
-_cache: dict[tuple[str, str], str] = {}
+CACHE_FILE = "qemu-accel.json"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 def probe_command(qemu: str, kernel: str | os.PathLike[str]) -> list[str]:
@@ -83,6 +90,37 @@ def kvm_boots(
     return kernel_started(_boot_output(probe_command(qemu, kernel), timeout))
 
 
+def host_key(qemu: str, kvm_device: Path) -> str:
+    """What the cached answer depends on: this boot of the host, the QEMU binary and the device."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        boot = "unknown"
+    binary = shutil.which(qemu) or qemu
+    try:
+        stamp = os.stat(binary).st_mtime_ns
+    except OSError:
+        stamp = 0
+    return f"{boot} {os.path.realpath(binary)}@{stamp} {kvm_device}"
+
+
+def _cached(path: Path, key: str) -> str:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    accel = data.get(key) if isinstance(data, dict) else None
+    return accel if accel in ACCELS else ""
+
+
+def _remember(path: Path, key: str, accel: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({key: accel}) + "\n")
+    except OSError:
+        pass  # a read-only cache only costs the next process a probe
+
+
 def choose_accel(
     kernel: str | os.PathLike[str],
     *,
@@ -90,22 +128,33 @@ def choose_accel(
     timeout: float = 8.0,
     kvm_device: Path = KVM_DEVICE,
     environ: dict[str, str] | None = None,
+    setting: str = "auto",
+    cache: Path | None = None,
 ) -> str:
-    """``"kvm"`` if this host's KVM really boots ``kernel``, else ``"tcg"``; cached per (qemu, device).
+    """``"kvm"`` if this host's KVM really boots ``kernel``, else ``"tcg"``.
 
-    ``kernel`` is any bzImage with an 8250 serial console built in (Debian's kernel, or one of ours).
+    ``setting`` is the ``[[machine]] accel`` key: ``kvm`` or ``tcg`` is kept as given, ``auto`` asks the
+    environment variable, then the cache (``cache``, default ``<user cache>/qemu-accel.json``), then a
+    probe boot.  ``kernel`` is any bzImage with an 8250 serial console built in (Debian's kernel, or ours).
     """
+    if setting in ACCELS:
+        return setting
+    if setting != "auto":
+        raise ValueError(f"accel: expected one of auto, {', '.join(ACCELS)}, got {setting!r}")
     env = os.environ if environ is None else environ
     forced = env.get(ENV_VAR, "").strip()
     if forced:
         if forced not in ACCELS:
             raise ValueError(f"{ENV_VAR}={forced!r}: expected one of {', '.join(ACCELS)} (or unset to probe)")
         return forced
-    key = (qemu, str(kvm_device))
-    if key not in _cache:
+    path = cache if cache is not None else resources.cache_dir(env) / CACHE_FILE
+    key = host_key(qemu, kvm_device)
+    accel = _cached(path, key)
+    if not accel:
         if not Path(kernel).is_file():
             raise FileNotFoundError(
                 f"probe kernel {kernel} does not exist (needed to test whether KVM boots)"
             )
-        _cache[key] = "kvm" if kvm_boots(kernel, qemu=qemu, timeout=timeout, kvm_device=kvm_device) else "tcg"
-    return _cache[key]
+        accel = "kvm" if kvm_boots(kernel, qemu=qemu, timeout=timeout, kvm_device=kvm_device) else "tcg"
+        _remember(path, key, accel)
+    return accel

@@ -7,6 +7,11 @@ State machine per machine (what the UI shows):
 - ``testing``: the candidate kernel reported it is up and runs the test command;
 - ``broken``: repeated infrastructure failures; nothing is assigned until an admin repairs it.
 
+When the owner's work ends (the bisect or test build finished, was stopped, or the master restarted),
+:meth:`Registry.release` frees the machine and sends it home: its default kernel as an assignment of
+its own (``extra.default``), or back to stage 1 (``to_stage1``: a poll from a candidate's stage 2 is
+answered ``REBOOT=1`` until the machine polls from stage 1).
+
 The assignment's ``phase`` (assigned -> fetched -> kexec -> running) tells the driver where an attempt
 stopped when a timeout fires, which is what separates "the candidate hangs" from "the machine never
 came back".  Reports are accepted only with the live single-use token; everything refused is counted
@@ -67,10 +72,13 @@ class MachineState:
     broken_reason: str = ""
     infra_failures: int = 0  # consecutive
     owner: str = ""  # who holds the machine (a bisect), for the UI
+    owner_build: int = 0  # the Buildbot build of the owner: its end releases the machine
+    to_stage1: bool = False  # released without a default kernel: reboot into stage 1 when it next polls
     assignment: dict | None = None
     ledger: dict = field(default_factory=dict)
     refused: int = 0
     last_refused: dict = field(default_factory=dict)
+    accel: str = ""  # a QEMU machine's accelerator (kvm or tcg), once its VM started
 
     def public(self) -> dict:
         """The UI's view: no live token (it would let anyone who can read the page forge a report)."""
@@ -172,7 +180,7 @@ class Registry:
                 log.exception("farm listener failed on %s", ev)
 
     # -- the driver's side -------------------------------------------------------------------------
-    def assign(self, a: Assignment, owner: str = "") -> None:
+    def assign(self, a: Assignment, owner: str = "", owner_build: int = 0) -> None:
         """"Set the default kernel": from now on the machine's next POST /boot gets ``a``."""
         m = self.get(a.machine)
         if m.state == "broken":
@@ -181,9 +189,33 @@ class Registry:
         a.phase = "assigned"
         m.assignment = a.to_json()
         m.state = "booting"
+        m.to_stage1 = False
         if owner:
-            m.owner = owner
+            m.owner, m.owner_build = owner, owner_build
         self.save()
+
+    def release(self, name: str, default: Assignment | None = None) -> None:
+        """The owner's work ended: the machine is free, and goes back to ``default`` (its default kernel,
+        an assignment marked ``extra["default"]``) or, without one, to stage 1."""
+        m = self.get(name)
+        was = m.owner
+        m.owner, m.owner_build = "", 0
+        if m.state != "broken":
+            self.ledgers[name].withdraw()
+            m.assignment, m.state = None, "idle"
+            if default is not None:
+                default.extra["default"] = True
+                self.ledgers[name].issue(default.token)
+                default.phase = "assigned"
+                m.assignment = default.to_json()
+            m.to_stage1 = default is None
+            log.info("farm: %s released by %s; back to %s", name, was or "nobody",
+                     default.image if default is not None else "stage 1")
+        self.save()
+
+    def owned_by_build(self, buildid: int) -> list[str]:
+        """The machines the build ``buildid`` holds."""
+        return [n for n, m in self.machines.items() if buildid and m.owner_build == buildid]
 
     def withdraw(self, name: str) -> None:
         """Stop offering the current assignment; its token becomes stale."""
@@ -227,6 +259,12 @@ class Registry:
         m.state, m.broken_reason, m.flagged, m.infra_failures = "idle", "", "", 0
         self.save()
 
+    def note_accel(self, name: str, accel: str) -> None:
+        m = self.get(name)
+        if m.accel != accel:
+            m.accel = accel
+            self.save()
+
     def set_owner(self, name: str, owner: str) -> None:
         self.get(name).owner = owner
         self.save()
@@ -240,13 +278,17 @@ class Registry:
             return None
         return a
 
-    def boot_request(self, name: str) -> Assignment | None:
-        """The machine asks for its instructions (``POST /boot``): the live assignment, or None (wait).
+    def boot_request(self, name: str, stage: str = "") -> Assignment | None:
+        """The machine asks for its instructions (``POST /boot``, from ``stage`` 1 or 2): the live
+        assignment, or None (wait, or :meth:`wants_stage1`).
         A request while the candidate should be running means the candidate went away without a report:
         a ``reset`` event, and no instructions until the driver decides (it may retry, with a new token)."""
         m = self.get(name)
         now = self.clock()
         m.last_poll = m.last_seen = now
+        if m.to_stage1 and stage == "1":
+            m.to_stage1 = False  # home
+            self.save()
         a = self.assignment(name)
         if a is None or m.state == "broken":
             return None
@@ -263,6 +305,12 @@ class Registry:
             self.save()
             self._emit(Event("fetched", name, a.token, {}, now))
         return a
+
+    def wants_stage1(self, name: str) -> bool:
+        """A released machine without a default kernel that has not polled from stage 1 since: the answer
+        to its poll is to reboot (its firmware boots stage 1)."""
+        m = self.get(name)
+        return m.to_stage1 and m.assignment is None and m.state != "broken"
 
     def test_command(self, name: str, token: str) -> str | None:
         a = self.assignment(name)
@@ -294,7 +342,7 @@ class Registry:
         if result in PROGRESS_RESULTS:
             a.phase = result
             m.assignment = a.to_json()
-            if result == "running":
+            if result == "running" and not a.extra.get("default"):
                 m.state = "testing"
             self.save()
             self._emit(Event(result, name, token, report, now))

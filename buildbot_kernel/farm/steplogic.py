@@ -25,7 +25,7 @@ IMAGE_ERRORS = ("sha256", "kexec-load", "download-missing", "modules")
 
 @dataclass
 class AttemptEnd:
-    kind: str  # verdict | image | candidate | infra
+    kind: str  # verdict | image | candidate | infra (| mismatch, cancelled: set by the driver)
     reason: str
     result: str = ""  # verdict: good | bad | skip
     uname: str = ""
@@ -44,6 +44,7 @@ class StepOutcome:
     infra_failures: int = 0
     machine_broken: bool = False
     attempts: list[str] = field(default_factory=list)  # one line per attempt, for the step log
+    cancelled: bool = False  # the owner's build was stopped: no verdict at all
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

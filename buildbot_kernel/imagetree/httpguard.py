@@ -29,6 +29,7 @@ PER_ADDRESS_LIMIT = 64  # open connections from one client address
 TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit)
 ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
 LOG_EVERY = 60.0  # seconds between two log lines about the same kind of refusal
+QUIET_EVERY = 600.0  # seconds between two access log lines of one quiet cause (a machine's idle polls)
 
 
 
@@ -123,6 +124,20 @@ class GuardedSite(server.Site):
         self.open: dict[str, int] = {}  # client address -> open connections
         self.open_total = 0
         self.throttled = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), LOG_EVERY, self.reactor.seconds)
+        self.quiet = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), QUIET_EVERY, self.reactor.seconds)
+
+    def log(self, request) -> None:
+        """The access log, except that requests a resource marked with a ``log_cause`` (a test machine's
+        idle poll, every few seconds) get one line per cause and :data:`QUIET_EVERY` seconds."""
+        cause = getattr(request, "log_cause", None)
+        if cause is None:
+            return super().log(request)
+        left_out = self.quiet.admit(cause)
+        if left_out is None:
+            return None
+        if left_out:
+            self.quiet.emit(f"{left_out} requests ({cause}) not logged in the last {QUIET_EVERY:.0f}s")
+        return super().log(request)
 
     def buildProtocol(self, addr):
         address = str(getattr(addr, "host", addr))

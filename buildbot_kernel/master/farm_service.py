@@ -3,6 +3,9 @@
 The bisect builder asks this service (``named_service(master, "farm")``) for a machine's driver; test
 machines talk to ``<image server>/machines/<name>/...``.  Building the farm may fetch Debian's stage-1
 kernel and build the ramfs the first time, so it runs in a thread and drivers wait for it.
+A machine is held in the name of a Buildbot build (a bisect's, an image test's); when that build ends,
+whichever way (finished, stopped, cancelled), the service releases the machine to its default kernel, and
+after a restart it releases every machine whose build is no longer running.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class FarmService(BuildbotService):
         self.farm: Farm | None = None
         self.error: Exception | None = None  # why the farm could not be set up
         self._waiters: list[defer.Deferred] = []  # driver() calls made while the farm is being set up
+        self._consumer = None  # of the "build finished" messages
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -52,6 +56,27 @@ class FarmService(BuildbotService):
             self._limit_bodies(server)
             server.mount("machines", self.farm.resource)
         self._wake()
+        if self._consumer is None:
+            self._consumer = yield self.master.mq.startConsuming(self._build_finished, ("builds", None, "finished"))
+        # not waited for: a default kernel given by URL may take a while to fetch, and a reconfig must not
+        self._release_orphans().addErrback(log.err, "farm: releasing machines of builds that are gone")
+
+    def _build_finished(self, key, msg) -> None:
+        if self.farm is not None:
+            for d in self.farm.release_build(msg.get("buildid") or 0):
+                d.addErrback(log.err, f"farm: releasing the machines of build {msg.get('buildid')}")
+
+    @defer.inlineCallbacks
+    def _release_orphans(self):
+        """Machines held by a build that is no longer running (the master stopped during it)."""
+        farm = self.farm
+        for name, st in list(farm.registry.machines.items()):
+            if not st.owner:
+                continue
+            build = (yield self.master.data.get(("builds", st.owner_build))) if st.owner_build else None
+            if build is None or build.get("complete"):
+                farm.drivers[name].release(only_build=st.owner_build).addErrback(
+                    log.err, f"farm: releasing {name}")
 
     def _limit_bodies(self, server) -> None:
         """Reports larger than the farm's limit are refused before their body is read (farm/http.py)."""
@@ -96,6 +121,9 @@ class FarmService(BuildbotService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        if self._consumer is not None:
+            self._consumer.stopConsuming()
+            self._consumer = None
         if self.farm is not None:
             yield threads.deferToThread(self.farm.stop)
             yield self.farm.registry.writer.flush()  # the last report's state reaches the disk

@@ -12,7 +12,9 @@ which says nothing about the commit) or :class:`Interrupted` (the bisect build w
   owner)`` firing an outcome with ``verdict``): the farm is looked up as the master service named
   ``farm`` whose ``driver(name)`` answers (possibly through a Deferred: the farm may still be fetching
   its stage-1 kernel) with the driver.  A machine that the farm marks broken stops the bisect with that
-  reason: an infrastructure failure is never a verdict, and further steps would only be skipped.
+  reason: an infrastructure failure is never a verdict, and further steps would only be skipped.  The
+  machine is held in the name of the build that runs the tester: when that build ends (finished, stopped,
+  or lost with a master restart) the farm sends the machine back to its default kernel.
 """
 
 from __future__ import annotations
@@ -75,24 +77,32 @@ class LocalCommandTester:
 
 
 class MachineTester:
-    def __init__(self, driver, command: str, mode: str, owner: str):
+    def __init__(self, driver, command: str, mode: str, owner: str, owner_build: int = 0):
         self.driver = driver
         self.command = command
         self.mode = mode
         self.owner = owner
+        self.owner_build = owner_build  # the build whose end releases the machine
 
     @defer.inlineCallbacks
     def test(self, image: Image, sha: str):
-        outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner)
+        outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner,
+                                             self.owner_build)
+        if getattr(outcome, "cancelled", False):
+            raise Interrupted(outcome.reason)
         if getattr(outcome, "machine_broken", False):
             raise TesterAbort(-1, outcome.reason or f"machine {self.driver.name} is broken")
         if outcome.verdict not in VERDICTS:
             raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
         details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}
-        return outcome.verdict, {"tester": self.driver.name, **details}
+        accel = self.driver.registry.get(self.driver.name).accel  # a QEMU machine's, for the step's log
+        return outcome.verdict, {"tester": self.driver.name, **details, **({"accel": accel} if accel else {})}
 
     def cancel(self, reason: str) -> None:
-        """A machine step runs to its own timeout; the farm driver has no cancel yet."""
+        """The build is being stopped: the machine's attempt under way ends now (the machine goes home
+        when the build has ended)."""
+        if hasattr(self.driver, "cancel"):
+            self.driver.cancel(self.owner_build, reason)
 
 
 @defer.inlineCallbacks
@@ -111,4 +121,5 @@ def make_tester(step, request: BisectRequest, bisect_id: str, test_scheduler: st
         raise BisectInputError("tester", str(e.args[0]) if e.args else str(e)) from None
     except Exception as e:  # the farm could not be set up (no stage-1 kernel, no QEMU, ...)
         raise BisectInputError("tester", f"the test farm is not available: {e}") from None
-    return MachineTester(driver, request.command, request.mode, owner=f"bisect {bisect_id}")
+    return MachineTester(driver, request.command, request.mode, owner=f"bisect {bisect_id}",
+                         owner_build=getattr(step.build, "buildid", 0) or 0)

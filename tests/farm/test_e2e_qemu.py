@@ -84,6 +84,22 @@ def test_next_step_kexecs_from_stage2_without_power(farm):
     assert (farm.vm.starts, farm.vm.resets) == power  # no firmware: kexec'd from the previous candidate
 
 
+def test_released_machine_reboots_from_its_candidate_into_stage1(farm):
+    """The bisect ended: the candidate's stage 2 is told REBOOT=1, and the VM's firmware boots stage 1."""
+    import time
+
+    assert "QEMU accelerator " + farm.vm.accel in farm.vm.console_tail(1 << 20)
+    starts = farm.vm.starts
+    ReactorThread.call(farm.driver.release)
+    assert farm.registry.get("vm1").to_stage1
+    deadline = time.monotonic() + 180
+    while farm.registry.get("vm1").to_stage1 and time.monotonic() < deadline:
+        time.sleep(0.5)  # cleared by the first poll from stage 1
+    assert not farm.registry.get("vm1").to_stage1, farm.vm.console_tail()
+    assert "bbk-stage2: released: rebooting into stage 1" in farm.vm.console_tail(1 << 20)
+    assert farm.vm.starts == starts  # the guest rebooted itself: no power action
+
+
 def test_replayed_and_forged_reports_are_refused(farm):
     used = [t for t, s in farm.registry.ledgers["vm1"].history.items() if s == "used"]
     assert used

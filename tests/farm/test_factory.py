@@ -78,3 +78,26 @@ def test_remote_machine_needs_a_key_file(tmp_path):
             key.chmod(mode)
         with pytest.raises(SettingsError, match=expect):
             parse(BASE + machine + 'key_file = "skl-1.key"\n', str(tmp_path / "settings.toml"))
+
+
+def test_qemu_accelerator_is_logged_and_kept_for_the_dashboard(tmp_path):
+    from twisted.python import log
+
+    from buildbot_kernel.farm.testing import ReactorThread
+
+    (tmp_path / "k").write_bytes(b"kernel")
+    (tmp_path / "r.cpio.gz").write_bytes(b"ramfs")
+    text = BASE + f'[[machine]]\nname = "vm"\ntype = "qemu"\nstage1_kernel = "{tmp_path / "k"}"\n' \
+                  f'stage1_initrd = "{tmp_path / "r.cpio.gz"}"\naccel = "tcg"\n'
+    farm = make_farm(parse(text, str(tmp_path / "settings.toml")), tmp_path / "state.json", tmp_path / "work")
+    assert farm.registry.get("vm").accel == ""  # not known before the VM starts
+    seen = []
+    log.addObserver(seen.append)
+    try:
+        ReactorThread.call(lambda: farm.vms["vm"].command())  # what power-on runs, in the reactor's thread
+    finally:
+        log.removeObserver(seen.append)
+    assert farm.registry.get("vm").accel == "tcg"
+    assert {"name": "vm", "accel": "tcg"}.items() <= farm.registry.snapshot()["machines"][0].items()
+    assert any("farm: machine vm: QEMU accelerator tcg" in " ".join(e.get("message", ())) for e in seen)
+    assert '"accel": "tcg"' in (tmp_path / "state.json").read_text()

@@ -140,3 +140,22 @@ def test_running_bisect_is_listed_from_its_steps(tmp_path):
     assert running["culprit"] is None and running["result_url"] is None and len(running["steps"]) == 2
     assert running["tests"] == 2 and running["started"] == "2026-01-01T00:00:10Z"
     assert done["status"] == "done"
+
+
+def test_machines_table_shows_the_qemu_accelerator_and_who_holds_a_machine(tmp_path):
+    from buildbot_kernel.farm.registry import Registry
+
+    reg = Registry(["vm1", "lab1"])
+    reg.note_accel("vm1", "kvm")
+    reg.set_owner("lab1", "bisect 20260101-000000-bs1")
+
+    class WithFarm(KernelDashboard):  # the farm service's snapshot, from a real registry
+        def _machines(self):
+            return reg.snapshot()["machines"]
+
+    app = WithFarm(str(tmp_path / "images"), str(tmp_path / "state"), "http://i", branches=BRANCHES)
+    body = call(app, "/page.html")[2]
+    assert '<td>vm1 <span class="muted accel">(QEMU kvm)</span></td>' in body
+    assert "<td>lab1</td>" in body and "<td>bisect 20260101-000000-bs1</td>" in body
+    reg.release("lab1")
+    assert "bisect 20260101-000000-bs1" not in call(app, "/page.html")[2]

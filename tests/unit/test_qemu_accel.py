@@ -1,5 +1,6 @@
-"""The accelerator choice: forced by the environment, tcg without a usable /dev/kvm, and the probe's
-verdict read from the console (the real KVM probe runs in the realkernel tests)."""
+"""The accelerator choice (the one KVM probe): forced by the setting or the environment, tcg without a
+usable /dev/kvm, the probe's verdict read from the console and cached per host boot in the user's cache
+directory (the real KVM probe runs in the realkernel tests)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,39 @@ def test_no_kvm_device_means_tcg_without_booting(tmp_path):
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"not a kernel")
     assert not qemu_accel.kvm_boots(kernel, kvm_device=tmp_path / "kvm", qemu="/nonexistent/qemu")
-    accel = qemu_accel.choose_accel(kernel, kvm_device=tmp_path / "kvm", qemu="/nonexistent/qemu", environ={})
+    cache = tmp_path / "cache" / "qemu-accel.json"
+    accel = qemu_accel.choose_accel(kernel, kvm_device=tmp_path / "kvm", qemu="/nonexistent/qemu", environ={},
+                                    cache=cache)
     assert accel == "tcg"
+    # cached: the next process of this boot gets the answer without the probe kernel
+    kernel.unlink()
+    assert qemu_accel.choose_accel(kernel, kvm_device=tmp_path / "kvm", qemu="/nonexistent/qemu", environ={},
+                                   cache=cache) == "tcg"
+    # another device (or QEMU, or boot) is another question: probed again, and the kernel is missing now
+    with pytest.raises(FileNotFoundError):
+        qemu_accel.choose_accel(kernel, kvm_device=tmp_path / "kvm3", qemu="/nonexistent/qemu", environ={},
+                                cache=cache)
+
+
+def test_cache_lives_in_the_users_cache_directory(tmp_path):
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"not a kernel")
+    env = {"BUILDBOT_KERNEL_CACHE": str(tmp_path / "c")}
+    assert qemu_accel.choose_accel(kernel, kvm_device=tmp_path / "kvm", qemu="/nonexistent/qemu", environ=env) == "tcg"
+    assert (tmp_path / "c" / qemu_accel.CACHE_FILE).is_file()
+
+
+def test_setting_wins_and_a_wrong_one_is_named(tmp_path):
+    env = {qemu_accel.ENV_VAR: "kvm"}
+    assert qemu_accel.choose_accel(tmp_path / "none", setting="tcg", environ=env) == "tcg"
+    with pytest.raises(ValueError, match="accel"):
+        qemu_accel.choose_accel(tmp_path / "none", setting="hvf", environ={})
 
 
 def test_missing_probe_kernel_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="probe kernel"):
-        qemu_accel.choose_accel(tmp_path / "none", kvm_device=tmp_path / "kvm2", environ={})
+        qemu_accel.choose_accel(tmp_path / "none", kvm_device=tmp_path / "kvm2", environ={},
+                                cache=tmp_path / "c.json")
 
 
 def test_probe_command_cannot_touch_the_network_or_wait_for_a_disk(tmp_path):

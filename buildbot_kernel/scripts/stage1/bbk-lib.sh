@@ -121,12 +121,12 @@ bbk_fail() {
 
 bbk_parse_instructions() {
   B_NAME= B_TOKEN= B_KERNEL_URL= B_KERNEL_SHA256= B_INITRD_URL= B_INITRD_SHA256= B_MODULES_URL=
-  B_MODULES_SHA256= B_CMDLINE= B_WAIT=
+  B_MODULES_SHA256= B_CMDLINE= B_WAIT= B_REBOOT=
   while IFS= read -r line || [ -n "$line" ]; do
     key=${line%%=*}
     val=${line#*=}
     case $key in
-      NAME|TOKEN|KERNEL_URL|KERNEL_SHA256|INITRD_URL|INITRD_SHA256|MODULES_URL|MODULES_SHA256|CMDLINE|WAIT)
+      NAME|TOKEN|KERNEL_URL|KERNEL_SHA256|INITRD_URL|INITRD_SHA256|MODULES_URL|MODULES_SHA256|CMDLINE|WAIT|REBOOT)
         eval "B_$key=\$val" ;;
     esac
   done < "$1"
@@ -221,6 +221,14 @@ bbk_poll_loop() {
       continue
     fi
     bbk_parse_instructions "$BBK_TMP/boot"
+    # the bisect or test that held the machine ended and it has no default kernel: back to stage 1 (the
+    # firmware's default); stage 1 itself is already home
+    if [ -n "$B_REBOOT" ] && [ "$BBK_STAGE" = 2 ]; then
+      bbk_log "released: rebooting into stage 1"
+      sync
+      reboot -f
+      sleep 30
+    fi
     if [ -z "$B_KERNEL_URL" ]; then
       sleep "${B_WAIT:-5}"
       continue
