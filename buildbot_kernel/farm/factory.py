@@ -21,7 +21,7 @@ from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.qemu import GUEST_HOST_ADDR, QemuMachine
 from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
-from buildbot_kernel.settings import Settings, resolve
+from buildbot_kernel.settings import Machine, Settings, resolve
 
 
 class OffReactorPower:
@@ -96,25 +96,25 @@ class Farm:
             vm.stop()
 
 
-def machine_server_url(machine: dict, base_url: str, image_port: int) -> str:
+def machine_server_url(machine: Machine, base_url: str, image_port: int) -> str:
     """The server as the machine reaches it: the setting, else the images' base URL, except that a QEMU
     guest reaches the host's loopback through 10.0.2.2."""
-    if machine.get("server_url"):
-        return machine["server_url"].rstrip("/")
-    if machine.get("type") == "qemu":
+    if machine.server_url:
+        return machine.server_url.rstrip("/")
+    if machine.type == "qemu":
         port = urlsplit(base_url).port or image_port or 80
         return f"http://{GUEST_HOST_ADDR}:{port}"
     return base_url.rstrip("/")
 
 
-def machine_key(settings: Settings, machine: dict, workdir: str | os.PathLike) -> str:
+def machine_key(settings: Settings, machine: Machine, workdir: str | os.PathLike) -> str:
     """The machine's key: its ``key_file``, else (qemu machines) one generated under ``workdir/keys``."""
-    if machine.get("key_file"):
-        return keys_mod.read_key(resolve(settings, machine["key_file"]))
-    if machine.get("type") == "qemu":
-        return keys_mod.generated_key(Path(workdir) / "keys", machine["name"])
-    raise keys_mod.KeyFileError(f"[[machine]] {machine['name']!r}: key_file is missing; "
-                                f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine['name']))}")
+    if machine.key_file:
+        return keys_mod.read_key(resolve(settings, machine.key_file))
+    if machine.type == "qemu":
+        return keys_mod.generated_key(Path(workdir) / "keys", machine.name)
+    raise keys_mod.KeyFileError(f"[[machine]] {machine.name!r}: key_file is missing; "
+                                f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine.name))}")
 
 
 def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | os.PathLike,
@@ -125,37 +125,37 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
     fetched and built once into the user's cache (:func:`buildbot_kernel.farm.stage1.stage1_artifacts`).
     """
-    base_url = (base_url or settings.images["base_url"]).rstrip("/")
-    image_port = settings.server["image_port"]
+    base_url = (base_url or settings.images.base_url).rstrip("/")
+    image_port = settings.server.image_port
     machines = settings.machines
-    registry = Registry([m["name"] for m in machines], state_path,
-                        keys={m["name"]: machine_key(settings, m, workdir) for m in machines}, writer=writer)
+    registry = Registry([m.name for m in machines], state_path,
+                        keys={m.name: machine_key(settings, m, workdir) for m in machines}, writer=writer)
     poll, initrds = {}, {}
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
-        name = m["name"]
-        poll[name] = m["poll"]
+        name = m.name
+        poll[name] = m.poll
         server_url = machine_server_url(m, base_url, image_port)
-        kernel = str(resolve(settings, m["stage1_kernel"])) if m["stage1_kernel"] else ""
-        stage1_initrd = str(resolve(settings, m["stage1_initrd"])) if m["stage1_initrd"] else ""
-        if m["type"] == "qemu" and not (kernel and stage1_initrd):
+        kernel = str(resolve(settings, m.stage1_kernel)) if m.stage1_kernel else ""
+        stage1_initrd = str(resolve(settings, m.stage1_initrd)) if m.stage1_initrd else ""
+        if m.type == "qemu" and not (kernel and stage1_initrd):
             s1 = stage1_artifacts()
             kernel, stage1_initrd = kernel or s1.kernel, stage1_initrd or s1.ramfs
-        local_os = str(resolve(settings, m["initrd"])) if m["initrd"] else (
-            stage1_initrd if m["type"] == "qemu" else "")
+        local_os = str(resolve(settings, m.initrd)) if m.initrd else (
+            stage1_initrd if m.type == "qemu" else "")
         initrd = None
         if local_os:
             initrds[name] = local_os
             initrd = BootFile(f"{server_url}/machines/{name}/initrd", sha256_file(local_os))
-        if m["type"] == "qemu":
-            disk = str(resolve(settings, m["disk"])) if m["disk"] else ""
+        if m.type == "qemu":
+            disk = str(resolve(settings, m.disk)) if m.disk else ""
             power = QemuMachine(name, kernel, stage1_initrd, server_url, Path(workdir) / "qemu",
-                                memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=disk,
+                                memory=m.memory, accel=m.accel, nic=m.nic, disk=disk,
                                 key=registry.keys[name])
             farm.vms[name] = power
             power = OffReactorPower(power)
         else:
-            power = ShellPower(m["soft_reboot"], m["power_cycle"])
+            power = ShellPower(m.soft_reboot, m.power_cycle)
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,
                                            initrd=initrd)
     return farm

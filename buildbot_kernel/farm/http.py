@@ -32,6 +32,7 @@ from twisted.web import resource, static
 from buildbot_kernel.farm import instructions
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.ratelog import RateLimitedLog
+from buildbot_kernel.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ class MachineResource(resource.Resource):
 
     def _instructions(self, request, a) -> bytes:
         if a is None:
-            return _text(request, 200, instructions.render_wait(self.parent.poll.get(self.name, 5)))
+            wait = self.parent.poll.get(self.name, default("machine", "poll"))
+            return _text(request, 200, instructions.render_wait(wait))
         return _text(request, 200, instructions.render(a))
 
     def _peek(self, request):
