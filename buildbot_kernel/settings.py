@@ -63,6 +63,7 @@ class Key:
     default: Any
     expect: str  # said in the error: "expected <expect>"
     check: Any = None  # callable(value) -> bool
+    secret: bool = False  # left out of the record's repr (a log line or traceback must not show it)
 
 
 REQUIRED = object()
@@ -213,7 +214,7 @@ TABLES: dict[str, dict[str, Key]] = {
     },
     "worker": {
         "name": Key((str,), REQUIRED, "a non-empty name", bool),
-        "password": Key((str,), REQUIRED, "a non-empty password", bool),
+        "password": Key((str,), REQUIRED, "a non-empty password", bool, secret=True),
         "max_builds": Key((int,), 1, "a whole number > 0", _positive),
     },
     "machine": {
@@ -299,7 +300,8 @@ def record_class(class_name: str, label: str, schema: dict[str, Key]) -> type:
     """A frozen, keyword-only dataclass with one field per schema key, its default the schema's default
     (no default for a ``REQUIRED`` key): adding a key to the schema adds the field."""
     fields = [(field_name(key), _annotation(spec),
-               dataclasses.field(default=dataclasses.MISSING if spec.default is REQUIRED else _frozen(spec.default)))
+               dataclasses.field(default=dataclasses.MISSING if spec.default is REQUIRED else _frozen(spec.default),
+                                 repr=not spec.secret))
               for key, spec in schema.items()]
     namespace = {
         "__module__": __name__,  # pickle and repr find the class here

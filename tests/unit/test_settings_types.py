@@ -84,6 +84,12 @@ def test_records_are_frozen_all_the_way_down(tmp_path):
     assert b.fragments == ("a.config",) and hash(b) == hash(settings.Build(name="x", fragments=("a.config",)))
 
 
+def test_a_secret_is_not_in_the_repr(tmp_path):
+    s = settings.parse(GOOD.replace('password = "p"', 'password = "s3cret-worker-pw"'), str(tmp_path / "s.toml"))
+    assert s.workers[0].password == "s3cret-worker-pw"
+    assert "s3cret" not in repr(s.workers[0]) and "s3cret" not in repr(s) and "name='w'" in repr(s.workers[0])
+
+
 def test_dict_access_fails(tmp_path):
     s = settings.parse(GOOD, str(tmp_path / "s.toml"))
     with pytest.raises(TypeError):
