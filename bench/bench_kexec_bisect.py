@@ -41,6 +41,7 @@ from buildbot_kernel.farm.driver import MachineDriver  # noqa: E402
 from buildbot_kernel.farm.qemu import QemuMachine  # noqa: E402
 from buildbot_kernel.farm.registry import Registry  # noqa: E402
 from buildbot_kernel.farm.testing import FarmServer, ReactorThread, stage1_artifacts, write_image  # noqa: E402
+from buildbot_kernel.settings import Machine  # noqa: E402
 from tests.farm.planted_history import MARKER, make_history  # noqa: E402
 
 BRANCH = "bench"
@@ -138,8 +139,8 @@ def main() -> int:
     server.start()
     builder = Builder(work, tmp / "obj", tmp / "images", server.url)
     vm = QemuMachine("bench", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", accel=args.accel)
-    machine = {"name": "bench", "boot_timeout": 120, "test_timeout": 60, "retries": 0, "poll": 1,
-               "cmdline": "console=ttyS0 panic=-1"}
+    machine = Machine(name="bench", boot_timeout=120, test_timeout=60, retries=0, poll=1,
+                      cmdline="console=ttyS0 panic=-1")
     driver = MachineDriver(machine, registry, vm, server.guest_url(), public_base=server.url,
                            initrd=server.initrd_file("bench"))
     try:

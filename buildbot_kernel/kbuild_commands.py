@@ -1,4 +1,4 @@
-"""The shell scripts a build runs on a worker, generated from a [[build]] table.
+"""The shell scripts a build runs on a worker, generated from a ``[[build]]`` (docs/settings.md).
 
 Kept pure (strings in, strings out) so the exact commands are unit-tested and readable in one place.
 Layout of a builder's work directory on the worker (persistent between builds, so the second build of
@@ -19,6 +19,7 @@ from __future__ import annotations
 import shlex
 
 from buildbot_kernel import formats
+from buildbot_kernel.settings import Build
 
 FACTS_SCRIPT = r"""set -e
 cd src
@@ -39,11 +40,11 @@ if command -v ccache >/dev/null 2>&1; then echo ccache=1; else echo ccache=0; fi
 """
 
 
-def make_args(build: dict) -> list[str]:
+def make_args(build: Build) -> list[str]:
     """Arguments every make call shares: out-of-tree, arch, cross compiler."""
-    args = ["make", "-C", "src", "O=../obj", f"ARCH={kernel_arch(build['arch'])}"]
-    if build.get("cross_compile"):
-        args.append(f"CROSS_COMPILE={build['cross_compile']}")
+    args = ["make", "-C", "src", "O=../obj", f"ARCH={kernel_arch(build.arch)}"]
+    if build.cross_compile:
+        args.append(f"CROSS_COMPILE={build.cross_compile}")
     return args
 
 
@@ -52,12 +53,12 @@ def kernel_arch(arch: str) -> str:
     return {"amd64": "x86_64", "aarch64": "arm64"}.get(arch, arch)
 
 
-def _make(build: dict, *targets: str, extra: list[str] | None = None) -> str:
+def _make(build: Build, *targets: str, extra: list[str] | None = None) -> str:
     return "env -u LOCALVERSION " + " ".join(shlex.quote(a) for a in make_args(build) + (extra or []) +
                                              list(targets))
 
 
-def configure_script(build: dict, localversion: str, fragment_count: int, full_config: bool) -> str:
+def configure_script(build: Build, localversion: str, fragment_count: int, full_config: bool) -> str:
     """Base config (a make target or a downloaded full .config), fragments on top, then the localversion.
 
     Fragments are appended and resolved by ``olddefconfig``: Kconfig lets the last assignment of a
@@ -68,7 +69,7 @@ def configure_script(build: dict, localversion: str, fragment_count: int, full_c
     if full_config:
         lines.append("cp fragments/base.config obj/.config")
     else:
-        lines.append(_make(build, build["config"]))
+        lines.append(_make(build, build.config))
     for i in range(fragment_count):
         lines.append(f"cat fragments/{i}.config >> obj/.config")
     lv = localversion.replace('"', "")
@@ -91,19 +92,19 @@ def build_identity(timestamp: str) -> dict[str, str]:
             "KBUILD_BUILD_HOST": "buildbot-kernel"}
 
 
-def compile_command(build: dict, jobs: int, use_ccache: bool, timestamp: str) -> list[str]:
+def compile_command(build: Build, jobs: int, use_ccache: bool, timestamp: str) -> list[str]:
     """The build itself: default target (image + modules) with reproducible build identity."""
     extra = [f"-j{jobs}"] + [f"{k}={v}" for k, v in build_identity(timestamp).items()]
     if use_ccache:
-        extra.append(f"CC=ccache {build.get('cross_compile', '')}gcc")
+        extra.append(f"CC=ccache {build.cross_compile}gcc")
     return ["env", "-u", "LOCALVERSION"] + make_args(build) + extra
 
 
-def kernelrelease_command(build: dict) -> list[str]:
+def kernelrelease_command(build: Build) -> list[str]:
     return ["env", "-u", "LOCALVERSION"] + make_args(build) + ["-s", "kernelrelease"]
 
 
-def package_script(build: dict, name: str) -> str:
+def package_script(build: Build, name: str) -> str:
     """Stage the installed kernel, then run every package format the build makes (buildbot_kernel/formats)
     and leave the worker's own checksums for transfer checking.
 
@@ -126,7 +127,7 @@ def package_script(build: dict, name: str) -> str:
         "  echo 'modules disabled in this config: empty modules tree'",
         "fi",
     ]
-    lines += [fmt.shell(name, build) for fmt in formats.selected(build.get("packages", ()))]
+    lines += [fmt.shell(name, build) for fmt in formats.selected(build.packages)]
     lines += [
         "(cd pkg && sha256sum -- * > ../pkg.sha256) && mv pkg.sha256 pkg/.worker.sha256",
         "ls -l pkg",

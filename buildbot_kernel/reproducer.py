@@ -15,6 +15,7 @@ import hashlib
 import shlex
 
 from buildbot_kernel import kbuild_commands
+from buildbot_kernel.settings import Build
 
 FILE = "reproducer.sh"
 _NPROC = '"$(nproc)"'
@@ -39,18 +40,18 @@ def _quoted(cmd: list[str], jobs_token: str) -> str:
     return " ".join("-j" + _NPROC if a == jobs_token else shlex.quote(a) for a in cmd)
 
 
-def facts(build: dict, *, url: str, sha: str, name: str, localversion: str, timestamp: str,
+def facts(build: Build, *, url: str, sha: str, name: str, localversion: str, timestamp: str,
           full_config: bool) -> dict:
     """The metadata field: what a person needs to rebuild without reading the script."""
     return {
         "file": FILE,
         "git": {"url": url, "sha": sha},
-        "config": build["config"],
-        "fragments": list(build.get("fragments", [])),
+        "config": build.config,
+        "fragments": list(build.fragments),
         "config_localversion": localversion,
         "unset": ["LOCALVERSION"],
-        "make_variables": {"ARCH": kbuild_commands.kernel_arch(build["arch"]),
-                           **({"CROSS_COMPILE": build["cross_compile"]} if build.get("cross_compile") else {}),
+        "make_variables": {"ARCH": kbuild_commands.kernel_arch(build.arch),
+                           **({"CROSS_COMPILE": build.cross_compile} if build.cross_compile else {}),
                            **kbuild_commands.build_identity(timestamp)},
         "make": [_quoted(kbuild_commands.compile_command(build, 1, False, timestamp), "-j1"),
                  shlex.join(kbuild_commands.kernelrelease_command(build))],
@@ -59,12 +60,12 @@ def facts(build: dict, *, url: str, sha: str, name: str, localversion: str, time
     }
 
 
-def script(build: dict, *, url: str, sha: str, name: str, branch: str, localversion: str, timestamp: str,
+def script(build: Build, *, url: str, sha: str, name: str, branch: str, localversion: str, timestamp: str,
            base_config: bytes | None, fragments: list[bytes], compiler: str = "") -> str:
     """The script; ``base_config`` is the full .config when the build names a file, else None."""
     lines = [
         "#!/bin/sh",
-        f"# Rebuilds the kernel image {name} (branch {branch}, build config {build.get('name', '')})",
+        f"# Rebuilds the kernel image {name} (branch {branch}, build config {build.name})",
         f"# from commit {sha} on a clean machine. Run it in an empty directory.",
         "# Needs git, make, flex, bison, bc, libelf and libssl headers, xz, and the image's compiler:",
         f"#   {compiler or 'not recorded'}",

@@ -1,18 +1,27 @@
-"""The one settings file, read and validated before Buildbot sees any of it.
+"""The one settings file, read and validated before Buildbot sees any of it (contract: docs/settings.md).
 
 Every problem is reported at ``buildbot checkconfig`` time with the file, the key and what was expected,
 and all problems are reported at once, so an admin fixes a file in one pass instead of one error per
-restart.  The schema is data (``SECTIONS``/``TABLES`` below) so a new key is one line, and unknown keys
-are errors: a typo such as ``poll_intervall`` must not silently fall back to a default.
+restart.  Unknown keys are errors: a typo such as ``poll_intervall`` must not silently fall back to a
+default.
+
+The schema is data (``SECTIONS``/``OPTIONAL_SECTIONS``/``TABLES`` below) and the only place a key's type,
+default and error text are written: each section and table entry is handed to the rest of the code as a
+frozen dataclass generated from it (``ServerSettings``, ``Machine``, ...), read by attribute
+(``machine.retries``), so a new key is one ``Key(...)`` line plus its use and no reader restates a default.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
+import keyword
+import operator
 import os
 import tomllib
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +63,7 @@ class Key:
     default: Any
     expect: str  # said in the error: "expected <expect>"
     check: Any = None  # callable(value) -> bool
+    secret: bool = False  # left out of the record's repr (a log line or traceback must not show it)
 
 
 REQUIRED = object()
@@ -123,7 +133,7 @@ _BIND_EXPECT = "an IP address to listen on, such as \"127.0.0.1\" or \"0.0.0.0\"
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "server": {
-        "title": Key((str,), "buildbot-kernel", "a string"),
+        "title": Key((str,), "buildbot-kernel", "a string (the web UI's title)"),
         "web_port": Key((int,), 8010, "a TCP port number 1-65535", lambda v: 1 <= v <= 65535),
         "worker_port": Key((int,), 9989, "a TCP port number 1-65535", lambda v: 1 <= v <= 65535),
         "image_port": Key((int,), 8011, "a TCP port number 0-65535 (0 = off)", _port),
@@ -197,14 +207,14 @@ TABLES: dict[str, dict[str, Key]] = {
         "packages": Key((list,), ["tar"], f"a list drawn from {list(PACKAGE_FORMATS)}",
                         lambda v: _str_list(v) and set(v) <= set(PACKAGE_FORMATS)),
         "cross_compile": Key((str,), "", "a CROSS_COMPILE prefix such as aarch64-linux-gnu-"),
-        "ccache": Key((bool,), True, "true or false"),
+        "ccache": Key((bool,), True, "true or false (compile through ccache when the worker has it)"),
         "jobs": Key((int,), 0, "a whole number >= 0 (0 = the worker's cpus)", _non_negative),
         "timeout": Key((int,), 7200, "seconds > 0 without output before a build step is killed",
                        _positive),
     },
     "worker": {
         "name": Key((str,), REQUIRED, "a non-empty name", bool),
-        "password": Key((str,), REQUIRED, "a non-empty password", bool),
+        "password": Key((str,), REQUIRED, "a non-empty password", bool, secret=True),
         "max_builds": Key((int,), 1, "a whole number > 0", _positive),
     },
     "machine": {
@@ -214,7 +224,8 @@ TABLES: dict[str, dict[str, Key]] = {
         "power_cycle": Key((str,), "", "a shell command that power-cycles the machine"),
         "boot_timeout": Key((int,), 300, "seconds > 0", _positive),
         "retries": Key((int,), 2, "a whole number >= 0", _non_negative),
-        "install_modules": Key((bool,), False, "true or false"),
+        "install_modules": Key((bool,), False, "true or false (stage 1 unpacks the image's modules onto the "
+                                "machine's root, bbk.root, before booting it)"),
         "cmdline": Key((str,), "", "extra kernel command line for the candidate kernel"),
         "memory": Key((int,), 1024, "MiB of guest memory (qemu machines)", _positive),
         "accel": Key((str,), "auto", "one of auto, kvm, tcg", lambda v: v in ("auto", "kvm", "tcg")),
@@ -257,48 +268,120 @@ TABLES: dict[str, dict[str, Key]] = {
 }
 
 
+# --- typed settings: one frozen dataclass per section and table, generated from the schema above ---
+def field_name(key: str) -> str:
+    """The attribute a settings key is read through: the key itself, or the key with a trailing ``_`` when
+    it is a Python keyword (``[notify] from`` is ``notify.from_``, a ``class`` key would be ``.class_``)."""
+    return key + "_" if keyword.iskeyword(key) else key
+
+
+def _annotation(spec: Key):
+    """The field type of a key: TOML lists become tuples, so a frozen record is immutable all the way down."""
+    return functools.reduce(operator.or_, (tuple[str, ...] if t is list else t for t in spec.types))
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _record_post_init(self) -> None:
+    # a record built in code (tests, tools) from lists is as immutable as one parse() built
+    for f in dataclasses.fields(self):
+        value = getattr(self, f.name)
+        if isinstance(value, list):
+            object.__setattr__(self, f.name, tuple(value))
+
+
+def _record_to_json(self) -> dict:
+    """The record as TOML has it (schema key names, lists): for JSON documents and Buildbot properties."""
+    return {key: list(v) if isinstance(v, tuple) else v
+            for key, v in ((key, getattr(self, field_name(key))) for key in self.SCHEMA)}
+
+
+def _record_from_toml(cls, table: dict):
+    """The record of one validated table (schema key names, every default filled in)."""
+    return cls(**{field_name(k): _frozen(v) for k, v in table.items()})
+
+
+def record_class(class_name: str, label: str, schema: dict[str, Key]) -> type:
+    """A frozen, keyword-only dataclass with one field per schema key, its default the schema's default
+    (no default for a ``REQUIRED`` key): adding a key to the schema adds the field."""
+    fields = [(field_name(key), _annotation(spec),
+               dataclasses.field(default=dataclasses.MISSING if spec.default is REQUIRED else _frozen(spec.default),
+                                 repr=not spec.secret))
+              for key, spec in schema.items()]
+    namespace = {
+        "__module__": __name__,  # pickle and repr find the class here
+        "__doc__": f"The validated {label} settings (docs/settings.md); attribute access only.",
+        "__test__": False,  # pytest: ``Test`` is not a test class
+        "SCHEMA": schema, "LABEL": label,
+        "__post_init__": _record_post_init, "to_json": _record_to_json,
+        "from_toml": classmethod(_record_from_toml),
+    }
+    return dataclasses.make_dataclass(class_name, fields, frozen=True, kw_only=True, namespace=namespace)
+
+
+ServerSettings = record_class("ServerSettings", "[server]", SECTIONS["server"])
+ImageSettings = record_class("ImageSettings", "[images]", SECTIONS["images"])
+Auth = record_class("Auth", "[auth]", OPTIONAL_SECTIONS["auth"])
+Notify = record_class("Notify", "[notify]", OPTIONAL_SECTIONS["notify"])
+Repository = record_class("Repository", "[[repository]]", TABLES["repository"])
+Build = record_class("Build", "[[build]]", TABLES["build"])
+Worker = record_class("Worker", "[[worker]]", TABLES["worker"])
+Machine = record_class("Machine", "[[machine]]", TABLES["machine"])
+Test = record_class("Test", "[[test]]", TABLES["test"])
+# section or table name -> its record class (a new section or table adds a line here and a Settings field)
+RECORDS: dict[str, type] = {"server": ServerSettings, "images": ImageSettings, "auth": Auth, "notify": Notify,
+                            "repository": Repository, "build": Build, "worker": Worker, "machine": Machine,
+                            "test": Test}
+
+
+def default(section: str, key: str):
+    """The schema's default of one key (``default("machine", "poll")``), for code that must answer for a
+    record it was not given; every other reader takes the value from its record."""
+    schema = {**SECTIONS, **OPTIONAL_SECTIONS, **TABLES}[section][key]
+    if schema.default is REQUIRED:
+        raise KeyError(f"{section}.{key} has no default: it is required")
+    return _frozen(schema.default)
+
+
+def _named(records, name: str):
+    for r in records:
+        if r.name == name:
+            return r
+    raise KeyError(name)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings; tables are lists of dicts with every default filled in."""
+    """Validated settings: each section a record, each table a tuple of records, every default filled in."""
 
     path: str
-    server: dict
-    images: dict
-    repositories: list = field(default_factory=list)
-    builds: list = field(default_factory=list)
-    workers: list = field(default_factory=list)
-    machines: list = field(default_factory=list)
-    tests: list = field(default_factory=list)
-    auth: dict | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
-    notify: dict | None = None  # None: no [notify] section (no mail)
+    server: ServerSettings
+    images: ImageSettings
+    repositories: tuple[Repository, ...] = ()
+    builds: tuple[Build, ...] = ()
+    workers: tuple[Worker, ...] = ()
+    machines: tuple[Machine, ...] = ()
+    tests: tuple[Test, ...] = ()
+    auth: Auth | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
+    notify: Notify | None = None  # None: no [notify] section (no mail)
 
     def listener(self, name: str) -> str:
         """The address of one listener (``web_bind``, ``worker_bind``, ``image_bind``)."""
-        return self.server[name] or self.server["bind"]
+        return getattr(self.server, name) or self.server.bind
 
-    def test(self, name: str) -> dict:
-        for t in self.tests:
-            if t["name"] == name:
-                return t
-        raise KeyError(name)
+    def test(self, name: str) -> Test:
+        return _named(self.tests, name)
 
-    def build(self, name: str) -> dict:
-        for b in self.builds:
-            if b["name"] == name:
-                return b
-        raise KeyError(name)
+    def build(self, name: str) -> Build:
+        return _named(self.builds, name)
 
-    def repository(self, name: str) -> dict:
-        for r in self.repositories:
-            if r["name"] == name:
-                return r
-        raise KeyError(name)
+    def repository(self, name: str) -> Repository:
+        return _named(self.repositories, name)
 
-    def machine(self, name: str) -> dict:
-        for m in self.machines:
-            if m["name"] == name:
-                return m
-        raise KeyError(name)
+    def machine(self, name: str) -> Machine:
+        return _named(self.machines, name)
 
     @property
     def base_dir(self) -> Path:
@@ -396,8 +479,10 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         if len(set(branches)) != len(branches):
             problems.append(f"[[repository]] ({r.get('name')!r}).branches: a branch is listed twice")
     for b in tables["build"]:
-        for fmt in b.get("packages", []) if isinstance(b.get("packages"), list) else []:
-            problem = formats.settings_problem(fmt, b) if fmt in PACKAGE_FORMATS else ""
+        # a format reads the typed build, so it checks a build whose own keys are all valid
+        typed = Build.from_toml(b) if b.keys() == TABLES["build"].keys() else None
+        for fmt in typed.packages if typed else ():
+            problem = formats.settings_problem(fmt, typed)
             if problem:
                 problems.append(f"[[build]] ({b.get('name')!r}).{problem}")
         files = list(b.get("fragments", []))
@@ -442,10 +527,11 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     problems += _notify_problems(optional.get("notify"), base)
     if problems:
         raise SettingsError(path, problems)
-    return Settings(path=path, server=sections["server"], images=sections["images"],
-                    repositories=tables["repository"], builds=tables["build"],
-                    workers=tables["worker"], machines=tables["machine"], tests=tables["test"],
-                    auth=optional.get("auth"), notify=optional.get("notify"))
+    typed = {name: RECORDS[name].from_toml(table) for name, table in {**sections, **optional}.items()}
+    rows = {name: tuple(RECORDS[name].from_toml(t) for t in items) for name, items in tables.items()}
+    return Settings(path=path, server=typed["server"], images=typed["images"],
+                    repositories=rows["repository"], builds=rows["build"], workers=rows["worker"],
+                    machines=rows["machine"], tests=rows["test"], auth=typed.get("auth"), notify=typed.get("notify"))
 
 
 # --- accounts, roles, listeners: checks across keys ---

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildbot_kernel.naming import safe_branch
+from buildbot_kernel.settings import Build
 from buildbot_kernel.util import identifier
 
 
@@ -14,13 +15,13 @@ class BuildTarget:
     repository: str  # the settings name of the repository
     url: str  # its git URL
     branch: str
-    build: dict = field(hash=False)  # the [[build]] table
+    build: Build = field(hash=False)  # the [[build]] (docs/settings.md)
     images_root: str = ""  # absolute path of the image tree on the master
     state_dir: str = ""  # absolute path of the master's state directory (ledger, bisects)
 
     @property
     def build_name(self) -> str:
-        return self.build["name"]
+        return self.build.name
 
     @property
     def branch_dir(self) -> Path:

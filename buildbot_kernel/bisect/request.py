@@ -10,27 +10,18 @@ clone is fetched or a directory is written. Revisions themselves are checked by 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.settings import DEFAULT_TEST_TIMEOUT as DEFAULT_TIMEOUT  # a free-form command's
 from buildbot_kernel.settings import TEST_MODES as MODES
+from buildbot_kernel.settings import Test  # a named test: what a maintainer may run, by name
 
 LOCAL_TESTER = "local"
 # form property names (contract: the REST call's params use them too)
 FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_missing", "build_config",
           "max_steps")
-
-
-@dataclass(frozen=True)
-class NamedTest:
-    """A ``[[test]]`` of the settings: what a maintainer may run, by name."""
-
-    name: str
-    command: str
-    mode: str
-    timeout: int
 
 
 @dataclass(frozen=True)
@@ -77,7 +68,7 @@ def split_revisions(text: str) -> list[str]:
 
 
 def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines: list[str],
-                  tests: list[NamedTest] = ()) -> BisectRequest:
+                  tests: Sequence[Test] = ()) -> BisectRequest:
     """Check the form's properties against the settings; raise :class:`BisectInputError` on the first
     field that is wrong.  Who may give a free-form ``command`` is not decided here (the REST layer and
     the start step check the caller)."""

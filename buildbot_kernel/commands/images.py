@@ -115,7 +115,7 @@ def _verify_modes(args):
         from buildbot_kernel.settings import SettingsError, load
 
         try:
-            group = load(args.settings).images["group"]
+            group = load(args.settings).images.group
         except SettingsError as e:
             raise CommandError(str(e)) from None
     try:

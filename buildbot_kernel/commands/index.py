@@ -38,10 +38,10 @@ def run(args) -> int:
             s = load(args.settings)
         except SettingsError as e:
             raise CommandError(str(e)) from None
-        root = root or str(resolve(s, s.images["root"]))
-        base_url = base_url or s.images["base_url"]
-        keep, budget = s.images["keep_per_branch"], s.images["max_bytes"]
-        group = s.images["group"] if group is None else group
+        root = root or str(resolve(s, s.images.root))
+        base_url = base_url or s.images.base_url
+        keep, budget = s.images.keep_per_branch, s.images.max_bytes
+        group = s.images.group if group is None else group
     elif args.retention:
         raise CommandError("--retention needs --settings (the limits are in the settings file)")
     if not root or not base_url:

@@ -90,17 +90,17 @@ def run(args) -> int:
     local = s.workers[0]
     if not (worker_dir / "buildbot.tac").exists():
         _call(_tool("buildbot-worker"), "create-worker", "-q", worker_dir,
-              f"{worker_master_address(s)}:{s.server['worker_port']}", local["name"], local["password"])
+              f"{worker_master_address(s)}:{s.server.worker_port}", local.name, local.password)
     _call(_tool("buildbot"), "start", master_dir)
     _call(_tool("buildbot-worker"), "start", worker_dir)
     record_run(master_dir, worker_dir)
-    web = s.server["url"] or f"http://localhost:{s.server['web_port']}/"
-    print(f"buildbot-kernel is running: {s.server['title']}")
+    web = s.server.url or f"http://localhost:{s.server.web_port}/"
+    print(f"buildbot-kernel is running: {s.server.title}")
     print(f"  web UI and REST API  {web}")
-    if s.server["image_port"]:
-        print(f"  image tree           {s.images['base_url']}/  (index.json, index.html)")
+    if s.server.image_port:
+        print(f"  image tree           {s.images.base_url}/  (index.json, index.html)")
     print(f"  master directory     {master_dir}   (settings: {s.path})")
-    print(f"  local worker         {worker_dir}   ({local['name']})")
+    print(f"  local worker         {worker_dir}   ({local.name})")
     print("  stop with            buildbot-kernel stop")
     return 0
 

@@ -27,9 +27,9 @@ def run(args) -> int:
     except SettingsError as e:
         raise CommandError(str(e)) from None
     try:
-        upstream = embedded_server_url(s.listener("image_bind"), s.server["image_port"])
-        variables = snippet_vars(str(resolve(s, s.images["root"])), s.images["base_url"], args.nfs_clients,
-                                 group=s.images["group"], upstream=upstream, tls_cert=args.tls_cert,
+        upstream = embedded_server_url(s.listener("image_bind"), s.server.image_port)
+        variables = snippet_vars(str(resolve(s, s.images.root)), s.images.base_url, args.nfs_clients,
+                                 group=s.images.group, upstream=upstream, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key)
     except ValueError as e:
         raise CommandError(str(e)) from None

@@ -22,6 +22,7 @@ from buildbot_kernel.farm import default_kernel, steplogic
 from buildbot_kernel.farm.instructions import BootFile, InstructionError, make_assignment
 from buildbot_kernel.farm.registry import Event, Registry
 from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
+from buildbot_kernel.settings import Machine
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,19 @@ class ShellPower:
 class MachineDriver:
     """One machine as the bisect builder's tester.
 
-    ``machine`` is a validated ``[[machine]]`` settings table; ``server_url`` the farm server as the
+    ``machine`` is a validated ``[[machine]]`` (docs/settings.md); ``server_url`` the farm server as the
     machine reaches it (``http://10.0.2.2:8011`` for a QEMU guest); ``public_base`` the images' base
     URL in index.json, rewritten to ``server_url`` in instructions; ``initrd`` the local OS handed to
     every candidate when the machine has no disk of its own (QEMU machines); ``power`` anything with
     ``soft_reboot()`` and ``power_cycle()`` (plain or Deferred results).
     """
 
-    def __init__(self, machine: dict, registry: Registry, power, server_url: str, *, public_base: str = "",
+    def __init__(self, machine: Machine, registry: Registry, power, server_url: str, *, public_base: str = "",
                  initrd: BootFile | None = None, reactor=None, clock=time.time, index_path: str = ""):
         from twisted.internet import reactor as default_reactor
 
         self.machine = machine
-        self.name = machine["name"]
+        self.name = machine.name
         self.registry = registry
         self.power = power
         self.server_url = server_url
@@ -101,7 +102,7 @@ class MachineDriver:
 
     @property
     def infra_limit(self) -> int:
-        return self.machine.get("retries", 2) + 1
+        return self.machine.retries + 1
 
     def run_step(self, image_entry: dict, test_command: str, mode: str, owner: str = "",
                  owner_build: int = 0) -> defer.Deferred:
@@ -130,7 +131,7 @@ class MachineDriver:
         state = self.registry.get(self.name)
         if only_build and state.owner_build != only_build:
             return
-        entry, default = None, self.machine.get("default_kernel", "")
+        entry, default = None, self.machine.default_kernel
         if default:
             try:
                 entry = yield threads.deferToThread(default_kernel.resolve, self.name, default, self.index_path)
@@ -153,7 +154,7 @@ class MachineDriver:
             return StepOutcome("skip", reason=f"machine {self.name} is broken: {state.broken_reason}",
                                machine_broken=True)
         ends: list[AttemptEnd] = []
-        for attempt in range(1, self.machine.get("retries", 2) + 2):
+        for attempt in range(1, self.machine.retries + 2):
             if owner_build and self._cancelled == owner_build:
                 return StepOutcome("skip", reason="cancelled: the build was stopped", cancelled=True,
                                    attempts=[f"attempt {i + 1}: {e.kind}: {e.reason}" for i, e in enumerate(ends)])
@@ -187,9 +188,9 @@ class MachineDriver:
 
     def _attempt(self, a, first: bool, owner_build: int = 0) -> defer.Deferred:
         """Fires with the AttemptEnd of one attempt."""
-        boot_timeout = self.machine.get("boot_timeout", 300)
-        test_timeout = self.machine.get("test_timeout", 600)
-        poll = self.machine.get("poll", 5)
+        boot_timeout = self.machine.boot_timeout
+        test_timeout = self.machine.test_timeout
+        poll = self.machine.poll
         done: defer.Deferred = defer.Deferred()
         st = {"phase": "assigned", "since": self.clock(), "powered": False, "timer": None}
 

@@ -22,7 +22,7 @@ from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
-from buildbot_kernel.settings import Settings, resolve
+from buildbot_kernel.settings import Machine, Settings, resolve
 
 
 class OffReactorWriter:
@@ -92,15 +92,15 @@ class Farm:
                 d.power.stop()
 
 
-def machine_type(machine: dict) -> machinetypes.MachineType:
-    return machinetypes.get(machine.get("type", "remote"))
+def machine_type(machine: Machine) -> machinetypes.MachineType:
+    return machinetypes.get(machine.type)
 
 
-def machine_server_url(machine: dict, base_url: str, image_port: int) -> str:
+def machine_server_url(machine: Machine, base_url: str, image_port: int) -> str:
     """The server as the machine reaches it: the setting, else the images' base URL, except that a machine
     whose type has a guest address (a QEMU guest reaches the host's loopback as 10.0.2.2) uses that."""
-    if machine.get("server_url"):
-        return machine["server_url"].rstrip("/")
+    if machine.server_url:
+        return machine.server_url.rstrip("/")
     guest = machine_type(machine).guest_address
     if guest:
         port = urlsplit(base_url).port or image_port or 80
@@ -108,15 +108,15 @@ def machine_server_url(machine: dict, base_url: str, image_port: int) -> str:
     return base_url.rstrip("/")
 
 
-def machine_key(settings: Settings, machine: dict, workdir: str | os.PathLike) -> str:
+def machine_key(settings: Settings, machine: Machine, workdir: str | os.PathLike) -> str:
     """The machine's key: its ``key_file``, else (types with ``generated_key``, e.g. qemu) one generated
     under ``workdir/keys``."""
-    if machine.get("key_file"):
-        return keys_mod.read_key(resolve(settings, machine["key_file"]))
+    if machine.key_file:
+        return keys_mod.read_key(resolve(settings, machine.key_file))
     if machine_type(machine).generated_key:
-        return keys_mod.generated_key(Path(workdir) / "keys", machine["name"])
-    raise keys_mod.KeyFileError(f"[[machine]] {machine['name']!r}: key_file is missing; "
-                                f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine['name']))}")
+        return keys_mod.generated_key(Path(workdir) / "keys", machine.name)
+    raise keys_mod.KeyFileError(f"[[machine]] {machine.name!r}: key_file is missing; "
+                                f"{keys_mod.how_to_make('keys/' + keys_mod.key_file_name(machine.name))}")
 
 
 def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | os.PathLike,
@@ -127,25 +127,25 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
     fetched and built once into the user's cache (:func:`buildbot_kernel.farm.stage1.stage1_artifacts`).
     """
-    base_url = (base_url or settings.images["base_url"]).rstrip("/")
-    image_port = settings.server["image_port"]
+    base_url = (base_url or settings.images.base_url).rstrip("/")
+    image_port = settings.server.image_port
     machines = settings.machines
-    registry = Registry([m["name"] for m in machines], state_path,
-                        keys={m["name"]: machine_key(settings, m, workdir) for m in machines}, writer=writer)
+    registry = Registry([m.name for m in machines], state_path,
+                        keys={m.name: machine_key(settings, m, workdir) for m in machines}, writer=writer)
     poll, initrds = {}, {}
-    index_path = str(resolve(settings, settings.images["root"]) / "index.json")
+    index_path = str(resolve(settings, settings.images.root) / "index.json")
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
-        name = m["name"]
+        name = m.name
         mtype = machine_type(m)
-        poll[name] = m["poll"]
+        poll[name] = m.poll
         server_url = machine_server_url(m, base_url, image_port)
-        kernel = str(resolve(settings, m["stage1_kernel"])) if m["stage1_kernel"] else ""
-        stage1_initrd = str(resolve(settings, m["stage1_initrd"])) if m["stage1_initrd"] else ""
+        kernel = str(resolve(settings, m.stage1_kernel)) if m.stage1_kernel else ""
+        stage1_initrd = str(resolve(settings, m.stage1_initrd)) if m.stage1_initrd else ""
         if mtype.builtin_stage1 and not (kernel and stage1_initrd):
             s1 = stage1_artifacts()
             kernel, stage1_initrd = kernel or s1.kernel, stage1_initrd or s1.ramfs
-        local_os = str(resolve(settings, m["initrd"])) if m["initrd"] else (
+        local_os = str(resolve(settings, m.initrd)) if m.initrd else (
             stage1_initrd if mtype.builtin_stage1 else "")
         initrd = None
         if local_os:
@@ -154,7 +154,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
         setup = machinetypes.PowerSetup(
             machine=m, key=registry.keys[name], server_url=server_url, workdir=Path(workdir),
             stage1_kernel=kernel, stage1_initrd=stage1_initrd,
-            disk=str(resolve(settings, m["disk"])) if m["disk"] else "",
+            disk=str(resolve(settings, m.disk)) if m.disk else "",
             on_accel=lambda accel, name=name: _accel_chosen(registry, name, accel))
         power = mtype.module().make_power(setup)
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,

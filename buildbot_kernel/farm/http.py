@@ -34,6 +34,7 @@ from twisted.web import resource, static
 from buildbot_kernel.farm import instructions
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.ratelog import RateLimitedLog
+from buildbot_kernel.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class MachineResource(resource.Resource):
         return _json(request, self.parent.registry.get(self.name).public())
 
     def _instructions(self, request, a) -> bytes:
-        wait = self.parent.poll.get(self.name, 5)
+        wait = self.parent.poll.get(self.name, default("machine", "poll"))
         if a is None and self.parent.registry.wants_stage1(self.name):
             return _text(request, 200, instructions.render_reboot(wait))
         if a is None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildbot_kernel.settings import Machine
 
 # the keys stage 1 understands (scripts/stage1/bbk-lib.sh, bbk_parse_instructions)
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
@@ -93,7 +97,7 @@ def _file(entry: dict, fname: str, required: bool, public_base: str, machine_bas
 
 
 def make_assignment(
-    machine: dict,
+    machine: Machine,
     image_entry: dict,
     test_command: str,
     mode: str,
@@ -104,7 +108,7 @@ def make_assignment(
     attempt: int = 1,
     now: float = 0.0,
 ) -> Assignment:
-    """An attempt for ``machine`` (a validated ``[[machine]]`` table) to boot ``image_entry`` (index.json).
+    """An attempt for ``machine`` (a validated ``[[machine]]``, docs/settings.md) to boot ``image_entry`` (index.json).
 
     ``server_url`` is the server as the machine sees it; stage 2 reads it (and the token) back from the
     candidate's command line, so the candidate kernel needs no configuration of its own.
@@ -119,20 +123,20 @@ def make_assignment(
     if mode not in MODES:
         raise InstructionError(f"mode: expected one of {list(MODES)}, got {mode!r}")
     if not server_url.startswith(("http://", "https://")):
-        raise InstructionError(f"machine {machine['name']!r}: server URL {server_url!r} is not http(s)")
+        raise InstructionError(f"machine {machine.name!r}: server URL {server_url!r} is not http(s)")
     kernel = _file(image_entry, "vmlinuz", True, public_base, server_url)
     modules = None
-    if machine.get("install_modules"):
+    if machine.install_modules:
         modules = _file(image_entry, "modules.tar.xz", False, public_base, server_url)
     token = new_token()
     cmdline = " ".join(p for p in (
-        machine.get("cmdline", "").strip(),
+        machine.cmdline.strip(),
         f"bbk.server={server_url.rstrip('/')}",
-        f"bbk.machine={machine['name']}",
+        f"bbk.machine={machine.name}",
         f"bbk.token={token}",
         "bbk.stage=2",
     ) if p)
-    return Assignment(machine=machine["name"], image=name, token=token, kernel=kernel, cmdline=cmdline,
+    return Assignment(machine=machine.name, image=name, token=token, kernel=kernel, cmdline=cmdline,
                       test_command=test_command, mode=mode, initrd=initrd, modules=modules, attempt=attempt,
                       issued_at=now)
 

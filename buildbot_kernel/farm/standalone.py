@@ -61,10 +61,10 @@ def run_step(args) -> int:
         settings = load(args.settings or locate(os.getcwd()))
     except SettingsError as e:
         raise UsageError(str(e)) from None
-    images = resolve(settings, settings.images["root"])
-    entry = fetch_entry(args.image, settings.images["base_url"], images)
-    port = args.port or settings.server["image_port"]
-    farm = make_farm(settings, args.state, args.workdir, base_url=settings.images["base_url"])
+    images = resolve(settings, settings.images.root)
+    entry = fetch_entry(args.image, settings.images.base_url, images)
+    port = args.port or settings.server.image_port
+    farm = make_farm(settings, args.state, args.workdir, base_url=settings.images.base_url)
     driver = farm.driver(args.machine)
     site = farm_site(images, farm.resource)  # a missing image root serves 404s, /machines still works
     install_body_limit(site)

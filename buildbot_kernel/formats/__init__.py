@@ -17,6 +17,10 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildbot_kernel.settings import Build
 
 HERE = Path(__file__).resolve().parent
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -36,7 +40,7 @@ class PackageFormat:
     required: tuple[str, ...]             # of those, the ones an image built with this format must hold
     always: bool = False                  # built for every image whether or not settings name it
     tools: tuple[str, ...] = ()           # programs the worker needs
-    variables: Callable[[str, Mapping, PackageFormat], dict[str, str]] | None = field(default=None, compare=False)
+    variables: Callable[[str, Build, PackageFormat], dict[str, str]] | None = field(default=None, compare=False)
     data: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
     def owns(self, filename: str) -> bool:
@@ -47,14 +51,14 @@ class PackageFormat:
         names = list(filenames)
         return [p for p in self.required if not any(fnmatch.fnmatchcase(n, p) for n in names)]
 
-    def environment(self, name: str, build: Mapping) -> dict[str, str]:
+    def environment(self, name: str, build: Build) -> dict[str, str]:
         """The variables the script reads: ``BBK_NAME`` (the image name) and the format's own."""
         env = {"BBK_NAME": name}
         if self.variables is not None:
             env.update(self.variables(name, build, self))
         return env
 
-    def shell(self, name: str, build: Mapping) -> str:
+    def shell(self, name: str, build: Build) -> str:
         """The script in a subshell with its variables exported (quoted: the values are never code)."""
         tools = " ".join(shlex.quote(t) for t in self.tools)
         lines = [f"# package format {self.name}: {self.description}", "("]
@@ -139,7 +143,7 @@ def always_required() -> tuple[str, ...]:
     return tuple(p for f in registry().values() if f.always for p in f.required)
 
 
-def settings_problem(name: str, build: Mapping) -> str:
+def settings_problem(name: str, build: Build) -> str:
     """Why ``build`` cannot make format ``name`` (e.g. an arch the format cannot name), or ""."""
     fmt = get(name)
     if fmt.variables is None:

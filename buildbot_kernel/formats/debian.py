@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildbot_kernel.settings import Build
 
 PREFIX = "linux-image-"
 _NAME_BAD = re.compile(r"[^a-z0-9+.-]+")
@@ -59,11 +63,11 @@ def control(image: str, arch: str, table: Mapping[str, str]) -> str:
     ])
 
 
-def variables(image: str, build: Mapping, fmt) -> dict[str, str]:
+def variables(image: str, build: Build, fmt) -> dict[str, str]:
     """The deb script's variables (deb.ini): the control text and the file name dpkg-deb writes."""
     table = fmt.data.get("arch", {})
-    arch = architecture(build.get("arch", ""), table)
+    arch = architecture(build.arch, table)
     return {
-        "BBK_DEB_CONTROL": control(image, build.get("arch", ""), table),
+        "BBK_DEB_CONTROL": control(image, build.arch, table),
         "BBK_DEB_FILE": f"{package_name(image)}_{package_version(image)}_{arch}.deb",
     }

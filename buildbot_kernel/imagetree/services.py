@@ -158,11 +158,10 @@ def services_from_settings(settings, images_root: str, children: dict | None = N
     """The services for ``c['services']``: the tree always, the embedded server unless
     ``server.image_port`` is 0 (Apache/nginx serves the tree then)."""
     images = settings.images
-    out = [ImageTreeService(root=images_root, base_url=images["base_url"],
-                            keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"],
-                            debounce=images["debounce"], watch=images.get("watch", "inotify"),
-                            group=images.get("group", ""))]
-    if settings.server["image_port"]:
-        out.append(ImageServerService(root=images_root, port=settings.server["image_port"],
+    out = [ImageTreeService(root=images_root, base_url=images.base_url,
+                            keep_per_branch=images.keep_per_branch, max_bytes=images.max_bytes,
+                            debounce=images.debounce, watch=images.watch, group=images.group)]
+    if settings.server.image_port:
+        out.append(ImageServerService(root=images_root, port=settings.server.image_port,
                                       interface=settings.listener("image_bind"), children=children))
     return out

@@ -40,9 +40,9 @@ class ImageTree:
         from buildbot_kernel.settings import resolve
 
         images = settings.images
-        return cls(resolve(settings, images["root"]), images["base_url"],
-                   keep_per_branch=images["keep_per_branch"], max_bytes=images["max_bytes"], pins=pins,
-                   modes=Modes.for_group(images["group"]))
+        return cls(resolve(settings, images.root), images.base_url,
+                   keep_per_branch=images.keep_per_branch, max_bytes=images.max_bytes, pins=pins,
+                   modes=Modes.for_group(images.group))
 
     def staging_dir(self) -> Path:
         """Where a build assembles its image before ``publish`` (same filesystem as the tree)."""

@@ -82,5 +82,5 @@ class PduPower:
 
 def make_power(setup) -> PduPower:
     m = setup.machine
-    return PduPower(PduDaemon(m["pdu_daemon"]), m["pdu_hostname"], str(m["pdu_port"]), m["pdu_delay"],
-                    m["soft_reboot"])
+    return PduPower(PduDaemon(m.pdu_daemon), m.pdu_hostname, str(m.pdu_port), m.pdu_delay,
+                    m.soft_reboot)

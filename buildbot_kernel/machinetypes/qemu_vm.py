@@ -28,7 +28,7 @@ class OffReactorPower:
 
 def make_power(setup) -> OffReactorPower:
     m = setup.machine
-    vm = QemuMachine(m["name"], setup.stage1_kernel, setup.stage1_initrd, setup.server_url, setup.workdir / "qemu",
-                     memory=m["memory"], accel=m["accel"], nic=m["nic"], disk=setup.disk, key=setup.key,
+    vm = QemuMachine(m.name, setup.stage1_kernel, setup.stage1_initrd, setup.server_url, setup.workdir / "qemu",
+                     memory=m.memory, accel=m.accel, nic=m.nic, disk=setup.disk, key=setup.key,
                      on_accel=setup.on_accel)
     return OffReactorPower(vm)

@@ -6,4 +6,4 @@ from buildbot_kernel.farm.driver import ShellPower
 
 
 def make_power(setup) -> ShellPower:
-    return ShellPower(setup.machine["soft_reboot"], setup.machine["power_cycle"])
+    return ShellPower(setup.machine.soft_reboot, setup.machine.power_cycle)

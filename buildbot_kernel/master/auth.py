@@ -30,6 +30,7 @@ from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
 from buildbot_kernel import htpasswd
+from buildbot_kernel.settings import Auth
 
 SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
 ADMIN = "admin"
@@ -125,29 +126,29 @@ def authz_rules(anonymous: str, maintainer_schedulers, command_scheduler: str) -
     return rules
 
 
-def www_auth(auth: dict | None, htpasswd_path: str | None, maintainer_schedulers, command_scheduler: str
+def www_auth(auth: Auth | None, htpasswd_path: str | None, maintainer_schedulers, command_scheduler: str
              ) -> dict:
     """The ``www`` config entries for ``[auth]`` (``auth``, ``authz``); empty without ``[auth]``."""
     if auth is None:
         return {}
     role_matchers = [
-        roles.RolesFromUsername(roles=[ADMIN, MAINTAINER], usernames=list(auth["admins"])),
-        roles.RolesFromUsername(roles=[MAINTAINER], usernames=list(auth["maintainers"])),
+        roles.RolesFromUsername(roles=[ADMIN, MAINTAINER], usernames=list(auth.admins)),
+        roles.RolesFromUsername(roles=[MAINTAINER], usernames=list(auth.maintainers)),
         roles.RolesFromOwner(role=OWNER),
         RolesFromLogin(),
     ]
     return {
         "auth": BcryptHtpasswdAuth(htpasswd_path),
-        "authz": bbauthz.Authz(allowRules=authz_rules(auth["anonymous"], maintainer_schedulers,
+        "authz": bbauthz.Authz(allowRules=authz_rules(auth.anonymous, maintainer_schedulers,
                                                       command_scheduler),
                                roleMatchers=role_matchers),
     }
 
 
-def may_run_command(auth: dict | None, owner) -> bool:
+def may_run_command(auth: Auth | None, owner) -> bool:
     """The bisect start step's own check of a free-form command (the REST layer checked it already;
     this holds for any other way a build request gets made)."""
-    return auth is None or (isinstance(owner, str) and owner in auth["admins"])
+    return auth is None or (isinstance(owner, str) and owner in auth.admins)
 
 
 def logged_in(environ: dict, master) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, util
 from buildbot.worker.local import LocalWorker
 
-from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, NamedTest, Target
+from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.factory import kernel_build_factory
@@ -96,12 +96,12 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
     ctx = BisectContext(
         targets=[Target(builder=b, repository=t.repository, url=t.url, branch=t.branch, build=t.build_name)
                  for t, b in targets],
-        builds=[b["name"] for b in settings.builds],
-        machines=[m["name"] for m in settings.machines],
-        state_dir=state_dir, images_root=images_root, base_url=settings.images["base_url"],
+        builds=[b.name for b in settings.builds],
+        machines=[m.name for m in settings.machines],
+        state_dir=state_dir, images_root=images_root, base_url=settings.images.base_url,
         build_schedulers={b: build_scheduler_name(b) for _, b in targets},
         test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers),
-        tests=[NamedTest(t["name"], t["command"], t["mode"], t["timeout"]) for t in settings.tests],
+        tests=list(settings.tests),
         auth=settings.auth)
     branch_builders = {bc.name: bc for bc in c["builders"]}
     for t, b in targets:

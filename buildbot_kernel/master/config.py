@@ -42,21 +42,21 @@ def strport(port: int, address: str) -> str:
 
 def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):
     """(target, builder name) for every configured (repository, branch)."""
-    counts = Counter(b for r in s.repositories for b in r["branches"])
+    counts = Counter(b for r in s.repositories for b in r.branches)
     out = []
     for r in s.repositories:
-        build = s.build(r["build"])
-        for b in r["branches"]:
-            t = BuildTarget(repository=r["name"], url=r["url"], branch=b, build=build,
+        build = s.build(r.build)
+        for b in r.branches:
+            t = BuildTarget(repository=r.name, url=r.url, branch=b, build=build,
                             images_root=images_root, state_dir=state_dir)
-            out.append((t, builder_name(r["name"], b, counts[b] == 1)))
+            out.append((t, builder_name(r.name, b, counts[b] == 1)))
     return out
 
 
 def dashboard_branches(s: settings_mod.Settings, targets) -> list[dict]:
     """What the Kernels dashboard lists per branch: where its head comes from and where it is built."""
     return [{"repository": t.repository, "url": t.url, "branch": t.branch, "builder": bname,
-             "web_url": s.repository(t.repository)["web_url"]} for t, bname in targets]
+             "web_url": s.repository(t.repository).web_url} for t, bname in targets]
 
 
 def make_config(basedir: str, settings_path: str) -> dict:
@@ -68,7 +68,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         return {}  # not reached: error() raises once collected by checkconfig
 
     basedir = os.path.abspath(basedir)
-    images_root = str(Path(basedir, s.images["root"]).resolve())
+    images_root = str(Path(basedir, s.images.root).resolve())
     state_dir = os.path.join(basedir, "state")
     try:
         os.makedirs(images_root, exist_ok=True)
@@ -79,46 +79,46 @@ def make_config(basedir: str, settings_path: str) -> dict:
     srv = s.server
     targets = branch_targets(s, images_root, state_dir)
     c: dict = {
-        "title": srv["title"],
-        "titleURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
-        "buildbotURL": srv["url"] or f"http://localhost:{srv['web_port']}/",
-        "db": {"db_url": srv["db_url"]},
-        "protocols": {"pb": {"port": strport(srv["worker_port"], s.listener("worker_bind"))}},
+        "title": srv.title,
+        "titleURL": srv.url or f"http://localhost:{srv.web_port}/",
+        "buildbotURL": srv.url or f"http://localhost:{srv.web_port}/",
+        "db": {"db_url": srv.db_url},
+        "protocols": {"pb": {"port": strport(srv.worker_port, s.listener("worker_bind"))}},
         "www": {
-            "port": strport(srv["web_port"], s.listener("web_bind")),
+            "port": strport(srv.web_port, s.listener("web_bind")),
             "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, "wsgi_dashboards": [{
                 "name": "kernels", "caption": "Kernels", "order": 5, "icon": "server",
-                "app": KernelDashboard(images_root, state_dir, s.images["base_url"],
+                "app": KernelDashboard(images_root, state_dir, s.images.base_url,
                                        branches=dashboard_branches(s, targets))}]},
         },
-        "revlink": RevLinks({r["url"]: r["web_url"] for r in s.repositories}, fallback=default_revlink_matcher),
+        "revlink": RevLinks({r.url: r.web_url for r in s.repositories}, fallback=default_revlink_matcher),
         "buildbotNetUsageData": None,
-        "workers": [worker.Worker(w["name"], w["password"], max_builds=w["max_builds"]) for w in s.workers]
+        "workers": [worker.Worker(w.name, w.password, max_builds=w.max_builds) for w in s.workers]
         + [LocalWorker(CONTROL_WORKER)],
         "change_source": [],
         "schedulers": [],
         "builders": [],
         "services": [],
     }
-    build_workers = [w["name"] for w in s.workers]
+    build_workers = [w.name for w in s.workers]
 
     for r in s.repositories:
         c["change_source"].append(changes.GitPoller(
-            repourl=r["url"], branches=list(r["branches"]), pollInterval=r["poll_interval"],
-            workdir=str(poller_dir(state_dir, r["name"])), project=r["name"],
-            buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r['name']}"))
+            repourl=r.url, branches=list(r.branches), pollInterval=r.poll_interval,
+            workdir=str(poller_dir(state_dir, r.name)), project=r.name,
+            buildPushesWithNoCommits=True, pollAtLaunch=True, name=f"poller-{r.name}"))
 
     maintainer_schedulers = [HEADS_FORCE_SCHEDULER, FORCE_SCHEDULER]  # + each branch's rebuild-<builder>
     heads_steps = []
     for r in s.repositories:
         repo_targets = []
         for t, bname in targets:
-            if t.repository != r["name"]:
+            if t.repository != r.name:
                 continue
             sched = identifier(f"changes-{bname}")
             repo_targets.append((t, bname, sched))
             c["schedulers"].append(schedulers.SingleBranchScheduler(
-                name=sched, builderNames=[bname], treeStableTimer=min(10, r["poll_interval"]),
+                name=sched, builderNames=[bname], treeStableTimer=min(10, r.poll_interval),
                 change_filter=util.ChangeFilter(repository=t.url, branch=t.branch)))
             maintainer_schedulers.append(identifier(f"rebuild-{bname}"))
             c["schedulers"].append(schedulers.ForceScheduler(
@@ -139,7 +139,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                 locks=[tree_lock(bname)],
                 description=f"{t.repository} {t.branch} -> images/{safe_branch(t.branch)}/ "
                             f"(build config {t.build_name})"))
-        heads_steps += [UpdateStore(r["name"], r["url"], state_dir), ReconcileHeads(r["url"], repo_targets)]
+        heads_steps += [UpdateStore(r.name, r.url, state_dir), ReconcileHeads(r.url, repo_targets)]
 
     heads_factory = util.BuildFactory(heads_steps)
     c["builders"].append(util.BuilderConfig(
@@ -148,16 +148,16 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["schedulers"].append(AtStartup(name="heads-at-startup", builderNames=[HEADS_BUILDER]))
     c["schedulers"].append(schedulers.Periodic(
         name="heads-periodic", builderNames=[HEADS_BUILDER],
-        periodicBuildTimer=max(600, 4 * min(r["poll_interval"] for r in s.repositories))))
+        periodicBuildTimer=max(600, 4 * min(r.poll_interval for r in s.repositories))))
     c["schedulers"].append(schedulers.ForceScheduler(name=HEADS_FORCE_SCHEDULER, builderNames=[HEADS_BUILDER],
                                                      label="Check branch heads now", buttonName="Check"))
     add_bisect(c, s, targets, state_dir, images_root, build_workers)
     if add_loop(c, s, targets, state_dir, images_root):
         maintainer_schedulers.append(IMAGE_TEST_FORCE)
     # accounts and roles: README.md "Putting it on a lab network"
-    c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth["htpasswd"])),
+    c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth.htpasswd)),
                              maintainer_schedulers, FORCE_SCHEDULER))
-    if s.auth and s.auth["anonymous"] == "none":  # the dashboards are outside Buildbot's authz
+    if s.auth and s.auth.anonymous == "none":  # the dashboards are outside Buildbot's authz
         for d in c["www"]["plugins"]["wsgi_dashboards"]:
             d["app"] = LoginRequired(d["app"])
     tree_services = services_from_settings(s, images_root)
@@ -167,5 +167,5 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets])  # README "Notifications"
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
-    add_machines(c, [m["name"] for m in s.machines], CONTROL_WORKER)
+    add_machines(c, [m.name for m in s.machines], CONTROL_WORKER)
     return c

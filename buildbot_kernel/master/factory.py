@@ -29,12 +29,12 @@ def _skipped(results, step):
 
 def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildFactory:
     build = target.build
-    full_config = is_config_file(build["config"])
+    full_config = is_config_file(build.config)
     downloads = []
-    base_config = resolve(settings, build["config"]) if full_config else None
+    base_config = resolve(settings, build.config) if full_config else None
     if base_config is not None:
         downloads.append((base_config, "fragments/base.config"))
-    fragments = [resolve(settings, frag) for frag in build["fragments"]]
+    fragments = [resolve(settings, frag) for frag in build.fragments]
     for i, frag in enumerate(fragments):
         downloads.append((frag, f"fragments/{i}.config"))
     common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
@@ -58,11 +58,11 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     f.addStep(steps.ShellCommand(
         name="configure", haltOnFailure=True, env=NO_LOCALVERSION, **common,
         command=util.Transform(lambda lv: kbuild_commands.configure_script(
-            build, lv, len(build["fragments"]), full_config), util.Property("localversion"))))
+            build, lv, len(build.fragments), full_config), util.Property("localversion"))))
     f.addStep(KbuildCompile(
         # paths under the builder's directory are hashed relative (../src/...), so every branch builder
         # and every worker directory shares ccache hits: drm-tip's first build reuses drm-intel-next's work
-        env={**NO_LOCALVERSION, "CCACHE_BASEDIR": util.Property("builddir")}, timeout=build["timeout"], **common,
+        env={**NO_LOCALVERSION, "CCACHE_BASEDIR": util.Property("builddir")}, timeout=build.timeout, **common,
         command=util.Transform(lambda jobs, ccache, ts: kbuild_commands.compile_command(build, jobs, ccache, ts),
                                util.Property("jobs"), util.Property("use_ccache"),
                                util.Property("commit_date"))))
@@ -77,7 +77,7 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     f.addStep(AttachBuildRecord(target, base_config, fragments, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(PublishImage(target, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(RecordOutcome(target))
-    watching = [t["name"] for t in settings.tests if target.branch in t.get("branches", [])]
+    watching = [t.name for t in settings.tests if target.branch in t.branches]
     if watching:  # README.md "Regression watch"
         f.addStep(TriggerImageTests(target, watching))
     return f

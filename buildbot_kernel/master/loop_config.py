@@ -15,7 +15,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.bisect_config import BISECT_BUILDER, FORCE_SCHEDULER, TEST_SCHEDULER
-from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, WatchedTest, image_test_factory
+from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, image_test_factory
 
 IMAGE_TEST_BUILDER = "image-test"
 IMAGE_TEST_FORCE = "test-image"
@@ -27,12 +27,12 @@ def image_test_worker_names(machines: int) -> list[str]:
 
 def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> LoopContext | None:
     """``targets``: (BuildTarget, builder name) pairs; nothing is added when no test names testers."""
-    watched = [t for t in settings.tests if t["testers"]]
+    watched = [t for t in settings.tests if t.testers]
     if not watched:
         return None
     ctx = LoopContext(
-        tests={t["name"]: WatchedTest.from_settings(t) for t in watched},
-        images_root=images_root, state_dir=state_dir, base_url=settings.images["base_url"],
+        tests={t.name: t for t in watched},
+        images_root=images_root, state_dir=state_dir, base_url=settings.images.base_url,
         test_scheduler=TEST_SCHEDULER, bisect_scheduler=FORCE_SCHEDULER, bisect_builder=BISECT_BUILDER,
         builders={(t.repository, t.branch): (b, t.url, t.build_name) for t, b in targets})
     workers = image_test_worker_names(len(settings.machines))

@@ -39,7 +39,7 @@ class NotifyContext:
     images_root: str
     base_url: str
     web_urls: dict = field(default_factory=dict)  # repository name -> [[repository]] web_url
-    builds: dict = field(default_factory=dict)  # build config name -> its [[build]] table
+    builds: dict = field(default_factory=dict)  # build config name -> its [[build]] (settings.Build)
 
 
 def prop(build: Mapping, name: str, default=None):

@@ -66,13 +66,13 @@ def notify_services(s: settings.Settings, state_dir: str, images_root: str, bran
     if not n:
         return []
     password = None
-    if n["password_file"]:
-        password = settings.resolve(s, n["password_file"]).read_text(encoding="utf-8").strip()
-    host, port = split_hostport(n["smtp"])
-    ctx = NotifyContext(sender=n["from"], to=tuple(n["to"]), events=tuple(n["events"]), cc_culprit=n["cc_culprit"],
-                        state_dir=state_dir, images_root=images_root, base_url=s.images["base_url"],
-                        web_urls={r["name"]: r.get("web_url", "") for r in s.repositories},
-                        builds={b["name"]: b for b in s.builds})
+    if n.password_file:
+        password = settings.resolve(s, n.password_file).read_text(encoding="utf-8").strip()
+    host, port = split_hostport(n.smtp)
+    ctx = NotifyContext(sender=n.from_, to=n.to, events=n.events, cc_culprit=n.cc_culprit,
+                        state_dir=state_dir, images_root=images_root, base_url=s.images.base_url,
+                        web_urls={r.name: r.web_url for r in s.repositories},
+                        builds={b.name: b for b in s.builds})
     generators = []
     if "build-failed" in ctx.events:
         generators.append(KernelMailGenerator("build-failed", BuildFailedFormatter(ctx), list(branch_builders)))
@@ -82,6 +82,6 @@ def notify_services(s: settings.Settings, state_dir: str, images_root: str, bran
         generators.append(KernelMailGenerator("culprit", BisectFormatter(ctx), [BISECT_BUILDER]))
     if not generators:
         return []
-    return [KernelMailNotifier(fromaddr=n["from"], relayhost=host, smtpPort=port, useTls=n["starttls"],
-                               smtpUser=n["user"] or None, smtpPassword=password, sendToInterestedUsers=False,
+    return [KernelMailNotifier(fromaddr=n.from_, relayhost=host, smtpPort=port, useTls=n.starttls,
+                               smtpUser=n.user or None, smtpPassword=password, sendToInterestedUsers=False,
                                generators=generators, outbox_dir=state_dir)]

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.bisect.log import parse_log
 from buildbot_kernel.commitlink import PLACEHOLDER, commit_url
 from buildbot_kernel.notify.compose import Mail, body_line, header_text
+
+if TYPE_CHECKING:
+    from buildbot_kernel.settings import Build
 
 SHORT = 12
 EVENTS = ("build-failed", "regression", "culprit")
@@ -148,13 +152,12 @@ def _indent(text: str) -> list[str]:
     return ["    " + line for line in text.rstrip("\n").splitlines()] or ["    (empty)"]
 
 
-def _config_line(build: Mapping | None, build_name: str) -> str:
+def _config_line(build: Build | None, build_name: str) -> str:
     if not build:
         return f"build config {build_name}"
-    frags = build.get("fragments") or []
-    extra = f" + {', '.join(frags)}" if frags else ""
-    cross = f", CROSS_COMPILE={build['cross_compile']}" if build.get("cross_compile") else ""
-    return f"{build_name}: ARCH={build.get('arch', '')} {build.get('config', '')}{extra}{cross}"
+    extra = f" + {', '.join(build.fragments)}" if build.fragments else ""
+    cross = f", CROSS_COMPILE={build.cross_compile}" if build.cross_compile else ""
+    return f"{build_name}: ARCH={build.arch} {build.config}{extra}{cross}"
 
 
 def culprit_mail(result: Mapping, *, bisect_log: str, build_url: str, sender: str, base_url: str,

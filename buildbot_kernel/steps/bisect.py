@@ -35,11 +35,12 @@ from buildbot.process.results import CANCELLED, FAILURE, RETRY, SKIPPED, SUCCESS
 from twisted.internet import defer, threads
 from twisted.python import failure
 
+from buildbot_kernel import settings
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, Build, Done, Test, Unresolved, start_bisect
 from buildbot_kernel.bisect.engine import remaining_candidates as engine_remaining
 from buildbot_kernel.bisect.mirror import update_mirror
-from buildbot_kernel.bisect.request import FIELDS, BisectRequest, NamedTest, Target, parse_request
+from buildbot_kernel.bisect.request import FIELDS, BisectRequest, Target, parse_request
 from buildbot_kernel.bisect.session import BisectSession
 from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
@@ -62,8 +63,8 @@ class BisectContext:
     build_schedulers: dict[str, str]  # target (branch builder name) -> its Triggerable scheduler
     test_scheduler: str
     build_workers: list[str] = field(default_factory=list)
-    tests: list[NamedTest] = field(default_factory=list)
-    auth: dict | None = None  # the [auth] settings; None: everyone is admin (loopback only)
+    tests: list[settings.Test] = field(default_factory=list)  # the named [[test]]s
+    auth: settings.Auth | None = None  # None: no [auth], everyone is admin (loopback only)
 
     def target(self, builder: str) -> Target:
         return next(t for t in self.targets if t.builder == builder)

@@ -32,6 +32,7 @@ from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.imagetree import results
+from buildbot_kernel.settings import Test
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
@@ -44,26 +45,10 @@ TEST_PROPS = ("image_test", "image_name", "image_branch", "image_sha", "image_re
 
 
 @dataclass(frozen=True)
-class WatchedTest:
-    """A ``[[test]]`` with its watch settings, as the steps need it."""
-
-    name: str
-    command: str
-    mode: str
-    timeout: int
-    branches: tuple[str, ...]
-    testers: tuple[str, ...]
-
-    @classmethod
-    def from_settings(cls, t: dict) -> WatchedTest:
-        return cls(t["name"], t["command"], t["mode"], t["timeout"], tuple(t["branches"]), tuple(t["testers"]))
-
-
-@dataclass(frozen=True)
 class LoopContext:
     """What the master configuration gives every image-test build."""
 
-    tests: dict[str, WatchedTest]
+    tests: dict[str, Test]  # the watched [[test]]s by name
     images_root: str
     state_dir: str
     base_url: str
@@ -171,7 +156,7 @@ class PickTester(buildstep.BuildStep):
 class RunImageTest(buildstep.BuildStep):
     name = "test"
 
-    def __init__(self, ctx: LoopContext, test: WatchedTest, tester: str, **kwargs):
+    def __init__(self, ctx: LoopContext, test: Test, tester: str, **kwargs):
         self.ctx = ctx
         self.test = test
         self.tester_name = tester

@@ -80,8 +80,8 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
     @defer.inlineCallbacks
     def run(self):
         env = dict(self.env or {})
-        if self.target.build.get("cross_compile"):
-            env["CROSS_COMPILE"] = self.target.build["cross_compile"]
+        if self.target.build.cross_compile:
+            env["CROSS_COMPILE"] = self.target.build.cross_compile
         cmd = yield self.makeRemoteShellCommand(collectStdout=True, env=env)
         yield self.runCommand(cmd)
         if cmd.didFail():
@@ -108,8 +108,8 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
         name = naming.image_name(facts["kernelversion"], t.branch, facts["sha"], ts,
                                  at_release_tag=facts.get("at_tag") == "1",
                                  localversion_files=facts.get("localversion_files", ""))
-        jobs = t.build.get("jobs") or int(facts.get("cpus") or 1)
-        use_ccache = bool(t.build.get("ccache")) and facts.get("ccache") == "1"
+        jobs = t.build.jobs or int(facts.get("cpus") or 1)
+        use_ccache = t.build.ccache and facts.get("ccache") == "1"
         commit_date = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         props = {
             "image_name": name,

@@ -77,14 +77,14 @@ class PublishImage(buildstep.BuildStep):
             "sha": p("commit_sha"), "subject": p("commit_subject"), "author": p("commit_author"),
             "commit_date": p("commit_date"),
             "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build": t.build_name, "arch": t.build["arch"], "compiler": p("compiler"),
-            "config": t.build["config"], "fragments": list(t.build.get("fragments", [])),
+            "build": t.build_name, "arch": t.build.arch, "compiler": p("compiler"),
+            "config": t.build.config, "fragments": list(t.build.fragments),
             "build_seconds": build_seconds, "builder": self.build.builder.name,
             "buildnumber": p("buildnumber"),
             # never the branch's ``latest`` unless it is the head (docs/index-format.md)
             "on_demand": bool(p(ON_DEMAND_PROPERTY)),
             # the formats built, so the completeness rule checks their files (buildbot_kernel/formats/)
-            "packages": [f.name for f in formats.selected(t.build.get("packages", ()))],
+            "packages": [f.name for f in formats.selected(t.build.packages)],
             **({"reproducer": p(REPRODUCER_PROPERTY)} if p(REPRODUCER_PROPERTY) else {}),
         }
 

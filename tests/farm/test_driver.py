@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 
 from buildbot_kernel.farm.driver import MachineDriver, ShellPower, lock_name
 from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
 _names = itertools.count()
@@ -59,13 +60,12 @@ class SimMachine:
         self.clock.callLater(1, self.registry.boot_request, self.name)  # stage 2 polls
 
 
-def make(script, mode_cfg=None, clock=None):
+def make(script, clock=None):
     clock = clock or Clock()
     name = f"sim{next(_names)}"
     reg = Registry([name], clock=clock.seconds)
     sim = SimMachine(name, reg, clock, script)
-    cfg = {"name": name, "boot_timeout": 60, "test_timeout": 100, "retries": 2, "poll": 2}
-    cfg.update(mode_cfg or {})
+    cfg = Machine(name=name, boot_timeout=60, test_timeout=100, retries=2, poll=2)
     drv = MachineDriver(cfg, reg, sim, "http://h:1", reactor=clock, clock=clock.seconds)
     return drv, sim, reg, clock
 

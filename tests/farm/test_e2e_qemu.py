@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,12 @@ from buildbot_kernel.farm.testing import (
     write_image,
 )
 from buildbot_kernel.farm.testing import http_post as _post
+from buildbot_kernel.settings import Machine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-MACHINE = {
-    "name": "vm1", "type": "qemu", "boot_timeout": 60, "test_timeout": 60, "retries": 1, "poll": 1,
-    "install_modules": True, "cmdline": "console=ttyS0 panic=5", "soft_reboot": "", "power_cycle": "",
-}
+MACHINE = Machine(name="vm1", type="qemu", boot_timeout=60, test_timeout=60, retries=1, poll=1,
+                  install_modules=True, cmdline="console=ttyS0 panic=5")
 KEY = "vm1-e2e-machine-key-0123456789"
 MARK_TEST = 'test -f "/lib/modules/$(uname -r)/bbk-marker" && echo "MARK-OK $(uname -r)"'
 
@@ -47,7 +47,7 @@ def farm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("farm")
     images = tmp / "images"
     images.mkdir()
-    registry = Registry([MACHINE["name"]], tmp / "farm-state.json", keys={"vm1": KEY})
+    registry = Registry([MACHINE.name], tmp / "farm-state.json", keys={"vm1": KEY})
     server = FarmServer(images, registry, poll={"vm1": 1}, initrds={"vm1": s1.ramfs})
     server.start()
     vm = QemuMachine("vm1", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", key=KEY)
@@ -145,7 +145,7 @@ def test_hanging_candidate_is_power_cycled_retried_then_skipped(farm):
     mid = len(data) // 2  # inside the compressed payload: the decompressor halts the machine
     data[mid: mid + 4096] = bytes(4096)
     entry = farm.image("6.1.0-96-bbk-hangs", vmlinuz=bytes(data))
-    quick = MachineDriver(dict(MACHINE, boot_timeout=30), farm.registry, farm.vm, farm.server.guest_url(),
+    quick = MachineDriver(replace(MACHINE, boot_timeout=30), farm.registry, farm.vm, farm.server.guest_url(),
                           public_base=farm.server.images_url, initrd=farm.server.initrd_file("vm1"))
     starts = farm.vm.starts
     out = farm.step(entry, "true", "test", drv=quick)

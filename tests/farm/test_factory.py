@@ -8,7 +8,7 @@ from buildbot_kernel.farm.driver import ShellPower
 from buildbot_kernel.farm.factory import machine_server_url, make_farm
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.testing import settings_toml
-from buildbot_kernel.settings import SettingsError, parse
+from buildbot_kernel.settings import Machine, SettingsError, parse
 
 BASE = settings_toml(18011, "images", "http://localhost:18011", "")
 
@@ -59,7 +59,7 @@ key_file = "keys/skl-1.key"
 
 
 def test_server_url_setting_wins():
-    m = {"name": "x", "type": "qemu", "server_url": "http://10.0.2.2:9/"}
+    m = Machine(name="x", type="qemu", server_url="http://10.0.2.2:9/")
     assert machine_server_url(m, "http://localhost:8011", 8011) == "http://10.0.2.2:9"
 
 

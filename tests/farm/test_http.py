@@ -12,6 +12,7 @@ from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import FarmServer
 from buildbot_kernel.farm.testing import http_get as get
 from buildbot_kernel.farm.testing import http_post as post
+from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
 KEY = "m1-key-for-the-http-tests"
@@ -34,7 +35,7 @@ def test_nothing_assigned_says_wait(srv):
 
 
 def test_one_step_over_http(srv):
-    a = ins.make_assignment({"name": "m1"}, {"name": "6.1-x", "url": "http://h/i/",
+    a = ins.make_assignment(Machine(name="m1"), {"name": "6.1-x", "url": "http://h/i/",
                                              "files": {"vmlinuz": {"sha256": SHA}}},
                             "echo from server", "test", srv.url)
     srv.registry.assign(a)

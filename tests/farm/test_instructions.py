@@ -1,11 +1,14 @@
 """Boot instructions and single-use tokens (pure)."""
 
+from dataclasses import replace
+
 import pytest
 
 from buildbot_kernel.farm import instructions as ins
+from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
-MACHINE = {"name": "skl-1", "cmdline": "console=ttyS0 root=/dev/sda2", "install_modules": True}
+MACHINE = Machine(name="skl-1", cmdline="console=ttyS0 root=/dev/sda2", install_modules=True)
 
 
 def entry(**kw):
@@ -34,7 +37,7 @@ def test_assignment_renders_what_stage1_parses():
 
 
 def test_modules_only_when_configured_and_initrd_passed_through():
-    a = ins.make_assignment(dict(MACHINE, install_modules=False), entry(), "true", "test", "http://h:1",
+    a = ins.make_assignment(replace(MACHINE, install_modules=False), entry(), "true", "test", "http://h:1",
                             initrd=ins.BootFile("http://h:1/machines/skl-1/initrd", SHA))
     got = ins.parse(ins.render(a))
     assert "MODULES_URL" not in got and got["INITRD_URL"] == "http://h:1/machines/skl-1/initrd"
@@ -64,7 +67,7 @@ def test_bad_mode_and_server_url():
 
 
 def test_a_newline_cannot_smuggle_a_key():
-    a = ins.make_assignment(dict(MACHINE, cmdline="quiet\nKERNEL_URL=http://evil/"), entry(), "true", "boot",
+    a = ins.make_assignment(replace(MACHINE, cmdline="quiet\nKERNEL_URL=http://evil/"), entry(), "true", "boot",
                             "http://h:1")
     with pytest.raises(ins.InstructionError, match="CMDLINE"):
         ins.render(a)

@@ -6,6 +6,7 @@ import pytest
 
 from buildbot_kernel.farm import instructions as ins
 from buildbot_kernel.farm.registry import Registry, UnknownMachine
+from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
 
@@ -19,7 +20,7 @@ class Clock:
 
 
 def assignment(machine="m1", name="6.1.0-x"):
-    return ins.make_assignment({"name": machine}, {"name": name, "url": "http://h/i/",
+    return ins.make_assignment(Machine(name=machine), {"name": name, "url": "http://h/i/",
                                                     "files": {"vmlinuz": {"sha256": SHA}}},
                                "echo hi", "test", "http://h:1")
 

@@ -25,6 +25,7 @@ from twisted.trial import unittest as trial
 
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
 from buildbot_kernel.resources import shipped
+from buildbot_kernel.settings import Build
 from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage
 from buildbot_kernel.target import BuildTarget
 from tests.bisect.history import linear, make_history
@@ -301,7 +302,7 @@ class TestFullImageDisk(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
                     f.write(b"\0" * 65536)
                     f.flush()
         target = BuildTarget(repository="fixture", url=fields["url"], branch="drm-tip",
-                             build={"name": "x86_64", "arch": "x86_64", "config": "defconfig"},
+                             build=Build(name="x86_64", arch="x86_64", config="defconfig"),
                              images_root=str(root), state_dir=str(self.disk / "state"))
         self.setup_step(PublishImage(target))
         for key, value in (("image_name", fields["name"]), ("commit_sha", fields["sha"]),

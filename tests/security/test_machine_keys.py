@@ -23,6 +23,7 @@ from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import FarmServer, ReactorThread
 from buildbot_kernel.farm.testing import http_get as get
 from buildbot_kernel.farm.testing import http_post as post
+from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
 KEY = "the-m1-machine-key-0123456789"
@@ -55,7 +56,7 @@ def farm(tmp_path):
 
 
 def assign(farm) -> ins.Assignment:
-    a = ins.make_assignment({"name": "m1"}, IMAGE, "true", "boot", farm.server.url)
+    a = ins.make_assignment(Machine(name="m1"), IMAGE, "true", "boot", farm.server.url)
     farm.registry.assign(a)
     return a
 
@@ -104,7 +105,7 @@ def test_third_party_gets_during_a_boot_change_nothing_and_the_good_commit_stays
     holder's GET only looks."""
     results = []
     powered = []
-    driver = MachineDriver({"name": "m1", "boot_timeout": 30, "test_timeout": 30, "retries": 2, "poll": 1},
+    driver = MachineDriver(Machine(name="m1", boot_timeout=30, test_timeout=30, retries=2, poll=1),
                            farm.registry, type("Power", (), {"soft_reboot": lambda self: powered.append(1),
                                                              "power_cycle": lambda self: powered.append(2)})(),
                            farm.server.url)

@@ -10,13 +10,14 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from buildbot_kernel.farm.driver import lock_name
-from buildbot_kernel.steps.image_test import LoopContext, PickTester, WatchedTest
+from buildbot_kernel.settings import Test
+from buildbot_kernel.steps.image_test import LoopContext, PickTester
 
 SHA = "18097b4c2a6d93e1f3c7a4bbd0e6f9a1b2c3d4e5"
 
 
 def context(testers) -> LoopContext:
-    test = WatchedTest("boot", "true", "boot", 60, ("drm-tip",), tuple(testers))
+    test = Test(name="boot", command="true", mode="boot", timeout=60, branches=["drm-tip"], testers=testers)
     return LoopContext(tests={"boot": test}, images_root="/nonexistent", state_dir="/nonexistent",
                        base_url="http://127.0.0.1:8011", test_scheduler="bisect-test", bisect_scheduler="bisect",
                        bisect_builder="bisect", builders={})

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from buildbot_kernel import kbuild_commands
 from buildbot_kernel.ledger import FAILED, BuildLedger
+from buildbot_kernel.settings import Build
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts
 from buildbot_kernel.target import BuildTarget
 
@@ -39,8 +40,7 @@ class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         root = tempfile.mkdtemp(prefix="bbk-steptest-")  # trial's mktemp() would write into the checkout
         self.addCleanup(shutil.rmtree, root, True)
         return BuildTarget(repository="drm-intel", url="https://example.org/i915.git", branch="drm-intel-fixes",
-                           build={"name": "x86_64", "arch": "x86_64", "config": "defconfig", "fragments": [],
-                                  "ccache": True, "jobs": 0, "cross_compile": "", **build},
+                           build=Build(name="x86_64", arch="x86_64", config="defconfig", **build),
                            images_root=root + "/images", state_dir=root + "/state")
 
 

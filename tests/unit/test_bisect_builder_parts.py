@@ -9,15 +9,16 @@ import pytest
 
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BisectInputError
-from buildbot_kernel.bisect.request import BisectRequest, NamedTest, Target, parse_request, split_revisions
+from buildbot_kernel.bisect.request import BisectRequest, Target, parse_request, split_revisions
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.imagetree.testing import fake_sha, make_image
+from buildbot_kernel.settings import Test
 
 TARGETS = [Target("drm-tip", "drm-intel", "https://example.org/i915.git", "drm-tip", "x86_64"),
            Target("drm-intel:next", "drm-intel", "https://example.org/i915.git", "next", "x86_64")]
 BUILDS = ["x86_64", "arm64"]
 GOOD = {"target": "drm-tip", "good": "v6.8 v6.7", "bad": "drm-tip", "command": "true"}
-TESTS = [NamedTest("proc-version", "grep -q Linux /proc/version", "test", 30)]
+TESTS = [Test(name="proc-version", command="grep -q Linux /proc/version", mode="test", timeout=30)]
 
 
 def parse(**over):

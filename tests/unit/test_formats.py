@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from buildbot_kernel import formats, kbuild_commands
 from buildbot_kernel.imagetree import package
+from buildbot_kernel.settings import Build
 
-BUILD = {"name": "x86_64", "arch": "x86_64", "packages": ["tar", "deb"]}
+BUILD = Build(name="x86_64", arch="x86_64", packages=["tar", "deb"])
 NAME = "6.1.0-fake-drm-intel-next_18097b_20130718_+"
 
 
@@ -71,7 +73,7 @@ def test_package_script_runs_every_selected_format_in_order():
     script = kbuild_commands.package_script(BUILD, NAME)
     assert script.index("# package format tar") < script.index("# package format deb")
     assert "dpkg-deb --root-owner-group" in script
-    assert "# package format deb" not in kbuild_commands.package_script({**BUILD, "packages": ["tar"]}, NAME)
+    assert "# package format deb" not in kbuild_commands.package_script(replace(BUILD, packages=("tar",)), NAME)
     assert f"stage/boot/vmlinuz-{NAME}" in script  # the exact image name: '+' and '_' need no quoting
     assert script.rstrip().endswith("ls -l pkg")
 

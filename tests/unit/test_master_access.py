@@ -10,6 +10,7 @@ from buildbot.www.authz.endpointmatchers import AnyControlEndpointMatcher, AnyEn
 from buildbot_kernel.master import auth
 from buildbot_kernel.master.config import make_config, strport
 from buildbot_kernel.resources import shipped
+from buildbot_kernel.settings import Auth
 from buildbot_kernel.steps import bisect_test, bisect_testers
 
 SETTINGS = shipped("settings.toml").read_text().replace(
@@ -65,7 +66,7 @@ def test_free_form_command_values():
 
 
 def test_start_step_check_of_a_command():
-    settings = {"admins": ["alice"], "maintainers": ["bob"]}
+    settings = Auth(htpasswd="users.htpasswd", admins=["alice"], maintainers=["bob"])
     assert auth.may_run_command(None, "anonymous")  # no [auth]: loopback only, everyone is admin
     assert auth.may_run_command(settings, "alice")
     assert not auth.may_run_command(settings, "bob") and not auth.may_run_command(settings, None)

@@ -206,9 +206,9 @@ password = "p"
 
 
 def test_settings_group_must_exist():
-    assert parse(SETTINGS.format(group="")).images["group"] == ""
+    assert parse(SETTINGS.format(group="")).images.group == ""
     existing = grp.getgrgid(os.getegid()).gr_name
-    assert parse(SETTINGS.format(group=existing)).images["group"] == existing
+    assert parse(SETTINGS.format(group=existing)).images.group == existing
     with pytest.raises(SettingsError) as e:
         parse(SETTINGS.format(group="no-such-group-xyz"))
     assert "[images].group: group 'no-such-group-xyz' does not exist on this host; create it" in str(e.value)

@@ -41,8 +41,7 @@ def ctx(**kw) -> NotifyContext:
     base = dict(sender=SENDER, to=(LIST,), events=texts.EVENTS, cc_culprit=True, state_dir="/nonexistent",
                 images_root="/nonexistent", base_url="http://images.example.org",
                 web_urls={"drm-intel": "https://git.example.org/commit/{sha}"},
-                builds={"x86_64": {"name": "x86_64", "arch": "x86_64", "config": "defconfig", "fragments": ["a.cfg"],
-                                   "cross_compile": ""}})
+                builds={"x86_64": settings.Build(name="x86_64", config="defconfig", fragments=["a.cfg"])})
     return NotifyContext(**{**base, **kw})
 
 
@@ -247,7 +246,7 @@ NOTIFY = '\n[notify]\nsmtp = "mail.example.org:587"\nfrom = "bb@example.org"\nto
 
 def test_notify_settings_defaults():
     s = settings.parse(GOOD + NOTIFY)
-    assert s.notify == {"smtp": "mail.example.org:587", "user": "", "password_file": "", "starttls": False,
+    assert s.notify.to_json() == {"smtp": "mail.example.org:587", "user": "", "password_file": "", "starttls": False,
                         "from": "bb@example.org", "to": ["list@example.org"],
                         "events": ["build-failed", "regression", "culprit"], "cc_culprit": False}
     assert settings.parse(GOOD).notify is None
@@ -281,7 +280,7 @@ def test_bad_notify_settings_name_the_key_and_the_fix(tmp_path, change, expected
 def test_password_file_relative_to_the_settings_file(tmp_path):
     (tmp_path / "smtp.pw").write_text("secret\n")
     s = settings.parse(GOOD + NOTIFY + 'user = "bb"\npassword_file = "smtp.pw"\n', str(tmp_path / "s.toml"))
-    assert s.notify["user"] == "bb"
+    assert s.notify.user == "bb"
 
 
 def test_master_config_adds_the_mail_reporter_with_its_generators(tmp_path):
@@ -334,7 +333,8 @@ def test_readme_example_is_what_the_formatter_renders():
     images = "http://kernels.example.org:8011/drm-tip/6.10.0-rc3-drm-tip_"
     c = ctx(base_url="http://kernels.example.org:8011",
             web_urls={"drm-intel": "https://gitlab.freedesktop.org/drm/i915/kernel/-/commit/{sha}"},
-            builds={"x86_64": {"arch": "x86_64", "config": "defconfig", "fragments": ["configs/i915.config"]}})
+            builds={"x86_64": settings.Build(name="x86_64", arch="x86_64", config="defconfig",
+                                    fragments=["configs/i915.config"])})
     r = {"status": "done", "verified": True, "tests": 4, "builds": 2,
          "request": {"repository": "drm-intel", "url": "https://gitlab.freedesktop.org/drm/i915/kernel.git",
                      "branch": "drm-tip", "good": [good], "bad": bad, "test": "boot", "command": "true",

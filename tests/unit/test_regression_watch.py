@@ -41,7 +41,7 @@ def problems(extra: str, tmp_path) -> str:
 def test_watched_test_settings(tmp_path):
     s = settings.parse(BASE + '[[test]]\nname = "boot"\ncommand = "true"\nbranches = ["drm-tip"]\n'
                        'testers = ["vm1", "local"]\n', str(tmp_path / "s.toml"))
-    assert s.test("boot")["branches"] == ["drm-tip"] and s.test("boot")["testers"] == ["vm1", "local"]
+    assert s.test("boot").branches == ("drm-tip",) and s.test("boot").testers == ("vm1", "local")
     msg = problems('[[test]]\nname = "boot"\ncommand = "true"\nbranches = ["drm-next"]\ntesters = ["vm2"]\n',
                    tmp_path)
     assert "[[test]] ('boot').branches: 'drm-next' is not a branch of any [[repository]]" in msg

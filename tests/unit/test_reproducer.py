@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from buildbot_kernel import kbuild_commands, reproducer
+from buildbot_kernel.settings import Build
 
-BUILD = {"name": "arm64", "arch": "arm64", "config": "defconfig", "fragments": ["a.config"],
-         "cross_compile": "aarch64-linux-gnu-", "packages": ["tar"]}
+BUILD = Build(name="arm64", arch="arm64", config="defconfig", fragments=["a.config"],
+              cross_compile="aarch64-linux-gnu-", packages=["tar"])
 NAME = "6.1.0-drm-tip_18097b_20130718_+"
 ARGS = {"url": "https://example.org/k.git", "sha": "a" * 40, "name": NAME, "branch": "drm-tip",
         "localversion": "-drm-tip_18097b_20130718_", "timestamp": "2013-07-18T09:30:00Z"}

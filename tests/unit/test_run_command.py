@@ -31,7 +31,7 @@ def test_environment_settings_are_what_the_worker_is_made_from(tmp_path):
     master = tmp_path / "master"
     subprocess.run([str(run.BIN / "buildbot"), "create-master", "-q", str(master)], check=True)
     s = run.prepare_master(master, None, environ={settings.ENV_VAR: str(mine)})
-    assert (s.server["worker_port"], s.workers[0]["password"], s.path) == (9777, "from-env", str(mine))
+    assert (s.server.worker_port, s.workers[0].password, s.path) == (9777, "from-env", str(mine))
     with pytest.raises(CommandError, match="disagree"):
         run.settings_path(master, shipped("settings.toml"), environ={settings.ENV_VAR: str(mine)})
 

@@ -36,16 +36,16 @@ def problems(text, path="s.toml"):
 
 def test_shipped_settings_are_valid_and_watch_drm_intel():
     s = settings.load(shipped("settings.toml"))
-    assert s.repositories[0]["branches"] == ["drm-intel-fixes", "drm-intel-next", "drm-tip"]
-    assert "freedesktop.org/drm/i915" in s.repositories[0]["url"]
-    assert s.build("x86_64")["config"] == "defconfig"
+    assert s.repositories[0].branches == ("drm-intel-fixes", "drm-intel-next", "drm-tip")
+    assert "freedesktop.org/drm/i915" in s.repositories[0].url
+    assert s.build("x86_64").config == "defconfig"
 
 
 def test_defaults_filled_in():
     s = settings.parse(GOOD)
-    assert s.repositories[0]["poll_interval"] == 300
-    assert s.build("x86_64")["packages"] == ["tar"]
-    assert s.images["base_url"] == "http://localhost:8011"
+    assert s.repositories[0].poll_interval == 300
+    assert s.build("x86_64").packages == ("tar",)
+    assert s.images.base_url == "http://localhost:8011"
 
 
 def test_unknown_key_is_an_error_naming_it():
@@ -86,7 +86,7 @@ def test_unreadable_fragment(tmp_path):
     msg = problems(text, str(tmp_path / "s.toml"))
     assert "config file 'missing.config' is not a readable file" in msg
     (tmp_path / "missing.config").write_text("CONFIG_DRM_I915=y\n")
-    assert settings.parse(text, str(tmp_path / "s.toml")).build("x86_64")["fragments"] == ["missing.config"]
+    assert settings.parse(text, str(tmp_path / "s.toml")).build("x86_64").fragments == ("missing.config",)
 
 
 def test_missing_required_key_and_all_problems_at_once():
@@ -103,7 +103,7 @@ def test_not_toml():
 def test_deb_packages_accepted():
     s = settings.parse(GOOD.replace('name = "x86_64"\n[[worker]]',
                                     'name = "x86_64"\npackages = ["tar", "deb"]\n[[worker]]'))
-    assert s.builds[0]["packages"] == ["tar", "deb"]
+    assert s.builds[0].packages == ("tar", "deb")
 
 
 def test_unknown_package_format_names_the_registry():
@@ -228,8 +228,8 @@ def test_missing_fragment_and_config_files_name_the_key(tmp_path):
 def test_repository_web_url_is_an_http_template_with_sha():
     ok = settings.parse(GOOD.replace('build = "x86_64"\n', 'build = "x86_64"\nweb_url = '
                                      '"https://gitlab.example.org/linux/-/commit/{sha}"\n', 1))
-    assert ok.repositories[0]["web_url"].endswith("/commit/{sha}")
-    assert settings.parse(GOOD).repositories[0]["web_url"] == ""
+    assert ok.repositories[0].web_url.endswith("/commit/{sha}")
+    assert settings.parse(GOOD).repositories[0].web_url == ""
     for bad in ("https://gitlab.example.org/linux/-/commit/", "javascript:alert('{sha}')", "ftp://x/{sha}"):
         text = problems(GOOD.replace('build = "x86_64"\n', f'build = "x86_64"\nweb_url = "{bad}"\n', 1))
         assert "[[repository]] #1 ('drm-intel').web_url: expected an http(s) commit URL template holding {sha}" in text

@@ -48,7 +48,7 @@ def test_every_listener_defaults_to_bind(tmp_path):
     s = settings.parse(text('bind = "127.0.0.2"\nweb_bind = "::1"'), str(tmp_path / "s.toml"))
     assert (s.listener("web_bind"), s.listener("worker_bind"), s.listener("image_bind")) == (
         "::1", "127.0.0.2", "127.0.0.2")
-    assert s.auth is None and s.tests == []
+    assert s.auth is None and s.tests == ()
 
 
 @pytest.mark.parametrize("key", ["bind", "web_bind", "worker_bind", "image_bind"])
@@ -65,7 +65,7 @@ def test_web_off_loopback_needs_auth(tmp_path):
     assert "the web UI listens on 0.0.0.0 (not loopback) but there is no [auth] section" in msg
     write_htpasswd(tmp_path / "users.htpasswd", alice="a-password")
     s = settings.parse(text('web_bind = "0.0.0.0"', extra=AUTH), str(tmp_path / "s.toml"))
-    assert s.auth == {"htpasswd": "users.htpasswd", "admins": ["alice"], "maintainers": ["bob"],
+    assert s.auth.to_json() == {"htpasswd": "users.htpasswd", "admins": ["alice"], "maintainers": ["bob"],
                       "anonymous": "read"}
 
 
@@ -83,7 +83,7 @@ def test_worker_port_off_loopback_refuses_shipped_passwords(tmp_path, password):
 
 def test_the_shipped_settings_password_is_a_shipped_default():
     example = shipped("settings.toml")
-    assert {w["password"] for w in settings.load(example).workers} <= settings.SHIPPED_WORKER_PASSWORDS
+    assert {w.password for w in settings.load(example).workers} <= settings.SHIPPED_WORKER_PASSWORDS
 
 
 def test_htpasswd_must_exist(tmp_path):
@@ -109,8 +109,8 @@ def test_auth_keys_are_checked(tmp_path):
 
 def test_named_tests(tmp_path):
     s = settings.parse(text(extra='[[test]]\nname = "proc"\ncommand = "true"\n'), str(tmp_path / "s.toml"))
-    assert s.test("proc") == {"name": "proc", "command": "true", "mode": "test", "timeout": 600, "branches": [],
-                              "testers": []}
+    assert s.test("proc") == settings.Test(name="proc", command="true", mode="test", timeout=600, branches=(),
+                                           testers=())
     msg = problems(text(extra='[[test]]\nname = "p"\ncommand = " "\nmode = "run"\ntimeout = 0\n'), tmp_path)
     assert "[[test]] #1 ('p').command: expected a non-empty shell command" in msg
     assert "[[test]] #1 ('p').mode: expected one of ['boot', 'test']" in msg
