@@ -18,6 +18,7 @@ from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import FarmServer, ReactorThread, write_image
 from buildbot_kernel.farm.testing import http_get as get
 from buildbot_kernel.farm.testing import http_post as post
+from buildbot_kernel.settings import Machine
 
 KEY = "m1-key-for-the-release-tests"
 CANDIDATE = {"name": "6.1.0-bad-candidate", "url": "http://h/i/", "files": {"vmlinuz": {"sha256": "ab" * 32}}}
@@ -43,7 +44,7 @@ def farm(tmp_path):
 
 
 def _driver(srv, tmp, **machine):
-    m = {"name": "m1", "poll": 2, "boot_timeout": 30, "test_timeout": 30, "retries": 0, **machine}
+    m = Machine(**{"name": "m1", "poll": 2, "boot_timeout": 30, "test_timeout": 30, "retries": 0, **machine})
     return MachineDriver(m, srv.registry, NoPower(), srv.url, public_base=srv.url,
                          index_path=str(tmp / "images" / "index.json"))
 
