@@ -165,7 +165,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))
     c["services"] += tree_services
-    c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets])  # README "Notifications"
+    c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets],  # README "Notifications"
+                                     outbox_dir=os.path.join(basedir, "state"))
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     add_machines(c, [m["name"] for m in s.machines], CONTROL_WORKER)
