@@ -40,6 +40,7 @@ class MasterFailover(BuildbotService):
     def __init__(self, *args, **kwargs):
         self.timeout = 60
         self._loop: task.LoopingCall | None = None
+        self._takeover: defer.Deferred | None = None  # one at a time, beside the heartbeat
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -56,18 +57,36 @@ class MasterFailover(BuildbotService):
         if loop is not None and loop.running:
             loop.stop()
 
-    def _beat_logged(self):
-        d = self.beat()
-        d.addErrback(log.err, "master failover: heartbeat or takeover failed (retried at the next beat)")
-        return d
-
     @defer.inlineCallbacks
+    def _beat_logged(self):
+        """The loop waits for the heartbeat only: a long takeover must not make this master look silent."""
+        try:
+            yield self.beat()
+        except Exception:
+            log.err(None, "master failover: heartbeat failed (retried at the next beat)")
+            return
+        if self._takeover is None:
+            self._takeover = self.take_over()
+            self._takeover.addErrback(log.err, "master failover: takeover failed (retried at the next beat)")
+            self._takeover.addBoth(self._takeover_done)
+
+    def _takeover_done(self, result):
+        self._takeover = None
+        return result
+
     def beat(self):
-        """Say this master is alive; deactivate the silent ones; claim what they held.  Returns their names."""
+        """Say this master is alive."""
         master = self.master
         if master.masterid is None:  # still starting
+            return defer.succeed(None)
+        return master.data.updates.masterActive(name=master.name, masterid=master.masterid)
+
+    @defer.inlineCallbacks
+    def take_over(self):
+        """Deactivate the silent masters; claim what they held.  Returns their names."""
+        master = self.master
+        if master.masterid is None:
             return []
-        yield master.data.updates.masterActive(name=master.name, masterid=master.masterid)
         masters = yield master.db.masters.getMasters()
         taken = []
         for m in silent_masters(masters, master.masterid, master.reactor.seconds(), self.timeout):
@@ -75,13 +94,27 @@ class MasterFailover(BuildbotService):
             if not changed:  # another survivor did it first
                 continue
             log.msg(f"master failover: {m.name} silent for more than {self.timeout}s: taking over its work")
-            # Buildbot's own deactivation (data/masters.py): RETRY its builds, unclaim its requests,
-            # release its schedulers and change sources, and tell every master
+            # Buildbot's own deactivation (data/masters.py): RETRY its builds, release its schedulers and
+            # change sources, and tell every master
             yield master.data.rtypes.master._masterDeactivated(m.id, m.name)
+            yield self._unclaim(m.id)
             taken.append(m.name)
         if taken:
             yield self._claim_freed()
         return taken
+
+    @defer.inlineCallbacks
+    def _unclaim(self, masterid: int):
+        """Buildbot's housekeeping unclaims with the *calling* master's id (it was written for a master
+        cleaning up after its own previous run), which frees nothing of another master: free the dead
+        master's claims here and announce them, so that any master with a free worker takes them."""
+        db = self.master.db
+        requests = yield db.buildrequests.getBuildRequests(complete=False, claimed=masterid)
+        brids = [r.buildrequestid for r in requests]
+        if brids:
+            yield db.buildrequests._unclaim_buildrequests_for_master(brids, masterid)
+            yield self.master.data.rtypes.buildrequest.generateEvent(brids, "unclaimed")
+            log.msg(f"master failover: unclaimed build requests {brids}")
 
     @defer.inlineCallbacks
     def _claim_freed(self):
