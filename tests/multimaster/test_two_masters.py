@@ -182,6 +182,9 @@ def test_a_master_killed_mid_bisect_the_other_finishes_it_without_repeating_a_st
         verdicts = [ln.split()[-1] for ln in (ident / "bisect.log").read_text().splitlines()
                     if ln.startswith("git bisect ") and not ln.startswith("git bisect start")]
         assert len(verdicts) == len(set(verdicts)) and interrupted in verdicts
+        # the images the bisect built, published by either master into the one tree: each listed once
+        listed = [i["sha"] for i in json.loads((tmp_path / "shared" / "images" / "index.json").read_text())["images"]]
+        assert len(listed) == len(set(listed)) and set(tested) <= set(listed), (listed, tested)
     finally:
         hold.let_go()
         for w in workers.values():
