@@ -48,3 +48,16 @@ class TreeLock:
             fd, self._fd = self._fd, None
             os.close(fd)  # releases the record lock
         self._thread_lock.release()
+
+
+def try_hold(path: str | os.PathLike) -> int | None:
+    """Take the same kind of lock on ``path`` without waiting, for as long as the process keeps the
+    returned descriptor open (or dies); None when another process holds it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

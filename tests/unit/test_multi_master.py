@@ -21,7 +21,7 @@ from test_settings import GOOD, problems
 from buildbot_kernel import settings
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.testing import make_image
-from buildbot_kernel.imagetree.treelock import TreeLock
+from buildbot_kernel.imagetree.treelock import TreeLock, try_hold
 from buildbot_kernel.master.cluster import silent_masters
 
 PG = "postgresql+psycopg://buildbot@db.lab.example/buildbot"
@@ -71,7 +71,7 @@ def test_silent_masters_are_the_other_active_ones_past_the_timeout():
 
 HOLDER = """
 import sys, time
-from buildbot_kernel.imagetree.treelock import TreeLock
+from buildbot_kernel.imagetree.treelock import TreeLock, try_hold
 with TreeLock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()
@@ -141,3 +141,15 @@ def test_an_index_another_master_rewrote_is_rewritten_even_when_this_one_saw_no_
     shutil.rmtree(two)
     a.regenerate()
     assert listed() == [f"{one.parent.name}/{one.name}/"]
+
+
+def test_one_farm_per_state_directory_the_second_master_is_told_no_until_the_first_is_gone(tmp_path):
+    path = tmp_path / "state" / "farm.lock"
+    p = holder(path)  # the master running the farm
+    assert try_hold(path) is None
+    p.stdin.write("\n")
+    p.stdin.flush()
+    p.wait(30)
+    fd = try_hold(path)
+    assert fd is not None
+    os.close(fd)
