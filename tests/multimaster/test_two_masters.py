@@ -4,7 +4,8 @@ directory (standing in for NFS), real buildbot-worker processes.
 
 What can only work across masters is made to depend on it: the worker of the first test connects to one
 master while the other master holds the poller and the schedulers, so the build exists only because the
-other master's build request reached this one through the router; the second test SIGKILLs whichever
+other master's build request reached this one through the router (and the regression watch tests
+each new image once, its result in the one index); the second test SIGKILLs whichever
 master runs a bisect, in the middle of a test, and the other one finishes it from the shared log.
 """
 
@@ -22,6 +23,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.multima
 BRANCH = "drm-intel-fixes"
 SUCCESS, RETRY, CANCELLED = 0, 5, 6
 TIMEOUT = 20  # [server] master_timeout: the least a loaded CI machine keeps both masters beating
+# the regression watch: every new image of the branch is tested (on a build worker) and the result lands
+# in the shared index
+WATCH = (f'[[test]]\nname = "check"\ncommand = \'! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"\'\n'
+         f'mode = "test"\nbranches = ["{BRANCH}"]\ntesters = ["local"]\ntimeout = 60\n')
 
 
 def two_settings(tmp_path: Path, repo: FixtureRepo, db_url: str, router: str, workers: str = "") -> list:
@@ -63,7 +68,7 @@ def test_a_push_is_built_once_and_published_once_and_both_masters_show_it(tmp_pa
     t0 = time.monotonic()
     repo = FixtureRepo(tmp_path, (BRANCH,))
     db = postgres.create_database("two_masters_push")
-    (text_a, ports_a), (text_b, ports_b) = two_settings(tmp_path, repo, db, crossbar.url, worker_toml("w1"))
+    (text_a, ports_a), (text_b, ports_b) = two_settings(tmp_path, repo, db, crossbar.url, worker_toml("w1") + WATCH)
     a = new_master(tmp_path / "a", text_a, upgrade=True)
     b = new_master(tmp_path / "b", text_b)
     worker = Worker(tmp_path, "w1", "pw", ports_a["worker"])  # builds run on a only
@@ -84,13 +89,14 @@ def test_a_push_is_built_once_and_published_once_and_both_masters_show_it(tmp_pa
         sha = repo.commit_file(BRANCH, "drivers/gpu/two.c", "int two(void) { return 2; }\n", "drm/i915: two")
         repo.push(BRANCH)
 
-        def published():
+        def tested():
             try:
                 doc = json.loads((images / "index.json").read_text())
             except (OSError, ValueError):
                 return None
-            return doc if sha in [i["sha"] for i in doc["images"]] else None
-        wait_for(published, 240, "the pushed commit's image in the shared index")
+            results = {i["sha"]: i.get("tests", {}).get("check", {}).get("result") for i in doc["images"]}
+            return results if results.get(first) == results.get(sha) == "pass" else None
+        wait_for(tested, 300, "the pushed commit's image, tested by the watch, in the shared index")
         wait_for(lambda: a.idle() and b.idle(), 120, "both masters to be idle")
 
         builds = branch_builds(b)
@@ -105,6 +111,8 @@ def test_a_push_is_built_once_and_published_once_and_both_masters_show_it(tmp_pa
         shas = [i["sha"] for i in doc["images"]]
         assert sorted(shas) == sorted([first, sha])  # published once each, one index
         assert len([d for d in (images / doc["images"][0]["path"]).parent.iterdir() if d.is_dir()]) == 2
+        watch = [x for x in a.builds("image-test") if x["complete"]]
+        assert len(watch) == 2 and all(x["results"] == SUCCESS for x in watch), watch  # each image tested once
         for m in (a, b):  # each master's own web UI shows the build
             shown = m.get(f"builders/{m.builder_id(BRANCH)}/builds?complete=true&property=got_revision")["builds"]
             assert sha in [x["properties"]["got_revision"][0] for x in shown if x["results"] == SUCCESS]
