@@ -177,6 +177,9 @@ def test_a_master_killed_mid_bisect_the_other_finishes_it_without_repeating_a_st
         assert any("resumed" in (s["state_string"] or "") for s in steps), [s["state_string"] for s in steps]
         dead = [m for m in survivor.get("masters")["masters"] if m["masterid"] == ids[str(victim.dir)]]
         assert dead and not dead[0]["active"]
+        # every poller and scheduler is the survivor's now (those of the dead one moved at the takeover)
+        services = survivor.get("changesources")["changesources"] + survivor.get("schedulers")["schedulers"]
+        assert {(x["master"] or {}).get("masterid") for x in services} == {ids[str(survivor.dir)]}, services
         result = json.loads((ident / "result.json").read_text())
         assert result["first_bad"]["sha"] == shas[3]
         wait_for(survivor.idle, 120, "the queue to drain")
