@@ -3,7 +3,9 @@
 The image tree already says what was *published*; the ledger also remembers what *failed*, so a broken
 head is not rebuilt on every master restart or poll (a maintainer forces a rebuild from the UI when they
 want one).  Append-only JSON lines with fsync: a crash loses at most the line being written, and a torn
-last line is ignored on read.
+last line is ignored on read.  Appends hold ``<ledger>.lock`` (flock, carried to the server over NFS):
+several masters sharing the state directory append to one file, and an O_APPEND write from two NFS
+clients is not atomic.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import threading
 import time
 from pathlib import Path
+
+from buildbot_kernel.gitrepo import path_lock
 
 PUBLISHED = "published"
 FAILED = "failed"
@@ -55,8 +59,7 @@ class BuildLedger:
     def record(self, repository: str, branch: str, sha: str, build: str, outcome: str, **extra) -> dict:
         rec = {"repository": repository, "branch": branch, "sha": sha, "build": build,
                "outcome": outcome, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, path_lock(self.path):
             with self.path.open("a") as f:
                 f.write(json.dumps(rec, sort_keys=True) + "\n")
                 f.flush()

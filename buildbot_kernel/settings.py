@@ -147,6 +147,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
                            lambda v: _ip_address(v, allow_empty=True)),
         "image_bind": Key((str,), "", _BIND_EXPECT + " for the image server (default: bind)",
                           lambda v: _ip_address(v, allow_empty=True)),
+        # --- several masters: README.md "Growing past one machine" ---
+        "mq_router": Key((str,), "", "the ws:// URL of the crossbar router the masters share (\"\" = one master)"),
+        "state_dir": Key((str,), "state", "a directory path for the ledger, bisect records and machine registry "
+                         "(relative to the master directory)", bool),
+        "master_timeout": Key((int,), 60, "seconds >= 15 a master may stay silent before another takes its work",
+                              lambda v: v >= 15),
     },
     "images": {
         "root": Key((str,), "images", "a directory path (relative to the master directory)"),
@@ -605,6 +611,27 @@ def _notify_problems(notify: dict | None, base: Path) -> list[str]:
     return problems
 
 
+def _multi_master_problems(server: dict) -> list[str]:
+    """Several masters (``mq_router`` set) share one database and one state directory; a master on its own
+    SQLite file or its own ``state`` would build, publish and bisect beside the other as if it were alone."""
+    router = server.get("mq_router", "")
+    if not router:
+        return []
+    problems = []
+    url = urllib.parse.urlsplit(router)
+    if url.scheme not in ("ws", "wss") or not url.hostname:
+        problems.append(f"[server].mq_router: {router!r} is not a ws:// or wss:// URL; write the crossbar "
+                        "router's WebSocket URL, e.g. \"ws://10.0.0.5:8090/ws\" (\"\" for one master)")
+    if server.get("db_url", "sqlite:").startswith("sqlite:"):
+        problems.append("[server].db_url: several masters (mq_router is set) need one shared database; write "
+                        "a PostgreSQL URL, e.g. \"postgresql+psycopg://buildbot:PASSWORD@db.lab.example/buildbot\"")
+    if not os.path.isabs(server.get("state_dir", "state")):
+        problems.append("[server].state_dir: several masters (mq_router is set) share the ledger, bisect records "
+                        "and machine registry; write the absolute path of a directory on the shared filesystem "
+                        "(NFS) every master mounts, e.g. \"/srv/bbk-shared/state\"")
+    return problems
+
+
 def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
     """Checks of values that came through the schema with the right type but cannot work: addresses,
     URLs, paths and branch names.  Each message names the key and says what to write instead."""
@@ -622,6 +649,7 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
         except (ArgumentError, ValueError) as e:
             problems.append(f"[server].db_url: {server['db_url']!r} is not an SQLAlchemy database URL ({e}); "
                             "write e.g. \"sqlite:///state.sqlite\" or \"postgresql://user@host/buildbot\"")
+    problems += _multi_master_problems(server)
     if images.get("base_url"):
         problem = http_url_problem(images["base_url"])
         if problem:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.imagetree.scan import Image, TreeScanner
+from buildbot_kernel.imagetree.treelock import TreeLock
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
+LOCK = ".state/index.lock"  # one index writer at a time, also across masters (imagetree/treelock.py)
 CACHE_SCHEMA = 3  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results
 
 
@@ -119,9 +120,10 @@ class TreeIndex:
         self.modes = modes
         self.scanner = TreeScanner(self.root)
         self.env = make_env(templates)
-        self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
+        # held by callers that must regenerate and act as one step; also across masters sharing the tree
+        self.lock = TreeLock(self.root / LOCK)
         self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
-        self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
+        self._signatures: dict[str, tuple] = {}  # generated file -> (signature of what it shows, file id)
         self.heads = branchorder.HeadsFile(self.root)
 
     def _entries(self, images: list[Image], result: Result) -> dict[str, tuple[dict, str, str]]:
@@ -181,11 +183,12 @@ class TreeIndex:
             return 0  # no cache or a damaged one: the scan reads everything
 
     def _changed(self, rel: str, signature: tuple) -> bool:
-        return self._signatures.get(rel) != signature or not (self.root / rel).exists()
+        """Also when the file is not the one this process wrote: another master sharing the tree wrote it."""
+        return self._signatures.get(rel) != (signature, _file_id(self.root / rel))
 
     def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
         atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid)
-        self._signatures[rel] = signature
+        self._signatures[rel] = (signature, _file_id(self.root / rel))
         result.written.append(rel)
 
     def regenerate(self, exclude: frozenset[str] | set[str] = frozenset()) -> Result:
@@ -266,6 +269,14 @@ class TreeIndex:
             except FileNotFoundError:
                 pass
             self._signatures.pop(rel_latest, None)
+
+
+def _file_id(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _rows(encoded: list[tuple[dict, str, str]]) -> Markup:

@@ -17,6 +17,7 @@ from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
+from buildbot_kernel.master.cluster import add_cluster
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_service import FarmService
@@ -69,7 +70,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
 
     basedir = os.path.abspath(basedir)
     images_root = str(Path(basedir, s.images.root).resolve())
-    state_dir = os.path.join(basedir, "state")
+    state_dir = os.path.join(basedir, s.server.state_dir)  # absolute: shared by several masters
     try:
         os.makedirs(images_root, exist_ok=True)
     except OSError as e:  # images.root is relative to the master's directory, checked here for real
@@ -164,8 +165,11 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))
     c["services"] += tree_services
-    c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets])  # README "Notifications"
+    c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets],  # README "Notifications"
+                                     outbox_dir=os.path.join(basedir, "state"))
     if s.machines:
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     add_machines(c, [m.name for m in s.machines], CONTROL_WORKER)
+    if srv.mq_router:
+        add_cluster(c, srv.mq_router, srv.master_timeout)
     return c

@@ -19,6 +19,7 @@ from twisted.python import log
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
 from buildbot_kernel.farm.http import install_body_limit
+from buildbot_kernel.imagetree.treelock import try_hold
 from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
@@ -33,6 +34,7 @@ class FarmService(BuildbotService):
         self.error: Exception | None = None  # why the farm could not be set up
         self._waiters: list[defer.Deferred] = []  # driver() calls made while the farm is being set up
         self._consumer = None  # of the "build finished" messages
+        self._owner_fd: int | None = None  # holds <state_dir>/farm.lock: one farm per registry
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -43,6 +45,14 @@ class FarmService(BuildbotService):
             yield threads.deferToThread(old.stop)
         s = settings_mod.load(settings_path)
         os.makedirs(state_dir, exist_ok=True)
+        if self._owner_fd is None:
+            self._owner_fd = yield threads.deferToThread(try_hold, os.path.join(state_dir, "farm.lock"))
+        if self._owner_fd is None:  # masters sharing state_dir: README "Growing past one machine"
+            self.error = RuntimeError(f"the test farm of {state_dir} runs on another master; list [[machine]] in "
+                                      "the settings of one master only")
+            log.msg(f"test farm not started: {self.error}")
+            self._wake()
+            return
         try:
             self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
                                                     os.path.join(state_dir, "farm"), writer=OffReactorWriter())
@@ -127,4 +137,7 @@ class FarmService(BuildbotService):
         if self.farm is not None:
             yield threads.deferToThread(self.farm.stop)
             yield self.farm.registry.writer.flush()  # the last report's state reaches the disk
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
         yield super().stopService()

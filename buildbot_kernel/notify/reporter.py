@@ -49,6 +49,8 @@ class KernelMailGenerator(bbutil.ComparableMixin):
 
     @defer.inlineCallbacks
     def generate(self, master, reporter, key, build):
+        if build.get("masterid") not in (None, master.masterid):
+            return None  # several masters all hear of every build: the one that ran it sends the mail
         yield utils.getDetailsForBuild(master, build, want_properties=True)
         if self.builders is not None and build["builder"]["name"] not in self.builders:
             return None
@@ -60,8 +62,10 @@ class KernelMailGenerator(bbutil.ComparableMixin):
                 "extra_info": None, "mail": msg["mail"]}
 
 
-def notify_services(s: settings.Settings, state_dir: str, images_root: str, branch_builders: list[str]) -> list:
-    """The mail reporter for ``[notify]``, or nothing when the section is absent."""
+def notify_services(s: settings.Settings, state_dir: str, images_root: str, branch_builders: list[str],
+                    outbox_dir: str | None = None) -> list:
+    """The mail reporter for ``[notify]``, or nothing when the section is absent.  ``outbox_dir``: this
+    master's own (default: ``state_dir``), so that masters sharing ``state_dir`` never send a mail twice."""
     n = s.notify
     if not n:
         return []
@@ -84,4 +88,4 @@ def notify_services(s: settings.Settings, state_dir: str, images_root: str, bran
         return []
     return [KernelMailNotifier(fromaddr=n.from_, relayhost=host, smtpPort=port, useTls=n.starttls,
                                smtpUser=n.user or None, smtpPassword=password, sendToInterestedUsers=False,
-                               generators=generators, outbox_dir=state_dir)]
+                               generators=generators, outbox_dir=outbox_dir or state_dir)]

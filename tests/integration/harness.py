@@ -7,6 +7,7 @@ REST API over HTTP.  Waiting is always "poll a condition until a deadline", neve
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -169,7 +170,7 @@ class Master:
     def _api_ok(self):
         try:
             return self.get("builders") is not None
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not listening yet, or cut off while starting
             return False
 
     def get(self, path: str):
