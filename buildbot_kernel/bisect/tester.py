@@ -26,11 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
+from buildbot_kernel.errors import BuildbotKernelError
 
 EXIT_SKIP = 125
 
 
-class TestTimedOut(Exception):
+class TestTimedOut(BuildbotKernelError):
     """The command was still running at its timeout; it and its process group are dead.  Verdict: skip."""
 
     verdict = SKIP
@@ -40,7 +41,7 @@ class TestTimedOut(Exception):
         self.timeout = timeout
 
 
-class TesterAbort(RuntimeError):
+class TesterAbort(BuildbotKernelError, RuntimeError):
     """The test command exited above 127: stop the bisection, record nothing for this commit."""
 
     def __init__(self, status: int, message: str):

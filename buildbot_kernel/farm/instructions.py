@@ -12,13 +12,15 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass, field
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 # the keys stage 1 understands (scripts/stage1/bbk-lib.sh, bbk_parse_instructions)
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
         "MODULES_SHA256", "CMDLINE", "WAIT")
 MODES = ("boot", "test")
 
 
-class InstructionError(ValueError):
+class InstructionError(BuildbotKernelError, ValueError):
     """An image entry or machine setting that cannot become boot instructions; says which field."""
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm.instructions import Assignment, TokenLedger
 from buildbot_kernel.farm.keys import key_matches
 from buildbot_kernel.imagetree.atomic import atomic_write
@@ -82,7 +83,7 @@ class MachineState:
         return d
 
 
-class UnknownMachine(KeyError):
+class UnknownMachine(BuildbotKernelError, KeyError):
     pass
 
 
