@@ -14,9 +14,9 @@ from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
 from buildbot_kernel.farm.http import install_body_limit
-from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 IMAGE_SERVER_SERVICE = "image-server"

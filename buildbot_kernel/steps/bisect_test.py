@@ -22,9 +22,9 @@ from buildbot.process import buildstep
 from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel.bisect.tester import EXIT_SKIP
 from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
-from buildbot_kernel.steps.subbuilds import waiting_parent
 
 WORKDIR = "bisect"
 IMAGE_SUBDIR = "image"
@@ -46,7 +46,7 @@ class RefuseOrphan(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def run(self):
-        parent = yield waiting_parent(self.master, self.build.requests[0].bsid)
+        parent = yield bb.waiting_parent(self.master, bb.first_request(self.build).bsid)
         if parent is not None and parent["complete"]:
             self.descriptionDone = [f"not run: the bisect build that asked for it (build {parent['number']}) "
                                     "has ended; a resumed bisect asks again"]
@@ -76,7 +76,7 @@ class FetchImage(buildstep.BuildStep):
         new.append(steps.ShellCommand(name="verify image", command=["sha256sum", "--strict", "-c", SUMS_FILE],
                                       workdir=image_dir, haltOnFailure=True,
                                       descriptionDone=["sha256 checked"]))
-        self.build.addStepsAfterCurrentStep(new)
+        bb.add_steps_after_current(self.build, new)
         self.descriptionDone = [f"{self.getProperty('bisect_image')}: {len(files)} files"]
         return defer.succeed(SUCCESS)
 

@@ -24,9 +24,9 @@ from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
 from buildbot_kernel.bisect.images import Image
 from buildbot_kernel.bisect.request import DEFAULT_TIMEOUT, LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
-from buildbot_kernel.util import named_service
 
 EXIT_PROPERTY = "bisect_exit"
 # read by the bisect-test builder (steps/bisect_test.py, which imports this module: so not imported here;
