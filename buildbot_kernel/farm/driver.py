@@ -16,6 +16,7 @@ import time
 from twisted.internet import defer, threads
 from twisted.internet.defer import inlineCallbacks
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm import steplogic
 from buildbot_kernel.farm.instructions import BootFile, make_assignment
 from buildbot_kernel.farm.registry import Event, Registry
@@ -24,20 +25,15 @@ from buildbot_kernel.farm.steplogic import AttemptEnd, StepOutcome
 log = logging.getLogger(__name__)
 
 POWER_COMMAND_TIMEOUT = 300
-_LOCKS: dict[str, defer.DeferredLock] = {}
 
 
 def lock_name(machine: str) -> str:
     """The name of the machine's lock; the Buildbot glue uses it for a ``util.MasterLock`` so two
-    bisects never share a machine, and :func:`machine_lock` serialises steps inside one master."""
+    bisects never share a machine, and the driver's ``lock`` serialises steps inside one master."""
     return f"farm-machine-{machine}"
 
 
-def machine_lock(machine: str) -> defer.DeferredLock:
-    return _LOCKS.setdefault(machine, defer.DeferredLock())
-
-
-class PowerError(Exception):
+class PowerError(BuildbotKernelError):
     pass
 
 
@@ -80,7 +76,8 @@ class MachineDriver:
     """
 
     def __init__(self, machine: dict, registry: Registry, power, server_url: str, *, public_base: str = "",
-                 initrd: BootFile | None = None, reactor=None, clock=time.time):
+                 initrd: BootFile | None = None, reactor=None, clock=time.time,
+                 lock: defer.DeferredLock | None = None):
         from twisted.internet import reactor as default_reactor
 
         self.machine = machine
@@ -92,7 +89,8 @@ class MachineDriver:
         self.initrd = initrd
         self.reactor = reactor or default_reactor
         self.clock = clock
-        self.lock = machine_lock(self.name)
+        # shared by every driver of this machine in one master (the farm service keeps it across reconfigs)
+        self.lock = lock or defer.DeferredLock()
 
     @property
     def lock_name(self) -> str:

@@ -118,14 +118,16 @@ def machine_key(settings: Settings, machine: dict, workdir: str | os.PathLike) -
 
 
 def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | os.PathLike,
-              base_url: str | None = None, writer=write_state) -> Farm:
+              base_url: str | None = None, writer=write_state, locks: dict | None = None) -> Farm:
     """Build the farm; ``workdir`` holds QEMU consoles and monitors, ``state_path`` the registry JSON,
-    ``writer`` writes it (the master passes an :class:`OffReactorWriter`).
+    ``writer`` writes it (the master passes an :class:`OffReactorWriter`), ``locks`` maps machine name ->
+    the DeferredLock its steps take (the master's farm service keeps one dict across reconfigurations).
 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
     fetched and built once into the user's cache (:func:`buildbot_kernel.farm.stage1.stage1_artifacts`).
     """
     base_url = (base_url or settings.images["base_url"]).rstrip("/")
+    locks = {} if locks is None else locks
     image_port = settings.server["image_port"]
     machines = settings.machines
     registry = Registry([m["name"] for m in machines], state_path,
@@ -157,5 +159,5 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
         else:
             power = ShellPower(m["soft_reboot"], m["power_cycle"])
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,
-                                           initrd=initrd)
+                                           initrd=initrd, lock=locks.setdefault(name, defer.DeferredLock()))
     return farm

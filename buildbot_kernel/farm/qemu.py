@@ -20,7 +20,6 @@ from pathlib import Path
 
 GUEST_HOST_ADDR = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
 PROBE_TIMEOUT = 15.0
-_probe_cache: dict[str, bool] = {}
 
 
 def qemu_binary() -> str:
@@ -33,11 +32,9 @@ def qemu_binary() -> str:
 def probe_kvm(kernel: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Boot ``kernel`` under KVM until it panics for want of a root filesystem; True if it got there.
 
-    Only a real boot tells: on kvm-pvm the VM starts and then hangs in the real-mode setup code.
+    Only a real boot tells: on kvm-pvm the VM starts and then hangs in the real-mode setup code.  Not
+    cached here: each :class:`QemuMachine` keeps its answer.
     """
-    key = os.path.realpath(kernel)
-    if key in _probe_cache:
-        return _probe_cache[key]
     ok = False
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         cmd = [qemu_binary(), "-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none",
@@ -61,7 +58,6 @@ def probe_kvm(kernel: str, timeout: float = PROBE_TIMEOUT) -> bool:
             if p.poll() is None:
                 p.kill()
             p.wait()
-    _probe_cache[key] = ok
     return ok
 
 

@@ -24,7 +24,6 @@ KVM_DEVICE = Path("/dev/kvm")
 BANNER = b"Linux version "
 DEFAULT_QEMU = "qemu-system-x86_64"
 
-_cache: dict[tuple[str, str], str] = {}
 
 
 def probe_command(qemu: str, kernel: str | os.PathLike[str]) -> list[str]:
@@ -91,9 +90,10 @@ def choose_accel(
     kvm_device: Path = KVM_DEVICE,
     environ: dict[str, str] | None = None,
 ) -> str:
-    """``"kvm"`` if this host's KVM really boots ``kernel``, else ``"tcg"``; cached per (qemu, device).
+    """``"kvm"`` if this host's KVM really boots ``kernel``, else ``"tcg"``.
 
     ``kernel`` is any bzImage with an 8250 serial console built in (Debian's kernel, or one of ours).
+    One probe boot per call: the caller keeps the answer (a session fixture, a machine object).
     """
     env = os.environ if environ is None else environ
     forced = env.get(ENV_VAR, "").strip()
@@ -101,11 +101,6 @@ def choose_accel(
         if forced not in ACCELS:
             raise ValueError(f"{ENV_VAR}={forced!r}: expected one of {', '.join(ACCELS)} (or unset to probe)")
         return forced
-    key = (qemu, str(kvm_device))
-    if key not in _cache:
-        if not Path(kernel).is_file():
-            raise FileNotFoundError(
-                f"probe kernel {kernel} does not exist (needed to test whether KVM boots)"
-            )
-        _cache[key] = "kvm" if kvm_boots(kernel, qemu=qemu, timeout=timeout, kvm_device=kvm_device) else "tcg"
-    return _cache[key]
+    if not Path(kernel).is_file():
+        raise FileNotFoundError(f"probe kernel {kernel} does not exist (needed to test whether KVM boots)")
+    return "kvm" if kvm_boots(kernel, qemu=qemu, timeout=timeout, kvm_device=kvm_device) else "tcg"

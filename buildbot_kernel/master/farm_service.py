@@ -29,6 +29,9 @@ class FarmService(BuildbotService):
         self.farm: Farm | None = None
         self.error: Exception | None = None  # why the farm could not be set up
         self._waiters: list[defer.Deferred] = []  # driver() calls made while the farm is being set up
+        # machine name -> the lock its steps take: a step of the farm a reconfig replaced and one of the
+        # new farm never drive one machine at once
+        self.machine_locks: dict[str, defer.DeferredLock] = {}
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -41,7 +44,8 @@ class FarmService(BuildbotService):
         os.makedirs(state_dir, exist_ok=True)
         try:
             self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
-                                                    os.path.join(state_dir, "farm"), writer=OffReactorWriter())
+                                                    os.path.join(state_dir, "farm"), writer=OffReactorWriter(),
+                                                    locks=self.machine_locks)
         except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
             log.err(e, "test farm could not be set up")
             self.error = e
