@@ -49,13 +49,17 @@ class TesterAbort(BuildbotKernelError, RuntimeError):
         self.status = status
 
 
-def verdict_for_exit(status: int) -> str:
-    """Map an exit status to a verdict, or raise :class:`TesterAbort`.
+def exit_status(status: int) -> int:
+    """A negative status (Python's and Buildbot's way of saying "killed by signal N") as a shell reports
+    it: 128+N."""
+    return 128 - status if status < 0 else status
 
-    A negative status (Python's way of saying "killed by signal N") counts as 128+N, as a shell reports it.
-    """
-    if status < 0:
-        status = 128 - status
+
+def verdict_for_exit(status: int) -> str:
+    """The one exit-status rule (docs/bisect.md, "The test command"; the farm's stage 2 applies it in
+    ``bbk_verdict``, scripts/stage1/bbk-lib.sh): 0 good, 125 skip, 1..127 bad, anything else (above 127,
+    a death by signal) raises :class:`TesterAbort`: the test itself broke, which is no verdict."""
+    status = exit_status(status)
     if status == 0:
         return GOOD
     if status == EXIT_SKIP:

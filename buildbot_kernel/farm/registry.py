@@ -35,7 +35,7 @@ from buildbot_kernel.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "booting", "testing", "broken")
-FINAL_RESULTS = ("good", "bad", "skip", "boot-error")
+FINAL_RESULTS = ("good", "bad", "skip", "error", "boot-error")  # error: the test broke (exit above 127)
 PROGRESS_RESULTS = ("kexec", "running")
 REPORT_FIELDS = ("result", "stage", "token", "uname", "error", "reason", "log")
 LOG_TAIL_CHARS = 4000

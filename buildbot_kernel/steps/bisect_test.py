@@ -23,7 +23,8 @@ from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WAR
 from twisted.internet import defer
 
 from buildbot_kernel import buildbot_adapter as bb
-from buildbot_kernel.bisect.tester import EXIT_SKIP
+from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
+from buildbot_kernel.bisect.tester import EXIT_SKIP, TesterAbort, exit_status, verdict_for_exit
 from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
 
 WORKDIR = "bisect"
@@ -115,19 +116,15 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
         if rc is None or cmd.interrupted:
             self.descriptionDone = ["interrupted"]
             return EXCEPTION
-        status = rc if rc >= 0 else 128 - rc
+        status = exit_status(rc)
         self.setProperty(EXIT_PROPERTY, status, self.name)
-        if status == 0:
-            self.descriptionDone = ["exit 0: good"]
-            return SUCCESS
-        if status == EXIT_SKIP:
-            self.descriptionDone = [f"exit {status}: skip"]
-            return WARNINGS
-        if status <= 127:
-            self.descriptionDone = [f"exit {status}: bad"]
-            return FAILURE
-        self.descriptionDone = [f"exit {status}: aborts the bisect"]
-        return EXCEPTION
+        try:
+            verdict = verdict_for_exit(status)
+        except TesterAbort:
+            self.descriptionDone = [f"exit {status}: aborts the bisect"]
+            return EXCEPTION
+        self.descriptionDone = [f"exit {status}: {verdict}"]
+        return {GOOD: SUCCESS, SKIP: WARNINGS, BAD: FAILURE}[verdict]
 
 
 def bisect_test_factory() -> util.BuildFactory:

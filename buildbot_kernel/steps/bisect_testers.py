@@ -86,6 +86,8 @@ class MachineTester:
         outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner)
         if getattr(outcome, "machine_broken", False):
             raise TesterAbort(-1, outcome.reason or f"machine {self.driver.name} is broken")
+        if outcome.verdict == "error":  # exit status above 127 on the machine (bbk_verdict)
+            raise TesterAbort(-1, f"the test command broke on machine {self.driver.name}: {outcome.reason}")
         if outcome.verdict not in VERDICTS:
             raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
         details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}
