@@ -4,7 +4,7 @@
 the previous candidate) fetches it as plain ``KEY=value`` lines that busybox sh parses without a JSON
 tool.  Every value is one line: a newline inside a URL or command line would let one field forge another,
 so rendering refuses it.  The token is unguessable and used once, so a late report of a previous attempt,
-a replayed POST or a forged one can never decide a step (README "Test farm").
+a replayed POST or a forged one can never decide a step (docs/farm-protocol.md, "Boot instructions").
 """
 
 from __future__ import annotations

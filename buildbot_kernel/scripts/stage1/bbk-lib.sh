@@ -1,6 +1,6 @@
 # Shared by the stage-1 init and the stage-2 script (busybox sh; sourced, not run).
 #
-# Protocol (README "Test farm"): POST <server>/machines/<name>/boot answers KEY=value lines; every
+# Protocol (docs/farm-protocol.md): POST <server>/machines/<name>/boot answers KEY=value lines; every
 # failure is POSTed to <server>/machines/<name>/report as an urlencoded form (result, stage, token,
 # uname, error, reason, log) and the machine goes back to polling.  Every request under
 # <server>/machines/ carries the machine key (bbk.key= on the kernel command line) in the X-BBK-Key
