@@ -102,6 +102,15 @@ def unclaimed_requests(master, exclude_builder: str | None = None):
 
 
 @defer.inlineCallbacks
+def free_build_slots(master, names: Iterable[str], own_builder: str, default_max_builds: int):
+    """What a bisect may start ahead: the free slots of its build workers (:func:`free_worker_slots`) less
+    the requests already waiting for one, its own builder's left out (a queued bisect waits for its
+    machine's lock on the control worker and takes no build slot)."""
+    waiting = yield unclaimed_requests(master, exclude_builder=own_builder)
+    return free_worker_slots(master, names, default_max_builds) - waiting
+
+
+@defer.inlineCallbacks
 def lock_available(step, access) -> defer.Deferred:
     """Could ``step``'s build take the master lock ``access`` (``util.MasterLock(...).access(mode)``) now?"""
     real = yield step.master.botmaster.getLockByID(access.lockid, step.build.config_version)

@@ -173,6 +173,7 @@ class AdapterTest(RunMasterBase):
         yield self.until(lambda: self.gates, "the hold build reaches its gate")
         assert bb.free_worker_slots(self.master, ["local1"], default_max_builds=2) == 1
         assert bb.free_worker_slots(self.master, ["local1"], default_max_builds=5) == 4
+        assert (yield bb.free_build_slots(self.master, ["local1"], "bisect", default_max_builds=2)) == 1
 
         brid_probe = yield self.force("probe")
         build = yield self.finished_build(brid_probe)
@@ -233,6 +234,9 @@ class AdapterTest(RunMasterBase):
         assert not (yield bb.revision_queued(self.master, "no-such-builder", SHA))
         assert (yield bb.unclaimed_requests(self.master)) == 1
         assert (yield bb.unclaimed_requests(self.master, exclude_builder="never")) == 0
+        # the queued request takes the one free slot a bisect would otherwise build ahead in
+        assert (yield bb.free_build_slots(self.master, ["local1"], "probe", default_max_builds=1)) == 0
+        assert (yield bb.free_build_slots(self.master, ["local1"], "never", default_max_builds=1)) == 1
         orphans = yield bb.orphaned_requests(self.master, "b1", "bisect_sha", current_buildid=123)
         assert [parent for _, parent in orphans] == [None]
         assert (yield bb.orphaned_requests(self.master, "b2", "bisect_sha", current_buildid=123)) == []
