@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
+from buildbot_kernel.bisect import tester
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
-from buildbot_kernel.bisect.tester import TesterAbort, exit_status, verdict_for_exit
+from buildbot_kernel.bisect.tester import exit_status, verdict_for_exit
 from buildbot_kernel.resources import scripts_dir
 
 STATUSES = range(0, 256)
@@ -18,7 +19,7 @@ STATUSES = range(0, 256)
 def python_verdict(status: int) -> str:
     try:
         return verdict_for_exit(status)
-    except TesterAbort as e:
+    except tester.TesterAbort as e:  # the module's name: pytest would try to collect a Test* class
         assert e.status == exit_status(status)
         return "error"
 
