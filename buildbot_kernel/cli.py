@@ -11,6 +11,8 @@ import importlib
 import re
 import sys
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 # sub-command modules, in the order ``--help`` lists them
 COMMANDS = [
     "buildbot_kernel.commands.run",
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-class CommandError(Exception):
+class CommandError(BuildbotKernelError):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 

@@ -31,6 +31,8 @@ import git
 from git.cmd import handle_process_output
 from git.util import remove_password_if_present
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 # GIT_* variables that say how to reach a remote or how to configure git, not which repository to use:
 # kept so an SSH remote works as it does in the operator's shell (keys, agent, proxy command, askpass).
 KEEP_GIT_VARS = frozenset({
@@ -45,7 +47,7 @@ _BISECT_ALL_RE = re.compile(r"^(?P<sha>[0-9a-f]{40,64})\b.*\bdist=(?P<dist>\d+)\
 Progress = Callable[[str], None]
 
 
-class GitError(RuntimeError):
+class GitError(BuildbotKernelError, RuntimeError):
     """A git command failed. ``reason`` is git's own last stderr line, without the ``fatal: `` prefix and
     the ``unable to access '<url>': `` part that callers already show; ``stderr`` is all of it."""
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 SHA_CHARS = 6
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 # <kernelversion><localversion files>-<branch>_<sha6>_<yyyymmdd>_[+]
@@ -26,7 +28,7 @@ MAX_COMPONENT = 200  # well under NAME_MAX (255 bytes), with room for the ".<nam
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
-class NameError_(ValueError):
+class NameError_(BuildbotKernelError, ValueError):
     """A string that is not an image name of ours."""
 
 

@@ -13,10 +13,12 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 CACHE_ENV = "BUILDBOT_KERNEL_CACHE"
 
 
-class MissingResource(RuntimeError):
+class MissingResource(BuildbotKernelError, RuntimeError):
     """A file that should ship with the package is not there: the installation is incomplete."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from buildbot_kernel import formats, htpasswd, machinetypes
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm import keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
@@ -46,7 +47,7 @@ LISTENERS = ("web_bind", "worker_bind", "image_bind")  # each defaults to [serve
 DEFAULT_TEST_TIMEOUT = 600
 
 
-class SettingsError(Exception):
+class SettingsError(BuildbotKernelError):
     """All problems of one settings file; ``str()`` lists each on its own line."""
 
     def __init__(self, path: str, problems: list[str]):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.gitrepo import Candidate, Repo
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
@@ -45,7 +46,7 @@ ONLY_SKIPPED = "only-skipped"
 NO_IMAGES = "no-images"
 
 
-class BisectInputError(ValueError):
+class BisectInputError(BuildbotKernelError, ValueError):
     """Input refused before any work: ``field`` names the offending input (repo, good, bad, ...)."""
 
     def __init__(self, field: str, message: str):

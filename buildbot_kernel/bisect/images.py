@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.lookup import index_location
 from buildbot_kernel.naming import branch_problem, component_problem, safe_branch
 
@@ -48,7 +49,7 @@ _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ImageError(RuntimeError):
+class ImageError(BuildbotKernelError, RuntimeError):
     """An index that cannot be read or does not follow the contract, or a download that failed its check."""
 
 

@@ -26,11 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
+from buildbot_kernel.errors import BuildbotKernelError
 
 EXIT_SKIP = 125
 
 
-class TestTimedOut(Exception):
+class TestTimedOut(BuildbotKernelError):
     """The command was still running at its timeout; it and its process group are dead.  Verdict: skip."""
 
     verdict = SKIP
@@ -40,7 +41,7 @@ class TestTimedOut(Exception):
         self.timeout = timeout
 
 
-class TesterAbort(RuntimeError):
+class TesterAbort(BuildbotKernelError, RuntimeError):
     """The test command exited above 127: stop the bisection, record nothing for this commit."""
 
     def __init__(self, status: int, message: str):
@@ -48,13 +49,17 @@ class TesterAbort(RuntimeError):
         self.status = status
 
 
-def verdict_for_exit(status: int) -> str:
-    """Map an exit status to a verdict, or raise :class:`TesterAbort`.
+def exit_status(status: int) -> int:
+    """A negative status (Python's and Buildbot's way of saying "killed by signal N") as a shell reports
+    it: 128+N."""
+    return 128 - status if status < 0 else status
 
-    A negative status (Python's way of saying "killed by signal N") counts as 128+N, as a shell reports it.
-    """
-    if status < 0:
-        status = 128 - status
+
+def verdict_for_exit(status: int) -> str:
+    """The one exit-status rule (docs/bisect.md, "The test command"; the farm's stage 2 applies it in
+    ``bbk_verdict``, scripts/stage1/bbk-lib.sh): 0 good, 125 skip, 1..127 bad, anything else (above 127,
+    a death by signal) raises :class:`TesterAbort`: the test itself broke, which is no verdict."""
+    status = exit_status(status)
     if status == 0:
         return GOOD
     if status == EXIT_SKIP:

@@ -17,10 +17,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 WAIT_SECONDS = 120
 
 
-class RestError(Exception):
+class RestError(BuildbotKernelError):
     pass
 
 

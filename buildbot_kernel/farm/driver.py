@@ -18,6 +18,7 @@ import time
 from twisted.internet import defer, threads
 from twisted.internet.defer import inlineCallbacks
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm import default_kernel, steplogic
 from buildbot_kernel.farm.instructions import BootFile, InstructionError, make_assignment
 from buildbot_kernel.farm.registry import Event, Registry
@@ -36,7 +37,7 @@ def lock_name(machine: str) -> str:
     return f"farm-machine-{machine}"
 
 
-class PowerError(Exception):
+class PowerError(BuildbotKernelError):
     pass
 
 
@@ -79,7 +80,8 @@ class MachineDriver:
     """
 
     def __init__(self, machine: Machine, registry: Registry, power, server_url: str, *, public_base: str = "",
-                 initrd: BootFile | None = None, reactor=None, clock=time.time, index_path: str = ""):
+                 initrd: BootFile | None = None, reactor=None, clock=time.time, index_path: str = "",
+                 lock: defer.DeferredLock | None = None):
         from twisted.internet import reactor as default_reactor
 
         self.machine = machine
@@ -91,7 +93,8 @@ class MachineDriver:
         self.initrd = initrd
         self.reactor = reactor or default_reactor
         self.clock = clock
-        self.lock = defer.DeferredLock()  # one driver per machine in a farm (farm/factory.py)
+        # shared by every driver of this machine in one master (the farm service keeps it across reconfigs)
+        self.lock = lock or defer.DeferredLock()
         self.index_path = index_path  # the image tree's index.json: where a default_kernel name is found
         self._cancelled = 0  # the owner build whose steps end now (cancel)
         self._current: tuple[int, object] | None = None  # (owner build, finish) of the attempt under way

@@ -120,15 +120,17 @@ def machine_key(settings: Settings, machine: Machine, workdir: str | os.PathLike
 
 
 def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | os.PathLike,
-              base_url: str | None = None, writer=write_state) -> Farm:
+              base_url: str | None = None, writer=write_state, locks: dict | None = None) -> Farm:
     """Build the farm; ``workdir`` holds QEMU consoles and monitors, ``state_path`` the registry JSON,
-    ``writer`` writes it (the master passes an :class:`OffReactorWriter`).
+    ``writer`` writes it (the master passes an :class:`OffReactorWriter`), ``locks`` maps machine name ->
+    the DeferredLock its steps take (the master's farm service keeps one dict across reconfigurations).
 
     A qemu machine without ``stage1_kernel``/``stage1_initrd`` gets Debian's kernel and our ramfs,
     fetched and built once into the user's cache (:func:`buildbot_kernel.farm.stage1.stage1_artifacts`).
     """
     base_url = (base_url or settings.images.base_url).rstrip("/")
     image_port = settings.server.image_port
+    locks = {} if locks is None else locks
     machines = settings.machines
     registry = Registry([m.name for m in machines], state_path,
                         keys={m.name: machine_key(settings, m, workdir) for m in machines}, writer=writer)
@@ -158,7 +160,8 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
             on_accel=lambda accel, name=name: _accel_chosen(registry, name, accel))
         power = mtype.module().make_power(setup)
         farm.drivers[name] = MachineDriver(m, registry, power, server_url, public_base=base_url,
-                                           initrd=initrd, index_path=index_path)
+                                           initrd=initrd, index_path=index_path,
+                                           lock=locks.setdefault(name, defer.DeferredLock()))
     return farm
 
 

@@ -1,6 +1,6 @@
 """The machines' side of the farm over HTTP (a Twisted Resource mounted at ``/machines``).
 
-URL layout (contract; README "Test farm").  Every request under ``/machines/<name>/`` carries the
+URL layout (the contract for machines: docs/farm-protocol.md).  Every request under ``/machines/<name>/`` carries the
 machine's key, as the header ``X-BBK-Key`` or the form field ``key``; without it (or with another) the
 answer is 403 and nothing changes.  GET requests never change state.
 

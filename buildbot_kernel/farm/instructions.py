@@ -4,7 +4,7 @@
 the previous candidate) fetches it as plain ``KEY=value`` lines that busybox sh parses without a JSON
 tool.  Every value is one line: a newline inside a URL or command line would let one field forge another,
 so rendering refuses it.  The token is unguessable and used once, so a late report of a previous attempt,
-a replayed POST or a forged one can never decide a step (README "Test farm").
+a replayed POST or a forged one can never decide a step (docs/farm-protocol.md, "Boot instructions").
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from buildbot_kernel.settings import Machine
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 # the keys stage 1 understands (scripts/stage1/bbk-lib.sh, bbk_parse_instructions)
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
         "MODULES_SHA256", "CMDLINE", "WAIT", "REBOOT")
 MODES = ("boot", "test")
 
 
-class InstructionError(ValueError):
+class InstructionError(BuildbotKernelError, ValueError):
     """An image entry or machine setting that cannot become boot instructions; says which field."""
 
 

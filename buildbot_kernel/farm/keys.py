@@ -21,13 +21,15 @@ import secrets
 import stat
 from pathlib import Path
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 MIN_KEY_CHARS = 16
 MAX_KEY_CHARS = 256
 _KEY_CHARS = re.compile(r"[!-~]+")  # printable ASCII, no space: one kernel command-line word
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-class KeyFileError(ValueError):
+class KeyFileError(BuildbotKernelError, ValueError):
     """A key file that cannot be used; the message names the file and says how to make a good one."""
 
 

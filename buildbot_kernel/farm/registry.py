@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm.instructions import Assignment, TokenLedger
 from buildbot_kernel.farm.keys import key_matches
 from buildbot_kernel.imagetree.atomic import atomic_write
@@ -39,7 +40,7 @@ from buildbot_kernel.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "booting", "testing", "broken")
-FINAL_RESULTS = ("good", "bad", "skip", "boot-error")
+FINAL_RESULTS = ("good", "bad", "skip", "error", "boot-error")  # error: the test broke (exit above 127)
 PROGRESS_RESULTS = ("kexec", "running")
 REPORT_FIELDS = ("result", "stage", "token", "uname", "error", "reason", "log")
 LOG_TAIL_CHARS = 4000
@@ -90,7 +91,7 @@ class MachineState:
         return d
 
 
-class UnknownMachine(KeyError):
+class UnknownMachine(BuildbotKernelError, KeyError):
     pass
 
 

@@ -14,10 +14,11 @@ import os
 import sys
 import urllib.request
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.settings import SettingsError, load, locate, resolve
 
 
-class UsageError(Exception):
+class UsageError(BuildbotKernelError):
     pass
 
 

@@ -6,7 +6,8 @@ the bisect stops with that reason instead of blaming commits for a dead power sw
 
 Each attempt ends in one :class:`AttemptEnd`:
 
-- ``verdict``: stage 2 reported good/bad/skip (its ``uname -r`` still has to match the image name);
+- ``verdict``: stage 2 reported good/bad/skip, or error when the test command itself broke (exit status
+  above 127: no verdict, the bisect stops); its ``uname -r`` still has to match the image name;
 - ``image``: the image itself cannot boot here (sha256 mismatch, kexec -l refuses it, file missing):
   retrying cannot help, the step is ``skip``;
 - ``candidate``: the candidate kernel was kexec'd and then hung, crashed or rebooted before stage 2 came
@@ -27,7 +28,7 @@ IMAGE_ERRORS = ("sha256", "kexec-load", "download-missing", "modules")
 class AttemptEnd:
     kind: str  # verdict | image | candidate | infra (| mismatch, cancelled: set by the driver)
     reason: str
-    result: str = ""  # verdict: good | bad | skip
+    result: str = ""  # verdict: good | bad | skip | error
     uname: str = ""
     log_tail: str = ""
     boot_failure: bool = False  # candidate: it never reached stage 2
@@ -37,7 +38,7 @@ class AttemptEnd:
 class StepOutcome:
     """What the bisect engine gets for one step."""
 
-    verdict: str  # good | bad | skip
+    verdict: str  # good | bad | skip, or error (the test broke: not a verdict)
     uname: str = ""
     log_tail: str = ""
     reason: str = ""
@@ -51,7 +52,7 @@ class StepOutcome:
 
 
 def from_report(report: dict) -> AttemptEnd:
-    """A final report (``result`` good/bad/skip/boot-error) as an attempt end."""
+    """A final report (``result`` good/bad/skip/error/boot-error) as an attempt end."""
     result = report.get("result", "")
     reason = report.get("reason", "")
     if result == "boot-error":

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from buildbot_kernel.settings import Build
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 HERE = Path(__file__).resolve().parent
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _MODULE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class FormatError(ValueError):
+class FormatError(BuildbotKernelError, ValueError):
     """A format description is malformed; the message names the file and the key."""
 
 

@@ -17,6 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 # files of an image and of the index whose extension says nothing
 _TYPES = {
     "vmlinuz": "application/octet-stream",
@@ -41,7 +43,7 @@ _MAX_DIGITS = 20
 _HUGE = 10 ** _MAX_DIGITS
 
 
-class Refused(Exception):
+class Refused(BuildbotKernelError):
     """A request path that leaves the tree or names something hidden; answered as 404."""
 
 

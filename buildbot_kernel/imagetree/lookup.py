@@ -17,11 +17,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 MIN_PREFIX = 4
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
-class LookupError_(LookupError):
+class LookupError_(BuildbotKernelError, LookupError):
     """Base of the lookup errors; ``str()`` is a message for a person."""
 
 

@@ -22,13 +22,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.atomic import is_temp_name
 
 WORLD_DIR, WORLD_FILE = 0o755, 0o644
 GROUP_DIR, GROUP_FILE = 0o2750, 0o640
 
 
-class ModeError(Exception):
+class ModeError(BuildbotKernelError):
     """A path could not be given the contract's mode or group; the message says why and the fix."""
 
 

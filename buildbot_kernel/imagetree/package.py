@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from buildbot_kernel import formats
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.naming import safe_branch
@@ -47,11 +48,11 @@ _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 _CHUNK = 1 << 20
 
 
-class ImageExists(Exception):
+class ImageExists(BuildbotKernelError):
     """The target image directory is already published (same branch and name)."""
 
 
-class CorruptImage(Exception):
+class CorruptImage(BuildbotKernelError):
     """A staging directory failed verification; ``problems`` says what, the directory is kept."""
 
     def __init__(self, image_dir_or_problems, problems: list[str] | None = None):

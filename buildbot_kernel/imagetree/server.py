@@ -347,8 +347,11 @@ class ShaResource(resource.Resource):
             log.msg(f"sha lookup: cannot read {self.index_path}: {f.getErrorMessage()}")
             return _json(request, http.SERVICE_UNAVAILABLE, {"error": "the index cannot be read now"})
 
+        gone = []  # the client hung up while the index was read: nothing to write to
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
         def send(body):
-            if not request._disconnected:
+            if not gone:
                 request.setHeader(b"content-length", b"%d" % len(body))
                 request.write(body)
                 request.finish()

@@ -28,11 +28,6 @@ from watchdog.observers.polling import PollingObserver
 from buildbot_kernel.imagetree.index import GENERATED_FILES
 
 log = logging.getLogger(__name__)
-# watchdog (7.x) warns each time a watched directory is renamed inside the tree (every publish moves
-# one in from .incoming/); it re-adds the watch correctly, so the warning is only noise in the log.  The
-# filter matches only that message raised from watchdog's own modules, so no other warning is hidden.
-warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
-                        module=r"watchdog(\.|$)")
 _IGNORED_TYPES = {"opened", "closed_no_write"}
 
 
@@ -52,6 +47,16 @@ def relevant(root: str, event: FileSystemEvent) -> bool:
         return False
     paths = [event.src_path, getattr(event, "dest_path", "") or ""]
     return any(p and relevant_path(root, os.fsdecode(p)) for p in paths)
+
+
+def quiet_rewatch_warning() -> None:
+    """watchdog (7.x) warns each time a watched directory is renamed inside the tree (every publish moves
+    one in from .incoming/); it re-adds the watch correctly, so the warning is only noise in the log.
+    Python's warning filters are per process: this one is installed by the watcher that causes the
+    warning, when it starts (not on import), and matches only that message raised from watchdog's own
+    modules, so no other warning is hidden.  Installing it again replaces it (no duplicates)."""
+    warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
+                            module=r"watchdog(\.|$)")
 
 
 class TreeWatcher(FileSystemEventHandler):
@@ -104,6 +109,7 @@ class TreeWatcher(FileSystemEventHandler):
                 log.exception("index regeneration after a change in %s failed", self.root)
 
     def start(self) -> None:
+        quiet_rewatch_warning()
         os.makedirs(self.root, exist_ok=True)
         self.observer.schedule(self, self.root, recursive=True)
         self.observer.start()

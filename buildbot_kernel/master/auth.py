@@ -30,6 +30,7 @@ from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
 from buildbot_kernel import htpasswd
+from buildbot_kernel.buildbot_adapter import session_secret
 from buildbot_kernel.settings import Auth
 
 SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
@@ -154,7 +155,7 @@ def may_run_command(auth: Auth | None, owner) -> bool:
 def logged_in(environ: dict, master) -> bool:
     """For pages Buildbot's authz does not cover (the WSGI dashboards): does the request carry a valid
     Buildbot session of a logged-in user?  Checked with the master's own session secret."""
-    secret = getattr(getattr(getattr(master, "www", None), "site", None), "session_secret", None)
+    secret = session_secret(master)
     if not secret:
         return False
     cookies = SimpleCookie()

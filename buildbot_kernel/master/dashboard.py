@@ -22,11 +22,11 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python import log
 
 from buildbot_kernel.bisect import records
+from buildbot_kernel.buildbot_adapter import build_steps, named_service, poller_heads, step_logs
 from buildbot_kernel.imagetree.index import templates_dir
 from buildbot_kernel.master import dashboard_data as data
 from buildbot_kernel.master import dashboard_plots as plots
 from buildbot_kernel.master.farm_service import FARM_SERVICE
-from buildbot_kernel.util import named_service
 
 REFRESH_SECONDS = 30  # page.html?refresh=N picks another interval (a wall screen), within REFRESH_RANGE
 REFRESH_RANGE = (2, 3600)
@@ -43,17 +43,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def poller_heads(master) -> dict:
-    """(repository URL, branch) -> sha, as each GitPoller saw it on its last poll."""
-    out = {}
-    for svc in list(getattr(master, "change_svc", None) or []):
-        revs, url = getattr(svc, "lastRev", None), getattr(svc, "repourl", None)
-        if isinstance(revs, dict) and url:
-            for ref, sha in revs.items():
-                out[(url, ref.removeprefix("refs/heads/"))] = sha
-    return out
 
 
 def _plain_build(b: dict) -> dict:
@@ -92,12 +81,12 @@ def failed_step_errors(master, builds: list[dict], www: str):
     for b in builds:
         if not b.get("complete") or b.get("results") not in (2, 4):
             continue
-        steps = yield master.data.get(("builds", b["buildid"], "steps"))
+        steps = yield build_steps(master, b["buildid"])
         failed = [s for s in steps if s.get("results") in (2, 4)]
         step = next((s for s in failed if s["name"] == "compile"), failed[0] if failed else None)
         if step is None:
             continue
-        logs = yield master.data.get(("steps", step["stepid"], "logs"))
+        logs = yield step_logs(master, step["stepid"])
         slug = next((lg["slug"] for lg in logs if lg["slug"] == "errors"), logs[0]["slug"] if logs else None)
         link = data.build_link(www, b) + (f"/steps/{int(step['number'])}/logs/{slug}" if slug else "")
         out[b["buildid"]] = (step.get("state_string") or "", link)

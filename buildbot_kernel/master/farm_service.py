@@ -17,10 +17,10 @@ from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
 from buildbot_kernel.farm.http import install_body_limit
 from buildbot_kernel.imagetree.treelock import try_hold
-from buildbot_kernel.util import named_service
 
 FARM_SERVICE = "farm"
 IMAGE_SERVER_SERVICE = "image-server"
@@ -35,6 +35,9 @@ class FarmService(BuildbotService):
         self._waiters: list[defer.Deferred] = []  # driver() calls made while the farm is being set up
         self._consumer = None  # of the "build finished" messages
         self._owner_fd: int | None = None  # holds <state_dir>/farm.lock: one farm per registry
+        # machine name -> the lock its steps take: a step of the farm a reconfig replaced and one of the
+        # new farm never drive one machine at once
+        self.machine_locks: dict[str, defer.DeferredLock] = {}
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -55,7 +58,8 @@ class FarmService(BuildbotService):
             return
         try:
             self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
-                                                    os.path.join(state_dir, "farm"), writer=OffReactorWriter())
+                                                    os.path.join(state_dir, "farm"), writer=OffReactorWriter(),
+                                                    locks=self.machine_locks)
         except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
             log.err(e, "test farm could not be set up")
             self.error = e

@@ -15,9 +15,9 @@ from buildbot.plugins import schedulers, util
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.farm_service import FARM_SERVICE
-from buildbot_kernel.util import named_service
 
 MACHINES_BUILDER = "machines"
 REPAIR_SCHEDULER = "repair-machine"

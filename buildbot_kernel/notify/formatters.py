@@ -16,6 +16,7 @@ from buildbot.reporters.message import MessageFormatterBase
 from twisted.internet import defer, threads
 from twisted.python import log
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel import gitrepo
 from buildbot_kernel.bisect import records
 from buildbot_kernel.bisect.mirror import mirror_path
@@ -79,7 +80,7 @@ class BuildFailedFormatter(KernelFormatter):
     def mail_for_build(self, master, build):
         if build["results"] != FAILURE or prop(build, "bisect_id"):
             return None
-        steps = yield master.data.get(("builds", build["buildid"], "steps"))
+        steps = yield bb.build_steps(master, build["buildid"])
         failed = next((s for s in steps if s["results"] == FAILURE), None)
         if failed is None:
             return None
@@ -88,15 +89,12 @@ class BuildFailedFormatter(KernelFormatter):
         state = failed.get("state_string") or ""
         first_error = state.removeprefix("failed: ") if state.startswith("failed: ") else ""
         urls = {}
-        logs = yield master.data.get(("steps", failed["stepid"], "logs"))
+        logs = yield bb.step_logs(master, failed["stepid"])
         for lg in logs:
             urls[lg["name"]] = utils.get_url_for_log(master, build["builderid"], build["number"],
                                                      failed["number"], lg["slug"])
             if lg["name"] == ERRORS_LOG and not first_error:
-                content = yield master.data.get(("logs", lg["logid"], "contents"))
-                lines = ((content or {}).get("content") or "").splitlines()
-                if lg.get("type") == "s":  # stream logs: each line starts with its channel (o, e, h)
-                    lines = [line[1:] for line in lines if line[:1] in "oe"]
+                lines = yield bb.log_lines(master, lg, channels="oe")
                 first_error = next((line for line in lines if line.strip()), "")
         first_error = first_error or state
         repository = prop(build, "project") or ""

@@ -22,9 +22,10 @@ from buildbot.process import buildstep
 from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
-from buildbot_kernel.bisect.tester import EXIT_SKIP
+from buildbot_kernel import buildbot_adapter as bb
+from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
+from buildbot_kernel.bisect.tester import EXIT_SKIP, TesterAbort, exit_status, verdict_for_exit
 from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
-from buildbot_kernel.steps.subbuilds import waiting_parent
 
 WORKDIR = "bisect"
 IMAGE_SUBDIR = "image"
@@ -46,7 +47,7 @@ class RefuseOrphan(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def run(self):
-        parent = yield waiting_parent(self.master, self.build.requests[0].bsid)
+        parent = yield bb.waiting_parent(self.master, bb.first_request(self.build).bsid)
         if parent is not None and parent["complete"]:
             self.descriptionDone = [f"not run: the bisect build that asked for it (build {parent['number']}) "
                                     "has ended; a resumed bisect asks again"]
@@ -76,7 +77,7 @@ class FetchImage(buildstep.BuildStep):
         new.append(steps.ShellCommand(name="verify image", command=["sha256sum", "--strict", "-c", SUMS_FILE],
                                       workdir=image_dir, haltOnFailure=True,
                                       descriptionDone=["sha256 checked"]))
-        self.build.addStepsAfterCurrentStep(new)
+        bb.add_steps_after_current(self.build, new)
         self.descriptionDone = [f"{self.getProperty('bisect_image')}: {len(files)} files"]
         return defer.succeed(SUCCESS)
 
@@ -115,19 +116,15 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
         if rc is None or cmd.interrupted:
             self.descriptionDone = ["interrupted"]
             return EXCEPTION
-        status = rc if rc >= 0 else 128 - rc
+        status = exit_status(rc)
         self.setProperty(EXIT_PROPERTY, status, self.name)
-        if status == 0:
-            self.descriptionDone = ["exit 0: good"]
-            return SUCCESS
-        if status == EXIT_SKIP:
-            self.descriptionDone = [f"exit {status}: skip"]
-            return WARNINGS
-        if status <= 127:
-            self.descriptionDone = [f"exit {status}: bad"]
-            return FAILURE
-        self.descriptionDone = [f"exit {status}: aborts the bisect"]
-        return EXCEPTION
+        try:
+            verdict = verdict_for_exit(status)
+        except TesterAbort:
+            self.descriptionDone = [f"exit {status}: aborts the bisect"]
+            return EXCEPTION
+        self.descriptionDone = [f"exit {status}: {verdict}"]
+        return {GOOD: SUCCESS, SKIP: WARNINGS, BAD: FAILURE}[verdict]
 
 
 def bisect_test_factory() -> util.BuildFactory:

@@ -26,9 +26,9 @@ from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
 from buildbot_kernel.bisect.images import Image
 from buildbot_kernel.bisect.request import DEFAULT_TIMEOUT, LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
-from buildbot_kernel.util import named_service
 
 EXIT_PROPERTY = "bisect_exit"
 # read by the bisect-test builder (steps/bisect_test.py, which imports this module: so not imported here;
@@ -92,6 +92,8 @@ class MachineTester:
             raise Interrupted(outcome.reason)
         if getattr(outcome, "machine_broken", False):
             raise TesterAbort(-1, outcome.reason or f"machine {self.driver.name} is broken")
+        if outcome.verdict == "error":  # exit status above 127 on the machine (bbk_verdict)
+            raise TesterAbort(-1, f"the test command broke on machine {self.driver.name}: {outcome.reason}")
         if outcome.verdict not in VERDICTS:
             raise TesterAbort(-1, f"machine {self.driver.name} answered {outcome.verdict!r}")
         details = outcome.to_json() if hasattr(outcome, "to_json") else {"verdict": outcome.verdict}

@@ -6,9 +6,10 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer, threads
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel import gitrepo, heads
 from buildbot_kernel.target import BuildTarget
-from buildbot_kernel.util import identifier, named_service
+from buildbot_kernel.util import identifier
 
 
 class ReconcileHeads(buildstep.BuildStep):
@@ -54,17 +55,16 @@ class ReconcileHeads(buildstep.BuildStep):
             if reason is None:
                 yield log.addStdout(f"{target.branch}: {sha[:12]} already built\n")
                 continue
-            if (yield self._pending(builder, sha)):
+            if (yield bb.revision_queued(self.master, builder, sha)):
                 yield log.addStdout(f"{target.branch}: {sha[:12]} already queued\n")
                 continue
-            sched = self.master.scheduler_manager.namedServices[scheduler_name]
-            yield sched.addBuildsetForSourceStamps(
+            yield bb.scheduler(self.master, scheduler_name).addBuildsetForSourceStamps(
                 sourcestamps=[{"codebase": "", "repository": target.url, "branch": target.branch,
                                "revision": sha, "project": target.repository}],
                 reason=reason, builderNames=[builder])
             scheduled.append(f"{target.branch}@{sha[:8]}")
             yield log.addStdout(f"{target.branch}: {reason} -> build scheduled\n")
-        tree = named_service(self.master, "image-tree")
+        tree = bb.named_service(self.master, "image-tree")
         if tree is not None:  # heads.json changed: head marks, order and latest follow the remote
             yield tree.regenerate()
         summary = f"scheduled {', '.join(scheduled)}" if scheduled else "all heads have images"
@@ -74,17 +74,3 @@ class ReconcileHeads(buildstep.BuildStep):
             return WARNINGS
         self.descriptionDone = [summary]
         return SUCCESS
-
-    @defer.inlineCallbacks
-    def _pending(self, builder: str, sha: str):
-        """A request for this sha that is queued or running: do not add a second one."""
-        bid = yield self.master.data.updates.findBuilderId(builder)
-        reqs = yield self.master.db.buildrequests.getBuildRequests(builderid=bid, complete=False)
-        for req in reqs:
-            bs = yield self.master.db.buildsets.getBuildset(req.buildsetid)
-            for ssid in bs.sourcestamps if bs else []:
-                ss = yield self.master.db.sourcestamps.getSourceStamp(ssid)
-                if ss and ss.revision == sha:
-                    return True
-        return False
-

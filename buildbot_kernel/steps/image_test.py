@@ -24,6 +24,7 @@ from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNING
 from twisted.internet import defer, threads
 from twisted.python import log
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel import gitrepo, loop
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.bisect.mirror import update_mirror
@@ -36,7 +37,6 @@ from buildbot_kernel.settings import Test
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
-from buildbot_kernel.util import named_service
 
 IMAGE_TEST_SCHEDULER = "image-test"
 PUBLISHED_PROPERTY = "published_image"  # set by the publish step when it renamed a new image in
@@ -87,7 +87,7 @@ class TriggerImageTests(buildstep.BuildStep):
         super().__init__(**kwargs)
 
     def run(self):
-        sched = self.master.scheduler_manager.namedServices[IMAGE_TEST_SCHEDULER]
+        sched = bb.scheduler(self.master, IMAGE_TEST_SCHEDULER)
         name = self.getProperty(PUBLISHED_PROPERTY)
         for test in self.tests:
             props = Properties()
@@ -141,14 +141,12 @@ class PickTester(buildstep.BuildStep):
             if tester == LOCAL_TESTER:
                 chosen = tester
                 break
-            access = util.MasterLock(lock_name(tester)).access("exclusive")
-            real = yield self.master.botmaster.getLockByID(access.lockid, self.build.config_version)
-            if real.isAvailable(None, access):
+            if (yield bb.lock_available(self, bb.master_lock(lock_name(tester)))):
                 chosen = tester
                 break
         self.setProperty("tester", chosen, "pick tester")
-        locks = [] if chosen == LOCAL_TESTER else [util.MasterLock(lock_name(chosen)).access("exclusive")]
-        self.build.addStepsAfterCurrentStep([RunImageTest(self.ctx, test, chosen, locks=locks)])
+        locks = [] if chosen == LOCAL_TESTER else [bb.master_lock(lock_name(chosen))]
+        bb.add_steps_after_current(self.build, [RunImageTest(self.ctx, test, chosen, locks=locks)])
         self.descriptionDone = [f"tester {chosen}"]
         return SUCCESS
 
@@ -198,18 +196,14 @@ class RunImageTest(buildstep.BuildStep):
         buildid = details.get("test_build")
         if not buildid:
             return text
-        for step in (yield self.master.data.get(("builds", buildid, "steps"))) or []:
+        for step in (yield bb.build_steps(self.master, buildid)) or []:
             if step["name"] != "test command":
                 continue
-            logs = (yield self.master.data.get(("steps", step["stepid"], "logs"))) or []
-            for lg in logs:
-                chunks = (yield self.master.data.get(("logs", lg["logid"], "contents"))) or []
-                content = "".join(c["content"] for c in chunks) if isinstance(chunks, list) \
-                    else chunks.get("content", "")
-                # stdio lines carry a one-letter stream prefix: o(ut) and e(rr) only; the h(eader) lines
-                # list the worker's whole environment, which must not be published with the image
-                text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines()
-                                                            if line[:1] in ("o", "e"))
+            for lg in (yield bb.step_logs(self.master, step["stepid"])) or []:
+                # out and err only: the header lines list the worker's whole environment, which must
+                # not be published with the image
+                lines = yield bb.log_lines(self.master, lg, channels="oe")
+                text += f"--- {lg['name']} ---\n" + "".join(line + "\n" for line in lines)
         if len(text) > MAX_LOG:  # the end says most: the tree keeps the last MAX_LOG characters
             text = f"[... {len(text) - MAX_LOG} characters left out ...]\n" + text[-MAX_LOG:]
         return text
@@ -222,7 +216,7 @@ class RunImageTest(buildstep.BuildStep):
     def _store(self, tree: TreeImages, image, result: str, text: str, extra: dict) -> defer.Deferred:
         doc = {"result": result, "date": loop_now(), "machine": self.tester_name,
                "log_url": results.log_url(image.url, self.test.name), **extra}
-        tree_service = named_service(self.master, "image-tree")
+        tree_service = bb.named_service(self.master, "image-tree")
         modes = tree_service.modes if tree_service is not None else None
         kwargs = {"mode": modes.file_mode, "gid": modes.gid} if modes is not None else {}
         return threads.deferToThread(results.write_result, tree.local_dir(image), self.test.name, doc, text,
@@ -230,7 +224,7 @@ class RunImageTest(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def _regenerate(self):
-        tree_service = named_service(self.master, "image-tree")
+        tree_service = bb.named_service(self.master, "image-tree")
         if tree_service is not None:
             yield tree_service.regenerate()
 
@@ -266,7 +260,7 @@ class RunImageTest(buildstep.BuildStep):
         except Interrupted as e:
             self.descriptionDone = [f"interrupted: {e}"]
             # a master shutdown puts the request back: the image is tested after the restart
-            return RETRY if getattr(self.master.botmaster, "shuttingDown", False) else CANCELLED
+            return RETRY if bb.shutting_down(self.master) else CANCELLED
         yield self._store(tree, image, result, text, extra)
         yield self._regenerate()
         summary = f"{self.test.name} on {name}: {result}"
@@ -301,15 +295,13 @@ class RunImageTest(buildstep.BuildStep):
     def _start_bisect(self, repository: str, branch: str, good: dict, bad_image) -> defer.Deferred:
         """One bisect per (test, branch, bad sha), claimed atomically in the database; the summary."""
         test, bad = self.test.name, bad_image.metadata
-        state = self.master.db.state
-        oid = yield state.getObjectId(*loop.STATE_OBJECT)
         key = loop.claim_key(test, branch, bad["sha"])
-        mine = {"buildid": self.build.buildid, "master": self.master.masterid, "claimed": loop_now()}
-        claim = yield state.atomicCreateState(oid, key, lambda: mine)
+        mine = {"buildid": self.build.buildid, "master": bb.master_id(self.master), "claimed": loop_now()}
+        claim = yield bb.claim_once(self.master, loop.STATE_OBJECT, key, mine)
         if claim != mine:
             return f"a bisect of {bad['sha'][:12]} was already started (build {claim.get('buildid')})"
         builder, _, build_config = self.ctx.builders[(repository, branch)]
-        sched = self.master.scheduler_manager.namedServices[self.ctx.bisect_scheduler]
+        sched = bb.scheduler(self.master, self.ctx.bisect_scheduler)
         who = loop.owner(test, branch, good["sha"], bad["sha"])
         try:
             bsid, brids = yield sched.force(
@@ -317,10 +309,10 @@ class RunImageTest(buildstep.BuildStep):
                 bad=bad["sha"], tester=self.tester_name, test=test, command="", mode=self.test.mode,
                 build_missing=True, build_config=build_config, max_steps=0)
         except Exception as e:  # a form the settings made invalid: said, and the claim kept (never two)
-            yield state.setState(oid, key, {**mine, "error": str(e)})
+            yield bb.set_stored(self.master, loop.STATE_OBJECT, key, {**mine, "error": str(e)})
             return f"could not start the bisect: {e}"
         bisect = {"buildset": bsid, "buildrequests": sorted(brids.values())}
-        yield state.setState(oid, key, {**mine, **bisect})
+        yield bb.set_stored(self.master, loop.STATE_OBJECT, key, {**mine, **bisect})
         doc = loop.regression_document(test, branch, repository, good, bad, self.tester_name, bisect)
         self.setProperty(loop.REGRESSION_PROPERTY, doc, "regression-watch")
         return f"regression since {good['sha'][:12]}: bisect started (buildset {bsid})"

@@ -17,13 +17,13 @@ from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
 from buildbot_kernel import formats, heads
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
-from buildbot_kernel.util import named_service
 
 WORKER_SUMS = ".worker.sha256"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -15,6 +15,7 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel import reproducer
 from buildbot_kernel.target import BuildTarget
 
@@ -53,13 +54,12 @@ class AttachBuildRecord(buildstep.BuildStep):
     def run(self):
         p, t = self.getProperty, self.target
         incoming = Path(p("incoming_dir"))
-        log = yield self.master.data.get(("builds", self.build.buildid, "steps", COMPILE_STEP, "logs", "stdio",
-                                          "raw"))
-        if not log or "raw" not in log:
+        log = yield bb.step_raw_log(self.master, self.build.buildid, COMPILE_STEP, "stdio")
+        if log is None:
             yield self.addCompleteLog("problems", f"the {COMPILE_STEP} step's log is missing\n")
             self.descriptionDone = ["no compile log"]
             return FAILURE
-        size = yield threads.deferToThread(write_build_log, incoming, log["raw"])
+        size = yield threads.deferToThread(write_build_log, incoming, log)
         common = {"url": t.url, "sha": p("commit_sha"), "name": p("image_name"),
                   "localversion": p("localversion"), "timestamp": p("commit_date")}
         try:

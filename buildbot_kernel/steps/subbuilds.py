@@ -13,8 +13,15 @@ from buildbot.process.results import CANCELLED, RETRY
 from twisted.internet import defer
 from twisted.python import failure
 
+from buildbot_kernel import buildbot_adapter as bb
+from buildbot_kernel.buildbot_adapter import cancel_requests, orphaned_requests, waiting_parent
+from buildbot_kernel.errors import BuildbotKernelError
 
-class Interrupted(Exception):
+# re-exported for steps/bisect.py, which imports them from here
+__all__ = ["Interrupted", "SubBuild", "Waiter", "cancel_requests", "orphaned_requests", "waiting_parent"]
+
+
+class Interrupted(BuildbotKernelError):
     """The bisect build was stopped (a user, or a master shutdown) while it waited."""
 
 
@@ -34,7 +41,7 @@ class SubBuild:
                 properties: dict | None = None, reason: str = "") -> SubBuild:
         """Start a buildset through the named Triggerable scheduler, linked to ``step``'s build."""
         handle = cls(step.master, label)
-        sched = step.master.scheduler_manager.namedServices[scheduler_name]
+        sched = bb.scheduler(step.master, scheduler_name)
         props = Properties()
         # source "Scheduler": Buildbot compares those when deciding to collapse queued requests, so a
         # request for one commit is never collapsed into a later one for another commit
@@ -86,49 +93,9 @@ class SubBuild:
         # the Triggerable scheduler stops before the build completes: a master shutdown
         self._finish(RETRY if not self.cancelled else CANCELLED)
 
-    @defer.inlineCallbacks
-    def last_build(self):
+    def last_build(self) -> defer.Deferred:
         """The data API dict of the (last) build of this buildset, with its properties, or None."""
-        for brid in reversed(self.brids):
-            builds = yield self.master.data.get(("buildrequests", brid, "builds"))
-            if builds:
-                b = builds[-1]
-                props = yield self.master.data.get(("builds", b["buildid"], "properties"))
-                return {**b, "properties": {k: v[0] for k, v in (props or {}).items()}}
-        return None
-
-
-def cancel_requests(master, brids, reason: str) -> None:
-    """Buildbot's build request cancel: a queued request completes CANCELLED, a running build stops."""
-    for brid in brids:
-        master.mq.produce(("control", "buildrequests", str(brid), "cancel"), {"reason": reason})
-
-
-@defer.inlineCallbacks
-def waiting_parent(master, bsid: int):
-    """The build that triggered buildset ``bsid`` and waits for it, as a data API dict; None when the
-    buildset has no parent."""
-    bs = yield master.db.buildsets.getBuildset(bsid)
-    if bs is None or bs.parent_buildid is None:
-        return None
-    return (yield master.data.get(("builds", bs.parent_buildid)))
-
-
-@defer.inlineCallbacks
-def orphaned_requests(master, bisect_id: str, property_name: str, current_buildid: int):
-    """Incomplete build requests of bisect ``bisect_id`` that carry ``property_name`` and were triggered by
-    another build than ``current_buildid``: after a master crash, the dead master's requests are put back
-    in the queue, but the build that waited for them is gone (it ended RETRY) and nobody reads their
-    result.  [(brid, parent build number)]"""
-    out = []
-    for req in (yield master.db.buildrequests.getBuildRequests(complete=False)):
-        props = yield master.db.buildsets.getBuildsetProperties(req.buildsetid)
-        if property_name not in props or props.get("bisect_id", (None,))[0] != bisect_id:
-            continue
-        bs = yield master.db.buildsets.getBuildset(req.buildsetid)
-        if bs is not None and bs.parent_buildid != current_buildid:
-            out.append((req.buildrequestid, bs.parent_buildid))
-    return out
+        return bb.last_build_of_requests(self.master, self.brids)
 
 
 class Waiter:

@@ -22,7 +22,7 @@ def image(name="6.1.0-cand"):
 
 
 class SimMachine:
-    """After each power action, boots the next behaviour of ``script``: good | bad | hang | dead |
+    """After each power action, boots the next behaviour of ``script``: good | bad | error | hang | dead |
     mismatch | reset | garbage."""
 
     def __init__(self, name, registry, clock, script):
@@ -56,7 +56,7 @@ class SimMachine:
             return
         uname = "old-kernel" if what == "mismatch" else a.image
         r(self.name, {"result": "running", "token": a.token, "uname": uname})
-        r(self.name, {"result": "bad" if what == "bad" else "good", "token": a.token, "uname": uname})
+        r(self.name, {"result": what if what in ("bad", "error") else "good", "token": a.token, "uname": uname})
         self.clock.callLater(1, self.registry.boot_request, self.name)  # stage 2 polls
 
 
@@ -91,6 +91,15 @@ def test_good_step_then_next_step_needs_no_power():
     drv.run_step(image(), "true", "test").addBoth(a_done.append)
     sim.stage1("bad")  # it picks the instructions up by itself
     assert a_done[0].verdict == "bad" and sim.actions == ["reboot"]
+
+
+def test_a_broken_test_is_no_verdict_and_not_retried():
+    """Stage 2's "error" (the test exited above 127, bbk_verdict) is neither a verdict nor a machine fault:
+    one attempt, the machine stays in service, and the bisect's tester stops the bisect with it."""
+    drv, sim, reg, clock = make(["error"])
+    out = run(drv, clock)
+    assert out.verdict == "error" and len(out.attempts) == 1 and not out.machine_broken
+    assert sim.actions == ["reboot"] and reg.get(drv.name).state == "idle"
 
 
 def test_polling_machine_that_never_picks_up_gets_rebooted():

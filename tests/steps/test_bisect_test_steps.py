@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.trial import unittest
@@ -46,4 +46,18 @@ class TestRunTestCommand(TestBuildStepMixin, TestReactorMixin, unittest.TestCase
         self.start()
         self.expect_commands(self.expect().exit(0))
         self.expect_outcome(result=SUCCESS, state_string="exit 0: good")
+        return self.run_step()
+
+    def test_125_is_skip(self):
+        self.start()
+        self.expect_commands(self.expect().exit(125))
+        self.expect_outcome(result=WARNINGS, state_string="exit 125: skip (warnings)")
+        self.expect_property("bisect_exit", 125)
+        return self.run_step()
+
+    def test_above_127_aborts_and_a_signal_counts_as_128_plus_n(self):
+        self.start()
+        self.expect_commands(self.expect().exit(-9))
+        self.expect_outcome(result=EXCEPTION, state_string="exit 137: aborts the bisect (exception)")
+        self.expect_property("bisect_exit", 137)
         return self.run_step()

@@ -1,6 +1,6 @@
 # Shared by the stage-1 init and the stage-2 script (busybox sh; sourced, not run).
 #
-# Protocol (README "Test farm"): POST <server>/machines/<name>/boot answers KEY=value lines; every
+# Protocol (docs/farm-protocol.md): POST <server>/machines/<name>/boot answers KEY=value lines; every
 # failure is POSTed to <server>/machines/<name>/report as an urlencoded form (result, stage, token,
 # uname, error, reason, log) and the machine goes back to polling.  Every request under
 # <server>/machines/ carries the machine key (bbk.key= on the kernel command line) in the X-BBK-Key
@@ -14,6 +14,18 @@ BBK_DL_TIMEOUT=${BBK_DL_TIMEOUT:-900}        # one image file
 BBK_STAGE=${BBK_STAGE:-1}
 
 bbk_log() { echo "bbk-stage$BBK_STAGE: $*" >&2; }
+
+# The exit-status rule of `git bisect run`, the same as the master's (verdict_for_exit in
+# buildbot_kernel/bisect/tester.py; docs/farm-protocol.md): 0 good, 125 skip, 1-127 bad, anything else
+# (above 127: killed by a signal) error, the test itself broke, which is no verdict.
+bbk_verdict() {
+  case $1 in
+    0) echo good ;;
+    125) echo skip ;;
+    [1-9]|[1-9][0-9]|1[01][0-9]|12[0-7]) echo bad ;;
+    *) echo error ;;
+  esac
+}
 
 bbk_read_cmdline() {
   BBK_SERVER= BBK_MACHINE= BBK_KEY= BBK_IP= BBK_IFACE=eth0 BBK_ROOT= BBK_TOKEN= BBK_STAGE=1
