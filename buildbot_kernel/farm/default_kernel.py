@@ -15,13 +15,14 @@ import os
 import urllib.error
 import urllib.request
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.settings import http_url_problem
 
 FETCH_TIMEOUT = 30
 MAX_METADATA = 1 << 20
 
 
-class DefaultKernelError(ValueError):
+class DefaultKernelError(BuildbotKernelError, ValueError):
     """The default kernel cannot be found; the message names the setting and what to write."""
 
 

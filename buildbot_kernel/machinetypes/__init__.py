@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from buildbot_kernel.errors import BuildbotKernelError
+
 HERE = Path(__file__).resolve().parent
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _MODULE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class MachineTypeError(ValueError):
+class MachineTypeError(BuildbotKernelError, ValueError):
     """A machine type description is malformed; the message names the file and the key."""
 
 

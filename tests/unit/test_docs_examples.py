@@ -17,7 +17,7 @@ def test_the_readme_minimal_settings_file_loads_and_has_a_worker(tmp_path):
     block = re.search(r"```toml\n(.*?)```", readme[start:], re.S).group(1)
     (tmp_path / "settings.toml").write_text(block, encoding="utf-8")
     s = settings.load(tmp_path / "settings.toml")
-    assert [w["name"] for w in s.workers] == ["local"]
+    assert [w.name for w in s.workers] == ["local"]
 
 
 def test_the_farm_protocol_page_names_every_instruction_key_and_result():

@@ -26,7 +26,7 @@ class FarmOwnerTest(unittest.TestCase):
         other = holder(state / "farm.lock")  # the master that runs the farm
         self.addCleanup(other.communicate, "\n", 30)
         svc = FarmService(settings_path=str(settings), state_dir=str(state))
-        yield svc.reconfigService(settings_path=str(settings), state_dir=str(state))
+        yield svc.startService()  # reconfigures with the arguments given above
         self.assertIsNone(svc.farm)
         self.assertFalse((state / "farm.json").exists())
         with self.assertRaises(RuntimeError) as e:
