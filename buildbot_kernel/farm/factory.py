@@ -38,6 +38,9 @@ class OffReactorPower:
     def power_cycle(self):
         return threads.deferToThread(self.vm.power_cycle)
 
+    def lost_power(self) -> str | None:
+        return self.vm.lost_power()
+
 
 class OffReactorWriter:
     """The registry's state file written in a thread, in order, coalesced: a report arriving while the
