@@ -48,8 +48,9 @@ class Sender:
     """The sender thread of one site; :meth:`submit` from the reactor thread, ``done`` callbacks run in
     the sender thread (callers hop back with ``reactor.callFromThread``)."""
 
-    def __init__(self, idle_exit: float = IDLE_EXIT):
+    def __init__(self, idle_exit: float = IDLE_EXIT, say=None):
         self.idle_exit = idle_exit
+        self._say = say  # told once, when the first download is handed over
         self._lock = threading.Lock()
         self._new: list[Job] = []
         self._thread: threading.Thread | None = None
@@ -67,6 +68,9 @@ class Sender:
         with self._lock:
             self._new.append(job)
             if self._thread is None:
+                if self._say is not None:
+                    self._say("sending file downloads with sendfile(2) from a thread of their own")
+                    self._say = None
                 self._thread = threading.Thread(target=self._run, name="image-sendfile", daemon=True)
                 self._thread.start()
         self._wake()

@@ -132,9 +132,8 @@ def _send_in_thread(request, f, offset: int, length: int) -> bool:
     sender = getattr(site, "sender", None)
     transport = getattr(request.channel, "transport", None)
     if (sender is None or not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False)
-            or transport.producer is not None or transport._tempDataLen
-            or transport.offset != len(transport.dataBuffer)):
-        return False
+            or transport._tempDataLen or transport.offset != len(transport.dataBuffer)):
+        return False  # (the transport's producer is the HTTP channel itself: it writes nothing on its own)
     reactor = site.reactor
 
     def ended(outcome) -> None:  # in the reactor thread
@@ -422,7 +421,7 @@ def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool 
     site = GuardedSite(tree, logPath=access_log, head_timeout=head_timeout, per_address=per_address,
                        stall_timeout=stall_timeout)
     site.displayTracebacks = False
-    site.sender = Sender()
+    site.sender = Sender(say=lambda line: log.msg(f"image server: {line}"))
     return site
 
 

@@ -276,6 +276,7 @@ def test_kept_alive_connection_mixes_sent_files_and_other_answers(site):
         if path.endswith("vmlinuz"):
             assert hashlib.sha256(body).hexdigest() == expected
     c.close()
+    assert "image server: sending file downloads with sendfile(2)" in (root.parent / "server.out").read_text()
     log = root.parent / "access.log"
     line = f'GET /drm-intel-next/{img.name}/vmlinuz HTTP/1.1" 200 {BIG} '
     deadline = time.monotonic() + 10
