@@ -15,7 +15,7 @@ import time
 import pytest
 from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
 
-from .tools import Hold, power_cut, start, start_worker
+from .tools import Hold, power_cut, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BRANCH = "drm-intel-fixes"
@@ -42,7 +42,7 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
     runs = tmp_path / "runs.log"
     command = (f'echo "$BISECT_SHA" >> {runs}; if [ "$(wc -l < {runs})" -eq 2 ]; then '
                f'echo reached >> {hold.log}; read line < {hold.fifo} || true; fi; {CHECK}')
-    start(master, ports["web"])
+    master.start(ports["web"])
     start_worker(worker, master)
     try:
         bsid = master.force("bisect", {"target": BRANCH, "tester": "local", "command": command, "mode": "test",
@@ -57,7 +57,7 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
         assert [ln.split()[-1] for ln in log.splitlines() if ln.startswith(("git bisect good", "git bisect bad"))
                 ] == [first]  # step 1 finished before the kill, step 2 did not
 
-        start(master, ports["web"])
+        master.start(ports["web"])
         build = bisect_build(master, bsid, timeout=150)
         assert build["results"] == SUCCESS, build["state_string"]
         assert f"first bad commit {shas[3][:12]}" in build["state_string"]
