@@ -2,9 +2,8 @@
 
 The embedded image server lives in the master process: its reactor also answers the web UI and the
 workers.  Sending a file through the reactor costs a read and a write of every byte in Python, a reactor
-turn per chunk, and the GIL meanwhile; under a few hundred concurrent downloads that was most of the
-master's time and the web UI's REST answers waited behind it (README, "Load").  Here the reactor only
-parses the request and checks the path; the response head and the file are then written by one thread
+turn per chunk, and the GIL meanwhile, and under a few hundred concurrent downloads the web UI's REST
+answers queue behind those turns (README, "Under load").  Here the reactor only parses the request and checks the path; the response head and the file are then written by one thread
 with ``sendfile(2)`` (the kernel copies the file to the socket; Python does one call per few MiB) over a
 ``selectors`` loop of all downloads in progress, and the reactor hears back once, when a download ended.
 
