@@ -48,7 +48,7 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
         bsid = master.force("bisect", {"target": BRANCH, "tester": "local", "command": command, "mode": "test",
                                        "good": shas[0], "bad": shas[4], "build_missing": True,
                                        "build_config": "x86_64", "max_steps": 0})
-        hold.wait_reached(1)  # the second test runs, held
+        hold.wait_reached(1, timeout=300)  # the second test runs, held (two builds and a test before it)
         power_cut(master.dir)
         hold.let_go()  # the worker may still run the held command: let it end
         first, interrupted = runs.read_text().split()
