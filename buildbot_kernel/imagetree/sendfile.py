@@ -3,9 +3,10 @@
 The embedded image server lives in the master process: its reactor also answers the web UI and the
 workers.  Sending a file through the reactor costs a read and a write of every byte in Python, a reactor
 turn per chunk, and the GIL meanwhile, and under a few hundred concurrent downloads the web UI's REST
-answers queue behind those turns (README, "Under load").  Here the reactor only parses the request and checks the path; the response head and the file are then written by one thread
-with ``sendfile(2)`` (the kernel copies the file to the socket; Python does one call per few MiB) over a
-``selectors`` loop of all downloads in progress, and the reactor hears back once, when a download ended.
+answers queue behind those turns (README, "Under load").  Here the reactor only parses the request and
+checks the path; the response head and the file are then written by one thread with ``sendfile(2)``
+(the kernel copies the file to the socket; Python does one call per few MiB) over a ``selectors`` loop
+of all downloads in progress, and the reactor hears back once, when a download ended.
 
 The thread owns a duplicate of the socket's descriptor for the length of the body only, and only when
 Twisted has nothing buffered for that socket (the request is then the only writer); otherwise the

@@ -115,13 +115,14 @@ class FileProducer:
             self.f = None
 
 
-def _head_bytes(request) -> bytes:
-    """The status line and headers Twisted would write for ``request`` (whose headers this module set,
-    all plain tokens), and ``request`` marked as having written them."""
-    request.startedWriting = 1
+def _head_bytes(request) -> bytes | None:
+    """The status line and headers Twisted would write for ``request``, or None if a header holds a line
+    break (Twisted's own writer refuses those; this module never sets one)."""
     lines = [b"%s %d %s" % (request.clientproto, request.code, request.code_message)]
     lines += [name + b": " + value for name, values in request.responseHeaders.getAllRawHeaders()
               for value in values]
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        return None
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -134,6 +135,10 @@ def _send_in_thread(request, f, offset: int, length: int) -> bool:
     if (sender is None or not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False)
             or transport._tempDataLen or transport.offset != len(transport.dataBuffer)):
         return False  # (the transport's producer is the HTTP channel itself: it writes nothing on its own)
+    head = _head_bytes(request)
+    if head is None:
+        return False
+    request.startedWriting = 1  # the head is the thread's to send
     reactor = site.reactor
 
     def ended(outcome) -> None:  # in the reactor thread
@@ -149,7 +154,7 @@ def _send_in_thread(request, f, offset: int, length: int) -> bool:
         if outcome != "cancelled" and not request._disconnected:
             transport.abortConnection()
 
-    job = sender.submit(transport.fileno(), _head_bytes(request), f.fileno(), offset, length,
+    job = sender.submit(transport.fileno(), head, f.fileno(), offset, length,
                         getattr(site, "stall_timeout", None), lambda outcome: reactor.callFromThread(ended, outcome))
     request.notifyFinish().addErrback(lambda _: sender.cancel(job))
     return True
