@@ -115,6 +115,14 @@ class Sender:
                         self._end(sel, jobs, job, "stalled")
                 if jobs or new:
                     idle_since = now
+        except Exception as e:  # a bug here must not leave downloads hanging: end every one, then say it
+            with self._lock:
+                new, self._new = self._new, []
+                self._thread = None
+            for job in [*jobs, *new]:
+                job.sock.close()
+                job.done(e)
+            raise
         finally:
             sel.close()
 
