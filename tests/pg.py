@@ -69,6 +69,12 @@ class PgServer:
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.base / "server.log"),
                   "-o", opts)
 
+    def restart(self):
+        """``pg_ctl restart -m fast``: every connection is terminated, the server comes back with the same
+        options (as an admin's restart or a package upgrade does)."""
+        self._run("pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", str(self.data), "-l",
+                  str(self.base / "server.log"))
+
     def stop(self):
         self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.data), check=False)
         shutil.rmtree(self.base, ignore_errors=True)

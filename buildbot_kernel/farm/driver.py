@@ -15,7 +15,7 @@ import logging
 import subprocess
 import time
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.defer import inlineCallbacks
 
 from buildbot_kernel.errors import BuildbotKernelError
@@ -76,7 +76,8 @@ class MachineDriver:
     machine reaches it (``http://10.0.2.2:8011`` for a QEMU guest); ``public_base`` the images' base
     URL in index.json, rewritten to ``server_url`` in instructions; ``initrd`` the local OS handed to
     every candidate when the machine has no disk of its own (QEMU machines); ``power`` anything with
-    ``soft_reboot()`` and ``power_cycle()`` (plain or Deferred results).
+    ``soft_reboot()`` and ``power_cycle()`` (plain or Deferred results), and optionally ``lost_power()``:
+    why the machine is off though nobody switched it off (None while it is on or was never started).
     """
 
     def __init__(self, machine: Machine, registry: Registry, power, server_url: str, *, public_base: str = "",
@@ -195,13 +196,18 @@ class MachineDriver:
         test_timeout = self.machine.test_timeout
         poll = self.machine.poll
         done: defer.Deferred = defer.Deferred()
-        st = {"phase": "assigned", "since": self.clock(), "powered": False, "timer": None}
+        st = {"phase": "assigned", "since": self.clock(), "powered": False, "timer": None, "switching": 0}
+        lost_power = getattr(self.power, "lost_power", None)
+        watch = task.LoopingCall(lambda: check_power())
+        watch.clock = self.reactor
 
         def finish(end: AttemptEnd):
             if done.called:
                 return
             if st["timer"] and st["timer"].active():
                 st["timer"].cancel()
+            if watch.running:
+                watch.stop()
             self.registry.unsubscribe(self.name, on_event)
             self._current = None
             done.callback(end)
@@ -226,11 +232,25 @@ class MachineDriver:
                 st["phase"] = "running"
                 arm(test_timeout)
 
+        def check_power():
+            """A machine whose power the master sees (QEMU: its process) went off in the middle of the
+            attempt: an infrastructure failure at once, never a verdict (README, "When things fail")."""
+            why = None if st["switching"] else lost_power()
+            if why:
+                self.registry.withdraw(self.name)
+                finish(AttemptEnd("infra", f"the machine lost power ({st['phase']}): {why}"))
+
+        def switched(result):
+            st["switching"] -= 1
+            return result
+
         def power(cycle: bool):
             st["powered"] = True
             arm(boot_timeout)
             action = self.power.power_cycle if cycle else self.power.soft_reboot
+            st["switching"] += 1  # while the power action runs the machine may be off on purpose
             d = defer.maybeDeferred(action)
+            d.addBoth(switched)
 
             def failed(f):
                 self.registry.withdraw(self.name)
@@ -248,6 +268,8 @@ class MachineDriver:
 
         self.registry.subscribe(self.name, on_event)
         self._current = (owner_build, finish)
+        if lost_power is not None:
+            watch.start(1.0, now=False)
         if first and self.registry.is_polling(self.name, within=3 * poll + 2):
             arm(3 * poll + 5)  # it is polling: the instructions alone start it
         else:

@@ -24,6 +24,9 @@ from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
 from buildbot_kernel.settings import Machine, Settings, resolve
 
+    def lost_power(self) -> str | None:
+        return self.vm.lost_power()
+
 
 class OffReactorWriter:
     """The registry's state file written in a thread, in order, coalesced: a report arriving while the

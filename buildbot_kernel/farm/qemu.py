@@ -100,6 +100,15 @@ class QemuMachine:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def lost_power(self) -> str | None:
+        """Why the VM is off though :meth:`stop` was not called (its QEMU process ended: killed, or
+        crashed); None while it runs or before it was started.  Never blocks."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return None
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return f"its QEMU process {how} (log: {self.workdir / (self.name + '.qemu.log')})"
+
     def start(self) -> None:
         if self.running:
             return

@@ -2,7 +2,8 @@
 
 ``make_site(root)`` returns a ``Site`` whose root resource serves the tree and takes mounted children:
 ``/sha/<prefix>`` (commit lookup, mounted here) and ``/machines`` (the test-farm driver mounts it).
-Files stream from disk in chunks through a push producer (never read whole), with single-range
+Files are sent by a thread with sendfile(2) (imagetree/sendfile.py: the reactor, shared with the web UI,
+only parses the request), or else stream through a push producer (never read whole), with single-range
 requests, conditional GET (ETag, Last-Modified) and HEAD.  Anything that would leave the root (``..``,
 ``%2e%2e``, encoded slashes, symlinks pointing outside) or names a hidden entry is a plain 404, so a
 probe learns nothing about what exists outside; a listing never names such an entry either.  Slow and
@@ -18,7 +19,7 @@ import os
 import stat
 from urllib.parse import quote
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, tcp, threads
 from twisted.python import failure, log
 from twisted.web import http, resource, server
 
@@ -33,6 +34,7 @@ from buildbot_kernel.imagetree.httpfiles import (
 )
 from buildbot_kernel.imagetree.httpguard import HEAD_TIMEOUT, PER_ADDRESS_LIMIT, STALL_TIMEOUT, GuardedSite
 from buildbot_kernel.imagetree.lookup import Ambiguous, BadPrefix, NotFound, ShaLookup
+from buildbot_kernel.imagetree.sendfile import Sender
 
 CHUNK = 1 << 18  # 256 KiB per read: few reactor turns per file, little memory per client
 
@@ -111,6 +113,51 @@ class FileProducer:
         if self.f is not None:
             self.f.close()
             self.f = None
+
+
+def _head_bytes(request) -> bytes | None:
+    """The status line and headers Twisted would write for ``request``, or None if a header holds a line
+    break (Twisted's own writer refuses those; this module never sets one)."""
+    lines = [b"%s %d %s" % (request.clientproto, request.code, request.code_message)]
+    lines += [name + b": " + value for name, values in request.responseHeaders.getAllRawHeaders()
+              for value in values]
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        return None
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _send_in_thread(request, f, offset: int, length: int) -> bool:
+    """Hand the response to the site's sendfile thread (imagetree/sendfile.py) when the connection is a
+    plain TCP socket with nothing buffered (so this response is its only writer); False to send it here."""
+    site = getattr(request, "site", None)
+    sender = getattr(site, "sender", None)
+    transport = getattr(request.channel, "transport", None)
+    if (sender is None or not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False)
+            or transport._tempDataLen or transport.offset != len(transport.dataBuffer)):
+        return False  # (the transport's producer is the HTTP channel itself: it writes nothing on its own)
+    head = _head_bytes(request)
+    if head is None:
+        return False
+    request.startedWriting = 1  # the head is the thread's to send
+    reactor = site.reactor
+
+    def ended(outcome) -> None:  # in the reactor thread
+        f.close()
+        if outcome is None:
+            if not request._disconnected:
+                request.sentLength = length  # for the access log
+                request.finish()
+            return
+        if outcome == "stalled":
+            site.throttled.warning("stall", f"cut off a download to {request.getClientAddress().host} that took "
+                                         f"nothing for {site.stall_timeout:g} s")
+        if outcome != "cancelled" and not request._disconnected:
+            transport.abortConnection()
+
+    job = sender.submit(transport.fileno(), head, f.fileno(), offset, length,
+                        getattr(site, "stall_timeout", None), lambda outcome: reactor.callFromThread(ended, outcome))
+    request.notifyFinish().addErrback(lambda _: sender.cancel(job))
+    return True
 
 
 def _read_only(render):
@@ -221,7 +268,8 @@ class TreeNode(resource.Resource):
         if request.method == b"HEAD" or length == 0:
             f.close()
             return b""
-        FileProducer(request, f, first, length).start()
+        if not _send_in_thread(request, f, first, length):
+            FileProducer(request, f, first, length).start()
         return server.NOT_DONE_YET
 
     def _listing(self, request, path: str) -> bytes:
@@ -381,6 +429,7 @@ def make_site(root: str | os.PathLike, access_log: str | None = None, sha: bool 
     site = GuardedSite(tree, logPath=access_log, head_timeout=head_timeout, per_address=per_address,
                        stall_timeout=stall_timeout)
     site.displayTracebacks = False
+    site.sender = Sender(say=lambda line: log.msg(f"image server: {line}"))
     return site
 
 

@@ -4,7 +4,8 @@ Debounced on the trailing edge: every relevant event pushes the regeneration ``d
 so copying an image in (dozens of events) or an ``rm -r`` of many images makes one regeneration; a
 steady trickle still regenerates every ``max_delay`` seconds.  Events the index machinery causes itself
 are not relevant: writes of generated files (``index.*``, ``latest``), hidden names (temp files,
-``.incoming``, ``.trash``, ``.state``), file opens and reads (the scan reads manifests) and directory
+``.incoming``, ``.trash``, ``.state``), file opens and reads (the scan reads manifests, clients download
+images: inotify is not even asked for them) and directory
 "modified" notices (they do not say which entry changed; the entry's own event does).  So a publish,
 which regenerates directly, costs at most one extra regeneration that finds nothing to write.
 
@@ -21,7 +22,19 @@ import time
 import warnings
 from collections.abc import Callable
 
-from watchdog.events import DirModifiedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
@@ -29,6 +42,10 @@ from buildbot_kernel.imagetree.index import GENERATED_FILES
 
 log = logging.getLogger(__name__)
 _IGNORED_TYPES = {"opened", "closed_no_write"}
+# what inotify is asked for: not opens and reads, which every image download makes (hundreds a second
+# under load, each one an event handled in Python, holding the GIL the master's reactor needs)
+_WATCHED = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
+            FileModifiedEvent, FileClosedEvent]
 
 
 def relevant_path(root: str, path: str) -> bool:
@@ -111,7 +128,7 @@ class TreeWatcher(FileSystemEventHandler):
     def start(self) -> None:
         quiet_rewatch_warning()
         os.makedirs(self.root, exist_ok=True)
-        self.observer.schedule(self, self.root, recursive=True)
+        self.observer.schedule(self, self.root, recursive=True, event_filter=_WATCHED)
         self.observer.start()
         self._thread.start()
 

@@ -15,6 +15,7 @@ from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.imagetree.services import services_from_settings
+from buildbot_kernel.master import dbreconnect
 from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.cluster import add_cluster
@@ -83,7 +84,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "title": srv.title,
         "titleURL": srv.url or f"http://localhost:{srv.web_port}/",
         "buildbotURL": srv.url or f"http://localhost:{srv.web_port}/",
-        "db": {"db_url": srv.db_url},
+        "db": {"db_url": srv.db_url, "engine_kwargs": dbreconnect.engine_kwargs(srv.db_url)},
         "protocols": {"pb": {"port": strport(srv.worker_port, s.listener("worker_bind"))}},
         "www": {
             "port": strport(srv.web_port, s.listener("web_bind")),
@@ -99,7 +100,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "change_source": [],
         "schedulers": [],
         "builders": [],
-        "services": [],
+        "services": [dbreconnect.ReconnectingDatabase()],  # README "When things fail"
     }
     build_workers = [w.name for w in s.workers]
 

@@ -102,16 +102,22 @@ def farm_master(linux_tree, tmp_path_factory):
     wait_for(lambda: not qemu_running(console), 30, "the test machine's QEMU to be stopped with the master")
 
 
-def qemu_running(console) -> bool:
-    """A QEMU process writing this console log is alive."""
+def qemu_pids(console) -> list[int]:
+    """The QEMU processes writing this console log."""
+    pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
         if b"qemu-system" in cmdline and str(console).encode() in cmdline:
-            return True
-    return False
+            pids.append(int(pid))
+    return pids
+
+
+def qemu_running(console) -> bool:
+    """A QEMU process writing this console log is alive."""
+    return bool(qemu_pids(console))
 
 
 def images(master) -> dict[str, dict]:

@@ -15,7 +15,7 @@ import time
 import pytest
 from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
 
-from .tools import Hold, power_cut, start, start_worker
+from .tools import Hold, power_cut, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BRANCH = "drm-intel-fixes"
@@ -42,13 +42,13 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
     runs = tmp_path / "runs.log"
     command = (f'echo "$BISECT_SHA" >> {runs}; if [ "$(wc -l < {runs})" -eq 2 ]; then '
                f'echo reached >> {hold.log}; read line < {hold.fifo} || true; fi; {CHECK}')
-    start(master, ports["web"])
+    master.start(ports["web"])
     start_worker(worker, master)
     try:
         bsid = master.force("bisect", {"target": BRANCH, "tester": "local", "command": command, "mode": "test",
                                        "good": shas[0], "bad": shas[4], "build_missing": True,
                                        "build_config": "x86_64", "max_steps": 0})
-        hold.wait_reached(1)  # the second test runs, held
+        hold.wait_reached(1, timeout=300)  # the second test runs, held (two builds and a test before it)
         power_cut(master.dir)
         hold.let_go()  # the worker may still run the held command: let it end
         first, interrupted = runs.read_text().split()
@@ -57,7 +57,7 @@ def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_mo
         assert [ln.split()[-1] for ln in log.splitlines() if ln.startswith(("git bisect good", "git bisect bad"))
                 ] == [first]  # step 1 finished before the kill, step 2 did not
 
-        start(master, ports["web"])
+        master.start(ports["web"])
         build = bisect_build(master, bsid, timeout=150)
         assert build["results"] == SUCCESS, build["state_string"]
         assert f"first bad commit {shas[3][:12]}" in build["state_string"]

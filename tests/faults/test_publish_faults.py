@@ -16,7 +16,7 @@ from integration.harness import FixtureRepo, Master, Worker, free_port, settings
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.steps.publish import WORKER_SUMS
 
-from .tools import ReadGate, TreeWatch, fill, image_dirs, index_names, power_cut, start, start_worker, tmpfs
+from .tools import ReadGate, TreeWatch, fill, image_dirs, index_names, power_cut, start_worker, tmpfs
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BRANCH = "drm-intel-fixes"
@@ -51,7 +51,7 @@ def test_master_killed_between_upload_and_publish_lists_no_half_image(farm):
     t0 = time.monotonic()
     repo, master, worker, root, ports = farm
     with TreeWatch(root) as watch, ReadGate(root, reads_landed_upload) as gate:
-        start(master, ports["web"])
+        master.start(ports["web"])
         start_worker(worker, master)
         assert gate.held.wait(120), "the publish step never read the landed upload"
         staged = [p for p in (root / ".incoming").iterdir() if p.is_dir()]
@@ -61,7 +61,7 @@ def test_master_killed_between_upload_and_publish_lists_no_half_image(farm):
         gate.release()
         assert not image_dirs(root) and list((root / ".incoming").iterdir())  # the kill left the staging
     with TreeWatch(root) as watch2:
-        start(master, ports["web"])
+        master.start(ports["web"])
         wait_for(lambda: image_dirs(root) and master.idle(), 120, "the image after the restart")
     images = image_dirs(root)
     assert len(images) == 1 and package.verify_image_dir(images[0]) == []
@@ -77,7 +77,7 @@ def test_master_killed_between_upload_and_publish_lists_no_half_image(farm):
 def test_image_disk_full_during_publish_fails_clearly_and_the_next_build_publishes(farm):
     t0 = time.monotonic()
     repo, master, worker, root, ports = farm
-    start(master, ports["web"])
+    master.start(ports["web"])
     start_worker(worker, master)
     wait_for(lambda: image_dirs(root) and master.idle(), 120, "the first image")
     before, index_before = snapshot(root), (root / "index.json").read_text()

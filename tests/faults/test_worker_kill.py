@@ -14,7 +14,7 @@ from integration.harness import FAKELINUX, FixtureRepo, Master, Worker, free_por
 
 from buildbot_kernel.imagetree import package
 
-from .tools import Hold, TreeWatch, holding_makefile, image_dirs, index_names, power_cut, start, start_worker
+from .tools import Hold, TreeWatch, holding_makefile, image_dirs, index_names, power_cut, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BRANCH = "drm-intel-fixes"
@@ -32,7 +32,7 @@ def test_worker_killed_mid_build_builds_again_and_publishes_once(tmp_path):
     master = Master(tmp_path, settings_text(str(repo.bare), (BRANCH,), ports))
     worker = Worker(tmp_path, "w1", "pw", ports["worker"])
     root = master.dir / "images"
-    start(master, ports["web"])
+    master.start(ports["web"])
     try:
         with TreeWatch(root) as watch:
             start_worker(worker, master)

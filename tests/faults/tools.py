@@ -72,17 +72,6 @@ def power_cut(directory: Path) -> int:
     return pid
 
 
-def start(master, web_port: int, timeout: float = 120) -> None:
-    """``buildbot start``, waiting for the web API as long as a loaded machine needs: after a crash the
-    start-up (database recovery, housekeeping of the dead run) can take longer than the 10 s that
-    ``buildbot start`` itself waits before it gives up watching (the master goes on starting)."""
-    master.web_port = web_port
-    r = master._run(BIN / "buildbot", "start", str(master.dir), check=False)
-    if r.returncode != 0 and "took more than" not in r.stdout + r.stderr:
-        raise AssertionError(f"buildbot start failed ({r.returncode}): {r.stdout}{r.stderr}\n{master.log_tail()}")
-    wait_for(master._api_ok, timeout, "the web API to answer")
-
-
 def start_worker(worker, master, timeout: float = 120) -> None:
     """``buildbot-worker start``, then wait until the master lists the worker as connected (the command
     itself gives up watching early on a loaded machine, while the worker goes on connecting)."""

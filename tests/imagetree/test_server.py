@@ -258,3 +258,28 @@ def test_access_log(site):
             break
         time.sleep(0.05)
     assert "GET /drm-intel-next/latest HTTP/1.1\" 200" in log.read_text()
+
+
+def test_kept_alive_connection_mixes_sent_files_and_other_answers(site):
+    """File bodies go out from the sendfile thread, everything else from the reactor: on one connection
+    they must follow each other whole and in order, and the access log counts every byte sent."""
+    url, root, img = site
+    u = urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    expected = hashlib.sha256((img / "vmlinuz").read_bytes()).hexdigest()
+    for path in ("/drm-intel-next/", f"/drm-intel-next/{img.name}/vmlinuz", "/drm-intel-next/",
+                 f"/drm-intel-next/{img.name}/vmlinuz", f"/drm-intel-next/{img.name}/config"):
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 200 and len(body) == int(r.headers["Content-Length"]), path
+        if path.endswith("vmlinuz"):
+            assert hashlib.sha256(body).hexdigest() == expected
+    c.close()
+    assert "image server: sending file downloads with sendfile(2)" in (root.parent / "server.out").read_text()
+    log = root.parent / "access.log"
+    line = f'GET /drm-intel-next/{img.name}/vmlinuz HTTP/1.1" 200 {BIG} '
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and log.read_text().count(line) < 2:
+        time.sleep(0.05)
+    assert log.read_text().count(line) >= 2, log.read_text()[-2000:]

@@ -128,3 +128,28 @@ def test_publish_and_watcher_do_not_loop(watched):
 ])
 def test_relevant_paths(tmp_path, rel, expected):
     assert relevant_path(str(tmp_path), str(tmp_path / rel)) is expected
+
+
+def test_downloads_make_no_events(tmp_path):
+    """Reading images (every download) is not even reported by inotify; a change still is."""
+    root = tmp_path / "images"
+    img = make_image(root, "main", 1)
+    seen = []
+
+    class Counting(TreeWatcher):
+        def on_any_event(self, event):
+            seen.append(event.event_type)
+            super().on_any_event(event)
+
+    w = Counting(root, lambda: None, debounce=0.05)
+    w.start()
+    try:
+        for _ in range(50):
+            for f in img.iterdir():
+                if f.is_file():
+                    f.read_bytes()
+        (img / "notes.txt").write_text("a change")
+        wait_for(lambda: "created" in seen, 10, "the change to be seen")
+        assert not {"opened", "closed_no_write"} & set(seen), seen
+    finally:
+        w.stop()

@@ -159,10 +159,15 @@ class Master:
             raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stdout}\n{r.stderr}\n{tail}")
         return r
 
-    def start(self, web_port: int):
+    def start(self, web_port: int, timeout: float = 120):
+        """``buildbot start``, waiting for the web API as long as a loaded machine needs: the start-up
+        (many builders, database recovery after a crash) can take longer than the 10 s that ``buildbot
+        start`` itself watches before it gives up watching (the master goes on starting)."""
         self.web_port = web_port
-        self._run(BIN / "buildbot", "start", str(self.dir))
-        wait_for(lambda: self._api_ok(), 60, "the web API to answer")
+        r = self._run(BIN / "buildbot", "start", str(self.dir), check=False)
+        if r.returncode != 0 and "took more than" not in r.stdout + r.stderr:
+            raise AssertionError(f"buildbot start failed ({r.returncode}): {r.stdout}{r.stderr}\n{self.log_tail()}")
+        wait_for(self._api_ok, timeout, "the web API to answer")
 
     def stop(self):
         self._run(BIN / "buildbot", "stop", str(self.dir), check=False)

@@ -12,6 +12,7 @@ Fixture history on drm-intel-fixes (C0 is the initial tree)::
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -67,7 +68,15 @@ class Inbox:
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    base = tmp_path_factory.mktemp("notify")
+    with notify_farm(tmp_path_factory.mktemp("notify")) as parts:
+        yield parts
+
+
+@contextlib.contextmanager
+def notify_farm(base):
+    """A master with [notify] whose mail server (``smtp``, not started) is down, a worker, and the planted
+    history above with images of C4 and C8; (repo, master, shas, smtp, inbox, base).  The fault suite
+    (tests/faults/test_mail_down.py) uses it too."""
     repo = FixtureRepo(base, (BRANCH, OTHER))
     shas = [repo.head(BRANCH)]
     for i in range(1, 9):
@@ -104,17 +113,19 @@ cc_culprit = true
     worker = Worker(base, "w1", "pw", ports["worker"])
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    master.start(ports["web"])
-    worker.start()
-    # images of C4 (the last good one: the head at start-up) and C8; the bisect builds the rest on demand
-    wait_for(lambda: shas[4] in image_shas(master, BRANCH), 120, "the head image of C4")
-    git(repo.work, "push", "-q", "origin", f"{shas[8]}:refs/heads/{BRANCH}")
-    wait_for(lambda: shas[8] in image_shas(master, BRANCH), 120, "the head image of C8")
-    wait_for(master.idle, 60, "the pipeline to be idle")
-    yield repo, master, shas, smtp, inbox, base
-    worker.stop()
-    master.stop()
-    smtp.stop(no_assert=True)
+    try:
+        master.start(ports["web"])
+        worker.start()
+        # images of C4 (the last good one: the head at start-up) and C8; the bisect builds the rest on demand
+        wait_for(lambda: shas[4] in image_shas(master, BRANCH), 120, "the head image of C4")
+        git(repo.work, "push", "-q", "origin", f"{shas[8]}:refs/heads/{BRANCH}")
+        wait_for(lambda: shas[8] in image_shas(master, BRANCH), 120, "the head image of C8")
+        wait_for(master.idle, 60, "the pipeline to be idle")
+        yield repo, master, shas, smtp, inbox, base
+    finally:
+        worker.stop()
+        master.stop()
+        smtp.stop(no_assert=True)
 
 
 def image_shas(master, branch) -> set[str]:
