@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
+
+from buildbot_kernel.utctime import iso_utc
 
 PUBLISHED = "published"
 FAILED = "failed"
@@ -54,7 +55,7 @@ class BuildLedger:
 
     def record(self, repository: str, branch: str, sha: str, build: str, outcome: str, **extra) -> dict:
         rec = {"repository": repository, "branch": branch, "sha": sha, "build": build,
-               "outcome": outcome, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+               "outcome": outcome, "time": iso_utc(), **extra}
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:

@@ -14,9 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -25,7 +23,9 @@ from buildbot_kernel import resources
 from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
-from buildbot_kernel.imagetree.scan import Image, TreeScanner
+from buildbot_kernel.imagetree.record import ImageRecord
+from buildbot_kernel.imagetree.scan import TreeScanner
+from buildbot_kernel.utctime import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +70,6 @@ def make_env(directory: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def image_url(base_url: str, image: Image) -> str:
-    return f"{base_url.rstrip('/')}/{quote(image.branch_dir, safe='+')}/{quote(image.name, safe='+')}/"
-
-
-def index_entry(image: Image, base_url: str) -> dict:
-    """metadata.json as is, except its repository ``url`` moves to ``repository_url`` and ``url`` becomes
-    the image directory's absolute URL; ``path`` is the same relative to the tree root."""
-    entry = dict(image.metadata)
-    entry["repository_url"] = entry.pop("url", "")
-    entry["url"] = image_url(base_url, image)
-    entry["path"] = image.path
-    entry["on_demand"] = branchorder.is_on_demand(image)
-    entry["head"] = False  # set per regeneration from the heads state (branchorder)
-    if image.tests:  # watched tests' results (docs/index-format.md, "tests")
-        entry["tests"] = image.tests
-    return entry
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class Result:
     """What one regeneration saw and did."""
@@ -120,11 +98,11 @@ class TreeIndex:
         self.scanner = TreeScanner(self.root)
         self.env = make_env(templates)
         self.lock = threading.RLock()  # held by callers that must regenerate and act as one step
-        self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
+        self._encoded: dict[str, tuple[ImageRecord, dict, str, str]] = {}  # path -> (image, entry, json, row)
         self._signatures: dict[str, tuple] = {}  # generated file -> signature of what it shows
         self.heads = branchorder.HeadsFile(self.root)
 
-    def _entries(self, images: list[Image], result: Result) -> dict[str, tuple[dict, str, str]]:
+    def _entries(self, images: list[ImageRecord], result: Result) -> dict[str, tuple[dict, str, str]]:
         """(entry, its JSON, its HTML row) by image path, each encoded once per image version (when the
         image's modes are fixed too)."""
         out = {}
@@ -134,7 +112,7 @@ class TreeIndex:
             cached = self._encoded.get(img.path)
             if cached is None or cached[0] is not img:
                 result.mode_problems += self.modes.apply_tree(self.root / img.path)
-                entry = index_entry(img, self.base_url)
+                entry = img.to_index_entry(self.base_url)
                 cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
                           row.render(i=entry))
             fresh[img.path] = cached
@@ -172,7 +150,7 @@ class TreeIndex:
                 for path, (key, meta, text, row, tests) in doc["images"].items():
                     branch_dir, name = path.rstrip("/").split("/")
                     img = self.scanner.seed(branch_dir, name, meta, key, tests)
-                    entry = index_entry(img, self.base_url)
+                    entry = img.to_index_entry(self.base_url)
                     if not same_url:
                         text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
                     self._encoded[path] = (img, entry, text, row)
@@ -196,7 +174,7 @@ class TreeIndex:
             result = Result([], skipped=dict(self.scanner.skipped))
             encoded = self._entries(images, result)
             branches = self.ordered(images)
-            generated = now_iso()
+            generated = iso_utc()
             rows: dict[str, list[tuple[dict, str, str]]] = {}
             signatures: dict[str, tuple] = {}
             for b, (state, ordered, _latest) in branches.items():
@@ -224,11 +202,11 @@ class TreeIndex:
                 log.warning("permission contract: %s", problem)
             return result
 
-    def ordered(self, images: list[Image]) -> dict[str, tuple]:
+    def ordered(self, images: list[ImageRecord]) -> dict[str, tuple]:
         """{branch dir: (heads state or None, its images first to last, the image ``latest`` names)},
         branches with the newest first image (by commit date) first: the order of the root index."""
         states = self.heads.load()
-        by_branch: dict[str, list[Image]] = {}
+        by_branch: dict[str, list[ImageRecord]] = {}
         for img in images:
             by_branch.setdefault(img.branch_dir, []).append(img)
         out = {}
@@ -246,8 +224,8 @@ class TreeIndex:
             problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
         return problems
 
-    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], signature: tuple,
-                      latest: Image | None, generated: str, result: Result) -> None:
+    def _write_branch(self, b: str, images: list[ImageRecord], encoded: list[tuple[dict, str, str]], signature: tuple,
+                      latest: ImageRecord | None, generated: str, result: Result) -> None:
         rel_json, rel_html, rel_latest = f"{b}/{INDEX_JSON}", f"{b}/{INDEX_HTML}", f"{b}/{LATEST}"
         if not (self._changed(rel_json, signature) or self._changed(rel_html, signature)
                 or (latest is not None and self._changed(rel_latest, signature))):

@@ -10,7 +10,6 @@ is read on the reactor thread with ``blockingCallFromThread``; the rest is files
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from pathlib import Path
@@ -23,6 +22,7 @@ from twisted.python import log
 
 from buildbot_kernel.bisect import records
 from buildbot_kernel.imagetree.index import templates_dir
+from buildbot_kernel.imagetree.indexfile import IndexDoc, IndexUnreadable, read_index
 from buildbot_kernel.master import dashboard_data as data
 from buildbot_kernel.master import dashboard_plots as plots
 from buildbot_kernel.master.farm_service import FARM_SERVICE
@@ -36,13 +36,6 @@ BUILD_PROPS = ["commit_sha", "commit_subject", "got_revision", "revision", "bise
 PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
 SERVED_FILES = {records.RESULT: "application/json", records.LOG: "text/plain"}
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def poller_heads(master) -> dict:
@@ -143,8 +136,11 @@ class KernelDashboard:
     def context(self, www: str, here: str) -> dict:
         """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
         to the page, so links work behind a proxy that serves Buildbot under a path."""
-        index = _read_json(self.images_root / "index.json")
-        images = [e for e in (index or {}).get("images", []) if isinstance(e, dict)]
+        try:
+            index = read_index(self.images_root)
+        except IndexUnreadable:  # no tree yet, or a damaged index: the page shows no images
+            index = IndexDoc(str(self.images_root), ())
+        images = index.entries()
         problem = ""
         try:
             heads, builds, errors = self._master_data(www)
@@ -162,7 +158,7 @@ class KernelDashboard:
         return {
             "branches": data.branch_rows(self.branches, heads, builds, images, errors, www),
             "bisects": bisects, "machines": machines, "images_total": len(images),
-            "base_url": self.base_url.rstrip("/"), "generated": (index or {}).get("generated", ""),
+            "base_url": self.base_url.rstrip("/"), "generated": index.generated,
             "problem": problem, "refresh": REFRESH_SECONDS,
             "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
             "duration_svg": Markup(plots.build_duration_svg(data.build_durations(self.branches, builds))),

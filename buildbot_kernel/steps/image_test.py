@@ -35,6 +35,7 @@ from buildbot_kernel.imagetree import results
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 from buildbot_kernel.util import named_service
 
 IMAGE_TEST_SCHEDULER = "image-test"
@@ -132,7 +133,7 @@ class PickTester(buildstep.BuildStep):
     def _lookup(self, name: str) -> dict | None:
         """The index entry of the image named ``name`` (the form gives only the name)."""
         tree = TreeImages(self.ctx.images_root, self.ctx.base_url)
-        return next((i.metadata for i in tree.index().images if i.name == name), None)
+        return next((i.entry for i in tree.index().images if i.name == name), None)
 
     @defer.inlineCallbacks
     def run(self):
@@ -184,7 +185,7 @@ class RunImageTest(buildstep.BuildStep):
         tree = TreeImages(self.ctx.images_root, self.ctx.base_url, repository=repository)
         index = tree.index()
         image = next((i for i in index.images if i.name == name and i.branch == branch), None)
-        return image, [i.metadata for i in index.images if i.branch == branch], tree
+        return image, [i.entry for i in index.images if i.branch == branch], tree
 
     # -- one run -----------------------------------------------------------------------------------------
     @defer.inlineCallbacks
@@ -315,7 +316,7 @@ class RunImageTest(buildstep.BuildStep):
     @defer.inlineCallbacks
     def _start_bisect(self, repository: str, branch: str, good: dict, bad_image) -> defer.Deferred:
         """One bisect per (test, branch, bad sha), claimed atomically in the database; the summary."""
-        test, bad = self.test.name, bad_image.metadata
+        test, bad = self.test.name, bad_image.entry
         state = self.master.db.state
         oid = yield state.getObjectId(*loop.STATE_OBJECT)
         key = loop.claim_key(test, branch, bad["sha"])
@@ -342,7 +343,7 @@ class RunImageTest(buildstep.BuildStep):
 
 
 def loop_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return iso_utc()
 
 
 def image_test_factory(ctx: LoopContext) -> util.BuildFactory:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from buildbot.process import buildstep, logobserver
@@ -16,6 +15,7 @@ from buildbot_kernel import kbuild_commands, naming
 from buildbot_kernel.kbuild_output import KbuildProgress
 from buildbot_kernel.ledger import FAILED, BuildLedger
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 
 SKIP_PROPERTY = "bbk_skip"
 
@@ -110,7 +110,7 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
                                  localversion_files=facts.get("localversion_files", ""))
         jobs = t.build.get("jobs") or int(facts.get("cpus") or 1)
         use_ccache = bool(t.build.get("ccache")) and facts.get("ccache") == "1"
-        commit_date = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        commit_date = iso_utc(ts)
         props = {
             "image_name": name,
             "localversion": naming.config_localversion(t.branch, facts["sha"], ts),

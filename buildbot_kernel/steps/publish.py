@@ -17,12 +17,14 @@ from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
 from buildbot_kernel import formats, heads
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 from buildbot_kernel.util import named_service
 
 WORKER_SUMS = ".worker.sha256"
@@ -43,7 +45,7 @@ def check_transfer(incoming: Path) -> list[str]:
         f = incoming / fname
         if not f.is_file():
             problems.append(f"{fname}: listed by the worker but not uploaded")
-        elif package.sha256_file(f) != digest:
+        elif sha256_file(f) != digest:
             problems.append(f"{fname}: sha256 differs from the worker's (corrupted in transfer)")
     return problems
 
@@ -76,7 +78,7 @@ class PublishImage(buildstep.BuildStep):
             "repository": t.repository, "url": t.url, "branch": t.branch,
             "sha": p("commit_sha"), "subject": p("commit_subject"), "author": p("commit_author"),
             "commit_date": p("commit_date"),
-            "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_date": iso_utc(),
             "build": t.build_name, "arch": t.build["arch"], "compiler": p("compiler"),
             "config": t.build["config"], "fragments": list(t.build.get("fragments", [])),
             "build_seconds": build_seconds, "builder": self.build.builder.name,
