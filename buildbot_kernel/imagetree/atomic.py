@@ -13,9 +13,12 @@ from pathlib import Path
 TEMP_PREFIX = ".tmp-"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, gid: int = -1) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, gid: int = -1,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was.  ``mode``
-    and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable."""
+    and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable.
+    ``durable=False`` skips the fsync, for files regenerated at every start anyway (the index files):
+    after a crash such a file may be old or empty until then, never half of a new one to a reader."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
@@ -24,7 +27,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, 
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if gid != -1:
             os.chown(tmp, -1, gid)
         os.chmod(tmp, mode)

@@ -35,7 +35,8 @@ INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
-CACHE_SCHEMA = 3  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results
+CACHE_SCHEMA = 4  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results;
+# 4: one line per image (parsed line by line: no long parse holding the interpreter lock)
 
 
 def templates_dir() -> Path:
@@ -131,30 +132,33 @@ class TreeIndex:
         process (``buildbot-kernel index``, a master restart) regenerates without re-reading every
         manifest.  Only a speed-up: every entry is re-validated against the files' stat data."""
         with self.lock:
-            images = {}
-            for path, (img, _entry, text, row) in self._encoded.items():
-                images[path] = [list(img.version), img.metadata, text, row, img.tests]
-            doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
-            (self.root / CACHE).parent.mkdir(exist_ok=True)
-            atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
+            encoded = list(self._encoded.items())
+        lines = [json.dumps({"schema": CACHE_SCHEMA, "base_url": self.base_url})]
+        for path, (img, _entry, text, row) in encoded:
+            lines.append(json.dumps([path, list(img.version), img.metadata, text, row, img.tests],
+                                    separators=(",", ":"), ensure_ascii=False))
+        (self.root / CACHE).parent.mkdir(exist_ok=True)
+        atomic_write(self.root / CACHE, "\n".join(lines) + "\n", durable=False)
 
     def load_cache(self) -> int:
         """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
         try:
-            with open(self.root / CACHE, "rb") as f:
-                doc = json.loads(f.read())
-            if doc.get("schema") != CACHE_SCHEMA:
+            with open(self.root / CACHE, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            head = json.loads(lines[0])
+            if head.get("schema") != CACHE_SCHEMA:
                 return 0
-            same_url = doc.get("base_url") == self.base_url
+            same_url = head.get("base_url") == self.base_url
+            seeded = [json.loads(line) for line in lines[1:] if line]
             with self.lock:
-                for path, (key, meta, text, row, tests) in doc["images"].items():
+                for path, key, meta, text, row, tests in seeded:
                     branch_dir, name = path.rstrip("/").split("/")
                     img = self.scanner.seed(branch_dir, name, meta, key, tests)
                     entry = img.to_index_entry(self.base_url)
                     if not same_url:
                         text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
                     self._encoded[path] = (img, entry, text, row)
-            return len(doc["images"])
+            return len(seeded)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return 0  # no cache or a damaged one: the scan reads everything
 
@@ -162,7 +166,8 @@ class TreeIndex:
         return self._signatures.get(rel) != signature or not (self.root / rel).exists()
 
     def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
-        atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid)
+        # no fsync: every start regenerates these files (ImageTreeService), so a crash costs nothing
+        atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid, durable=False)
         self._signatures[rel] = signature
         result.written.append(rel)
 

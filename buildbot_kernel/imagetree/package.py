@@ -111,6 +111,11 @@ def field_problems(fields: dict) -> list[str]:
 def encoding_problems(fields: dict) -> list[str]:
     """Fields the index cannot write as UTF-8 JSON (a lone surrogate from a ``\\udc80`` escape or an
     undecodable file name): such an image is left out of the index instead of breaking it for all."""
+    try:  # one encoding of the whole; field by field only to name what fails
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        return []
+    except (UnicodeEncodeError, TypeError, ValueError):
+        pass
     problems = []
     for key, value in fields.items():
         try:
