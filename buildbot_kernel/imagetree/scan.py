@@ -63,6 +63,15 @@ def load_image(image_dir: str | os.PathLike, version: tuple = (), with_tests: bo
     return ImageRecord.from_metadata(branch_dir, img_dir, meta, version, tests)
 
 
+def is_published(image_dir: str | os.PathLike) -> bool:
+    """Is there a complete image at ``image_dir``?"""
+    try:
+        load_image(image_dir, with_tests=False)
+    except IncompleteImage:
+        return False
+    return True
+
+
 def branch_images(branch_dir: str | os.PathLike) -> list[ImageRecord]:
     """The complete images of one branch directory (any order); for callers that need one branch now,
     not the whole tree (the heads check)."""

@@ -52,8 +52,11 @@ class ImageTreeService(BuildbotService):
                         watch="inotify", group="", **kwargs):
         yield self._stop_watcher()
         root = os.path.abspath(root)
-        self.tree = ImageTree(root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes,
-                              pins=self.pins, modes=Modes.for_group(group))
+        # every disk step below runs in a thread: the tree's cache load, leftovers, the regeneration
+        # and the watch (inotify adds one watch per directory, 20,000 at 10,000 images)
+        self.tree = yield threads.deferToThread(
+            ImageTree, root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes, pins=self.pins,
+            modes=Modes.for_group(group))
         yield threads.deferToThread(empty_trash, root)
         if not self._started:  # later reconfigs run beside builds that are staging into .incoming
             self._started = True
@@ -63,9 +66,9 @@ class ImageTreeService(BuildbotService):
         yield threads.deferToThread(self.tree.regenerate)
         yield threads.deferToThread(self.tree.save_cache)
         if watch != "off":
-            self.watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce,
-                                       polling=(watch == "poll"))
-            self.watcher.start()
+            watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce, polling=(watch == "poll"))
+            yield threads.deferToThread(watcher.start)
+            self.watcher = watcher
         yield super().reconfigService(**kwargs)
 
     @property

@@ -100,7 +100,7 @@ class PublishImage(buildstep.BuildStep):
             path = yield threads.deferToThread(publish_package, self.target, incoming, fields, modes)
         except package.ImageExists:
             self.descriptionDone = [f"{fields['name']} was already published"]
-            shutil.rmtree(incoming, ignore_errors=True)
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
             return SUCCESS
         except package.CorruptImage as e:
             yield self.addCompleteLog("problems", "\n".join(e.problems) + "\n")
@@ -110,16 +110,16 @@ class PublishImage(buildstep.BuildStep):
             if e.errno not in DISK_FULL:
                 raise
             # nothing was renamed into the tree; the upload goes too, so no half image stays in .incoming
-            shutil.rmtree(incoming, ignore_errors=True)
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
             msg = f"no space left on the image disk: {self.target.images_root}"
             self.setProperty(HOST_FAILURE_PROPERTY, msg, self.name)
             yield self.addCompleteLog("problems", f"{msg}\n{e}\nfree space there (retention: "
                                       "images.keep_per_branch / images.max_bytes) and rebuild\n")
             self.descriptionDone = [msg]
             return FAILURE
-        BuildLedger(self.target.ledger_path).record(
-            self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
-            PUBLISHED, image=fields["name"])
+        yield threads.deferToThread(  # an fsynced append
+            BuildLedger(self.target.ledger_path).record, self.target.repository, self.target.branch,
+            fields["sha"], self.target.build_name, PUBLISHED, image=fields["name"])
         yield self._record_head()
         self.setProperty("published_image", fields["name"], "publish")  # image tests start from it
         if tree is not None:
@@ -158,17 +158,18 @@ class RecordOutcome(buildstep.BuildStep):
         self.target = target
         super().__init__(**kwargs)
 
+    @defer.inlineCallbacks
     def run(self):
         incoming = self.getProperty("incoming_dir")
-        if incoming and Path(incoming).exists():
-            shutil.rmtree(incoming, ignore_errors=True)
+        if incoming:  # disk work, all of it in a thread
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
         sha = self.getProperty("commit_sha")
         host_failure = self.getProperty(HOST_FAILURE_PROPERTY)
         if self.build.results == FAILURE and sha and host_failure:
             self.descriptionDone = ["not recorded as failed: the host failed, not the commit"]
         elif self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
-            BuildLedger(self.target.ledger_path).record(
-                self.target.repository, self.target.branch, sha, self.target.build_name, FAILED,
-                buildnumber=self.getProperty("buildnumber"))
+            yield threads.deferToThread(
+                BuildLedger(self.target.ledger_path).record, self.target.repository, self.target.branch, sha,
+                self.target.build_name, FAILED, buildnumber=self.getProperty("buildnumber"))
             self.descriptionDone = ["recorded as failed"]
-        return defer.succeed(SUCCESS)
+        return SUCCESS

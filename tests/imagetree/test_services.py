@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, threads
+from twisted.python import threadable
 from twisted.trial import unittest
 from twisted.web import resource
 
@@ -128,6 +130,45 @@ class ImageServicesTest(unittest.TestCase):
         staging = tree.tree.staging_dir()  # a build staging while the master is reconfigured
         yield tree.reconfigService(root=self.root, base_url="http://images.example.org/", watch="off")
         self.assertTrue(staging.is_dir())
+
+    @defer.inlineCallbacks
+    def test_the_tree_service_does_its_disk_work_off_the_reactor_thread(self):
+        """Start (cache, leftovers, regeneration, inotify watches), a publish and a regeneration open files
+        under the tree only from threads: an audit hook records each open and whether the reactor's thread
+        made it (no timing: a slow machine cannot make this pass or fail)."""
+        make_image(self.root, "b", 1)
+        fields = image_fields("b", 2)
+
+        def stage_image():  # what a build's upload does (on a worker, never on the master's reactor)
+            stage = package.staging_dir(self.root)
+            write_payload(stage)
+            package.write_manifest(stage, fields)
+            return stage
+
+        root = os.path.realpath(self.root)
+        opened = []  # (event, path, on the reactor thread)
+        recording = [True]
+
+        def hook(event, args):
+            try:
+                if recording[0] and event in ("open", "os.listdir", "os.scandir") and args \
+                        and isinstance(args[0], str | bytes | os.PathLike):
+                    path = os.path.realpath(os.fsdecode(args[0]))
+                    if path.startswith(root):
+                        opened.append((event, path, threadable.isInIOThread()))
+            except Exception as e:  # noqa: BLE001 - an exception here would fail the open being audited
+                opened.append(("hook failed", repr(e), True))
+
+        sys.addaudithook(hook)  # hooks cannot be removed: this one stops recording at cleanup
+        self.addCleanup(recording.__setitem__, 0, False)
+        tree, srv, url = yield self.start()
+        stage = yield threads.deferToThread(stage_image)
+        yield tree.publish(stage, "b", fields["name"])
+        yield tree.regenerate()
+        recording[0] = False
+        self.assertTrue(any(p.endswith("/metadata.json") for _e, p, _io in opened), opened)
+        self.assertTrue(any("/.tmp-index.json." in p for _e, p, _io in opened), opened)  # its atomic writes
+        self.assertEqual([(e, p) for e, p, on_reactor in opened if on_reactor], [])
 
     def test_bad_config(self):
         with self.assertRaises(ValueError):
