@@ -176,3 +176,20 @@ def test_one_time_format():
     assert iso_utc(0) == "1970-01-01T00:00:00Z"
     assert parse_iso_utc(iso_utc(1_700_000_000)).timestamp() == 1_700_000_000
     assert parse_iso_utc("yesterday") is None and parse_iso_utc(None) is None
+
+
+def test_farm_step_takes_an_image_from_its_tree_or_its_branch_index(tree):
+    from buildbot_kernel.farm.standalone import UsageError, fetch_entry
+
+    img = make_image(tree, "b", 1)
+    TreeIndex(tree, BASE).regenerate()
+    local = fetch_entry(f"{BASE}b/{img.name}", BASE, tree)  # our own tree: read from disk, checked
+    assert local["url"] == f"{BASE}b/{img.name}/" and local["name"] == img.name and "vmlinuz" in local["files"]
+    with serve_dir(tree) as base:
+        remote = fetch_entry(f"{base}/b/{img.name}/")  # another server: its branch index lists it
+        assert {**remote, "url": local["url"]} == local and remote["url"] == f"{base}/b/{img.name}/"
+        with pytest.raises(UsageError, match="not in .*/b/index.json"):
+            fetch_entry(f"{base}/b/not-there/")
+    (img / "System.map").unlink()
+    with pytest.raises(UsageError, match="not a complete image: System.map is missing"):
+        fetch_entry(f"{BASE}b/{img.name}/", BASE, tree)
