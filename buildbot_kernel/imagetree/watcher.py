@@ -21,7 +21,19 @@ import time
 import warnings
 from collections.abc import Callable
 
-from watchdog.events import DirModifiedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
@@ -34,6 +46,10 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
                         module=r"watchdog(\.|$)")
 _IGNORED_TYPES = {"opened", "closed_no_write"}
+# asked of inotify itself, so the index's own reads (20,000 manifests at 10,000 images) do not flood
+# its queue with open/close events: an overflowed queue makes watchdog walk the whole tree again
+WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent,
+                  DirDeletedEvent, FileModifiedEvent, FileClosedEvent]
 
 
 def relevant_path(root: str, path: str) -> bool:
@@ -105,7 +121,7 @@ class TreeWatcher(FileSystemEventHandler):
 
     def start(self) -> None:
         os.makedirs(self.root, exist_ok=True)
-        self.observer.schedule(self, self.root, recursive=True)
+        self.observer.schedule(self, self.root, recursive=True, event_filter=WATCHED_EVENTS)
         self.observer.start()
         self._thread.start()
 
