@@ -76,7 +76,7 @@ def branch_images(branch_dir: str | os.PathLike) -> list[ImageRecord]:
     """The complete images of one branch directory (any order); for callers that need one branch now,
     not the whole tree (the heads check)."""
     out = []
-    for n in _subdirs(Path(branch_dir)):
+    for n in subdirs(Path(branch_dir)):
         try:
             out.append(load_image(os.path.join(branch_dir, n), with_tests=False))
         except IncompleteImage:
@@ -127,9 +127,9 @@ class TreeScanner:
         seen: set[str] = set()
         skipped: dict[str, str] = {}
         join, stat = os.path.join, os.stat
-        for b in _subdirs(self.root):
+        for b in subdirs(self.root):
             bpath = join(self.root, b)
-            for n in _subdirs(bpath):
+            for n in subdirs(bpath):
                 ipath = join(bpath, n)
                 rel = f"{b}/{n}"
                 seen.add(rel)
@@ -156,7 +156,8 @@ class TreeScanner:
         return images
 
 
-def _subdirs(path: Path) -> list[str]:
+def subdirs(path: str | os.PathLike) -> list[str]:
+    """The visible subdirectories of ``path`` (branches of a tree, images of a branch); [] when absent."""
     try:
         with os.scandir(path) as it:
             return [e.name for e in it if not is_hidden(e.name) and e.is_dir(follow_symlinks=False)]

@@ -199,3 +199,18 @@ def test_services_from_settings(tmp_path):
     off = settings_mod.parse(text.replace("image_port = 8011", "image_port = 0"), str(tmp_path / "s.toml"))
     assert [type(x).__name__ for x in services_from_settings(off, str(tmp_path / "images"))] == [
         "ImageTreeService"]
+
+
+def test_a_large_tree_without_a_cache_is_indexed_by_a_child_process(tmp_path):
+    from buildbot_kernel.imagetree.index import CACHE
+    from buildbot_kernel.imagetree.services import index_in_child, large_tree_without_cache
+
+    root = tmp_path / "images"
+    imgs = [make_image(root, "b", i) for i in range(2)] + [make_image(root, "c", 0)]
+    assert large_tree_without_cache(str(root), at_least=3) and not large_tree_without_cache(str(root), at_least=4)
+    assert index_in_child(str(root), "http://images.example.org/", "") == ""
+    doc = json.loads((root / "index.json").read_text())
+    assert sorted(e["name"] for e in doc["images"]) == sorted(i.name for i in imgs)
+    assert (root / CACHE).is_file() and not large_tree_without_cache(str(root), at_least=1)
+    assert "--base-url" in index_in_child(str(root), "ftp://x/", "")  # the reason, for the master's log
+
