@@ -64,9 +64,9 @@ def settle_long_lived_objects() -> None:
     host, each one a stall of the reactor thread (bench/bench_scale.py --only stall).  What exists at
     the master's start (modules, the configuration) lives as long as the process, so it is frozen (without
     a collection first: that would be one more such stall; what little cyclic garbage the start left
-    stays, once); the first regeneration then runs with collections off (they would walk its growing
-    index again and again) and what it built is frozen too.  Only at the first start: the objects made
-    later are collected as usual."""
+    stays, once); the cache load and first regeneration then run with collections off (they would walk
+    the growing index again and again) and what they built is frozen too.  Only at the first start: the
+    objects made later are collected as usual."""
     gc.freeze()
 
 
@@ -105,21 +105,20 @@ class ImageTreeService(BuildbotService):
             if problem:
                 log.msg(f"image tree: building the first index in a child process failed, building it here: "
                         f"{problem}")
-        # every disk step below runs in a thread: the tree's cache load, leftovers, the regeneration
-        # and the watch (inotify adds one watch per directory, 20,000 at 10,000 images)
-        self.tree = yield threads.deferToThread(
-            ImageTree, root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes, pins=self.pins,
-            modes=Modes.for_group(group))
-        yield threads.deferToThread(empty_trash, root)
-        if first_start:  # later reconfigs run beside builds that are staging into .incoming
-            self._started = True
+        if first_start:  # the index of every image is loaded and built now: see settle_long_lived_objects
             settle_long_lived_objects()
-            removed = yield threads.deferToThread(clean_leftovers, root)
-            if removed:
-                log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
-        if first_start:  # the index of every image is built now: see settle_long_lived_objects
             gc.disable()
         try:
+            # every disk step here runs in a thread: the tree's cache load, leftovers, the regeneration
+            self.tree = yield threads.deferToThread(
+                ImageTree, root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes, pins=self.pins,
+                modes=Modes.for_group(group))
+            yield threads.deferToThread(empty_trash, root)
+            if first_start:  # later reconfigs run beside builds that are staging into .incoming
+                self._started = True
+                removed = yield threads.deferToThread(clean_leftovers, root)
+                if removed:
+                    log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
             yield threads.deferToThread(self.tree.regenerate)
         finally:
             if first_start:
@@ -128,7 +127,7 @@ class ImageTreeService(BuildbotService):
         yield threads.deferToThread(self.tree.save_cache)
         if watch != "off":
             watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce, polling=(watch == "poll"))
-            yield threads.deferToThread(watcher.start)
+            yield threads.deferToThread(watcher.start)  # inotify: one watch per directory, 20,000 here
             self.watcher = watcher
         yield super().reconfigService(**kwargs)
 
