@@ -138,7 +138,7 @@ class TreeIndex:
             lines.append(json.dumps([path, list(img.version), img.metadata, text, row, img.tests],
                                     separators=(",", ":"), ensure_ascii=False))
         (self.root / CACHE).parent.mkdir(exist_ok=True)
-        atomic_write(self.root / CACHE, "\n".join(lines) + "\n", durable=False)
+        atomic_write(self.root / CACHE, (line + "\n" for line in lines), durable=False)
 
     def load_cache(self) -> int:
         """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
@@ -165,7 +165,7 @@ class TreeIndex:
     def _changed(self, rel: str, signature: tuple) -> bool:
         return self._signatures.get(rel) != signature or not (self.root / rel).exists()
 
-    def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
+    def _write(self, rel: str, text: str | list[str], signature: tuple, result: Result) -> None:
         # no fsync: every start regenerates these files (ImageTreeService), so a crash costs nothing
         atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid, durable=False)
         self._signatures[rel] = signature
@@ -255,11 +255,15 @@ def _rows(encoded: list[tuple[dict, str, str]]) -> Markup:
     return Markup("\n".join(e[2] for e in encoded))
 
 
-def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> str:
-    """One image per line: diff-friendly, and each line is the cached C-encoder output."""
+def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> list[str]:
+    """One image per line: diff-friendly, and each line is the cached C-encoder output.  The pieces of
+    the document, written as they are (never joined into one 10 MB string)."""
     head = {"schema": SCHEMA, "generated": generated, **extra}
-    parts = [json.dumps(head)[:-1], ', "images": [\n', ",\n".join(encoded_images), "\n]}\n"]
-    return "".join(parts)
+    parts = [json.dumps(head)[:-1], ', "images": [\n']
+    for k, text in enumerate(encoded_images):
+        parts.append(text if k == 0 else ",\n" + text)
+    parts.append("\n]}\n")
+    return parts
 
 
 def _branch_dirs(root: Path) -> set[str]:
