@@ -15,7 +15,6 @@ Usage: python bench/bench_index.py [--images 10000] [--branches 10] [--tree DIR]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from buildbot_kernel.imagetree import branchorder  # noqa: E402
 from buildbot_kernel.imagetree.index import CACHE, TreeIndex  # noqa: E402
+from buildbot_kernel.imagetree.indexfile import read_index  # noqa: E402
 from buildbot_kernel.imagetree.lookup import ShaLookup  # noqa: E402
 from buildbot_kernel.imagetree.testing import fake_sha, make_image  # noqa: E402
 
@@ -92,16 +92,16 @@ def main() -> int:
     warm, res_warm = timed(idx.regenerate)
     assert len(res_warm.images) == args.images + 1
 
-    data = json.loads((root / "index.json").read_text())
-    lookup = ShaLookup(data["images"])
-    shas = [e["sha"] for e in data["images"]]
+    entries = read_index(root).entries()
+    lookup = ShaLookup(entries)
+    shas = [e["sha"] for e in entries]
     probes = shas[:: max(1, len(shas) // 2000)]
     t = time.perf_counter()
     for s in probes:
         lookup.find(s)
         lookup.find(s[:7])
     per_lookup = (time.perf_counter() - t) / (2 * len(probes))
-    build_lookup, _ = timed(lambda: ShaLookup(data["images"]))
+    build_lookup, _ = timed(lambda: ShaLookup(read_index(root).entries()))
 
     size = os.path.getsize(root / "index.json")
     print(f"images: {args.images} on {args.branches} branches; index.json {size / 1e6:.1f} MB")
@@ -112,7 +112,7 @@ def main() -> int:
           f"{warm * 1000:.0f} ms  (goal <= 1000 ms)")
     print(f"regeneration idle (nothing changed, {len(res_idle.written)} files written): {idle * 1000:.0f} ms")
     print(f"sha lookup: {per_lookup * 1e6:.1f} us per lookup (goal <= 1000 us); "
-          f"building the lookup from index.json: {build_lookup * 1000:.1f} ms")
+          f"reading index.json and building the lookup: {build_lookup * 1000:.1f} ms")
     return 0 if max(restart, warm) <= 1.0 and per_lookup <= 0.001 else 1
 
 

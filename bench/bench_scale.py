@@ -1,4 +1,7 @@
-"""The same batch of fixture-tree builds on one worker, then on two, each worker in its own network namespace.
+"""Scale figures: a batch of builds on one and two namespace workers, index regeneration, reactor stalls.
+
+``--only workers`` (the default runs all three):
+The same batch of fixture-tree builds on one worker, then on two, each worker in its own network namespace.
 
 A real master (SQLite) and buildbot-worker processes in network namespaces (tests/integration/netns.py:
 own addresses, the master's directory not visible), the fixture kernel tree with a generated C file that
@@ -9,13 +12,25 @@ default).  Prints the wall time of the batch on one and on two workers and their
 machine with two idle cores).  Needs root (``ip netns add``).
 
     sudo .venv/bin/python bench/bench_scale.py [--branches 4] [--rounds 2] [--functions 2000] [--keep DIR]
+
+``--only index``: index regeneration of a 10,000-image tree from nothing (no index files; goal <= 1 s), in a
+new process without and with the per-image cache an earlier process saved.  The tree is bench_index.py's
+(generated once under .cache/bench-index-<N>/, reused).  Wall and CPU time are both printed: on a
+machine shared with other work the wall time is the CPU time stretched by the load average.
+
+``--only stall``: the master's image tree service (ImageTreeService, as master.cfg runs it) starts on that
+tree from nothing (so the whole 10,000-image index regenerates) while a large image (``--image-mb``) is
+published through the publish step's code and the service regenerates after it; a 10 ms LoopingCall on
+the reactor measures its own lag, and the worst is the reactor's worst stall (goal <= 50 ms).  The same
+probe on an idle reactor first says how much of that is the machine's own scheduling.
+
+    .venv/bin/python bench/bench_scale.py --only index,stall [--images 10000] [--image-mb 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import secrets
 import shlex
@@ -28,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+import bench_index  # noqa: E402  (bench/ is on sys.path as the script's directory)
 from integration.harness import FixtureRepo, Master, free_port, settings_text, wait_for  # noqa: E402
 from integration.netns import (  # noqa: E402
     Namespace,
@@ -52,12 +68,9 @@ def heavy_source(functions: int, salt: str) -> str:
 
 
 def published_shas(master, branches) -> set[str]:
-    shas = set()
-    for b in branches:
-        d = master.dir / "images" / b
-        if d.is_dir():
-            shas |= {json.loads(m.read_text())["sha"] for m in d.glob("*/metadata.json")}
-    return shas
+    from buildbot_kernel.imagetree.scan import branch_images
+
+    return {i.sha for b in branches for i in branch_images(master.dir / "images" / b)}
 
 
 def idle(master, hiccups: list) -> bool:
@@ -122,13 +135,197 @@ def run_batch(base: Path, nworkers: int, branches: list[str], rounds: int, funct
             ns.destroy()
 
 
+def timed(fn):
+    """(wall seconds, CPU seconds of this process, fn's result)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def index_tree(images: int, branches: int, tree: str | None = None) -> Path:
+    """bench_index.py's fixture tree (generated once, reused), with recorded heads and no extra image."""
+    root = Path(tree) if tree else REPO / ".cache" / f"bench-index-{images}"
+    bench_index.build_tree(root, images, branches)
+    for d in root.glob("*/*"):
+        if d.is_dir() and (d / ".bench-extra").exists():
+            shutil.rmtree(d)
+    bench_index.record_heads(root, images, branches)
+    return root
+
+
+def from_nothing(root: Path, keep_cache: bool) -> None:
+    """No index files (and, unless ``keep_cache``, no saved per-image cache): what a first start sees."""
+    from buildbot_kernel.imagetree.index import CACHE, GENERATED_FILES
+
+    for f in [*root.glob("*/*"), *root.glob("*")]:
+        if f.name in GENERATED_FILES and f.is_file():
+            f.unlink()
+    if not keep_cache:
+        (root / CACHE).unlink(missing_ok=True)
+
+
+def measure_index(root: Path, images: int) -> dict:
+    from buildbot_kernel.imagetree.index import TreeIndex
+
+    out = {}
+    base = "http://localhost:8011"
+    from_nothing(root, keep_cache=False)
+    idx = TreeIndex(root, base)
+    out["cold"] = timed(idx.regenerate)
+    assert len(out["cold"][2].images) == images, out["cold"][2].skipped
+    idx.save_cache()
+    from_nothing(root, keep_cache=True)
+    again = TreeIndex(root, base)
+    out["cached"] = timed(lambda: (again.load_cache(), again.regenerate())[1])
+    assert len(out["cached"][2].images) == images
+    return out
+
+
+class LagProbe:
+    """A LoopingCall every ``interval`` seconds that records how late each call came: the reactor's stalls."""
+
+    def __init__(self, interval: float = 0.01):
+        from twisted.internet import task
+
+        self.interval = interval
+        self.lags: list[float] = []
+        self._last: float | None = None
+        self.loop = task.LoopingCall(self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._last is not None:
+            self.lags.append(max(0.0, now - self._last - self.interval))
+        self._last = now
+
+    def start(self) -> None:
+        self.loop.start(self.interval, now=True)
+
+    def stop(self) -> dict:
+        self.loop.stop()
+        lags = sorted(self.lags)
+        return {"ticks": len(lags), "worst": lags[-1] if lags else 0.0,
+                "p99": lags[int(len(lags) * 0.99)] if lags else 0.0}
+
+
+def stage_large_image(root: Path, branch: str, i: int, megabytes: int) -> tuple[Path, dict]:
+    """A build's upload as the publish step finds it in .incoming: the files and the worker's checksums."""
+    from buildbot_kernel.digest import sha256_file
+    from buildbot_kernel.imagetree.testing import image_fields, write_payload
+    from buildbot_kernel.steps.publish import WORKER_SUMS
+
+    fields = image_fields(branch, i)
+    # not under .incoming/: the service's start removes what it finds there (leftovers of a killed master)
+    (root / ".bench-staging").mkdir(exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{fields['name']}.", dir=root / ".bench-staging"))
+    write_payload(stage, {"modules.tar.xz": megabytes << 20}, seed=fields["sha"])
+    (stage / WORKER_SUMS).write_text("".join(f"{sha256_file(f)}  {f.name}\n" for f in sorted(stage.iterdir())))
+    return stage, fields
+
+
+def measure_stall(root: Path, images: int, megabytes: int) -> dict:
+    """The reactor's lag while the image tree service starts from nothing and a large image is published."""
+    from types import SimpleNamespace
+
+    from twisted.internet import defer, task, threads
+
+    from buildbot_kernel.imagetree.services import ImageTreeService
+    from buildbot_kernel.steps.publish import publish_package
+
+    branch = "branch-0"
+    from_nothing(root, keep_cache=False)
+    stage, fields = stage_large_image(root, branch, images + 1, megabytes)
+    out: dict = {}
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        idle = LagProbe()
+        idle.start()
+        yield task.deferLater(reactor, 3, lambda: None)
+        out["idle"] = idle.stop()
+        probe = LagProbe()
+        probe.start()
+        t0 = time.monotonic()
+        svc = ImageTreeService(root=str(root), base_url="http://localhost:8011", debounce=1.0, watch="inotify")
+        started = svc.startService()  # the tree, its cache, leftovers, the regeneration, the watch: threads
+        # the publish step's work: verify the upload, manifest, rename (one thread), then retention and
+        # the index (another), while the service's regeneration from nothing runs
+        target = SimpleNamespace(images_root=str(root), branch=branch)
+        path = yield threads.deferToThread(publish_package, target, stage, fields)
+        (path / ".bench-extra").touch()
+        yield started
+        result = yield svc.published(path)
+        out["listed"] = len(result.images)
+        yield svc.stopService()  # the watch stops, the cache is saved
+        out["seconds"] = time.monotonic() - t0
+        out["busy"] = probe.stop()
+
+    try:
+        task.react(run)
+    except SystemExit as e:  # react() always exits; 0 after success
+        if e.code:
+            raise
+    finally:
+        shutil.rmtree(root / ".bench-staging", ignore_errors=True)
+        for d in root.glob(f"{branch}/*"):
+            if (d / ".bench-extra").exists():
+                shutil.rmtree(d)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--branches", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2, help="commits per branch (default 2)")
     ap.add_argument("--functions", type=int, default=2000, help="size of the generated C file per commit")
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
+    ap.add_argument("--only", default="workers,index,stall",
+                    help="comma-separated measurements: workers, index, stall (default: all)")
+    ap.add_argument("--images", type=int, default=10_000, help="images in the index/stall tree (default 10000)")
+    ap.add_argument("--tree", help="where the fixture tree is (default .cache/bench-index-<images>/, made once)")
+    ap.add_argument("--image-mb", type=int, default=256, help="size of the large image's modules.tar.xz (MiB)")
     args = ap.parse_args()
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    if only - {"workers", "index", "stall"}:
+        ap.error(f"--only: unknown {', '.join(sorted(only - {'workers', 'index', 'stall'}))}")
+    status = 0
+    if only & {"index", "stall"}:
+        status = tree_figures(args, only)
+    if "workers" in only:
+        status = max(status, workers_figure(args))
+    return status
+
+
+def tree_figures(args, only: set[str]) -> int:
+    print(f"cpus here: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f} (other load stretches wall time)")
+    root = index_tree(args.images, 10, args.tree)
+    ok = True
+    if "index" in only:
+        res = measure_index(root, args.images)
+        for key, what in (("cold", "from nothing, new process, no saved cache"),
+                          ("cached", "from nothing, new process, the per-image cache of an earlier process")):
+            wall, cpu, result = res[key]
+            print(f"index regeneration, {args.images} images, {what}: {wall * 1000:.0f} ms wall, "
+                  f"{cpu * 1000:.0f} ms CPU, {len(result.written)} files written  (goal <= 1000 ms)")
+        ok &= res["cached"][0] <= 1.0
+    if "stall" in only:
+        res = measure_stall(root, args.images, args.image_mb)
+        idle, busy = res["idle"], res["busy"]
+        print(f"reactor stall, idle reactor (the machine's own scheduling): worst {idle['worst'] * 1000:.1f} ms, "
+              f"p99 {idle['p99'] * 1000:.1f} ms over {idle['ticks']} ticks")
+        print(f"reactor stall while the tree service starts from nothing ({args.images} images regenerated) and a "
+              f"{args.image_mb} MiB image is published ({res['listed']} listed after it, "
+              f"{res['seconds']:.1f} s): "
+              f"worst {busy['worst'] * 1000:.1f} ms, p99 {busy['p99'] * 1000:.1f} ms over {busy['ticks']} ticks  "
+              "(goal <= 50 ms)")
+        ok &= busy["worst"] <= 0.05
+    print("reproduce:   " + shlex.join([sys.executable, "bench/bench_scale.py", "--only", ",".join(sorted(only)),
+                                        "--images", str(args.images), "--image-mb", str(args.image_mb),
+                                        *(["--tree", args.tree] if args.tree else [])]))
+    return 0 if ok else 1
+
+
+def workers_figure(args) -> int:
     reason = netns_unavailable()
     if reason:
         print(f"bench_scale: {reason}", file=sys.stderr)
@@ -154,7 +351,8 @@ def main() -> int:
     print(f"ratio:       {one / two:7.2f}x  (goal >= 1.7x)")
     if hiccups:
         print(f"REST answers cut short and retried: {len(hiccups)} ({hiccups[0]})")
-    print("reproduce:   " + shlex.join([sys.executable, "bench/bench_scale.py", "--branches", str(args.branches),
+    print("reproduce:   " + shlex.join([sys.executable, "bench/bench_scale.py", "--only", "workers",
+                                        "--branches", str(args.branches),
                                         "--rounds", str(args.rounds), "--functions", str(args.functions)]))
     return 0
 

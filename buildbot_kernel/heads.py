@@ -11,12 +11,12 @@ history order of their images, which the index uses for its order, ``head`` and 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from buildbot_kernel import gitrepo
 from buildbot_kernel.imagetree import branchorder
+from buildbot_kernel.imagetree.scan import branch_images
 from buildbot_kernel.ledger import BuildLedger
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.target import BuildTarget
@@ -35,18 +35,9 @@ def parse_ls_remote(output: str) -> dict[str, str]:
 
 
 def published_shas(target: BuildTarget) -> set[str]:
-    """Shas of this branch's images for this build config, read from their metadata."""
-    shas = set()
-    if not target.branch_dir.is_dir():
-        return shas
-    for meta in target.branch_dir.glob("*/metadata.json"):
-        try:
-            m = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            continue
-        if m.get("build") == target.build_name:
-            shas.add(m.get("sha"))
-    return shas
+    """Shas of this branch's complete images for this build config (an image still being copied in
+    does not count: the head is built, and the copy's publish finds it already there)."""
+    return {i.sha for i in branch_images(target.branch_dir) if i.build == target.build_name}
 
 
 def needs_build(target: BuildTarget, sha: str) -> str | None:
@@ -68,15 +59,7 @@ def missing_branches(targets: list[BuildTarget], heads: dict[str, str]) -> list[
 
 def branch_image_shas(target: BuildTarget) -> set[str]:
     """Commits of every image in the branch's directory (any build config: they share one order)."""
-    shas = set()
-    for meta in target.branch_dir.glob("*/metadata.json") if target.branch_dir.is_dir() else ():
-        try:
-            sha = json.loads(meta.read_text()).get("sha")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(sha, str):
-            shas.add(sha)
-    return shas
+    return {i.sha for i in branch_images(target.branch_dir)}
 
 
 def remote_head(target: BuildTarget, timeout: float = 60) -> str | None:

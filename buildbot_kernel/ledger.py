@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 from buildbot_kernel.gitrepo import path_lock
+from buildbot_kernel.utctime import iso_utc
 
 PUBLISHED = "published"
 FAILED = "failed"
@@ -58,7 +58,8 @@ class BuildLedger:
 
     def record(self, repository: str, branch: str, sha: str, build: str, outcome: str, **extra) -> dict:
         rec = {"repository": repository, "branch": branch, "sha": sha, "build": build,
-               "outcome": outcome, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+               "outcome": outcome, "time": iso_utc(), **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, path_lock(self.path):
             with self.path.open("a") as f:
                 f.write(json.dumps(rec, sort_keys=True) + "\n")

@@ -7,9 +7,8 @@ a person reads in the UI.
 
 from __future__ import annotations
 
-import time
-
 from buildbot_kernel.bisect.engine import steps_left_estimate
+from buildbot_kernel.utctime import iso_utc
 
 SHORT = 12
 
@@ -61,7 +60,8 @@ def is_contradiction(checks: list[dict]) -> bool:
 
 
 def now_iso(t: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+    """The bisect records' time stamps (the one format: :func:`buildbot_kernel.utctime.iso_utc`)."""
+    return iso_utc(t)
 
 
 def result_document(ident: str, request: dict, status: str, steps: list[dict], *, first_bad: dict | None = None,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-from buildbot_kernel.bisect.images import INDEX_SCHEMA, Image, ImageIndex
-from buildbot_kernel.imagetree.index import index_entry
+from buildbot_kernel.bisect.images import ImageIndex
+from buildbot_kernel.imagetree.indexfile import INDEX_SCHEMA
+from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.imagetree.scan import TreeScanner
 
 
@@ -29,9 +30,9 @@ class TreeImages:
         """A fresh index of the complete images (of ``repository`` when given), newest first."""
         images = [i for i in self._scanner.scan()
                   if self.repository is None or i.metadata.get("repository") == self.repository]
-        doc = {"schema": INDEX_SCHEMA, "images": [index_entry(i, self.base_url) for i in images]}
+        doc = {"schema": INDEX_SCHEMA, "images": [i.to_index_entry(self.base_url) for i in images]}
         return ImageIndex.from_document(doc, source=f"image tree {self.root}")
 
-    def local_dir(self, image: Image) -> str:
+    def local_dir(self, image: ImageRecord) -> str:
         """Where ``image``'s files are on the master's disk."""
-        return os.path.join(self.root, image.metadata["path"])
+        return os.path.join(self.root, image.path)

@@ -53,12 +53,16 @@ def register(subparsers) -> None:
 
 
 def _entries(index: str) -> list[dict]:
-    from buildbot_kernel.imagetree.lookup import LookupError_, load_index
+    """The index's checked entries; an entry left out is said on stderr (a hostile or damaged index)."""
+    from buildbot_kernel.imagetree.indexfile import IndexUnreadable, read_index
 
     try:
-        return load_index(index)["images"]
-    except LookupError_ as e:
+        doc = read_index(index)
+    except IndexUnreadable as e:
         raise CommandError(str(e)) from None
+    for why in doc.skipped:
+        print(f"left out: {why}", file=sys.stderr)
+    return doc.entries()
 
 
 def _print(images: list[dict], as_json: bool, **extra) -> None:

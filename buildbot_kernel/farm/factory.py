@@ -15,17 +15,15 @@ from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel import machinetypes
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.farm import keys as keys_mod
 from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry, write_state
-from buildbot_kernel.farm.stage1 import sha256_file, stage1_artifacts
+from buildbot_kernel.farm.stage1 import stage1_artifacts
 from buildbot_kernel.settings import Machine, Settings, resolve
-
-    def lost_power(self) -> str | None:
-        return self.vm.lost_power()
 
 
 class OffReactorWriter:

@@ -7,7 +7,6 @@ cache directory, see :mod:`buildbot_kernel.resources`) and rebuilds the ramfs wh
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +37,3 @@ def stage1_artifacts(cache: Path | None = None) -> Stage1:
     return Stage1(env["KERNEL"], env["RELEASE"], env["MODULES_DIR"], str(ramfs))
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.request
 
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.settings import SettingsError, load, locate, resolve
@@ -23,23 +22,29 @@ class UsageError(BuildbotKernelError):
 
 
 def fetch_entry(image_url: str, base_url: str = "", images_root=None) -> dict:
-    """An index.json entry from an image directory URL (its metadata.json + the URL).  An image under
-    our own base URL is read from the image root on disk: this command is what serves it."""
+    """The index entry of the image at ``image_url`` (``<tree>/<branch>/<name>/``), complete or refused.
+    An image under our own base URL is read from the image root on disk (this command is what serves
+    it); any other is looked up in its branch's index.json, which lists complete images only."""
+    from buildbot_kernel.imagetree.indexfile import IndexUnreadable, read_index
+    from buildbot_kernel.imagetree.scan import IncompleteImage, load_image
+
     url = image_url if image_url.endswith("/") else image_url + "/"
     base = base_url.rstrip("/") + "/"
     if images_root is not None and base_url and url.startswith(base):
-        local = os.path.join(os.fspath(images_root), url[len(base):], "metadata.json")
+        local = os.path.join(os.fspath(images_root), url[len(base):])
         try:
-            with open(local) as f:
-                return dict(json.load(f), url=url)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--image: cannot read {local}: {e}") from None
+            return load_image(os.path.normpath(local)).to_index_entry(base_url)
+        except IncompleteImage as e:
+            raise UsageError(f"--image: {local} is not a complete image: {e}") from None
+    branch_url, _, name = url.rstrip("/").rpartition("/")
     try:
-        with urllib.request.urlopen(url + "metadata.json", timeout=30) as r:
-            meta = json.load(r)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--image: cannot read {url}metadata.json: {e}") from None
-    return dict(meta, url=url)
+        doc = read_index(branch_url + "/index.json", timeout=30)
+    except IndexUnreadable as e:
+        raise UsageError(f"--image: {e}") from None
+    found = next((r for r in doc.images if r.name == name), None)
+    if found is None:
+        raise UsageError(f"--image: {name!r} is not in {branch_url}/index.json (not a complete image there)")
+    return dict(found.entry, url=url)  # the files are fetched from where the admin said the image is
 
 
 def farm_site(images_root, machines):

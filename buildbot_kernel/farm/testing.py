@@ -15,13 +15,14 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.farm.http import MachinesResource, install_body_limit
 from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.registry import Registry
-from buildbot_kernel.farm.stage1 import Stage1, sha256_file, stage1_artifacts  # noqa: F401 (re-exported)
+from buildbot_kernel.farm.stage1 import Stage1, stage1_artifacts  # noqa: F401 (re-exported)
+from buildbot_kernel.utctime import iso_utc
 
 
 def modules_tarball(release: str, marker: str = "bbk-marker") -> bytes:
@@ -55,7 +56,7 @@ def write_image(root: Path, base_url: str, name: str, vmlinuz: bytes | str, *, b
              if f.name != "metadata.json"}
     if announce_sha256:
         files["vmlinuz"]["sha256"] = announce_sha256
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = iso_utc()
     meta = {"schema": 1, "name": name, "kernelrelease": name, "repository": "fixture", "url": "fixture",
             "branch": branch, "sha": sha, "subject": "fixture image", "author": "farm tests",
             "commit_date": now, "build_date": now, "build": "x86_64", "arch": "x86_64", "files": files}

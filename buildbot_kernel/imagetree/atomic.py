@@ -8,23 +8,34 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+_BATCH = 1 << 20
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, gid: int = -1) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str | Iterable[str], mode: int = 0o644, gid: int = -1,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was.  ``mode``
-    and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable."""
+    and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable.
+    ``durable=False`` skips the fsync, for files regenerated at every start anyway (the index files):
+    after a crash such a file may be old or empty until then, never half of a new one to a reader.
+    ``data`` may be an iterable of text pieces (an index's lines): they are encoded and written about
+    1 MiB at a time, so a 30 MB file never holds the interpreter lock for one long encode."""
     path = Path(path)
     if isinstance(data, str):
-        data = data.encode()
+        data = [data]
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                _write_pieces(f, data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if gid != -1:
             os.chown(tmp, -1, gid)
         os.chmod(tmp, mode)
@@ -35,6 +46,23 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644, 
         except FileNotFoundError:
             pass
         raise
+
+
+def _write_pieces(f, pieces: Iterable[str]) -> None:
+    batch: list[str] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= _BATCH:
+            f.write(_encoded(batch))
+            batch, size = [], 0
+    if batch:
+        f.write(_encoded(batch))
+
+
+def _encoded(batch: list[str]) -> bytes:
+    return batch[0].encode() if len(batch) == 1 else "".join(batch).encode()
 
 
 def is_temp_name(name: str) -> bool:

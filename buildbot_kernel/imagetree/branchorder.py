@@ -22,11 +22,11 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from buildbot_kernel.imagetree.atomic import atomic_write
-from buildbot_kernel.imagetree.scan import Image
+from buildbot_kernel.imagetree.record import ImageRecord
+from buildbot_kernel.utctime import iso_utc
 
 HEADS_FILE = ".state/heads.json"
 SCHEMA = 1
@@ -129,22 +129,14 @@ def update(root: str | os.PathLike, branch_dir: str, state: BranchState) -> None
     branches = doc.get("branches", {})
     branches[branch_dir] = {"branch": state.branch, "head": state.head,
                             "history": None if state.history is None else list(state.history),
-                            "updated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                            "updated": iso_utc()}
     atomic_write(path, json.dumps({"schema": SCHEMA, "branches": branches}, indent=1, sort_keys=True) + "\n")
 
 
 # ---- order -----------------------------------------------------------------------------------------
 
 
-def _sha(img: Image) -> str:
-    return img.metadata.get("sha", "")
-
-
-def is_on_demand(img: Image) -> bool:
-    return img.metadata.get("on_demand") is True
-
-
-def branch_order(images: Iterable[Image], state: BranchState | None) -> list[Image]:
+def branch_order(images: Iterable[ImageRecord], state: BranchState | None) -> list[ImageRecord]:
     """One branch's images, first to last: the head's image(s), then the images on the head's history in
     history order, then the rest (not on the history, or the history unknown) newest commit first.
     Ties (one commit, several build configs or rebuilds) keep the order given: the scan's, newest
@@ -154,7 +146,7 @@ def branch_order(images: Iterable[Image], state: BranchState | None) -> list[Ima
     rank, head = state.rank, state.head
     first, ranked, rest = [], [], []
     for img in images:
-        sha = img.metadata.get("sha", "")
+        sha = img.sha
         if sha == head:
             first.append(img)
         elif sha in rank:
@@ -165,22 +157,22 @@ def branch_order(images: Iterable[Image], state: BranchState | None) -> list[Ima
     return first + [img for _, img in ranked] + _by_commit_date(rest)
 
 
-def _by_commit_date(images: Iterable[Image]) -> list[Image]:
+def _by_commit_date(images: Iterable[ImageRecord]) -> list[ImageRecord]:
     return sorted(images, key=lambda i: (i.sort_key[1], i.sort_key[0], i.name), reverse=True)
 
 
-def pick_latest(ordered: Sequence[Image], state: BranchState | None) -> Image | None:
+def pick_latest(ordered: Sequence[ImageRecord], state: BranchState | None) -> ImageRecord | None:
     """What ``<branch>/latest`` names: the head's image; else the newest image on the head's history
     that was not built for a bisect; with no known history, the newest such image by commit date.
     None when no image qualifies (only on-demand images, or none on the history): no ``latest``."""
     if state is not None:
         for img in ordered:
-            if _sha(img) == state.head:
+            if img.sha == state.head:
                 return img
     for img in ordered:
-        if is_on_demand(img):
+        if img.on_demand:
             continue
-        if state is not None and state.on_history(_sha(img)) is False:
+        if state is not None and state.on_history(img.sha) is False:
             continue
         return img
     return None

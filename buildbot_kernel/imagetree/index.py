@@ -13,9 +13,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -24,8 +22,10 @@ from buildbot_kernel import resources
 from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
-from buildbot_kernel.imagetree.scan import Image, TreeScanner
+from buildbot_kernel.imagetree.record import ImageRecord
+from buildbot_kernel.imagetree.scan import TreeScanner
 from buildbot_kernel.imagetree.treelock import TreeLock
+from buildbot_kernel.utctime import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
 LOCK = ".state/index.lock"  # one index writer at a time, also across masters (imagetree/treelock.py)
-CACHE_SCHEMA = 3  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results
+CACHE_SCHEMA = 4  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results;
+# 4: one line per image (parsed line by line: no long parse holding the interpreter lock)
 
 
 def templates_dir() -> Path:
@@ -71,28 +72,6 @@ def make_env(directory: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def image_url(base_url: str, image: Image) -> str:
-    return f"{base_url.rstrip('/')}/{quote(image.branch_dir, safe='+')}/{quote(image.name, safe='+')}/"
-
-
-def index_entry(image: Image, base_url: str) -> dict:
-    """metadata.json as is, except its repository ``url`` moves to ``repository_url`` and ``url`` becomes
-    the image directory's absolute URL; ``path`` is the same relative to the tree root."""
-    entry = dict(image.metadata)
-    entry["repository_url"] = entry.pop("url", "")
-    entry["url"] = image_url(base_url, image)
-    entry["path"] = image.path
-    entry["on_demand"] = branchorder.is_on_demand(image)
-    entry["head"] = False  # set per regeneration from the heads state (branchorder)
-    if image.tests:  # watched tests' results (docs/index-format.md, "tests")
-        entry["tests"] = image.tests
-    return entry
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class Result:
     """What one regeneration saw and did."""
@@ -122,11 +101,11 @@ class TreeIndex:
         self.env = make_env(templates)
         # held by callers that must regenerate and act as one step; also across masters sharing the tree
         self.lock = TreeLock(self.root / LOCK)
-        self._encoded: dict[str, tuple[Image, dict, str, str]] = {}  # path -> (image, entry, json, row)
+        self._encoded: dict[str, tuple[ImageRecord, dict, str, str]] = {}  # path -> (image, entry, json, row)
         self._signatures: dict[str, tuple] = {}  # generated file -> (signature of what it shows, file id)
         self.heads = branchorder.HeadsFile(self.root)
 
-    def _entries(self, images: list[Image], result: Result) -> dict[str, tuple[dict, str, str]]:
+    def _entries(self, images: list[ImageRecord], result: Result) -> dict[str, tuple[dict, str, str]]:
         """(entry, its JSON, its HTML row) by image path, each encoded once per image version (when the
         image's modes are fixed too)."""
         out = {}
@@ -136,7 +115,7 @@ class TreeIndex:
             cached = self._encoded.get(img.path)
             if cached is None or cached[0] is not img:
                 result.mode_problems += self.modes.apply_tree(self.root / img.path)
-                entry = index_entry(img, self.base_url)
+                entry = img.to_index_entry(self.base_url)
                 cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
                           row.render(i=entry))
             fresh[img.path] = cached
@@ -155,30 +134,33 @@ class TreeIndex:
         process (``buildbot-kernel index``, a master restart) regenerates without re-reading every
         manifest.  Only a speed-up: every entry is re-validated against the files' stat data."""
         with self.lock:
-            images = {}
-            for path, (img, _entry, text, row) in self._encoded.items():
-                images[path] = [list(img.version), img.metadata, text, row, img.tests]
-            doc = {"schema": CACHE_SCHEMA, "base_url": self.base_url, "images": images}
-            (self.root / CACHE).parent.mkdir(exist_ok=True)
-            atomic_write(self.root / CACHE, json.dumps(doc, separators=(",", ":")))
+            encoded = list(self._encoded.items())
+        lines = [json.dumps({"schema": CACHE_SCHEMA, "base_url": self.base_url})]
+        for path, (img, _entry, text, row) in encoded:
+            lines.append(json.dumps([path, list(img.version), img.metadata, text, row, img.tests],
+                                    separators=(",", ":"), ensure_ascii=False))
+        (self.root / CACHE).parent.mkdir(exist_ok=True)
+        atomic_write(self.root / CACHE, (line + "\n" for line in lines), durable=False)
 
     def load_cache(self) -> int:
         """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
         try:
-            with open(self.root / CACHE, "rb") as f:
-                doc = json.loads(f.read())
-            if doc.get("schema") != CACHE_SCHEMA:
+            with open(self.root / CACHE, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            head = json.loads(lines[0])
+            if head.get("schema") != CACHE_SCHEMA:
                 return 0
-            same_url = doc.get("base_url") == self.base_url
+            same_url = head.get("base_url") == self.base_url
+            seeded = [json.loads(line) for line in lines[1:] if line]
             with self.lock:
-                for path, (key, meta, text, row, tests) in doc["images"].items():
+                for path, key, meta, text, row, tests in seeded:
                     branch_dir, name = path.rstrip("/").split("/")
                     img = self.scanner.seed(branch_dir, name, meta, key, tests)
-                    entry = index_entry(img, self.base_url)
+                    entry = img.to_index_entry(self.base_url)
                     if not same_url:
                         text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
                     self._encoded[path] = (img, entry, text, row)
-            return len(doc["images"])
+            return len(seeded)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return 0  # no cache or a damaged one: the scan reads everything
 
@@ -186,8 +168,9 @@ class TreeIndex:
         """Also when the file is not the one this process wrote: another master sharing the tree wrote it."""
         return self._signatures.get(rel) != (signature, _file_id(self.root / rel))
 
-    def _write(self, rel: str, text: str, signature: tuple, result: Result) -> None:
-        atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid)
+    def _write(self, rel: str, text: str | list[str], signature: tuple, result: Result) -> None:
+        # no fsync: every start regenerates these files (ImageTreeService), so a crash costs nothing
+        atomic_write(self.root / rel, text, mode=self.modes.file_mode, gid=self.modes.gid, durable=False)
         self._signatures[rel] = (signature, _file_id(self.root / rel))
         result.written.append(rel)
 
@@ -199,7 +182,7 @@ class TreeIndex:
             result = Result([], skipped=dict(self.scanner.skipped))
             encoded = self._entries(images, result)
             branches = self.ordered(images)
-            generated = now_iso()
+            generated = iso_utc()
             rows: dict[str, list[tuple[dict, str, str]]] = {}
             signatures: dict[str, tuple] = {}
             for b, (state, ordered, _latest) in branches.items():
@@ -227,11 +210,11 @@ class TreeIndex:
                 log.warning("permission contract: %s", problem)
             return result
 
-    def ordered(self, images: list[Image]) -> dict[str, tuple]:
+    def ordered(self, images: list[ImageRecord]) -> dict[str, tuple]:
         """{branch dir: (heads state or None, its images first to last, the image ``latest`` names)},
         branches with the newest first image (by commit date) first: the order of the root index."""
         states = self.heads.load()
-        by_branch: dict[str, list[Image]] = {}
+        by_branch: dict[str, list[ImageRecord]] = {}
         for img in images:
             by_branch.setdefault(img.branch_dir, []).append(img)
         out = {}
@@ -249,8 +232,8 @@ class TreeIndex:
             problems += self.modes.apply_dir(self.root / b, GENERATED_FILES)
         return problems
 
-    def _write_branch(self, b: str, images: list[Image], encoded: list[tuple[dict, str, str]], signature: tuple,
-                      latest: Image | None, generated: str, result: Result) -> None:
+    def _write_branch(self, b: str, images: list[ImageRecord], encoded: list[tuple[dict, str, str]], signature: tuple,
+                      latest: ImageRecord | None, generated: str, result: Result) -> None:
         rel_json, rel_html, rel_latest = f"{b}/{INDEX_JSON}", f"{b}/{INDEX_HTML}", f"{b}/{LATEST}"
         if not (self._changed(rel_json, signature) or self._changed(rel_html, signature)
                 or (latest is not None and self._changed(rel_latest, signature))):
@@ -283,11 +266,15 @@ def _rows(encoded: list[tuple[dict, str, str]]) -> Markup:
     return Markup("\n".join(e[2] for e in encoded))
 
 
-def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> str:
-    """One image per line: diff-friendly, and each line is the cached C-encoder output."""
+def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> list[str]:
+    """One image per line: diff-friendly, and each line is the cached C-encoder output.  The pieces of
+    the document, written as they are (never joined into one 10 MB string)."""
     head = {"schema": SCHEMA, "generated": generated, **extra}
-    parts = [json.dumps(head)[:-1], ', "images": [\n', ",\n".join(encoded_images), "\n]}\n"]
-    return "".join(parts)
+    parts = [json.dumps(head)[:-1], ', "images": [\n']
+    for k, text in enumerate(encoded_images):
+        parts.append(text if k == 0 else ",\n" + text)
+    parts.append("\n]}\n")
+    return parts
 
 
 def _branch_dirs(root: Path) -> set[str]:

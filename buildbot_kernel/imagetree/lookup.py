@@ -9,13 +9,7 @@ microseconds, so the HTTP endpoint and the bisect tool can ask per step without 
 from __future__ import annotations
 
 import bisect
-import json
-import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 from buildbot_kernel.errors import BuildbotKernelError
 
@@ -90,38 +84,6 @@ class ShaLookup:
             wanted = ", ".join(f"{k}={v}" for k, v in active.items())
             raise NotFound(f"commit {shas[0]} has images, but none with {wanted}")
         return shas[0], found
-
-
-def index_location(where: str) -> str:
-    """``URL|PATH`` -> the index.json to read: the tree's base URL (``http://host:8011``, with or without
-    the ``/``) or a directory means its index.json; a URL or file ending in ``.json`` is read as given."""
-    if where.startswith(("http://", "https://")):
-        parts = urllib.parse.urlsplit(where)
-        if parts.path.endswith(".json"):
-            return where
-        path = parts.path if parts.path.endswith("/") else parts.path + "/"
-        return urllib.parse.urlunsplit(parts._replace(path=path + "index.json"))
-    if os.path.isdir(where):
-        return os.path.join(where, "index.json")
-    return where
-
-
-def load_index(where: str, timeout: float = 30) -> dict:
-    """Read an index.json from a URL or a path; raises LookupError_ with a message for a person."""
-    loc = index_location(where)
-    try:
-        if loc.startswith(("http://", "https://")):
-            with urllib.request.urlopen(loc, timeout=timeout) as r:
-                data = json.loads(r.read())
-        else:
-            data = json.loads(Path(loc).read_text())
-    except (OSError, urllib.error.URLError) as e:
-        raise LookupError_(f"cannot read the index {loc}: {getattr(e, 'reason', None) or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LookupError_(f"{loc} is not an index.json: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise LookupError_(f"{loc} is not an index.json: expected an object with an 'images' list")
-    return data
 
 
 def _on_branch(entry: dict, branch: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from buildbot_kernel import formats
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
@@ -45,7 +45,6 @@ TRASH = ".trash"
 
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
-_CHUNK = 1 << 20
 
 
 class ImageExists(BuildbotKernelError):
@@ -64,15 +63,6 @@ class CorruptImage(BuildbotKernelError):
         self.image_dir = str(image_dir)
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__((f"{image_dir}: " if image_dir else "") + "; ".join(self.problems))
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so a big modules tarball never sits in memory."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def image_files(image_dir: str | os.PathLike) -> list[str]:
@@ -122,6 +112,11 @@ def field_problems(fields: dict) -> list[str]:
 def encoding_problems(fields: dict) -> list[str]:
     """Fields the index cannot write as UTF-8 JSON (a lone surrogate from a ``\\udc80`` escape or an
     undecodable file name): such an image is left out of the index instead of breaking it for all."""
+    try:  # one encoding of the whole; field by field only to name what fails
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")
+        return []
+    except (UnicodeEncodeError, TypeError, ValueError):
+        pass
     problems = []
     for key, value in fields.items():
         try:

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildbot_kernel.imagetree.package import TRASH
-from buildbot_kernel.imagetree.scan import Image
+from buildbot_kernel.imagetree.record import ImageRecord
 
 
 @dataclass
 class Plan:
-    delete: list[Image] = field(default_factory=list)
+    delete: list[ImageRecord] = field(default_factory=list)
     kept_bytes: int = 0
     over_budget: bool = False
 
@@ -36,7 +36,7 @@ class Plan:
         return f"retention deletes {gone}; {self.kept_bytes} bytes kept{note}"
 
 
-def plan(images: Iterable[Image], keep_per_branch: int = 0, max_bytes: int = 0,
+def plan(images: Iterable[ImageRecord], keep_per_branch: int = 0, max_bytes: int = 0,
          pinned: Iterable[str] = (), ranks: dict[str, int] | None = None, keep: Iterable[str] = ()) -> Plan:
     """What to delete.  ``images`` newest first (as the scan returns them); ``pinned`` holds image names
     or ``branch/name/`` paths.  ``ranks``: each image path's place in its branch's order (0 = first; by

@@ -10,8 +10,7 @@ image reads two small files, not twenty thousand.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildbot_kernel.imagetree.package import (
@@ -22,8 +21,13 @@ from buildbot_kernel.imagetree.package import (
     parse_sums,
     read_metadata,
 )
+from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.imagetree.results import read_results, stamp
 from buildbot_kernel.naming import safe_branch
+
+
+class IncompleteImage(ValueError):
+    """Not (yet) a published image; ``str()`` says why (a copy in progress, a broken manifest)."""
 
 
 def is_hidden(name: str) -> bool:
@@ -31,31 +35,59 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _timestamp(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
+def load_image(image_dir: str | os.PathLike, version: tuple = (), with_tests: bool = True) -> ImageRecord:
+    """THE reader of an image's metadata.json, with the completeness rule: both manifests parse and agree,
+    the fields are valid, the name and branch match the directory, and every payload file metadata lists
+    exists with the listed size (stat only, never hashed: ``verify_image_dir`` does that).  Raises
+    :class:`IncompleteImage` saying why not."""
+    d = os.fspath(image_dir)
+    branch_dir, img_dir = os.path.basename(os.path.dirname(d)), os.path.basename(d)
+    try:
+        meta = read_metadata(d)
+        with open(os.path.join(d, SUMS), encoding="utf-8") as f:
+            sums = parse_sums(f.read())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise IncompleteImage(str(e)) from None
+    problems = manifest_problems(meta, sums) + field_problems(meta)
+    if not problems and meta["name"] != img_dir:
+        problems.append(f"metadata name {meta['name']!r} differs from the directory name")
+    if not problems and safe_branch(meta["branch"]) != branch_dir:
+        problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
+    if not problems:
+        size_problem = _size_problem(d, meta["files"])
+        if size_problem:
+            problems.append(size_problem)
+    if problems:
+        raise IncompleteImage("; ".join(problems))
+    tests = read_results(d) if with_tests else {}
+    return ImageRecord.from_metadata(branch_dir, img_dir, meta, version, tests)
 
 
-@dataclass
-class Image:
-    """One complete image as the scan found it; ``metadata`` is the parsed metadata.json."""
+def is_published(image_dir: str | os.PathLike) -> bool:
+    """Is there a complete image at ``image_dir``?"""
+    try:
+        load_image(image_dir, with_tests=False)
+    except IncompleteImage:
+        return False
+    return True
 
-    branch_dir: str  # the tree's directory name (filesystem-safe branch)
-    name: str
-    metadata: dict
-    sort_key: tuple = field(repr=False)  # newest first when sorted in reverse
-    size: int = 0  # bytes of all listed files
-    version: tuple = ()  # stat of both manifests: changes whenever the image is rewritten
-    path: str = field(init=False, repr=False)  # "<branch dir>/<name>/": a key read many times per index
-    tests: dict = field(default_factory=dict)  # watched tests' results (imagetree/results.py)
 
-    def __post_init__(self):
-        self.path = f"{self.branch_dir}/{self.name}/"
+def branch_images(branch_dir: str | os.PathLike) -> list[ImageRecord]:
+    """The complete images of one branch directory (any order); for callers that need one branch now,
+    not the whole tree (the heads check)."""
+    out = []
+    for n in subdirs(Path(branch_dir)):
+        try:
+            out.append(load_image(os.path.join(branch_dir, n), with_tests=False))
+        except IncompleteImage:
+            continue
+    return out
 
 
 @dataclass
 class _Cached:
     key: tuple
-    image: Image | None
+    image: ImageRecord | None
     problem: str
 
 
@@ -72,46 +104,32 @@ class TreeScanner:
         self.skipped: dict[str, str] = {}  # path -> why it is not listed (last scan)
 
     def _load(self, branch_dir: str, img_dir: str, key: tuple) -> _Cached:
-        d = os.path.join(self.root, branch_dir, img_dir)
         try:
-            meta = read_metadata(d)
-            with open(os.path.join(d, SUMS), encoding="utf-8") as f:
-                sums = parse_sums(f.read())
-        except (OSError, ValueError, UnicodeDecodeError) as e:
+            # the last element of key: the tests/ directory's stamp (0: no results yet)
+            image = load_image(os.path.join(self.root, branch_dir, img_dir), key, with_tests=bool(key[-1]))
+        except IncompleteImage as e:
             return _Cached(key, None, str(e))
-        problems = manifest_problems(meta, sums) + field_problems(meta)
-        if not problems and meta["name"] != img_dir:
-            problems.append(f"metadata name {meta['name']!r} differs from the directory name")
-        if not problems and safe_branch(meta["branch"]) != branch_dir:
-            problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
-        if not problems:
-            size_problem = _size_problem(d, meta["files"])
-            if size_problem:
-                problems.append(size_problem)
-        if problems:
-            return _Cached(key, None, "; ".join(problems))
-        tests = read_results(d) if key[-1] else {}
-        return _Cached(key, make_image_record(branch_dir, img_dir, meta, key, tests), "")
+        return _Cached(key, image, "")
 
-    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple, tests: dict | None = None) -> Image:
+    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple, tests: dict | None = None) -> ImageRecord:
         """Remember an image checked by an earlier process (the index's saved cache); the next scan uses
         it only if both manifests and the directory still have exactly this ``key``."""
-        image = make_image_record(branch_dir, img_dir, metadata, tuple(key), tests)
+        image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, tuple(key), tests)
         self._cache[f"{branch_dir}/{img_dir}"] = _Cached(tuple(key), image, "")
         return image
 
-    def cached_images(self) -> list[Image]:
+    def cached_images(self) -> list[ImageRecord]:
         return [c.image for c in self._cache.values() if c.image is not None]
 
-    def scan(self) -> list[Image]:
+    def scan(self) -> list[ImageRecord]:
         """Every complete image, newest first (build date, then commit date, then name)."""
-        images: list[Image] = []
+        images: list[ImageRecord] = []
         seen: set[str] = set()
         skipped: dict[str, str] = {}
         join, stat = os.path.join, os.stat
-        for b in _subdirs(self.root):
+        for b in subdirs(self.root):
             bpath = join(self.root, b)
-            for n in _subdirs(bpath):
+            for n in subdirs(bpath):
                 ipath = join(bpath, n)
                 rel = f"{b}/{n}"
                 seen.add(rel)
@@ -138,13 +156,8 @@ class TreeScanner:
         return images
 
 
-def make_image_record(branch_dir: str, img_dir: str, meta: dict, key: tuple, tests: dict | None = None) -> Image:
-    sort_key = (_timestamp(meta["build_date"]), _timestamp(meta["commit_date"]), img_dir)
-    return Image(branch_dir, img_dir, meta, sort_key, sum(f["size"] for f in meta["files"].values()), key,
-                 dict(tests or {}))
-
-
-def _subdirs(path: Path) -> list[str]:
+def subdirs(path: str | os.PathLike) -> list[str]:
+    """The visible subdirectories of ``path`` (branches of a tree, images of a branch); [] when absent."""
     try:
         with os.scandir(path) as it:
             return [e.name for e in it if not is_hidden(e.name) and e.is_dir(follow_symlinks=False)]

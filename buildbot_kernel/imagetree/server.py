@@ -33,6 +33,7 @@ from buildbot_kernel.imagetree.httpfiles import (
     resolve,
 )
 from buildbot_kernel.imagetree.httpguard import HEAD_TIMEOUT, PER_ADDRESS_LIMIT, STALL_TIMEOUT, GuardedSite
+from buildbot_kernel.imagetree.indexfile import read_index
 from buildbot_kernel.imagetree.lookup import Ambiguous, BadPrefix, NotFound, ShaLookup
 from buildbot_kernel.imagetree.sendfile import Sender
 
@@ -346,8 +347,7 @@ class ShaResource(resource.Resource):
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _read(self) -> ShaLookup:
-        with open(self.index_path, "rb") as f:
-            return ShaLookup(json.loads(f.read()).get("images", []))
+        return ShaLookup(read_index(self.index_path).entries())
 
     def lookup(self) -> defer.Deferred:
         """Deferred ShaLookup over the current index.json."""

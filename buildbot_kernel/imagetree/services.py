@@ -9,18 +9,65 @@ Both run their blocking work in threads so the master's reactor never waits on t
 
 from __future__ import annotations
 
+import gc
 import os
+import subprocess
+import sys
 
 from buildbot.util.service import BuildbotService
 from twisted.internet import defer, reactor, threads
 from twisted.python import log
 
+from buildbot_kernel.imagetree.index import CACHE
 from buildbot_kernel.imagetree.leftovers import clean_leftovers
 from buildbot_kernel.imagetree.modes import Modes, group_problem
 from buildbot_kernel.imagetree.retention import empty_trash
+from buildbot_kernel.imagetree.scan import subdirs
 from buildbot_kernel.imagetree.server import make_site
 from buildbot_kernel.imagetree.tree import ImageTree
 from buildbot_kernel.imagetree.watcher import TreeWatcher
+
+CHILD_INDEX_MIN_IMAGES = 1000  # below, building the index here takes a fraction of a second
+
+
+def large_tree_without_cache(root: str, at_least: int = CHILD_INDEX_MIN_IMAGES) -> bool:
+    """No saved index cache and at least ``at_least`` image directories (counting stops there)."""
+    if os.path.exists(os.path.join(root, CACHE)):
+        return False
+    count = 0
+    for branch in subdirs(root):
+        count += len(subdirs(os.path.join(root, branch)))
+        if count >= at_least:
+            return True
+    return False
+
+
+def index_in_child(root: str, base_url: str, group: str) -> str:
+    """Build a tree's index from nothing (no saved cache) in a child process (``buildbot-kernel index``):
+    reading every manifest of 10,000 images is seconds of interpreter work, which in a thread of the
+    master would take the interpreter lock from the reactor again and again.  The child saves the
+    cache the master then loads.  Returns "" or what went wrong (the caller then builds it itself)."""
+    argv = [sys.executable, "-m", "buildbot_kernel.cli", "index", "--root", root, "--base-url", base_url,
+            "--group", group]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return "" if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()[-500:]
+
+
+def settle_long_lived_objects() -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
+
+    A full collection walks every tracked object while holding the interpreter lock: with the master's
+    own objects and the index of 10,000 images (about 80,000 containers) that took 0.2-1 s on a loaded
+    host, each one a stall of the reactor thread (bench/bench_scale.py --only stall).  What exists at
+    the master's start (modules, the configuration) lives as long as the process, so it is frozen (without
+    a collection first: that would be one more such stall; what little cyclic garbage the start left
+    stays, once); the cache load and first regeneration then run with collections off (they would walk
+    the growing index again and again) and what they built is frozen too.  Only at the first start: the
+    objects made later are collected as usual."""
+    gc.freeze()
 
 
 class ImageTreeService(BuildbotService):
@@ -52,20 +99,36 @@ class ImageTreeService(BuildbotService):
                         watch="inotify", group="", **kwargs):
         yield self._stop_watcher()
         root = os.path.abspath(root)
-        self.tree = ImageTree(root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes,
-                              pins=self.pins, modes=Modes.for_group(group))
-        yield threads.deferToThread(empty_trash, root)
-        if not self._started:  # later reconfigs run beside builds that are staging into .incoming
-            self._started = True
-            removed = yield threads.deferToThread(clean_leftovers, root)
-            if removed:
-                log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
-        yield threads.deferToThread(self.tree.regenerate)
+        first_start = not self._started
+        if first_start and (yield threads.deferToThread(large_tree_without_cache, root)):
+            problem = yield threads.deferToThread(index_in_child, root, base_url, group)
+            if problem:
+                log.msg(f"image tree: building the first index in a child process failed, building it here: "
+                        f"{problem}")
+        if first_start:  # the index of every image is loaded and built now: see settle_long_lived_objects
+            settle_long_lived_objects()
+            gc.disable()
+        try:
+            # every disk step here runs in a thread: the tree's cache load, leftovers, the regeneration
+            self.tree = yield threads.deferToThread(
+                ImageTree, root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes, pins=self.pins,
+                modes=Modes.for_group(group))
+            yield threads.deferToThread(empty_trash, root)
+            if first_start:  # later reconfigs run beside builds that are staging into .incoming
+                self._started = True
+                removed = yield threads.deferToThread(clean_leftovers, root)
+                if removed:
+                    log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
+            yield threads.deferToThread(self.tree.regenerate)
+        finally:
+            if first_start:
+                gc.freeze()
+                gc.enable()
         yield threads.deferToThread(self.tree.save_cache)
         if watch != "off":
-            self.watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce,
-                                       polling=(watch == "poll"))
-            self.watcher.start()
+            watcher = TreeWatcher(root, self.tree.regenerate, debounce=debounce, polling=(watch == "poll"))
+            yield threads.deferToThread(watcher.start)  # inotify: one watch per directory, 20,000 here
+            self.watcher = watcher
         yield super().reconfigService(**kwargs)
 
     @property

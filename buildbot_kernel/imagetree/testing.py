@@ -18,16 +18,13 @@ from pathlib import Path
 
 from buildbot_kernel.imagetree.package import REQUIRED_FILES, publish, staging_dir, write_manifest
 from buildbot_kernel.naming import image_name
+from buildbot_kernel.utctime import iso_utc
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def fake_sha(seed: str | int) -> str:
     return hashlib.sha1(str(seed).encode()).hexdigest()
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def image_fields(branch: str, i: int, *, sha: str | None = None, build: str = "x86_64",
@@ -40,7 +37,7 @@ def image_fields(branch: str, i: int, *, sha: str | None = None, build: str = "x
         "name": name, "kernelrelease": name, "repository": "fixture",
         "url": "https://git.example.org/fixture.git", "branch": branch, "sha": sha,
         "subject": f"commit {i} on {branch}", "author": "A U Thor <author@example.org>",
-        "commit_date": iso(committed), "build_date": iso(committed + timedelta(minutes=30)),
+        "commit_date": iso_utc(committed), "build_date": iso_utc(committed + timedelta(minutes=30)),
         "build": build, "arch": "x86_64", "compiler": "gcc (fixture)", "build_seconds": 42,
     }
 

@@ -42,10 +42,12 @@ from buildbot_kernel.imagetree.index import GENERATED_FILES
 
 log = logging.getLogger(__name__)
 _IGNORED_TYPES = {"opened", "closed_no_write"}
-# what inotify is asked for: not opens and reads, which every image download makes (hundreds a second
-# under load, each one an event handled in Python, holding the GIL the master's reactor needs)
-_WATCHED = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
-            FileModifiedEvent, FileClosedEvent]
+# asked of inotify itself: not opens and reads, which every image download makes (hundreds a second under
+# load, each an event handled in Python, holding the GIL the master's reactor needs), and the index's own
+# reads (20,000 manifests at 10,000 images) would overflow its queue, which makes watchdog walk the whole
+# tree again
+WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileDeletedEvent,
+                  DirDeletedEvent, FileModifiedEvent, FileClosedEvent]
 
 
 def relevant_path(root: str, path: str) -> bool:
@@ -128,7 +130,7 @@ class TreeWatcher(FileSystemEventHandler):
     def start(self) -> None:
         quiet_rewatch_warning()
         os.makedirs(self.root, exist_ok=True)
-        self.observer.schedule(self, self.root, recursive=True, event_filter=_WATCHED)
+        self.observer.schedule(self, self.root, recursive=True, event_filter=WATCHED_EVENTS)
         self.observer.start()
         self._thread.start()
 

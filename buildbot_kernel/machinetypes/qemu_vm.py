@@ -21,6 +21,11 @@ class OffReactorPower:
     def power_cycle(self):
         return threads.deferToThread(self.vm.power_cycle)
 
+    def lost_power(self) -> str | None:
+        """Why the VM is off though nobody switched it off (its QEMU process died), else None: the driver
+        asks every second, so a killed VM is an infrastructure failure at once, not a hang."""
+        return self.vm.lost_power()
+
     def stop(self) -> None:
         """Power the VM off when the farm stops (a lab machine stays as it is)."""
         self.vm.stop()

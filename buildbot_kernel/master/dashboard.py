@@ -10,7 +10,6 @@ is read on the reactor thread with ``blockingCallFromThread``; the rest is files
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from pathlib import Path
@@ -24,6 +23,7 @@ from twisted.python import log
 from buildbot_kernel.bisect import records
 from buildbot_kernel.buildbot_adapter import build_steps, named_service, poller_heads, step_logs
 from buildbot_kernel.imagetree.index import templates_dir
+from buildbot_kernel.imagetree.indexfile import IndexDoc, IndexUnreadable, read_index
 from buildbot_kernel.master import dashboard_data as data
 from buildbot_kernel.master import dashboard_plots as plots
 from buildbot_kernel.master.farm_service import FARM_SERVICE
@@ -38,11 +38,6 @@ PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:
 SERVED_FILES = {records.RESULT: "application/json", records.LOG: "text/plain"}
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _plain_build(b: dict) -> dict:
@@ -132,8 +127,11 @@ class KernelDashboard:
     def context(self, www: str, here: str) -> dict:
         """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
         to the page, so links work behind a proxy that serves Buildbot under a path."""
-        index = _read_json(self.images_root / "index.json")
-        images = [e for e in (index or {}).get("images", []) if isinstance(e, dict)]
+        try:
+            index = read_index(self.images_root)
+        except IndexUnreadable:  # no tree yet, or a damaged index: the page shows no images
+            index = IndexDoc(str(self.images_root), ())
+        images = index.entries()
         problem = ""
         try:
             heads, builds, errors = self._master_data(www)
@@ -151,7 +149,7 @@ class KernelDashboard:
         return {
             "branches": data.branch_rows(self.branches, heads, builds, images, errors, www),
             "bisects": bisects, "machines": machines, "images_total": len(images),
-            "base_url": self.base_url.rstrip("/"), "generated": (index or {}).get("generated", ""),
+            "base_url": self.base_url.rstrip("/"), "generated": index.generated,
             "problem": problem, "refresh": REFRESH_SECONDS,
             "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
             "duration_svg": Markup(plots.build_duration_svg(data.build_durations(self.branches, builds))),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from buildbot_kernel.bisect import records
 from buildbot_kernel.commitlink import commit_url
+from buildbot_kernel.utctime import parse_iso_utc
 
 # Buildbot result codes (buildbot.process.results), named here so this module stays import-light
 RESULTS = {0: "success", 1: "warnings", 2: "failure", 3: "skipped", 4: "exception", 5: "retry", 6: "cancelled"}
@@ -226,15 +227,6 @@ def bisect_rows(state_dir: Path, images_by_name: dict, bisect_builds: list[dict]
     return rows
 
 
-def parse_iso(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def build_durations(branches: list[dict], builds: dict) -> dict[str, list[tuple[datetime, float]]]:
     """Branch -> (finished, minutes) of its branch builder's finished builds that compiled something."""
     out = {}
@@ -255,10 +247,10 @@ def bisect_timelines(rows: list[dict], limit: int = 6) -> list[tuple[str, list[t
     """Per bisect: (minutes since it started, step number) at the end of each step."""
     out = []
     for r in rows[:limit]:
-        t0 = parse_iso(r.get("started"))
+        t0 = parse_iso_utc(r.get("started"))
         points = []
         for s in r["steps"]:
-            start = parse_iso(s.get("started"))
+            start = parse_iso_utc(s.get("started"))
             if t0 is None or start is None or not isinstance(s.get("seconds"), int | float):
                 continue
             points.append((round(((start - t0).total_seconds() + s["seconds"]) / 60, 2), s.get("n") or 0))

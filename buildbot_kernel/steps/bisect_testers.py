@@ -23,10 +23,10 @@ from buildbot.process.results import CANCELLED, RETRY
 from twisted.internet import defer
 
 from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
-from buildbot_kernel.bisect.images import Image
 from buildbot_kernel.bisect.request import DEFAULT_TIMEOUT, LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
 from buildbot_kernel.buildbot_adapter import named_service
+from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild
 
@@ -44,11 +44,11 @@ class LocalCommandTester:
         self.command = command
         self.timeout = timeout  # seconds; past it the worker kills the command's process group: skip
         self.bisect_id = bisect_id
-        self.image_dir = image_dir  # Image -> its directory on the master
+        self.image_dir = image_dir  # ImageRecord -> its directory on the master
         self.current: SubBuild | None = None
 
     @defer.inlineCallbacks
-    def test(self, image: Image, sha: str):
+    def test(self, image: ImageRecord, sha: str):
         props = {
             "bisect_id": self.bisect_id, "bisect_sha": sha, "bisect_image": image.name,
             "bisect_image_url": image.url, "bisect_image_src": self.image_dir(image),
@@ -85,8 +85,8 @@ class MachineTester:
         self.owner_build = owner_build  # the build whose end releases the machine
 
     @defer.inlineCallbacks
-    def test(self, image: Image, sha: str):
-        outcome = yield self.driver.run_step(dict(image.metadata), self.command, self.mode, self.owner,
+    def test(self, image: ImageRecord, sha: str):
+        outcome = yield self.driver.run_step(dict(image.entry), self.command, self.mode, self.owner,
                                              self.owner_build)
         if getattr(outcome, "cancelled", False):
             raise Interrupted(outcome.reason)

@@ -51,7 +51,7 @@ class ReconcileHeads(buildstep.BuildStep):
                 yield threads.deferToThread(heads.record_head, target, sha)
             except Exception as e:  # noqa: BLE001 - reported in the log, the check goes on
                 yield log.addStderr(f"{target.branch}: cannot record the head: {e}\n")
-            reason = heads.needs_build(target, sha)
+            reason = yield threads.deferToThread(heads.needs_build, target, sha)  # ledger and tree reads
             if reason is None:
                 yield log.addStdout(f"{target.branch}: {sha[:12]} already built\n")
                 continue

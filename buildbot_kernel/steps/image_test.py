@@ -37,6 +37,7 @@ from buildbot_kernel.settings import Test
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 
 IMAGE_TEST_SCHEDULER = "image-test"
 PUBLISHED_PROPERTY = "published_image"  # set by the publish step when it renamed a new image in
@@ -117,7 +118,7 @@ class PickTester(buildstep.BuildStep):
     def _lookup(self, name: str) -> dict | None:
         """The index entry of the image named ``name`` (the form gives only the name)."""
         tree = TreeImages(self.ctx.images_root, self.ctx.base_url)
-        return next((i.metadata for i in tree.index().images if i.name == name), None)
+        return next((i.entry for i in tree.index().images if i.name == name), None)
 
     @defer.inlineCallbacks
     def run(self):
@@ -167,7 +168,7 @@ class RunImageTest(buildstep.BuildStep):
         tree = TreeImages(self.ctx.images_root, self.ctx.base_url, repository=repository)
         index = tree.index()
         image = next((i for i in index.images if i.name == name and i.branch == branch), None)
-        return image, [i.metadata for i in index.images if i.branch == branch], tree
+        return image, [i.entry for i in index.images if i.branch == branch], tree
 
     # -- one run -----------------------------------------------------------------------------------------
     @defer.inlineCallbacks
@@ -294,7 +295,7 @@ class RunImageTest(buildstep.BuildStep):
     @defer.inlineCallbacks
     def _start_bisect(self, repository: str, branch: str, good: dict, bad_image) -> defer.Deferred:
         """One bisect per (test, branch, bad sha), claimed atomically in the database; the summary."""
-        test, bad = self.test.name, bad_image.metadata
+        test, bad = self.test.name, bad_image.entry
         key = loop.claim_key(test, branch, bad["sha"])
         mine = {"buildid": self.build.buildid, "master": bb.master_id(self.master), "claimed": loop_now()}
         claim = yield bb.claim_once(self.master, loop.STATE_OBJECT, key, mine)
@@ -319,7 +320,7 @@ class RunImageTest(buildstep.BuildStep):
 
 
 def loop_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return iso_utc()
 
 
 def image_test_factory(ctx: LoopContext) -> util.BuildFactory:

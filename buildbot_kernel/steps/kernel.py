@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from buildbot.process import buildstep, logobserver
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from buildbot.steps.shell import ShellCommand
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from buildbot_kernel import kbuild_commands, naming
+from buildbot_kernel.imagetree.scan import is_published
 from buildbot_kernel.kbuild_output import KbuildProgress
 from buildbot_kernel.ledger import FAILED, BuildLedger
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 
 SKIP_PROPERTY = "bbk_skip"
 
@@ -59,6 +60,13 @@ def unsafe_name_problem(facts: dict) -> str:
         return f"the kernel tree's localversion files ({names}) add {combined!r}: {problem}"
     return ""
 
+
+
+def known_outcome(t: BuildTarget, name: str, sha: str) -> tuple[bool, dict | None]:
+    """(is ``name`` a complete image of the branch, the ledger's record of ``sha``): disk reads, so the
+    step calls this in a thread."""
+    return (is_published(t.branch_dir / name),
+            BuildLedger(t.ledger_path).get(t.repository, t.branch, sha, t.build_name))
 
 class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
     """Reads the checked-out commit and tree, computes the image name, and decides whether to build.
@@ -110,7 +118,7 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
                                  localversion_files=facts.get("localversion_files", ""))
         jobs = t.build.jobs or int(facts.get("cpus") or 1)
         use_ccache = t.build.ccache and facts.get("ccache") == "1"
-        commit_date = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        commit_date = iso_utc(ts)
         props = {
             "image_name": name,
             "localversion": naming.config_localversion(t.branch, facts["sha"], ts),
@@ -127,8 +135,7 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
         for k, v in props.items():
             self.setProperty(k, v, self.name)
         forced = bool(self.getProperty("force_rebuild"))
-        published = (t.branch_dir / name / "metadata.json").exists()
-        failed = BuildLedger(t.ledger_path).get(t.repository, t.branch, facts["sha"], t.build_name)
+        published, failed = yield threads.deferToThread(known_outcome, t, name, facts["sha"])
         reason = None
         if published:
             reason = f"already published as {name}"

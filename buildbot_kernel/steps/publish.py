@@ -18,12 +18,14 @@ from twisted.internet import defer, threads
 
 from buildbot_kernel import formats, heads
 from buildbot_kernel.buildbot_adapter import named_service
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc
 
 WORKER_SUMS = ".worker.sha256"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -43,7 +45,7 @@ def check_transfer(incoming: Path) -> list[str]:
         f = incoming / fname
         if not f.is_file():
             problems.append(f"{fname}: listed by the worker but not uploaded")
-        elif package.sha256_file(f) != digest:
+        elif sha256_file(f) != digest:
             problems.append(f"{fname}: sha256 differs from the worker's (corrupted in transfer)")
     return problems
 
@@ -76,7 +78,7 @@ class PublishImage(buildstep.BuildStep):
             "repository": t.repository, "url": t.url, "branch": t.branch,
             "sha": p("commit_sha"), "subject": p("commit_subject"), "author": p("commit_author"),
             "commit_date": p("commit_date"),
-            "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_date": iso_utc(),
             "build": t.build_name, "arch": t.build.arch, "compiler": p("compiler"),
             "config": t.build.config, "fragments": list(t.build.fragments),
             "build_seconds": build_seconds, "builder": self.build.builder.name,
@@ -98,7 +100,7 @@ class PublishImage(buildstep.BuildStep):
             path = yield threads.deferToThread(publish_package, self.target, incoming, fields, modes)
         except package.ImageExists:
             self.descriptionDone = [f"{fields['name']} was already published"]
-            shutil.rmtree(incoming, ignore_errors=True)
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
             return SUCCESS
         except package.CorruptImage as e:
             yield self.addCompleteLog("problems", "\n".join(e.problems) + "\n")
@@ -108,16 +110,16 @@ class PublishImage(buildstep.BuildStep):
             if e.errno not in DISK_FULL:
                 raise
             # nothing was renamed into the tree; the upload goes too, so no half image stays in .incoming
-            shutil.rmtree(incoming, ignore_errors=True)
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
             msg = f"no space left on the image disk: {self.target.images_root}"
             self.setProperty(HOST_FAILURE_PROPERTY, msg, self.name)
             yield self.addCompleteLog("problems", f"{msg}\n{e}\nfree space there (retention: "
                                       "images.keep_per_branch / images.max_bytes) and rebuild\n")
             self.descriptionDone = [msg]
             return FAILURE
-        BuildLedger(self.target.ledger_path).record(
-            self.target.repository, self.target.branch, fields["sha"], self.target.build_name,
-            PUBLISHED, image=fields["name"])
+        yield threads.deferToThread(  # an fsynced append
+            BuildLedger(self.target.ledger_path).record, self.target.repository, self.target.branch,
+            fields["sha"], self.target.build_name, PUBLISHED, image=fields["name"])
         yield self._record_head()
         self.setProperty("published_image", fields["name"], "publish")  # image tests start from it
         if tree is not None:
@@ -156,17 +158,18 @@ class RecordOutcome(buildstep.BuildStep):
         self.target = target
         super().__init__(**kwargs)
 
+    @defer.inlineCallbacks
     def run(self):
         incoming = self.getProperty("incoming_dir")
-        if incoming and Path(incoming).exists():
-            shutil.rmtree(incoming, ignore_errors=True)
+        if incoming:  # disk work, all of it in a thread
+            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
         sha = self.getProperty("commit_sha")
         host_failure = self.getProperty(HOST_FAILURE_PROPERTY)
         if self.build.results == FAILURE and sha and host_failure:
             self.descriptionDone = ["not recorded as failed: the host failed, not the commit"]
         elif self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
-            BuildLedger(self.target.ledger_path).record(
-                self.target.repository, self.target.branch, sha, self.target.build_name, FAILED,
-                buildnumber=self.getProperty("buildnumber"))
+            yield threads.deferToThread(
+                BuildLedger(self.target.ledger_path).record, self.target.repository, self.target.branch, sha,
+                self.target.build_name, FAILED, buildnumber=self.getProperty("buildnumber"))
             self.descriptionDone = ["recorded as failed"]
-        return defer.succeed(SUCCESS)
+        return SUCCESS

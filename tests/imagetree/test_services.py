@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, threads
+from twisted.python import threadable
 from twisted.trial import unittest
 from twisted.web import resource
 
@@ -129,6 +131,45 @@ class ImageServicesTest(unittest.TestCase):
         yield tree.reconfigService(root=self.root, base_url="http://images.example.org/", watch="off")
         self.assertTrue(staging.is_dir())
 
+    @defer.inlineCallbacks
+    def test_the_tree_service_does_its_disk_work_off_the_reactor_thread(self):
+        """Start (cache, leftovers, regeneration, inotify watches), a publish and a regeneration open files
+        under the tree only from threads: an audit hook records each open and whether the reactor's thread
+        made it (no timing: a slow machine cannot make this pass or fail)."""
+        make_image(self.root, "b", 1)
+        fields = image_fields("b", 2)
+
+        def stage_image():  # what a build's upload does (on a worker, never on the master's reactor)
+            stage = package.staging_dir(self.root)
+            write_payload(stage)
+            package.write_manifest(stage, fields)
+            return stage
+
+        root = os.path.realpath(self.root)
+        opened = []  # (event, path, on the reactor thread)
+        recording = [True]
+
+        def hook(event, args):
+            try:
+                if recording[0] and event in ("open", "os.listdir", "os.scandir") and args \
+                        and isinstance(args[0], str | bytes | os.PathLike):
+                    path = os.path.realpath(os.fsdecode(args[0]))
+                    if path.startswith(root):
+                        opened.append((event, path, threadable.isInIOThread()))
+            except Exception as e:  # noqa: BLE001 - an exception here would fail the open being audited
+                opened.append(("hook failed", repr(e), True))
+
+        sys.addaudithook(hook)  # hooks cannot be removed: this one stops recording at cleanup
+        self.addCleanup(recording.__setitem__, 0, False)
+        tree, srv, url = yield self.start()
+        stage = yield threads.deferToThread(stage_image)
+        yield tree.publish(stage, "b", fields["name"])
+        yield tree.regenerate()
+        recording[0] = False
+        self.assertTrue(any(p.endswith("/metadata.json") for _e, p, _io in opened), opened)
+        self.assertTrue(any("/.tmp-index.json." in p for _e, p, _io in opened), opened)  # its atomic writes
+        self.assertEqual([(e, p) for e, p, on_reactor in opened if on_reactor], [])
+
     def test_bad_config(self):
         with self.assertRaises(ValueError):
             ImageTreeService(root=self.root, base_url="http://x/", watch="sometimes")
@@ -158,3 +199,18 @@ def test_services_from_settings(tmp_path):
     off = settings_mod.parse(text.replace("image_port = 8011", "image_port = 0"), str(tmp_path / "s.toml"))
     assert [type(x).__name__ for x in services_from_settings(off, str(tmp_path / "images"))] == [
         "ImageTreeService"]
+
+
+def test_a_large_tree_without_a_cache_is_indexed_by_a_child_process(tmp_path):
+    from buildbot_kernel.imagetree.index import CACHE
+    from buildbot_kernel.imagetree.services import index_in_child, large_tree_without_cache
+
+    root = tmp_path / "images"
+    imgs = [make_image(root, "b", i) for i in range(2)] + [make_image(root, "c", 0)]
+    assert large_tree_without_cache(str(root), at_least=3) and not large_tree_without_cache(str(root), at_least=4)
+    assert index_in_child(str(root), "http://images.example.org/", "") == ""
+    doc = json.loads((root / "index.json").read_text())
+    assert sorted(e["name"] for e in doc["images"]) == sorted(i.name for i in imgs)
+    assert (root / CACHE).is_file() and not large_tree_without_cache(str(root), at_least=1)
+    assert "--base-url" in index_in_child(str(root), "ftp://x/", "")  # the reason, for the master's log
+

@@ -11,6 +11,8 @@ from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.trial import unittest
 
 from buildbot_kernel import kbuild_commands
+from buildbot_kernel.imagetree import package
+from buildbot_kernel.imagetree.testing import image_fields, write_payload
 from buildbot_kernel.ledger import FAILED, BuildLedger
 from buildbot_kernel.settings import Build
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts
@@ -69,12 +71,23 @@ class TestKernelFacts(StepCase):
 
     def test_already_published_image_is_skipped(self):
         t = self.target()
-        (t.branch_dir / NAME).mkdir(parents=True)
-        (t.branch_dir / NAME / "metadata.json").write_text("{}")
+        stage = package.staging_dir(t.images_root)  # a complete image of that name (the completeness rule)
+        write_payload(stage)
+        package.write_manifest(stage, {**image_fields(t.branch, 1, sha=SHA), "name": NAME, "kernelrelease": NAME})
+        package.publish(stage, t.images_root, t.branch, NAME)
         self.setup_step(KernelFacts(t))
         self.expect_facts()
         self.expect_outcome(result=SKIPPED, state_string=f"18097b4c2a6d: already published as {NAME} (skipped)")
         self.expect_property("bbk_skip", f"already published as {NAME}")
+        return self.run_step()
+
+    def test_an_image_still_being_copied_in_is_not_published(self):
+        t = self.target()
+        (t.branch_dir / NAME).mkdir(parents=True)
+        (t.branch_dir / NAME / "metadata.json").write_text("{}")
+        self.setup_step(KernelFacts(t))
+        self.expect_facts()
+        self.expect_outcome(result=SUCCESS, state_string=NAME)
         return self.run_step()
 
     def test_recorded_failure_is_skipped_unless_forced(self):

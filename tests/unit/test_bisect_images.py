@@ -37,7 +37,7 @@ def test_lookup_by_sha_and_build_from_a_path_and_over_http(h, served):
         assert index.builds() == [BUILD] and index.skipped == []
         image = index.lookup(h.shas[3], BUILD)
         assert image.sha == h.shas[3] and image.url.startswith(where) and image.url.endswith("/")
-        assert image.metadata["repository_url"] == str(h.path)
+        assert image.entry["repository_url"] == image.metadata["url"] == str(h.path)
         assert index.lookup(h.shas[4], BUILD) is None  # no image for that commit
         assert index.lookup(h.shas[3], "arm64") is None  # nor for another build config
         assert index.has_image_for(BUILD)(h.shas[6]).name == index.lookup(h.shas[6], BUILD).name

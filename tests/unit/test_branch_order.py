@@ -15,9 +15,10 @@ from buildbot_kernel import gitrepo, heads
 from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.package import publish, staging_dir, write_manifest
-from buildbot_kernel.imagetree.testing import EPOCH, fake_sha, image_fields, iso, write_payload
+from buildbot_kernel.imagetree.testing import EPOCH, fake_sha, image_fields, write_payload
 from buildbot_kernel.settings import Build
 from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.utctime import iso_utc as iso
 from tests.bisect.history import make_history, with_merges
 
 BASE = "http://images.example.org/"

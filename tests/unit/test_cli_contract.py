@@ -12,7 +12,8 @@ import pytest
 
 from buildbot_kernel.cli import build_parser, main, plain
 from buildbot_kernel.commands import run
-from buildbot_kernel.imagetree.lookup import index_location, latest, select
+from buildbot_kernel.imagetree.indexfile import index_location
+from buildbot_kernel.imagetree.lookup import latest, select
 
 
 @pytest.mark.parametrize("given", ["http://host:8011", "http://host:8011/", "http://host:8011/index.json"])

@@ -5,13 +5,12 @@ import json
 import pytest
 
 from buildbot_kernel.imagetree.index import TreeIndex
+from buildbot_kernel.imagetree.indexfile import IndexUnreadable, index_location, read_index
 from buildbot_kernel.imagetree.lookup import (
     Ambiguous,
     BadPrefix,
     NotFound,
     ShaLookup,
-    index_location,
-    load_index,
 )
 from buildbot_kernel.imagetree.testing import make_image
 
@@ -69,8 +68,8 @@ def test_lookup_over_a_generated_index(tmp_path):
     img = make_image(tmp_path, "b", 7)
     TreeIndex(tmp_path, "http://h/").regenerate()
     sha = json.loads((img / "metadata.json").read_text())["sha"]
-    data = load_index(str(tmp_path))
-    found_sha, found = ShaLookup(data["images"]).find(sha[:8])
+    doc = read_index(str(tmp_path))
+    found_sha, found = ShaLookup(doc.entries()).find(sha[:8])
     assert found_sha == sha and found[0]["url"] == f"http://h/b/{img.name}/"
 
 
@@ -78,11 +77,11 @@ def test_index_location_and_load_errors(tmp_path):
     assert index_location("http://h/images/") == "http://h/images/index.json"
     assert index_location("http://h/x.json") == "http://h/x.json"
     assert index_location(str(tmp_path)) == str(tmp_path / "index.json")
-    with pytest.raises(LookupError, match="cannot read the index"):
-        load_index(str(tmp_path))
+    with pytest.raises(IndexUnreadable, match="cannot read the index"):
+        read_index(str(tmp_path))
     (tmp_path / "index.json").write_text("[]")
-    with pytest.raises(LookupError, match="'images' list"):
-        load_index(str(tmp_path))
+    with pytest.raises(IndexUnreadable, match="'images' list"):
+        read_index(str(tmp_path))
 
 
 def test_malformed_entries_of_a_hostile_index_are_ignored_not_a_traceback():

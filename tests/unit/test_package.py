@@ -6,12 +6,12 @@ import os
 
 import pytest
 
+from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.package import (
     CorruptImage,
     ImageExists,
     publish,
-    sha256_file,
     staging_dir,
     verify_image_dir,
     write_manifest,

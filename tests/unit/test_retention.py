@@ -6,13 +6,16 @@ import pytest
 
 from buildbot_kernel.imagetree import retention
 from buildbot_kernel.imagetree.package import write_manifest
-from buildbot_kernel.imagetree.scan import Image
+from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
 from buildbot_kernel.imagetree.tree import ImageTree
+from buildbot_kernel.utctime import iso_utc
 
 
 def img(branch, i, size=100):
-    return Image(branch, f"{branch}-{i}", {}, (float(i), float(i), f"{branch}-{i}"), size)
+    meta = {"build_date": iso_utc(i * 3600), "commit_date": iso_utc(i * 3600),
+            "files": {"vmlinuz": {"size": size, "sha256": "0" * 64}}}
+    return ImageRecord.from_metadata(branch, f"{branch}-{i}", meta)
 
 
 def names(p):
