@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
 
 INDEX_SCHEMA = 1
@@ -30,7 +31,7 @@ MAX_INDEX_BYTES = 256 << 20  # 10,000 images are about 10 MiB
 _IMAGES_OPEN = ', "images": ['
 
 
-class IndexUnreadable(Exception):
+class IndexUnreadable(BuildbotKernelError):
     """The index cannot be read or is not an index.json; ``str()`` is a message for a person."""
 
 

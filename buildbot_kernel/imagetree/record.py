@@ -21,6 +21,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.naming import branch_problem, component_problem, safe_branch
 
 REQUIRED_ENTRY_KEYS = ("name", "sha", "build", "url", "files")
@@ -33,7 +34,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL_SAFE = re.compile(r"^[A-Za-z0-9_.~+-]*$")
 
 
-class EntryError(ValueError):
+class EntryError(BuildbotKernelError, ValueError):
     """One index entry that cannot be used; the message names the entry and the reason."""
 
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.package import (
     METADATA,
     SUMS,
@@ -26,7 +27,7 @@ from buildbot_kernel.imagetree.results import read_results, stamp
 from buildbot_kernel.naming import safe_branch
 
 
-class IncompleteImage(ValueError):
+class IncompleteImage(BuildbotKernelError, ValueError):
     """Not (yet) a published image; ``str()`` says why (a copy in progress, a broken manifest)."""
 
 

@@ -6,6 +6,7 @@ from twisted.internet.task import Clock
 
 from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.settings import Machine
 
 from .test_driver import SimMachine, run
 
@@ -37,7 +38,7 @@ def make(script, retries=1):
     clock = Clock()
     reg = Registry(["vm"], clock=clock.seconds)
     sim = PoweredSim("vm", reg, clock, script)
-    cfg = {"name": "vm", "boot_timeout": 60, "test_timeout": 100, "retries": retries, "poll": 2}
+    cfg = Machine(name="vm", boot_timeout=60, test_timeout=100, retries=retries, poll=2)
     return MachineDriver(cfg, reg, sim, "http://h:1", reactor=clock, clock=clock.seconds), sim, reg, clock
 
 

@@ -178,14 +178,14 @@ def test_idle_polls_are_logged_once_per_interval(tmp_path):
 
 
 def test_the_testers_details_name_the_machine_and_its_qemu_accelerator(farm):
-    from buildbot_kernel.bisect.images import Image
+    from buildbot_kernel.imagetree.record import ImageRecord
     from buildbot_kernel.steps.bisect_testers import MachineTester
 
     srv, tmp = farm
     driver = _driver(srv, tmp)
     srv.registry.note_accel("m1", "tcg")
     tester = MachineTester(driver, "true", "test", owner="bisect b1", owner_build=41)
-    image = Image(CANDIDATE["name"], "0" * 40, "x86_64", "b", CANDIDATE["url"], CANDIDATE["files"], CANDIDATE)
+    image = ImageRecord("b", CANDIDATE["name"], {**CANDIDATE, "sha": "0" * 40, "build": "x86_64"}, url=CANDIDATE["url"])
     _, details = _hold(srv, driver, run=lambda: tester.test(image, "0" * 40))
     assert details["tester"] == "m1" and details["accel"] == "tcg"
     assert srv.registry.get("m1").owner_build == 41  # held in the name of the tester's build
@@ -196,14 +196,14 @@ def test_stopping_the_build_ends_the_attempt_at_once_and_the_release_follows(far
     waiting for boot_timeout, no retry, no verdict), and the release then sends the machine home."""
     import time
 
-    from buildbot_kernel.bisect.images import Image
+    from buildbot_kernel.imagetree.record import ImageRecord
     from buildbot_kernel.steps.bisect_testers import MachineTester
     from buildbot_kernel.steps.subbuilds import Interrupted
 
     srv, tmp = farm
     driver = _driver(srv, tmp, boot_timeout=600, retries=2)
     tester = MachineTester(driver, "true", "test", owner="bisect b2", owner_build=43)
-    image = Image(CANDIDATE["name"], "0" * 40, "x86_64", "b", CANDIDATE["url"], CANDIDATE["files"], CANDIDATE)
+    image = ImageRecord("b", CANDIDATE["name"], {**CANDIDATE, "sha": "0" * 40, "build": "x86_64"}, url=CANDIDATE["url"])
     url = f"{srv.url}/machines/m1"
     post(f"{url}/boot", {"stage": "2"}, key=KEY)
     ended = []
