@@ -50,6 +50,7 @@ from farm.loop_farm import (  # noqa: E402
 )
 
 from buildbot_kernel.farm.testing import stage1_artifacts  # noqa: E402
+from buildbot_kernel.master.bisect_config import bisect_builder_name  # noqa: E402
 
 GOAL = 300  # seconds, for a push of 8 commits on this 2-core machine
 
@@ -99,7 +100,9 @@ def step_span(master, build, name):
 
 def analyse(farm: LoopFarm, mailed: float) -> dict:
     master, t0 = farm.master, farm.pushed_at
-    builds = [b for b in master.builds(BRANCH) if b["started_at"] >= t0 - 1]
+    # the pipeline's builds of the branch and the bisect's on-demand ones (a builder of their own)
+    builds = [b for name in (BRANCH, bisect_builder_name(BRANCH)) for b in master.builds(name)
+              if b["started_at"] >= t0 - 1]
     build_spans = [(b["started_at"], b["complete_at"] or mailed) for b in builds]
     machine = []
     tests = [b for b in master.builds("image-test") if b["started_at"] >= t0 - 1]
@@ -161,7 +164,7 @@ def main() -> int:
     if shas[args.panic_at][:12] not in subject:
         sys.exit(f"the mail does not name C{args.panic_at}: {subject}")
     builds = a["builds"]
-    on_demand = sum(1 for b in builds if b["properties"].get("bisect_id"))
+    on_demand = sum(1 for b in builds if b["properties"].get("bisect_id"))  # the bisect's (marked on_demand)
     cancelled = sum(1 for b in builds if b["results"] not in (0, 1))
     bisect_tests = sum(1 for s in result["steps"] if s.get("image"))
     runs = 1 + ("rerun" in a["head"])
