@@ -20,23 +20,19 @@ once:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 
 import pytest
-from integration.harness import Master, Worker, bisect_build, free_port, settings_text, wait_for
-from realkernel import kbuild_helper
+from integration.harness import Master, Worker, bisect_build, free_port, wait_for
 
+from .loop_farm import BRANCH, farm_settings, image_shas, images, qemu_running
 from .planted_history import MARKER, make_history, push
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realkernel, pytest.mark.timeout(1500)]
-BRANCH = "linux-6.1.y"
 MARKER_AT, PANIC_AT, LAST = 3, 6, 8
 PREBUILT = (2, LAST)
 SUCCESS, FAILURE = 0, 2
-CONFIG = kbuild_helper.REPO / "configs" / "qemu-small.config"
 MACHINES = """
 [[machine]]
 name = "vm1"
@@ -60,15 +56,6 @@ TEST_CMD = f'! dmesg | grep -q "{MARKER}"'
 
 
 @pytest.fixture(scope="module")
-def linux_tree():
-    if kbuild_helper.source_tarball() is None:
-        pytest.skip("Debian package linux-source-6.1 is not installed (scripts/install-deps installs it)")
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 is not installed (scripts/install-deps)")
-    return kbuild_helper.prepare_tree(kbuild_helper.DEFAULT_TREE)
-
-
-@pytest.fixture(scope="module")
 def farm_master(linux_tree, tmp_path_factory):
     base = tmp_path_factory.mktemp("bisect-e2e")
     upstream = base / "linux.git"
@@ -80,9 +67,7 @@ def farm_master(linux_tree, tmp_path_factory):
     dead_key = base / "dead.key"
     dead_key.write_text("a-test-key-of-the-dead-machine\n")
     dead_key.chmod(0o600)
-    text = settings_text(str(upstream), [BRANCH], ports, extra=MACHINES.replace("{dead_key}", str(dead_key)),
-                         poll=2).replace(
-        'config = "defconfig"\n', f'config = "tinyconfig"\nfragments = ["{CONFIG}"]\n')
+    text = farm_settings(upstream, ports, MACHINES.replace("{dead_key}", str(dead_key)))
     master = Master(base, text)
     worker = Worker(base, "w1", "pw", ports["worker"])
     master.start(ports["web"])
@@ -100,35 +85,6 @@ def farm_master(linux_tree, tmp_path_factory):
         master.stop()
     console = master.dir / "state" / "farm" / "qemu" / "vm1.console.log"
     wait_for(lambda: not qemu_running(console), 30, "the test machine's QEMU to be stopped with the master")
-
-
-def qemu_pids(console) -> list[int]:
-    """The QEMU processes writing this console log."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if b"qemu-system" in cmdline and str(console).encode() in cmdline:
-            pids.append(int(pid))
-    return pids
-
-
-def qemu_running(console) -> bool:
-    """A QEMU process writing this console log is alive."""
-    return bool(qemu_pids(console))
-
-
-def images(master) -> dict[str, dict]:
-    """Image name -> metadata, of the branch's image tree."""
-    d = master.dir / "images" / BRANCH
-    metas = [json.loads(m.read_text()) for m in d.glob("*/metadata.json")] if d.is_dir() else []
-    return {m["name"]: m for m in metas}
-
-
-def image_shas(master) -> set[str]:
-    return {m["sha"] for m in images(master).values()}
 
 
 def force(master, shas, tester, mode, good, bad, command="true") -> int:

@@ -14,11 +14,12 @@ import signal
 import time
 
 import pytest
+from farm import loop_farm
 from farm import test_bisect_e2e as e2e
 from integration.harness import bisect_build, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realkernel, pytest.mark.faults, pytest.mark.timeout(1500)]
-linux_tree, farm_master = e2e.linux_tree, e2e.farm_master  # the QEMU farm's fixtures, shared
+linux_tree, farm_master = loop_farm.linux_tree, e2e.farm_master  # the QEMU farm's fixtures, shared
 
 
 def vm1(master) -> dict:
@@ -35,7 +36,7 @@ def test_power_lost_mid_test_is_an_infra_failure_retried_and_the_bisect_ends_rig
     running = wait_for(lambda: (vm1(master).get("assignment") or {}).get("phase") == "running"
                        and vm1(master)["assignment"], 900, "vm1 to run the first test")
     console = master.dir / "state" / "farm" / "qemu" / "vm1.console.log"
-    [pid] = e2e.qemu_pids(console)
+    [pid] = loop_farm.qemu_pids(console)
     os.kill(pid, signal.SIGKILL)  # the power is gone
 
     build = bisect_build(master, bsid, timeout=900)
@@ -50,8 +51,9 @@ def test_power_lost_mid_test_is_an_infra_failure_retried_and_the_bisect_ends_rig
     assert step["attempts"][0].startswith("attempt 1: infra: the machine lost power (running): its QEMU process "
                                           "killed by signal 9"), step["attempts"]
     assert step["verdict"] in ("good", "bad") and step["uname"] == step["image"]
-    assert step["verdict"] == ("bad" if e2e.images(master)[step["image"]]["sha"] in shas[e2e.MARKER_AT:] else "good")
-    assert len(e2e.qemu_pids(console)) == 1  # powered on again, once
+    sha = loop_farm.images(master)[step["image"]]["sha"]
+    assert step["verdict"] == ("bad" if sha in shas[e2e.MARKER_AT:] else "good")
+    assert len(loop_farm.qemu_pids(console)) == 1  # powered on again, once
     wait_for(lambda: vm1(master).get("state") == "idle", 60, "vm1 idle again")
     assert vm1(master)["infra_failures"] == 0 and not vm1(master)["broken_reason"]
     print(f"fault 5 (QEMU killed mid-test): bisect {len(result['steps'])} steps, {time.monotonic() - t0:.0f}s")

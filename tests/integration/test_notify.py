@@ -13,16 +13,12 @@ Fixture history on drm-intel-fixes (C0 is the initial tree)::
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
 import json
 import re
 import shutil
 import subprocess
-import threading
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from buildbot_kernel.resources import shipped
 
@@ -37,6 +33,7 @@ from .harness import (
     settings_text,
     wait_for,
 )
+from .smtp_inbox import body_of, smtp_server
 
 pytestmark = pytest.mark.integration
 BRANCH, OTHER = "drm-intel-fixes", "drm-intel-next"
@@ -45,25 +42,6 @@ SENDER, LIST, STARTER = "buildbot-kernel@example.org", "intel-gfx-ci@example.org
 AUTHOR = ("Jörg Rödel", "joro@example.org")
 COMMITTER = ("Maint Ainer", "maint@example.org")
 SUCCESS, FAILURE = 0, 2
-
-
-class Inbox:
-    """aiosmtpd handler: every message the server accepted, with its envelope."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.received: list[dict] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.received.append({"rcpt": list(envelope.rcpt_tos), "mail_from": envelope.mail_from,
-                                  "msg": email.message_from_bytes(envelope.original_content,
-                                                                  policy=email.policy.default)})
-        return "250 OK"
-
-    def of_kind(self, kind: str) -> list[dict]:
-        with self.lock:
-            return [m for m in self.received if m["msg"]["X-Buildbot-Kernel"] == kind]
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +89,7 @@ cc_culprit = true
 """
     master = Master(base, settings_text(str(repo.bare), (BRANCH, OTHER), ports, max_builds=3, extra=extra))
     worker = Worker(base, "w1", "pw", ports["worker"])
-    inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp, inbox = smtp_server(smtp_port)
     try:
         master.start(ports["web"])
         worker.start()
@@ -166,7 +143,7 @@ def test_mail_waits_for_the_server_and_names_the_first_compiler_error(farm):
     assert mails[0]["rcpt"] == [LIST] and mails[0]["mail_from"] == SENDER
     assert msg["Subject"].startswith(f"[build] {OTHER} {broken[:12]} failed: drivers/gpu/broken.c:3:")
     assert "no_such_symbol" in msg["Subject"]
-    body = msg.get_content().replace("\r\n", "\n")  # SMTP lines end in CRLF
+    body = body_of(mails[0])
     first_error = re.search(r"First compiler error:\n    (.*)\n", body).group(1)
     assert first_error.startswith("drivers/gpu/broken.c:3:") and "error:" in first_error, body
     step = next(s for s in master.steps(build["buildid"]) if s["name"] == "compile")
@@ -201,7 +178,7 @@ def test_manual_bisect_sends_one_culprit_mail_with_every_contract_field(farm):
     assert {(a.display_name, a.addr_spec) for a in msg["Cc"].addresses} == {AUTHOR, COMMITTER}
     assert sorted(mail["rcpt"]) == sorted([LIST, STARTER, AUTHOR[1], COMMITTER[1]])
     assert "\n" not in str(msg["Subject"]) and msg["From"].addresses[0].addr_spec == SENDER
-    body = msg.get_content().replace("\r\n", "\n")  # SMTP lines end in CRLF
+    body = body_of(mails[0])
     fields = dict(re.findall(r"^([a-z ]+):\s+(.*)$", body, re.M))
     date = git(repo.bare, "show", "-s", "--format=%cI", culprit)
     assert fields["commit"] == culprit
