@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults.tools import Hold, power_cut, start, start_worker
+from faults.tools import Hold, power_cut, start_worker
 from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.multimaster]
@@ -74,8 +74,8 @@ def test_a_push_is_built_once_and_published_once_and_both_masters_show_it(tmp_pa
     worker = Worker(tmp_path, "w1", "pw", ports_a["worker"])  # builds run on a only
     images = tmp_path / "shared" / "images"
     try:
-        start(b, ports_b["web"])  # b first: it claims the poller and the schedulers
-        start(a, ports_a["web"])
+        b.start(ports_b["web"])  # b first: it claims the poller and the schedulers
+        a.start(ports_a["web"])
         start_worker(worker, a)
         ids = master_ids(a)
         assert set(ids) == {str(a.dir), str(b.dir)} and master_ids(b) == ids
@@ -147,8 +147,8 @@ def test_a_master_killed_mid_bisect_the_other_finishes_it_without_repeating_a_st
                f'echo reached >> {hold.log}; read line < {hold.fifo} || true; fi; {check}')
     state = tmp_path / "shared" / "state"
     try:
-        start(a, ports_a["web"])
-        start(b, ports_b["web"])
+        a.start(ports_a["web"])
+        b.start(ports_b["web"])
         for m, w in workers.items():
             start_worker(w, m)
         bsid = a.force("bisect", {"target": BRANCH, "tester": "local", "command": command, "mode": "test",
