@@ -46,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
     ap.add_argument("--config", choices=sorted(CONFIGS), default="tiny", help="which kernel to build")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each build (default 3600)")
     args = ap.parse_args()
     tree = kbuild_helper.prepare_tree(kbuild_helper.DEFAULT_TREE)
     base = Path(args.keep or tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -65,7 +66,7 @@ def main() -> int:
     master.start(ports["web"])
     worker.start()
     try:
-        wait_for(lambda: published(master) and master.idle(), 3600, "the clean build")
+        wait_for(lambda: published(master) and master.idle(), args.timeout, "the clean build")
         clean_wall = time.monotonic() - t0
         [first] = published(master).values()
         work = base / "dev"
@@ -75,7 +76,7 @@ def main() -> int:
         git(work, "commit", "-q", "-am", "bench: touch one file")
         pushed = time.monotonic()
         git(work, "push", "-q", "origin", BRANCH)
-        wait_for(lambda: len(published(master)) == 2, 3600, "the incremental image")
+        wait_for(lambda: len(published(master)) == 2, args.timeout, "the incremental image")
         latency = time.monotonic() - pushed
         second = [m for m in published(master).values() if m["sha"] != first["sha"]][0]
     finally:
