@@ -96,6 +96,24 @@ class MachineTester:
 
 
 @defer.inlineCallbacks
+def test_output(master, buildid: int):
+    """The test command's own output in the "bisect-test" build ``buildid`` (stdout and stderr lines; the
+    header lines list the worker's whole environment, which is never shown or published)."""
+    text = ""
+    for step in (yield master.data.get(("builds", buildid, "steps"))) or []:
+        if step["name"] != "test command":
+            continue
+        for lg in (yield master.data.get(("steps", step["stepid"], "logs"))) or []:
+            chunks = (yield master.data.get(("logs", lg["logid"], "contents"))) or []
+            content = "".join(c["content"] for c in chunks) if isinstance(chunks, list) \
+                else chunks.get("content", "")
+            # stdio lines carry a one-letter stream prefix: o(ut), e(rr), h(eader)
+            text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines()
+                                                        if line[:1] in ("o", "e"))
+    return text
+
+
+@defer.inlineCallbacks
 def make_tester(step, request: BisectRequest, bisect_id: str, test_scheduler: str, image_dir):
     """Fires with the tester the request names; a machine needs the farm service (else a ``tester``
     input error, as when the farm could not be set up)."""

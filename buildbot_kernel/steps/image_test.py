@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildbot.plugins import util
 from buildbot.process import buildstep
@@ -32,7 +32,7 @@ from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.imagetree import results
-from buildbot_kernel.steps.bisect_testers import make_tester
+from buildbot_kernel.steps.bisect_testers import make_tester, test_output
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import named_service
@@ -71,6 +71,7 @@ class LoopContext:
     bisect_scheduler: str  # the bisect ForceScheduler
     bisect_builder: str
     builders: dict[tuple[str, str], tuple[str, str, str]]  # (repository, branch) -> (builder, url, build)
+    machines: dict[str, list[str]] = field(default_factory=dict)  # tester name (machine, class) -> machines
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,22 @@ class PickTester(buildstep.BuildStep):
                                     if test is None
                                     else f"missing properties: {', '.join(missing)}" if missing else "no testers"]
             return FAILURE
-        chosen = test.testers[0]
-        for tester in test.testers:
+        # a tester may name a class: each of its machines is a candidate (a bisect it starts uses the class)
+        options = [(entry, m) for entry in test.testers
+                   for m in ([entry] if entry == LOCAL_TESTER else self.ctx.machines.get(entry, [entry]))]
+        entry, chosen = options[0]
+        for e, tester in options:
             if tester == LOCAL_TESTER:
-                chosen = tester
+                entry, chosen = e, tester
                 break
             access = util.MasterLock(lock_name(tester)).access("exclusive")
             real = yield self.master.botmaster.getLockByID(access.lockid, self.build.config_version)
             if real.isAvailable(None, access):
-                chosen = tester
+                entry, chosen = e, tester
                 break
         self.setProperty("tester", chosen, "pick tester")
         locks = [] if chosen == LOCAL_TESTER else [util.MasterLock(lock_name(chosen)).access("exclusive")]
-        self.build.addStepsAfterCurrentStep([RunImageTest(self.ctx, test, chosen, locks=locks)])
+        self.build.addStepsAfterCurrentStep([RunImageTest(self.ctx, test, chosen, locks=locks, bisect_tester=entry)])
         self.descriptionDone = [f"tester {chosen}"]
         return SUCCESS
 
@@ -171,10 +175,11 @@ class PickTester(buildstep.BuildStep):
 class RunImageTest(buildstep.BuildStep):
     name = "test"
 
-    def __init__(self, ctx: LoopContext, test: WatchedTest, tester: str, **kwargs):
+    def __init__(self, ctx: LoopContext, test: WatchedTest, tester: str, bisect_tester: str = "", **kwargs):
         self.ctx = ctx
         self.test = test
         self.tester_name = tester
+        self.bisect_tester = bisect_tester or tester  # the [[test]]'s tester entry: a class bisects on all
         super().__init__(**kwargs)
         self.tester = None
 
@@ -213,18 +218,7 @@ class RunImageTest(buildstep.BuildStep):
         buildid = details.get("test_build")
         if not buildid:
             return text
-        for step in (yield self.master.data.get(("builds", buildid, "steps"))) or []:
-            if step["name"] != "test command":
-                continue
-            logs = (yield self.master.data.get(("steps", step["stepid"], "logs"))) or []
-            for lg in logs:
-                chunks = (yield self.master.data.get(("logs", lg["logid"], "contents"))) or []
-                content = "".join(c["content"] for c in chunks) if isinstance(chunks, list) \
-                    else chunks.get("content", "")
-                # stdio lines carry a one-letter stream prefix: o(ut) and e(rr) only; the h(eader) lines
-                # list the worker's whole environment, which must not be published with the image
-                text += f"--- {lg['name']} ---\n" + "".join(line[1:] + "\n" for line in content.splitlines()
-                                                            if line[:1] in ("o", "e"))
+        text += yield test_output(self.master, buildid)
         if len(text) > MAX_LOG:  # the end says most: the tree keeps the last MAX_LOG characters
             text = f"[... {len(text) - MAX_LOG} characters left out ...]\n" + text[-MAX_LOG:]
         return text
@@ -329,7 +323,7 @@ class RunImageTest(buildstep.BuildStep):
         try:
             bsid, brids = yield sched.force(
                 who, builderNames=[self.ctx.bisect_builder], reason=who, target=builder, good=good["sha"],
-                bad=bad["sha"], tester=self.tester_name, test=test, command="", mode=self.test.mode,
+                bad=bad["sha"], tester=self.bisect_tester, test=test, command="", mode=self.test.mode,
                 build_missing=True, build_config=build_config, max_steps=0)
         except Exception as e:  # a form the settings made invalid: said, and the claim kept (never two)
             yield state.setState(oid, key, {**mine, "error": str(e)})
