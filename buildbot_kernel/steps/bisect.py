@@ -328,7 +328,9 @@ class StartBisect(_BisectStep):
             self.build.addStepsAfterCurrentStep([BisectRound(n)])
         left = len(state.candidates())
         verb = f"resumed {bdir.id} at step {n}" if resumed else f"bisect {bdir.id}"
-        self.show(f"{verb}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
+        on = (f" on class {request.tester} ({', '.join(run.tester.names)})"
+              if isinstance(run.tester, MachinePool) else "")
+        self.show(f"{verb}{on}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
                   f"{left} candidates, about {report.steps_left_estimate(left)} steps")
         return SUCCESS
 

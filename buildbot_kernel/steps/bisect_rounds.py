@@ -141,6 +141,7 @@ class MachinePool:
                     f"{n}: {why}" for n, why in self.dropped.items()))
             name, claim = got
             self.used.add(name)
+            began = time.time()
             try:
                 verdict, details = yield self.testers[name].test(image, sha)
             except TesterAbort as e:
@@ -148,7 +149,8 @@ class MachinePool:
                 continue
             finally:
                 self.release(name, claim)
-            return verdict, {**details, "tester": name}
+            return verdict, {**details, "tester": name, "test_started": report.now_iso(began),
+                             "machine_seconds": round(time.time() - began, 1)}
 
 
 
