@@ -153,7 +153,6 @@ class MachinePool:
                              "machine_seconds": round(time.time() - began, 1)}
 
 
-
 @defer.inlineCallbacks
 def test_round(step, run, rstep: Round, first_n: int):
     """Builds and tests of one round, side by side; the round's step records (no verdict recorded yet)."""
