@@ -86,7 +86,8 @@ def test_a_bisect_on_a_class_tests_side_by_side_on_both_machines(class_master):
                                    "command": TEST_CMD, "mode": "test", "build_missing": True,
                                    "build_config": "x86_64", "max_steps": 0, "max_machines": 0})
     build = bisect_build(master, bsid, timeout=900)
-    strings = [s["state_string"] for s in master.steps(build["buildid"])]
+    steps = {s["name"]: s for s in master.steps(build["buildid"])}
+    strings = [s["state_string"] for s in steps.values()]
     assert build["results"] == SUCCESS, strings
     result = result_of(master, build)
     assert result["status"] == "done" and result["first_bad"]["sha"] == shas[MARKER_AT], result
@@ -108,9 +109,10 @@ def test_a_bisect_on_a_class_tests_side_by_side_on_both_machines(class_master):
     assert result["builds"] == 1 and result["tests"] == 3
 
     # the UI: one step per round with its candidates and verdicts, links and the test's output
-    assert "round 1: 2 candidates: " in strings[1] and "good" in strings[1] and "bad" in strings[1], strings
-    assert strings[2].startswith(f"round 2: 1 candidate: {shas[MARKER_AT][:12]} bad"), strings
-    round2 = master.steps(build["buildid"])[2]
+    first_round = steps["round-1"]["state_string"]
+    assert first_round.startswith("round 1: 2 candidates: ") and "good" in first_round and "bad" in first_round
+    assert steps["round-2"]["state_string"].startswith(f"round 2: 1 candidate: {shas[MARKER_AT][:12]} bad"), strings
+    round2 = steps["round-2"]
     assert any(u["name"] == f"build {shas[MARKER_AT][:12]}" for u in round2["urls"]), round2["urls"]
     logs = master.get(f"steps/{round2['stepid']}/logs")["logs"]
     assert [lg["name"] for lg in logs] == [f"{shas[MARKER_AT][:12]} bad"]
