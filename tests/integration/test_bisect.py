@@ -122,7 +122,9 @@ def test_bisect_finds_the_planted_regression(farm):
         assert f"test {s['sha'][:12]}: {s['verdict']}" in urls and s["test_build_url"].endswith(
             f"/builds/{test_build['number']}")
         [step] = [st for st in master.steps(build["buildid"]) if st["name"] == f"step-{s['n']}"]
-        excerpt = master.get(f"steps/{step['stepid']}/logs/{s['sha'][:12]}_{s['verdict']}/contents")
+        [log] = [lg for lg in master.get(f"steps/{step['stepid']}/logs")["logs"]
+                 if lg["name"] == f"{s['sha'][:12]} {s['verdict']}"]
+        excerpt = master.get(f"logs/{log['logid']}/contents")
         assert f"tested {s['sha']}" in "".join(c["content"] for c in excerpt["logchunks"])
     assert "bad" in {s["verdict"] for s in result["steps"]}
     # the start step's "mirror" log says where the mirror clone is and that it is ready
