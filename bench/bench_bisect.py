@@ -19,6 +19,18 @@ above, step by step. The goal figure: rounds with 3 machines at most 0.55x the r
 Each planted regression (culprit) is one bisection from the root (good) to the tip (bad); figures are
 means over the culprits. The engine's own time per step (git rev-list calls, the decision) is measured
 and printed separately; it is not part of the modelled wall time.
+
+Headline (modelled): policy (b) with 3 machines against (a) on one machine where every step also pays a
+full reboot (``--reboot-time``: what bench/bench_kexec_bisect.py measures as "reboot to report" minus the
+kexec test) -- ktest's way against the farm's.
+
+``--real``: besides the model, a real run on a real-kernel range (the prepared linux tree plus
+``--range`` generated commits, tests/farm/planted_history.py, a marker planted at ``--first-bad``): the
+same bisection with one QEMU machine (k = 1, the engine step by step) and with two QEMU machines side by
+side (k = 2, multisection rounds), both with prebuilt images (built before, not counted, as
+bench_kexec_bisect.py's arm (b)) and kexec between candidates.  The goal: two machines at least 1.4x
+faster than one.  Reproduce: ``PYTHONPATH=. python bench/bench_bisect.py --real`` (needs
+linux-source-6.1 and QEMU, scripts/install-deps; minutes).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import random
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -156,6 +169,89 @@ def multisect(h, culprit: int, prebuilt: set[str], build_s: float, test_s: float
         record_round(state, [(sha, verdict(sha)) for sha in step.shas])
 
 
+def real_run(args) -> dict:
+    """One and two QEMU machines on the same real-kernel range (see the module docstring); figures."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_kexec_bisect as kexec  # its Builder (a persistent tree, incremental builds) and kbuild_helper
+    from twisted.internet import defer
+
+    from buildbot_kernel.farm.driver import MachineDriver
+    from buildbot_kernel.farm.qemu import QemuMachine
+    from buildbot_kernel.farm.registry import Registry
+    from buildbot_kernel.farm.testing import FarmServer, ReactorThread, stage1_artifacts
+    from tests.farm.planted_history import make_history as real_history
+
+    if kexec.kbuild_helper.source_tarball() is None:
+        sys.exit("--real needs the Debian package linux-source-6.1 (scripts/install-deps)")
+    tree = kexec.kbuild_helper.prepare_tree(kexec.kbuild_helper.DEFAULT_TREE)
+    s1 = stage1_artifacts()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bisect-real-"))
+    shas = real_history(tree, tmp / "linux", kexec.BRANCH, args.range, {args.first_bad: "marker"})
+    names = ["bench1", "bench2"]
+    registry = Registry(names, tmp / "state.json")
+    (tmp / "images").mkdir()
+    server = FarmServer(tmp / "images", registry, poll=dict.fromkeys(names, 1), initrds=dict.fromkeys(names, s1.ramfs))
+    server.start()
+    builder = kexec.Builder(tmp / "linux", tmp / "obj", tmp / "images", server.url)
+    vms = {n: QemuMachine(n, s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", memory=512, accel=args.accel)
+           for n in names}
+    drivers = {n: MachineDriver({"name": n, "boot_timeout": 120, "test_timeout": 60, "retries": 0, "poll": 1,
+                                 "cmdline": "console=ttyS0 panic=-1"}, registry, vms[n], server.guest_url(),
+                                public_base=server.url, initrd=server.initrd_file(n)) for n in names}
+    culprit = shas[args.first_bad]
+    oracle = {sha: ("bad" if i >= args.first_bad else "good") for i, sha in enumerate(shas)}
+
+    def rounds(k: int, test) -> list[list[tuple[str, str]]]:
+        state = start_bisect(str(tmp / "linux"), [shas[0]], shas[-1])
+        out = []
+        while True:
+            step = next_round(state, lambda sha: sha, k)  # every commit has its image (built below)
+            if not isinstance(step, Round):
+                assert isinstance(step, Done) and step.sha == culprit, (k, step)
+                return out
+            verdicts = test(step.shas)
+            record_round(state, verdicts)
+            out.append(verdicts)
+
+    def boot_all(pairs):  # the round's tests side by side, one per machine
+        return defer.gatherResults([drivers[n].run_step(builder.entries[sha], kexec.TEST, "test")
+                                    for n, sha in pairs])
+
+    def on_machines(shas_of_round):
+        outs = ReactorThread.call(boot_all, list(zip(names, shas_of_round, strict=False)))
+        for sha, o in zip(shas_of_round, outs, strict=True):
+            if o.verdict not in ("good", "bad") or o.uname != builder.entries[sha]["name"]:
+                sys.exit(f"--real: {sha[:12]} gave {o}")
+        return [(sha, o.verdict) for sha, o in zip(shas_of_round, outs, strict=True)]
+
+    try:
+        needed = {sha for k in (1, 2) for r in rounds(k, lambda ss: [(s, oracle[s]) for s in ss]) for sha, _ in r}
+        builder.build(shas[0])  # the persistent tree's first build; then the images both arms test
+        build_s = {sha: builder.build(sha)[1] for sha in sorted(needed, key=shas.index)}  # incremental, timed
+        on_machines([shas[0]] * 2)  # both machines booted once into stage 2 (not counted): both warm
+        figures = {}
+        for k in (1, 2):
+            t = time.monotonic()
+            done = rounds(k, on_machines)
+            figures[k] = {"seconds": time.monotonic() - t, "rounds": len(done), "tests": sum(map(len, done))}
+
+        def after_power_off(shas_of_round):
+            vms[names[0]].stop()  # power off: the test goes through the firmware and stage 1
+            return on_machines(shas_of_round)
+
+        t = time.monotonic()  # ktest's way: the one-machine bisect with a full reboot per step, plus the
+        done = rounds(1, after_power_off)  # incremental build of each tested commit (timed above)
+        built = sum(build_s[sha] for r in done for sha, _ in r)
+        figures["reboot"] = {"seconds": time.monotonic() - t + built, "build_seconds": built, "tests": len(done)}
+    finally:
+        for vm in vms.values():
+            vm.stop()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    figures["range"], figures["accel"] = args.range, next(iter(vms.values())).accel
+    return figures
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--commits", type=int, default=1000)
@@ -170,7 +266,15 @@ def main(argv=None) -> int:
                    help="test machines per round to compare (multisection; empty: none)")
     p.add_argument("--sweep", default="0,0.25,0.5,0.75,1", metavar="LIST",
                    help="min_split values to compare under policy (b) (empty: no sweep)")
+    p.add_argument("--reboot-time", type=float, default=30.0,
+                   help="seconds a full reboot adds to a test in the headline's build-every-step + reboot")
+    p.add_argument("--real", action="store_true", help="also run the real-kernel range on 1 and 2 QEMU machines")
+    p.add_argument("--range", type=int, default=8, help="--real: generated commits after the starting point")
+    p.add_argument("--first-bad", type=int, default=6, help="--real: the commit that plants the regression")
+    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"), help="--real: QEMU accelerator")
     args = p.parse_args(argv)
+    if args.real and not 1 <= args.first_bad <= args.range:
+        p.error(f"--first-bad must be within 1..{args.range}")
 
     with tempfile.TemporaryDirectory() as tmp:
         began = time.perf_counter()
@@ -201,6 +305,11 @@ def main(argv=None) -> int:
                 for c, r in zip(culprits, runs, strict=True):
                     assert r.found == h.shas[c], f"{label} k={k}: wrong culprit for {c}"
                 multi[label, k] = runs
+        # the headline's slow end: one machine, every step built, every test after a full reboot
+        rebooting = [bisect(h, c, set(), args.build_time, args.test_time + args.reboot_time, False, 1,
+                            args.min_split) for c in culprits]
+        every = set(h.shas)  # every commit has an image (as in --real and bench_kexec_bisect.py's arm (b))
+        all_imaged = [multisect(h, c, every, args.build_time, args.test_time, 3, args.min_split) for c in culprits]
         sweep = {}
         for ms in [float(x) for x in args.sweep.split(",") if x.strip()]:
             sweep[ms] = [bisect(h, c, prebuilt, args.build_time, args.test_time, False, 1, ms)
@@ -255,10 +364,37 @@ def main(argv=None) -> int:
             ratio = mean(multi["(a)", 3], "rounds") / mean(multi["(a)", 1], "rounds")
             print(f"goal: rounds with 3 machines <= 0.55x one machine: {ratio:.2f}x "
                   f"({'met' if ratio <= 0.55 else 'NOT met'})")
+    slow = mean(rebooting, "wall")
+    print(f"\nheadline (modelled, k = 3 machines): one machine building every step, each test after a full reboot "
+          f"(+{args.reboot_time:g} s): {_duration(slow)}")
+    if ("(b)", 3) in multi:
+        fast = mean(multi["(b)", 3], "wall")
+        print(f"  vs 3 machines, images on every {args.every}th commit + on demand: {_duration(fast)} "
+              f"({slow / fast:.1f}x)")
+    fast = mean(all_imaged, "wall")
+    print(f"  vs 3 machines, every commit with an image (kexec, no build): {_duration(fast)} ({slow / fast:.1f}x; "
+          f"goal >= 20x: {'met' if slow / fast >= 20 else 'NOT met'})")
+    if args.real:
+        real = real_run(args)
+        one, two = real[1], real[2]
+        print(f"\nreal run: {real['range']} real-kernel commits (first bad C{args.first_bad}), prebuilt images, "
+              f"kexec, QEMU accel={real['accel']}, in one run:")
+        for k, r in ((1, one), (2, two)):
+            print(f"  {k} machine{'s' if k > 1 else ' '}: {r['rounds']} rounds, {r['tests']} tests, "
+                  f"{r['seconds']:.1f} s")
+        ratio = one["seconds"] / two["seconds"]
+        print(f"  two machines vs one: {ratio:.2f}x faster (goal >= 1.4x: {'met' if ratio >= 1.4 else 'NOT met'})")
+        slow = real["reboot"]
+        print(f"  one machine, each step built incrementally ({slow['build_seconds']:.1f} s in all) and booted "
+              f"through a full reboot: {slow['seconds']:.1f} s: {slow['seconds'] / two['seconds']:.1f}x the two "
+              f"machines' time (measured)")
     cmd = [f"{Path(sys.executable).name}", "bench/bench_bisect.py", "--commits", args.commits, "--every",
            args.every, "--build-time", f"{args.build_time:g}", "--test-time", f"{args.test_time:g}",
            "--workers", args.workers, "--culprits", args.culprits, "--min-split", f"{args.min_split:g}",
-           "--seed", args.seed, "--sweep", args.sweep, "--machines", args.machines]
+           "--seed", args.seed, "--sweep", args.sweep, "--machines", args.machines,
+           "--reboot-time", f"{args.reboot_time:g}"]
+    if args.real:
+        cmd += ["--real", "--range", args.range, "--first-bad", args.first_bad, "--accel", args.accel]
     print("\ncommand: " + " ".join(shlex.quote(str(c)) for c in cmd))
     return 0
 

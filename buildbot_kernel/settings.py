@@ -226,6 +226,8 @@ TABLES: dict[str, dict[str, Key]] = {
     },
     "machine": {
         "name": Key((str,), REQUIRED, "a non-empty name", bool),
+        "class": Key((str,), "", "a hardware class name shared by identical machines (default: the machine's "
+                     "own name); a bisect uses machines of one class"),
         "type": Key((str,), "remote", f"one of {list(MACHINE_TYPES)}", lambda v: v in MACHINE_TYPES),
         "soft_reboot": Key((str,), "", "a shell command that reboots the machine"),
         "power_cycle": Key((str,), "", "a shell command that power-cycles the machine"),
@@ -269,7 +271,8 @@ TABLES: dict[str, dict[str, Key]] = {
         # --- regression watch (README.md "Regression watch") ---
         "branches": Key((list,), [], "a list of watched branch names whose every new image is tested "
                         "([] = on demand only)", _str_list),
-        "testers": Key((list,), [], "a list of [[machine]] names or \"local\" (any free one runs the test)",
+        "testers": Key((list,), [], "a list of [[machine]] names, machine class names or \"local\" (any free "
+                       "one runs the test)",
                        _str_list),
     },
 }
@@ -523,6 +526,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
     problems += _value_problems(sections, tables, base)
+    problems += _class_problems(tables["machine"])
     problems += _watch_problems(tables)
     group_problem = modes.group_problem(sections["images"].get("group", ""))
     if group_problem:
@@ -668,12 +672,48 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
     return problems
 
 
+def machine_class(machine) -> str:
+    """A ``[[machine]]``'s hardware class: its ``class`` key, else its own name.  The only reader of the
+    key (``class`` is a Python keyword: a typed settings object may spell the field differently)."""
+    if isinstance(machine, dict):
+        return machine.get("class") or machine.get("name") or ""
+    return getattr(machine, "class_", "") or machine.name
+
+
+def tester_machines(machines: list, name: str) -> list[str]:
+    """The machines a tester name stands for, in settings order: the machine of that name, else every
+    machine of that class; [] when it is neither (the caller names the field)."""
+    names = [m["name"] if isinstance(m, dict) else m.name for m in machines]
+    if name in names:
+        return [name]
+    return [n for n, m in zip(names, machines, strict=True) if machine_class(m) == name]
+
+
+def tester_names(machines: list) -> dict[str, list[str]]:
+    """Every tester name a bisect or a test may give (machines and classes) -> its machines."""
+    names = [m["name"] if isinstance(m, dict) else m.name for m in machines]
+    return {n: tester_machines(machines, n) for n in dict.fromkeys(names + [machine_class(m) for m in machines])}
+
+
+def _class_problems(machines: list[dict]) -> list[str]:
+    """A class named like another machine would make a tester name mean two things."""
+    names = {m.get("name") for m in machines}
+    problems = []
+    for m in machines:
+        cls = machine_class(m)
+        if cls != m.get("name") and cls in names:
+            problems.append(f"[[machine]] ({m.get('name')!r}).class: {cls!r} is the name of another [[machine]]; "
+                            "a tester name must mean one thing: rename the class (e.g. after the hardware, "
+                            "\"skl\")")
+    return problems
+
+
 def _watch_problems(tables: dict) -> list[str]:
     """A watched test names branches the master builds and testers that exist; names become file names
     of the results (``<image>/tests/<name>.json``), so they must be plain."""
     problems = []
     branches = {b for r in tables["repository"] for b in (r.get("branches") or [])}
-    machines = {m.get("name") for m in tables["machine"]}
+    machines = {m.get("name") for m in tables["machine"]} | {machine_class(m) for m in tables["machine"]}
     for t in tables["test"]:
         where = f"[[test]] ({t.get('name')!r})"
         name = t.get("name")
@@ -688,7 +728,7 @@ def _watch_problems(tables: dict) -> list[str]:
         for tester in t.get("testers", []):
             if tester != "local" and tester not in machines:
                 problems.append(f"{where}.testers: {tester!r} is neither \"local\" nor a configured [[machine]] "
-                                f"(configured: {sorted(n for n in machines if n) or 'none'})")
+                                f"or machine class (configured: {sorted(n for n in machines if n) or 'none'})")
         if t.get("branches") and not t.get("testers"):
             problems.append(f"{where}.testers: the test watches {t['branches']} but names no tester; "
                             "add testers = [\"local\"] or [[machine]] names")

@@ -59,6 +59,23 @@ def is_contradiction(checks: list[dict]) -> bool:
     return any(c["verdict"] in ("good", "bad") and c["verdict"] != c["expected"] for c in checks)
 
 
+def rounds(steps: list[dict]) -> list[dict]:
+    """The steps grouped by round (a one-machine bisect: one step per round), in order."""
+    out: dict = {}
+    for s in steps:
+        r = out.setdefault(s.get("round", s.get("n")), {"round": s.get("round", s.get("n")), "candidates": []})
+        r["candidates"].append({"sha": s.get("sha"), "verdict": s.get("verdict"), "image": s.get("image"),
+                                "tester": s.get("tester")})
+    return list(out.values())
+
+
+def round_summary(r: dict) -> str:
+    """``round 2: 3 candidates: 1a2b3c4d5e6f good, ...``"""
+    n = len(r["candidates"])
+    return (f"round {r['round']}: {n} candidate{'s' if n != 1 else ''}: "
+            + ", ".join(f"{short(c['sha'] or '')} {c['verdict'] or 'untested'}" for c in r["candidates"]))
+
+
 def now_iso(t: float | None = None) -> str:
     """The bisect records' time stamps (the one format: :func:`buildbot_kernel.utctime.iso_utc`)."""
     return iso_utc(t)
@@ -67,11 +84,16 @@ def now_iso(t: float | None = None) -> str:
 def result_document(ident: str, request: dict, status: str, steps: list[dict], *, first_bad: dict | None = None,
                     candidates: list[str] | None = None, reason: str = "", last_good: dict | None = None,
                     started: float | None = None, finished: float | None = None,
-                    verification: list[dict] | None = None) -> dict:
+                    verification: list[dict] | None = None, built: list[str] = (),
+                    machines: list[str] = ()) -> dict:
     """result.json (schema 1): ``status`` is done / unresolved / max-steps / aborted / flaky;
     ``verified`` says whether a found culprit was re-tested bad and its parent good (docs/bisect.md); it is
-    null when the bisect found none to verify."""
-    builds = [s for s in steps if s.get("build")]
+    null when the bisect found none to verify.  ``builds`` counts every commit built for the bisect: on
+    demand, ahead of a verdict (``steps[].ahead``) or for the verification (``built``); ``rounds`` groups
+    the steps tested side by side; ``machines`` names the class's machines that tested."""
+    builds = {s["build"]["sha"] for s in steps if isinstance(s.get("build"), dict) and s["build"].get("sha")}
+    builds |= {sha for s in steps for sha in (s.get("ahead") or []) if isinstance(sha, str)}
+    builds |= set(built)
     return {
         "schema": 1,
         "id": ident,
@@ -86,6 +108,8 @@ def result_document(ident: str, request: dict, status: str, steps: list[dict], *
         "verification": list(verification or []),
         "tests": sum(1 for s in steps if s.get("image")),
         "builds": len(builds),
+        "rounds": rounds(steps),
+        "machines": list(machines),
         "started": now_iso(started) if started else None,
         "finished": now_iso(finished),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.settings import DEFAULT_TEST_TIMEOUT as DEFAULT_TIMEOUT  # a free-form command's
@@ -21,7 +21,7 @@ from buildbot_kernel.settings import Test  # a named test: what a maintainer may
 LOCAL_TESTER = "local"
 # form property names (contract: the REST call's params use them too)
 FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_missing", "build_config",
-          "max_steps")
+          "max_steps", "max_machines")
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,16 @@ class BisectRequest:
     max_steps: int  # 0 = no limit
     test: str = ""  # the [[test]] the command and mode come from; "" = a free-form command (admins only)
     timeout: int = DEFAULT_TIMEOUT  # seconds before the test is killed (a skip)
+    max_machines: int = 0  # test machines of the tester's class used at once; 0 = every free one
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["good"] = list(self.good)
         return d
+
+    def with_tester(self, machine: str) -> BisectRequest:
+        """The same request on one machine (a class of one names its machine to the farm)."""
+        return replace(self, tester=machine)
 
     @classmethod
     def from_json(cls, d: dict) -> BisectRequest:
@@ -67,10 +72,11 @@ def split_revisions(text: str) -> list[str]:
     return [w for w in re.split(r"[\s,]+", text or "") if w]
 
 
-def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines: list[str],
+def parse_request(props: Mapping, targets: list[Target], builds: list[str], machines,
                   tests: Sequence[Test] = ()) -> BisectRequest:
     """Check the form's properties against the settings; raise :class:`BisectInputError` on the first
-    field that is wrong.  Who may give a free-form ``command`` is not decided here (the REST layer and
+    field that is wrong.  ``machines``: the tester names a bisect may give (machines and machine classes,
+    ``settings.tester_names``).  Who may give a free-form ``command`` is not decided here (the REST layer and
     the start step check the caller)."""
     by_name = {t.builder: t for t in targets}
     choice = str(props.get("target") or "").strip()
@@ -89,7 +95,7 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
     tester = str(props.get("tester") or LOCAL_TESTER).strip()
     if tester != LOCAL_TESTER and tester not in machines:
         raise BisectInputError("tester", f"{tester!r} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "
-                               f"(configured: {', '.join(machines) or 'none'})")
+                               f"or machine class (configured: {', '.join(machines) or 'none'})")
     test_name, command, mode, timeout = _test_or_command(props, tests)
     build_missing = _boolean(props.get("build_missing", True))
     build_config = str(props.get("build_config") or t.build).strip()
@@ -100,11 +106,13 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
         raise BisectInputError("build_config", f"{t.builder} builds with {t.build!r}, so missing "
                                f"{build_config!r} images cannot be built; choose {t.build!r} or turn "
                                "build_missing off to bisect over existing images only")
-    max_steps = _whole_number(props.get("max_steps", 0))
+    max_steps = _whole_number(props.get("max_steps", 0), "max_steps", "test steps (0 = no limit)")
+    max_machines = _whole_number(props.get("max_machines", 0), "max_machines",
+                                 "test machines of the class used at once (0 = every free one)")
     return BisectRequest(target=t.builder, repository=t.repository, url=t.url, branch=t.branch,
                          good=tuple(good), bad=bad, tester=tester, command=command, mode=mode,
                          build_missing=build_missing, build_config=build_config, max_steps=max_steps,
-                         test=test_name, timeout=timeout)
+                         test=test_name, timeout=timeout, max_machines=max_machines)
 
 
 def _test_or_command(props: Mapping, tests) -> tuple[str, str, str, int]:
@@ -143,11 +151,11 @@ def _boolean(v) -> bool:
     raise BisectInputError("build_missing", f"{v!r}: expected true or false")
 
 
-def _whole_number(v) -> int:
+def _whole_number(v, name: str, what: str) -> int:
     try:
         n = int(str(v).strip() or 0)
     except ValueError:
         n = -1
     if n < 0:
-        raise BisectInputError("max_steps", f"{v!r}: expected a whole number of test steps (0 = no limit)")
+        raise BisectInputError(name, f"{v!r}: expected a whole number of {what}")
     return n

@@ -25,6 +25,7 @@ from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.factory import kernel_build_factory
+from buildbot_kernel.settings import tester_names
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
 from buildbot_kernel.util import identifier
@@ -48,11 +49,14 @@ def bisect_builder_name(builder: str) -> str:
     return f"bisect-build-{builder}"
 
 
-def machine_locks(tester) -> list:
-    """The bisect build's locks: the tester machine's, exclusive (the local tester needs none)."""
+def machine_locks(tester, classes: dict | None = None) -> list:
+    """The bisect build's locks: the tester machine's, exclusive, for the whole bisect (the local tester
+    needs none).  A class of several machines takes none here: each test holds its machine's lock
+    (steps/bisect_rounds.py); a class of one is its machine."""
     if not tester or tester == LOCAL_TESTER:
         return []
-    return [util.MasterLock(lock_name(str(tester))).access("exclusive")]
+    machines = (classes or {}).get(str(tester), [str(tester)])
+    return [util.MasterLock(lock_name(machines[0])).access("exclusive")] if len(machines) == 1 else []
 
 
 def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
@@ -73,7 +77,7 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
                                        default=choices[0], strict=False),
             util.StringParameter(name="good", label="good revision(s), space-separated", size=60),
             util.StringParameter(name="bad", label="bad revision", size=60),
-            util.ChoiceStringParameter(name="tester", label="tester (local command or test machine)",
+            util.ChoiceStringParameter(name="tester", label="tester (local command, test machine or machine class)",
                                        choices=[LOCAL_TESTER] + ctx.machines, default=LOCAL_TESTER,
                                        strict=False),
             # a named [[test]] (maintainers), or a free-form command (admins; checked on the server)
@@ -87,6 +91,8 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
             util.ChoiceStringParameter(name="build_config", label="build config", choices=ctx.builds,
                                        default=ctx.targets[0].build, strict=False),
             util.IntParameter(name="max_steps", label="max test steps (0 = no limit)", default=0),
+            util.IntParameter(name="max_machines", label="max machines of the tester's class at once "
+                              "(0 = every free one)", default=0),
         ])
 
 
@@ -97,7 +103,7 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
         targets=[Target(builder=b, repository=t.repository, url=t.url, branch=t.branch, build=t.build_name)
                  for t, b in targets],
         builds=[b.name for b in settings.builds],
-        machines=[m.name for m in settings.machines],
+        machines=list(tester_names(settings.machines)), classes=tester_names(settings.machines),
         state_dir=state_dir, images_root=images_root, base_url=settings.images.base_url,
         build_schedulers={b: build_scheduler_name(b) for _, b in targets},
         test_scheduler=TEST_SCHEDULER, build_workers=list(build_workers),
@@ -123,7 +129,7 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
     c["workers"] += [LocalWorker(w) for w in bisect_workers]
     c["builders"].append(util.BuilderConfig(
         name=BISECT_BUILDER, workernames=bisect_workers, factory=bisect_factory(ctx), tags=["control", "bisect"],
-        locks=util.Transform(machine_locks, util.Property("tester")),
+        locks=util.Transform(machine_locks, util.Property("tester"), ctx.classes),
         collapseRequests=False,  # requests carry no source stamp: Buildbot would merge two bisects into one
         description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
     c["schedulers"].append(bisect_form(ctx))

@@ -161,7 +161,7 @@ def bisect_rows(state_dir: Path, images_by_name: dict, bisect_builds: list[dict]
 
     result.json (bisect/report.py): ``request`` {good: [...], bad, branch, url, ...}, ``status``,
     ``first_bad`` {sha, subject, author, date, image, image_url}, ``candidates``, ``reason``,
-    ``last_good``, ``steps`` [{n, sha, image, verdict, started, seconds, build}], ``tests``, ``builds``,
+    ``last_good``, ``steps`` [{n, round, sha, image, verdict, tester, started, seconds, build}], ``tests``, ``builds``,
     ``started``, ``finished``."""
     root = Path(state_dir) / records.BISECTS
     try:
@@ -202,7 +202,9 @@ def bisect_rows(state_dir: Path, images_by_name: dict, bisect_builds: list[dict]
                               "verdict": str(s.get("verdict", "")), "image": s.get("image"),
                               "image_url": safe_url((entry or {}).get("url")),
                               "started": s.get("started"), "seconds": s.get("seconds"),
-                              "built": bool(s.get("build"))})
+                              "built": bool(s.get("build")), "round": s.get("round", s.get("n")),
+                              "tester": str(s.get("tester") or ""),
+                              "test_url": safe_url(s.get("test_build_url") or s.get("build_url"))})
         status = (result or {}).get("status")
         rows.append({
             "id": bdir.id, "branch": str(request.get("branch", "")),
@@ -219,7 +221,7 @@ def bisect_rows(state_dir: Path, images_by_name: dict, bisect_builds: list[dict]
             "builds": (result or {}).get("builds", sum(1 for s in steps if s.get("build"))),
             "started": (result or {}).get("started") or (steps[0].get("started") if steps else None),
             "finished": (result or {}).get("finished"),
-            "steps": step_rows, "images": images,
+            "steps": step_rows, "images": images, "rounds": len({r["round"] for r in step_rows}),
             "build_url": build_link(www, build) if build else None,
             "result_url": f"{here}bisects/{bdir.id}/result.json" if result else None,
             "log_url": f"{here}bisects/{bdir.id}/bisect.log" if bdir.file(records.LOG).is_file() else None,

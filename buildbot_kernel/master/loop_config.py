@@ -15,6 +15,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.bisect_config import BISECT_BUILDER, FORCE_SCHEDULER, TEST_SCHEDULER
+from buildbot_kernel.settings import tester_names
 from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, image_test_factory
 
 IMAGE_TEST_BUILDER = "image-test"
@@ -34,7 +35,8 @@ def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> Lo
         tests={t.name: t for t in watched},
         images_root=images_root, state_dir=state_dir, base_url=settings.images.base_url,
         test_scheduler=TEST_SCHEDULER, bisect_scheduler=FORCE_SCHEDULER, bisect_builder=BISECT_BUILDER,
-        builders={(t.repository, t.branch): (b, t.url, t.build_name) for t, b in targets})
+        builders={(t.repository, t.branch): (b, t.url, t.build_name) for t, b in targets},
+        machines=tester_names(settings.machines))
     workers = image_test_worker_names(len(settings.machines))
     c["workers"] += [LocalWorker(w) for w in workers]
     c["schedulers"].append(schedulers.Triggerable(name=IMAGE_TEST_SCHEDULER, builderNames=[IMAGE_TEST_BUILDER]))

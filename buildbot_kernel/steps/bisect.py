@@ -45,6 +45,7 @@ from buildbot_kernel.bisect.session import BisectSession
 from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.master.auth import may_run_command
+from buildbot_kernel.steps.bisect_rounds import MachinePool, annotate, open_pool, record_round, test_round
 from buildbot_kernel.steps.bisect_testers import make_tester
 from buildbot_kernel.steps.publish import ON_DEMAND_PROPERTY
 from buildbot_kernel.steps.subbuilds import Interrupted, SubBuild, Waiter, cancel_requests, orphaned_requests
@@ -56,7 +57,7 @@ class BisectContext:
 
     targets: list[Target]
     builds: list[str]
-    machines: list[str]
+    machines: list[str]  # tester names a bisect may give: machines and machine classes
     state_dir: str
     images_root: str
     base_url: str
@@ -65,6 +66,11 @@ class BisectContext:
     build_workers: list[str] = field(default_factory=list)
     tests: list[settings.Test] = field(default_factory=list)  # the named [[test]]s
     auth: settings.Auth | None = None  # None: no [auth], everyone is admin (loopback only)
+    classes: dict[str, list[str]] = field(default_factory=dict)  # tester name -> its machines (settings order)
+
+    def class_machines(self, tester: str) -> list[str]:
+        """The machines a bisect on ``tester`` may use: several for a class, else one (or none: local)."""
+        return list(self.classes.get(tester, [tester] if tester in self.machines else []))
 
     def target(self, builder: str) -> Target:
         return next(t for t in self.targets if t.builder == builder)
@@ -106,6 +112,24 @@ class BisectRun:
 
     def next_step(self) -> defer.Deferred:
         return threads.deferToThread(self._next_step)
+
+    def _next_round(self, machines: int):
+        step = self.session.next_round(self.has_image, machines, allow_build=self.request.build_missing)
+        self._update_pins()
+        return step
+
+    def next_round(self, machines: int) -> defer.Deferred:
+        return threads.deferToThread(self._next_round, machines)
+
+    def round_size(self) -> int:
+        """Candidates for the next round: the class's free machines, at most max_machines and the tests
+        max_steps leaves; at least one (the round then waits for the first machine that frees up)."""
+        k = self.tester.free()
+        if self.request.max_machines:
+            k = min(k, self.request.max_machines)
+        if self.request.max_steps:
+            k = min(k, self.request.max_steps - self.tests_done())
+        return max(1, k)
 
     def _update_pins(self):
         """Images of every commit still in range, and of the ones tested: the rest of this bisect
@@ -172,7 +196,8 @@ class BisectRun:
         return report.result_document(self.dir.id, self.request.to_json(), status, steps, first_bad=first_bad,
                                       candidates=candidates, reason=reason, last_good=last_good,
                                       started=self.started, finished=time.time(),
-                                      verification=self.verification)
+                                      verification=self.verification, built=list(self.inflight),
+                                      machines=sorted(getattr(self.tester, "used", ())))
 
     def _image_ref(self, sha: str) -> dict:
         img = self.has_image(sha)
@@ -215,6 +240,22 @@ class _BisectStep(buildstep.BuildStep):
             run.tester.cancel("the bisect build was stopped")
         return super().interrupt(reason)
 
+    def ended(self, run: BisectRun, step) -> bool:
+        """The engine's answer (a step, a round, Done or Unresolved) ends the bisect, or max_steps does:
+        says so in the step and sets ``run.end``; a found culprit is verified next."""
+        limit = run.request.max_steps
+        if not (isinstance(step, (Done, Unresolved)) or (limit and run.tests_done() >= limit)):
+            return False
+        run.end = ((report.DONE, step) if isinstance(step, Done) else
+                   (report.UNRESOLVED, step) if isinstance(step, Unresolved) else
+                   (report.MAX_STEPS, f"stopped after max_steps={limit} tests"))
+        self.show("no more steps: " + ("first bad commit found" if isinstance(step, Done)
+                                       else "range proven as far as possible" if run.end[0] == report.UNRESOLVED
+                                       else f"max_steps={limit} reached"))
+        if isinstance(step, Done):
+            self.build.addStepsAfterCurrentStep([VerifyCulprit()])
+        return True
+
     def stop_results(self, reason) -> int:
         """RETRY when the master is shutting down (the request is put back and resumes), else CANCELLED."""
         shutting = getattr(self.master.botmaster, "shuttingDown", False)
@@ -247,7 +288,12 @@ class StartBisect(_BisectStep):
                     raise BisectInputError("command", "a free-form command is accepted from admins only; "
                                            "choose a named test")
             run = BisectRun(ctx, request, bdir, None, None)
-            run.tester = yield make_tester(self, request, bdir.id, ctx.test_scheduler, run.images.local_dir)
+            pool = ctx.class_machines(request.tester)
+            if len(pool) > 1:  # a class: its machines side by side, each locked for one test at a time
+                run.tester = yield open_pool(self, pool, request, bdir.id)
+            else:
+                run.tester = yield make_tester(self, request.with_tester(pool[0]) if pool else request, bdir.id,
+                                               ctx.test_scheduler, run.images.local_dir)
             self.show(f"fetching {request.url}")
             mirror_log = yield self.addLog("mirror")  # git's progress: a first clone takes minutes
 
@@ -276,10 +322,16 @@ class StartBisect(_BisectStep):
         state = run.session.state
         yield self.addCompleteLog("request", json.dumps(request.to_json(), indent=1) + "\n")
         n = state.steps_done + 1
-        self.build.addStepsAfterCurrentStep([BisectRound(n)])
+        if isinstance(run.tester, MachinePool):
+            n = run.session.rounds + 1
+            self.build.addStepsAfterCurrentStep([BisectMachineRound(n)])
+        else:
+            self.build.addStepsAfterCurrentStep([BisectRound(n)])
         left = len(state.candidates())
         verb = f"resumed {bdir.id} at step {n}" if resumed else f"bisect {bdir.id}"
-        self.show(f"{verb}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
+        on = (f" on class {request.tester} ({', '.join(run.tester.names)})"
+              if isinstance(run.tester, MachinePool) else "")
+        self.show(f"{verb}{on}: bad {report.short(state.bad)}, good {' '.join(report.short(g) for g in state.goods)}; "
                   f"{left} candidates, about {report.steps_left_estimate(left)} steps")
         return SUCCESS
 
@@ -319,16 +371,7 @@ class BisectRound(_BisectStep):
         while True:
             yield run.waiter.wait(run.refresh())
             step = yield run.waiter.wait(run.next_step())
-            limit = run.request.max_steps
-            if isinstance(step, (Done, Unresolved)) or (limit and run.tests_done() >= limit):
-                run.end = ((report.DONE, step) if isinstance(step, Done) else
-                           (report.UNRESOLVED, step) if isinstance(step, Unresolved) else
-                           (report.MAX_STEPS, f"stopped after max_steps={limit} tests"))
-                self.show("no more steps: " + ("first bad commit found" if isinstance(step, Done)
-                                               else "range proven as far as possible" if run.end[0] == report.UNRESOLVED
-                                               else f"max_steps={limit} reached"))
-                if isinstance(step, Done):
-                    self.build.addStepsAfterCurrentStep([VerifyCulprit()])
+            if self.ended(run, step):
                 return SUCCESS
             if isinstance(step, Build):
                 if built is not None and built["sha"] == step.sha:
@@ -365,7 +408,7 @@ class BisectRound(_BisectStep):
             return FAILURE
         details = {**details, "test_seconds": round(time.time() - tt, 1)}
         if ahead is not None:
-            details["ahead"] = ahead.shas()
+            ahead, details["ahead"] = ahead  # the builds started ahead (result.json counts them)
             unneeded = {GOOD: ahead.if_bad, BAD: ahead.if_good}.get(verdict)
             needed = {GOOD: ahead.if_good, BAD: ahead.if_bad}.get(verdict)
             if unneeded and unneeded != needed and unneeded in run.inflight:
@@ -383,16 +426,19 @@ class BisectRound(_BisectStep):
         if free <= 0:
             return None
         ahead = yield threads.deferToThread(run.session.prefetch, sha, run.has_image)
-        for s in ahead.shas()[:free]:
+        started = ahead.shas()[:free]
+        for s in started:
             run.start_build(self, s, "build ahead of")
-        return ahead
+        return ahead, started
 
     @defer.inlineCallbacks
     def _finish(self, run: BisectRun, sha: str, image, verdict: str, t0: float, built, details: dict,
                 candidates_left: int | None = None):
         yield run.record(sha, verdict)
-        rec = {"n": self.n, "sha": sha, "image": image.name if image else None, "verdict": verdict,
-               "started": report.now_iso(t0), "seconds": round(time.time() - t0, 1), "build": built, **details}
+        rec = {"n": self.n, "round": self.n, "sha": sha, "image": image.name if image else None,
+               "verdict": verdict, "started": report.now_iso(t0), "seconds": round(time.time() - t0, 1),
+               "build": built, **details}
+        yield annotate(self, rec, run.inflight.get(sha) if built else None)
         yield threads.deferToThread(run.dir.append_step, rec)
         left = candidates_left or len(run.session.state.candidates())
         outcome = verdict if image else f"build failed: {verdict}"
@@ -400,6 +446,45 @@ class BisectRound(_BisectStep):
                                     image.name if image else None, outcome=outcome))
         self.setProperty("bisect_verdicts", report.verdicts_line(run.dir.steps()), "bisect")
         self.build.addStepsAfterCurrentStep([BisectRound(self.n + 1)])
+        return SUCCESS
+
+
+class BisectMachineRound(_BisectStep):
+    """One multisection round on a class of machines (:mod:`buildbot_kernel.steps.bisect_rounds`)."""
+
+    def __init__(self, n: int, **kwargs):
+        self.n = n
+        kwargs.setdefault("name", f"round-{n}")
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def run(self):
+        run: BisectRun = self.build.bisect_run
+        try:
+            return (yield self._round(run))
+        except Interrupted as e:
+            self.show(f"{self.title or f'round {self.n}'}: interrupted ({e})")
+            return self.stop_results(self.stop_reason)
+
+    @defer.inlineCallbacks
+    def _round(self, run: BisectRun):
+        yield run.waiter.wait(run.refresh())
+        rstep = yield run.waiter.wait(run.next_round(run.round_size()))
+        if self.ended(run, rstep):
+            return SUCCESS
+        recs, _ = yield test_round(self, run, rstep, len(run.dir.steps()) + 1)
+        tested = [r for r in recs if r["verdict"]]
+        if tested:
+            yield record_round(run, tested)
+        left = len(run.session.state.candidates())
+        self.show(report.round_summary({"round": self.n, "candidates": recs}) + f"; {left} left")
+        self.setProperty("bisect_verdicts", report.verdicts_line(run.dir.steps()), "bisect")
+        lost = [r for r in recs if not r["verdict"]]
+        if lost:  # every machine of the class broke: an infrastructure failure is never a verdict
+            run.end = (report.ABORTED, f"round {self.n}: {lost[0]['reason']}")
+            self.build_summary = True
+            return FAILURE
+        self.build.addStepsAfterCurrentStep([BisectMachineRound(self.n + 1)])
         return SUCCESS
 
 

@@ -3,8 +3,9 @@
 The image's files travel from the master's image tree to the worker with Buildbot's own file transfer
 (no shared filesystem, no image server needed), are checked with ``sha256sum -c`` on the worker, and the
 command runs with the ``BISECT_*`` environment (contract in :mod:`buildbot_kernel.bisect.tester`). Its
-exit status is stored in the ``bisect_exit`` property for the bisect build; the test build's own colour
-says the verdict (green good, orange skip, red bad, purple abort).  A command the worker kills at a
+exit status is stored in the ``bisect_exit`` property for the bisect build.  A verdict is data, not a
+failure: good and bad are both green (the summary says which), skip orange; only a test that could not
+run (an interrupted command, a status above 127 that aborts the bisect) is purple.  A command the worker kills at a
 timeout (it kills the whole process group) is ``skip``, as in the shell command's ``--timeout``.
 
 A test request outlives the bisect build that asked for it when the master dies: Buildbot puts the dead
@@ -124,7 +125,7 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
             self.descriptionDone = [f"exit {status}: aborts the bisect"]
             return EXCEPTION
         self.descriptionDone = [f"exit {status}: {verdict}"]
-        return {GOOD: SUCCESS, SKIP: WARNINGS, BAD: FAILURE}[verdict]
+        return {GOOD: SUCCESS, SKIP: WARNINGS, BAD: SUCCESS}[verdict]  # a correct "bad" is data: not red
 
 
 def bisect_test_factory() -> util.BuildFactory:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from buildbot.process.results import CANCELLED, RETRY
 from twisted.internet import defer
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel.bisect.engine import VERDICTS, BisectInputError
 from buildbot_kernel.bisect.request import DEFAULT_TIMEOUT, LOCAL_TESTER, BisectRequest
 from buildbot_kernel.bisect.tester import TesterAbort, verdict_for_exit
@@ -105,6 +106,20 @@ class MachineTester:
         when the build has ended)."""
         if hasattr(self.driver, "cancel"):
             self.driver.cancel(self.owner_build, reason)
+
+
+@defer.inlineCallbacks
+def test_output(master, buildid: int):
+    """The test command's own output in the "bisect-test" build ``buildid`` (stdout and stderr lines; the
+    header lines list the worker's whole environment, which is never shown or published)."""
+    text = ""
+    for step in (yield bb.build_steps(master, buildid)) or []:
+        if step["name"] != "test command":
+            continue
+        for lg in (yield bb.step_logs(master, step["stepid"])) or []:
+            lines = yield bb.log_lines(master, lg, channels="oe")
+            text += f"--- {lg['name']} ---\n" + "".join(line + "\n" for line in lines)
+    return text
 
 
 @defer.inlineCallbacks

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buildbot.plugins import util
 from buildbot.process import buildstep
@@ -34,7 +34,7 @@ from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.imagetree import results
 from buildbot_kernel.settings import Test
-from buildbot_kernel.steps.bisect_testers import make_tester
+from buildbot_kernel.steps.bisect_testers import make_tester, test_output
 from buildbot_kernel.steps.subbuilds import Interrupted
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.utctime import iso_utc
@@ -57,6 +57,7 @@ class LoopContext:
     bisect_scheduler: str  # the bisect ForceScheduler
     bisect_builder: str
     builders: dict[tuple[str, str], tuple[str, str, str]]  # (repository, branch) -> (builder, url, build)
+    machines: dict[str, list[str]] = field(default_factory=dict)  # tester name (machine, class) -> machines
 
 
 @dataclass(frozen=True)
@@ -137,17 +138,21 @@ class PickTester(buildstep.BuildStep):
                                     if test is None
                                     else f"missing properties: {', '.join(missing)}" if missing else "no testers"]
             return FAILURE
-        chosen = test.testers[0]
-        for tester in test.testers:
+        # a tester may name a class: each of its machines is a candidate (a bisect it starts uses the class)
+        options = [(entry, m) for entry in test.testers
+                   for m in ([entry] if entry == LOCAL_TESTER else self.ctx.machines.get(entry, [entry]))]
+        entry, chosen = options[0]
+        for e, tester in options:
             if tester == LOCAL_TESTER:
-                chosen = tester
+                entry, chosen = e, tester
                 break
             if (yield bb.lock_available(self, bb.master_lock(lock_name(tester)))):
-                chosen = tester
+                entry, chosen = e, tester
                 break
         self.setProperty("tester", chosen, "pick tester")
         locks = [] if chosen == LOCAL_TESTER else [bb.master_lock(lock_name(chosen))]
-        bb.add_steps_after_current(self.build, [RunImageTest(self.ctx, test, chosen, locks=locks)])
+        bb.add_steps_after_current(self.build, [RunImageTest(self.ctx, test, chosen, locks=locks,
+                                                                   bisect_tester=entry)])
         self.descriptionDone = [f"tester {chosen}"]
         return SUCCESS
 
@@ -155,10 +160,11 @@ class PickTester(buildstep.BuildStep):
 class RunImageTest(buildstep.BuildStep):
     name = "test"
 
-    def __init__(self, ctx: LoopContext, test: Test, tester: str, **kwargs):
+    def __init__(self, ctx: LoopContext, test: Test, tester: str, bisect_tester: str = "", **kwargs):
         self.ctx = ctx
         self.test = test
         self.tester_name = tester
+        self.bisect_tester = bisect_tester or tester  # the [[test]]'s tester entry: a class bisects on all
         super().__init__(**kwargs)
         self.tester = None
 
@@ -197,14 +203,7 @@ class RunImageTest(buildstep.BuildStep):
         buildid = details.get("test_build")
         if not buildid:
             return text
-        for step in (yield bb.build_steps(self.master, buildid)) or []:
-            if step["name"] != "test command":
-                continue
-            for lg in (yield bb.step_logs(self.master, step["stepid"])) or []:
-                # out and err only: the header lines list the worker's whole environment, which must
-                # not be published with the image
-                lines = yield bb.log_lines(self.master, lg, channels="oe")
-                text += f"--- {lg['name']} ---\n" + "".join(line + "\n" for line in lines)
+        text += yield test_output(self.master, buildid)
         if len(text) > MAX_LOG:  # the end says most: the tree keeps the last MAX_LOG characters
             text = f"[... {len(text) - MAX_LOG} characters left out ...]\n" + text[-MAX_LOG:]
         return text
@@ -307,7 +306,7 @@ class RunImageTest(buildstep.BuildStep):
         try:
             bsid, brids = yield sched.force(
                 who, builderNames=[self.ctx.bisect_builder], reason=who, target=builder, good=good["sha"],
-                bad=bad["sha"], tester=self.tester_name, test=test, command="", mode=self.test.mode,
+                bad=bad["sha"], tester=self.bisect_tester, test=test, command="", mode=self.test.mode,
                 build_missing=True, build_config=build_config, max_steps=0)
         except Exception as e:  # a form the settings made invalid: said, and the claim kept (never two)
             yield bb.set_stored(self.master, loop.STATE_OBJECT, key, {**mine, "error": str(e)})

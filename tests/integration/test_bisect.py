@@ -90,7 +90,7 @@ def test_bisect_finds_the_planted_regression(farm):
     repo, master, _, shas, base = farm
     prebuilt = image_shas(master)
     out = base / "env.log"
-    command = f'env | grep ^BISECT_ | sort >> {out}; echo --- >> {out}; {CHECK}'
+    command = f'env | grep ^BISECT_ | sort >> {out}; echo --- >> {out}; echo "tested $BISECT_SHA"; {CHECK}'
     bsid = force_bisect(master, good=shas[0], bad=shas[8], command=command)
     build = bisect_build(master, bsid)
     assert build["results"] == SUCCESS, step_strings(master, build)
@@ -106,6 +106,7 @@ def test_bisect_finds_the_planted_regression(farm):
     assert on_demand and on_demand <= set(shas[1:8])
     built = {s["build"]["sha"] for s in result["steps"] if s["build"]}
     assert built <= image_shas(master)
+    assert result["builds"] >= len(on_demand)  # every image built for it, ahead builds too
     # while a step was tested, the next midpoints were built ahead on the free worker slots
     assert any(s.get("ahead") for s in result["steps"])
     tested = [s["sha"] for s in result["steps"]]
@@ -114,6 +115,18 @@ def test_bisect_finds_the_planted_regression(farm):
     strings = step_strings(master, build)
     assert any(s.startswith("step 1/~") and ": test " in s and s.endswith(("good", "bad")) for s in strings)
     urls = [u["name"] for s in master.steps(build["buildid"]) for u in s["urls"]]
+    # a verdict is data: a bad commit's test build is not red; each step links it and shows its output
+    for s in result["steps"]:
+        test_build = master.get(f"builds/{s['test_build']}")["builds"][0]
+        assert test_build["results"] == SUCCESS and test_build["state_string"] != "failed", test_build
+        assert f"test {s['sha'][:12]}: {s['verdict']}" in urls and s["test_build_url"].endswith(
+            f"/builds/{test_build['number']}")
+        [step] = [st for st in master.steps(build["buildid"]) if st["name"] == f"step-{s['n']}"]
+        [log] = [lg for lg in master.get(f"steps/{step['stepid']}/logs")["logs"]
+                 if lg["name"] == f"{s['sha'][:12]} {s['verdict']}"]
+        excerpt = master.get(f"logs/{log['logid']}/contents")
+        assert f"tested {s['sha']}" in "".join(c["content"] for c in excerpt["logchunks"])
+    assert "bad" in {s["verdict"] for s in result["steps"]}
     # the start step's "mirror" log says where the mirror clone is and that it is ready
     start = next(s for s in master.steps(build["buildid"]) if s["name"] == "start")
     chunks = master.get(f"steps/{start['stepid']}/logs/mirror/contents")["logchunks"]

@@ -20,7 +20,9 @@ def context(testers) -> LoopContext:
     test = Test(name="boot", command="true", mode="boot", timeout=60, branches=["drm-tip"], testers=testers)
     return LoopContext(tests={"boot": test}, images_root="/nonexistent", state_dir="/nonexistent",
                        base_url="http://127.0.0.1:8011", test_scheduler="bisect-test", bisect_scheduler="bisect",
-                       bisect_builder="bisect", builders={})
+                       bisect_builder="bisect", builders={},
+                       machines={"vm1": ["vm1"], "vm2": ["vm2"], "skl": ["skl-1", "skl-2"], "skl-1": ["skl-1"],
+                                 "skl-2": ["skl-2"]})
 
 
 class TestPickTester(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
@@ -47,6 +49,18 @@ class TestPickTester(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         yield self.run_step()
         [run] = self.added
         assert [(a.lockid.name, a.mode) for a in run.locks] == [(lock_name("vm2"), "exclusive")]
+
+    @defer.inlineCallbacks
+    def test_a_class_is_any_free_machine_of_it_and_a_bisect_it_starts_uses_the_class(self):
+        self.start(["skl"])
+        busy = MasterLock(lock_name("skl-1"))
+        real = yield self.master.botmaster.getLockByID(busy, self.build.config_version)
+        real.claim(object(), busy.access("exclusive"))
+        self.expect_outcome(result=SUCCESS, state_string="tester skl-2")
+        self.expect_property("tester", "skl-2")
+        yield self.run_step()
+        [run] = self.added
+        assert [a.lockid.name for a in run.locks] == [lock_name("skl-2")] and run.bisect_tester == "skl"
 
     @defer.inlineCallbacks
     def test_local_needs_no_lock(self):
