@@ -29,12 +29,12 @@ from buildbot_kernel.bisect import report
 from buildbot_kernel.bisect.engine import SKIP, BisectInputError, Build
 from buildbot_kernel.bisect.multisect import Round
 from buildbot_kernel.bisect.tester import TesterAbort
+from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.master.dashboard_data import build_link
 from buildbot_kernel.master.farm_service import FARM_SERVICE
 from buildbot_kernel.steps.bisect_testers import MachineTester, test_output
 from buildbot_kernel.steps.subbuilds import Interrupted
-from buildbot_kernel.util import named_service
 
 EXCERPT_LINES = 20  # of the test's output, in the bisect step's log per candidate
 

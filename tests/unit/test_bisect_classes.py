@@ -72,7 +72,7 @@ def test_a_class_named_like_another_machine_is_refused():
 
 def test_a_watched_test_may_name_a_class_but_not_an_unknown_one():
     ok = '[[test]]\nname = "boot"\ncommand = "true"\nbranches = ["drm-tip"]\ntesters = ["skl"]\n'
-    assert parsed(ok).tests[0]["testers"] == ["skl"]
+    assert parsed(ok).tests[0].testers == ("skl",)
     text = problems(ok.replace('"skl"]', '"icl"]'))
     assert "[[test]] ('boot').testers: 'icl' is neither \"local\" nor a configured [[machine]] or machine class" \
         in text and "'skl'" in text
@@ -84,7 +84,8 @@ REQ = {"target": "drm-tip", "good": "v6.8", "bad": "drm-tip", "test": "boot"}
 
 def request(**over):
     testers = settings.tester_names(parsed().machines)
-    return parse_request({**REQ, **over}, TARGETS, ["x86_64"], testers, [settings.Test(name="boot", command="true", mode="test", timeout=30)])
+    tests = [settings.Test(name="boot", command="true", mode="test", timeout=30)]
+    return parse_request({**REQ, **over}, TARGETS, ["x86_64"], testers, tests)
 
 
 def test_a_bisect_names_a_class_or_a_machine_and_how_many_machines():
