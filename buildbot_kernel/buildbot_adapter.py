@@ -110,10 +110,16 @@ def free_build_slots(master, names: Iterable[str], own_builder: str, default_max
     return free_worker_slots(master, names, default_max_builds) - waiting
 
 
+def real_lock(step, access) -> defer.Deferred:
+    """The master's lock object behind ``access`` (``isAvailable``, ``claim``, ``release``,
+    ``waitUntilMaybeAvailable``), for a step that takes locks itself while it runs (a class bisect's pool)."""
+    return step.master.botmaster.getLockByID(access.lockid, step.build.config_version)
+
+
 @defer.inlineCallbacks
 def lock_available(step, access) -> defer.Deferred:
     """Could ``step``'s build take the master lock ``access`` (``util.MasterLock(...).access(mode)``) now?"""
-    real = yield step.master.botmaster.getLockByID(access.lockid, step.build.config_version)
+    real = yield real_lock(step, access)
     return real.isAvailable(None, access)
 
 

@@ -35,6 +35,7 @@ from buildbot.process.results import CANCELLED, FAILURE, RETRY, SKIPPED, SUCCESS
 from twisted.internet import defer, threads
 from twisted.python import failure
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel import settings
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, Build, Done, Test, Unresolved, start_bisect
@@ -77,7 +78,7 @@ class BisectContext:
 
 
 class BisectRun:
-    """One bisect while its build runs; the steps of the build share it (``build.bisect_run``)."""
+    """One bisect while its build runs; the steps of the build share it (the build's shared state, ``run``)."""
 
     def __init__(self, ctx: BisectContext, request: BisectRequest, bdir: records.BisectDir,
                  session: BisectSession | None, tester):
@@ -157,19 +158,10 @@ class BisectRun:
         self.inflight[sha] = handle
         return handle
 
-    @defer.inlineCallbacks
-    def free_slots(self, master, own_builder: str):
+    def free_slots(self, master, own_builder: str) -> defer.Deferred:
         """Build slots of connected build workers not taken by a running or queued build (a queued
         bisect, waiting for its machine's lock, runs on the control worker and takes none)."""
-        free = 0
-        for name in self.ctx.build_workers:
-            w = master.workers.workers.get(name)
-            if w is None or w.conn is None:
-                continue
-            busy = sum(1 for wfb in w.workerforbuilders.values() if wfb.isBusy())
-            free += (w.max_builds or 2) - busy
-        pending = yield master.db.buildrequests.getBuildRequests(claimed=False, complete=False)
-        return free - sum(1 for r in pending if r.buildername != own_builder)
+        return bb.free_build_slots(master, self.ctx.build_workers, own_builder, default_max_builds=2)
 
     # -- the end ---------------------------------------------------------------------------------------
     def _result(self) -> dict:
@@ -232,7 +224,7 @@ class _BisectStep(buildstep.BuildStep):
 
     def interrupt(self, reason):
         self.stop_reason = reason
-        run = getattr(self.build, "bisect_run", None)
+        run = bb.build_state(self.build).get("run")
         if run is not None:
             run.waiter.interrupt(str(reason))
             for handle in list(run.inflight.values()):
@@ -253,12 +245,12 @@ class _BisectStep(buildstep.BuildStep):
                                        else "range proven as far as possible" if run.end[0] == report.UNRESOLVED
                                        else f"max_steps={limit} reached"))
         if isinstance(step, Done):
-            self.build.addStepsAfterCurrentStep([VerifyCulprit()])
+            bb.add_steps_after_current(self.build, [VerifyCulprit()])
         return True
 
     def stop_results(self, reason) -> int:
         """RETRY when the master is shutting down (the request is put back and resumes), else CANCELLED."""
-        shutting = getattr(self.master.botmaster, "shuttingDown", False)
+        shutting = bb.shutting_down(self.master)
         return RETRY if shutting or isinstance(reason, failure.Failure) else CANCELLED
 
 
@@ -273,7 +265,7 @@ class StartBisect(_BisectStep):
     @defer.inlineCallbacks
     def run(self):
         ctx = self.ctx
-        req = self.build.requests[0]
+        req = bb.first_request(self.build)
         bdir = records.BisectDir(ctx.state_dir, records.bisect_id(req.bsid, req.submittedAt or time.time()))
         self.setProperty("bisect_id", bdir.id, "bisect")
         created = False
@@ -317,16 +309,16 @@ class StartBisect(_BisectStep):
             self.build_summary = True
             self.show(f"refused: {e.field}: {e.message}")
             return FAILURE
-        self.build.bisect_run = run
+        bb.build_state(self.build)["run"] = run
         run.started = bdir.file(records.REQUEST).stat().st_mtime
         state = run.session.state
         yield self.addCompleteLog("request", json.dumps(request.to_json(), indent=1) + "\n")
         n = state.steps_done + 1
         if isinstance(run.tester, MachinePool):
             n = run.session.rounds + 1
-            self.build.addStepsAfterCurrentStep([BisectMachineRound(n)])
+            bb.add_steps_after_current(self.build, [BisectMachineRound(n)])
         else:
-            self.build.addStepsAfterCurrentStep([BisectRound(n)])
+            bb.add_steps_after_current(self.build, [BisectRound(n)])
         left = len(state.candidates())
         verb = f"resumed {bdir.id} at step {n}" if resumed else f"bisect {bdir.id}"
         on = (f" on class {request.tester} ({', '.join(run.tester.names)})"
@@ -357,7 +349,7 @@ class BisectRound(_BisectStep):
 
     @defer.inlineCallbacks
     def run(self):
-        run: BisectRun = self.build.bisect_run
+        run: BisectRun = bb.build_state(self.build)["run"]
         try:
             return (yield self._round(run))
         except Interrupted as e:
@@ -445,7 +437,7 @@ class BisectRound(_BisectStep):
         self.show(report.step_title(self.n, left, "test" if image else "build", sha,
                                     image.name if image else None, outcome=outcome))
         self.setProperty("bisect_verdicts", report.verdicts_line(run.dir.steps()), "bisect")
-        self.build.addStepsAfterCurrentStep([BisectRound(self.n + 1)])
+        bb.add_steps_after_current(self.build, [BisectRound(self.n + 1)])
         return SUCCESS
 
 
@@ -459,7 +451,7 @@ class BisectMachineRound(_BisectStep):
 
     @defer.inlineCallbacks
     def run(self):
-        run: BisectRun = self.build.bisect_run
+        run: BisectRun = bb.build_state(self.build)["run"]
         try:
             return (yield self._round(run))
         except Interrupted as e:
@@ -484,7 +476,7 @@ class BisectMachineRound(_BisectStep):
             run.end = (report.ABORTED, f"round {self.n}: {lost[0]['reason']}")
             self.build_summary = True
             return FAILURE
-        self.build.addStepsAfterCurrentStep([BisectMachineRound(self.n + 1)])
+        bb.add_steps_after_current(self.build, [BisectMachineRound(self.n + 1)])
         return SUCCESS
 
 
@@ -495,7 +487,7 @@ class VerifyCulprit(_BisectStep):
 
     @defer.inlineCallbacks
     def run(self):
-        run: BisectRun = self.build.bisect_run
+        run: BisectRun = bb.build_state(self.build)["run"]
         culprit = run.end[1].sha
         parent = yield threads.deferToThread(run.session.state.repo.resolve, f"{culprit}^")
         checks = [("culprit", culprit, BAD)] + ([("parent", parent, GOOD)] if parent else [])
@@ -547,12 +539,12 @@ class FinishBisect(_BisectStep):
 
     @defer.inlineCallbacks
     def run(self):
-        run: BisectRun | None = getattr(self.build, "bisect_run", None)
+        run: BisectRun | None = bb.build_state(self.build).get("run")
         if run is None:
             self.hideStepIf = True
             return SKIPPED
         if run.end is None:
-            if self.build.results == RETRY or getattr(self.master.botmaster, "shuttingDown", False):
+            if self.build.results == RETRY or bb.shutting_down(self.master):
                 self.build_summary = False
                 self.show("interrupted: resumes when the master starts again")
                 return SKIPPED

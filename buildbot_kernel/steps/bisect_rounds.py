@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import time
 
-from buildbot.plugins import util
 from twisted.internet import defer, threads
 
+from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel.bisect import report
 from buildbot_kernel.bisect.engine import SKIP, BisectInputError, Build
 from buildbot_kernel.bisect.multisect import Round
@@ -70,9 +70,9 @@ class MachinePool:
         testers, locks, accesses = {}, {}, {}
         for name in names:
             driver = yield defer.maybeDeferred(farm.driver, name)
-            testers[name] = MachineTester(driver, command, mode, owner)
-            accesses[name] = util.MasterLock(lock_name(name)).access("exclusive")
-            locks[name] = yield step.master.botmaster.getLockByID(accesses[name].lockid, step.build.config_version)
+            testers[name] = MachineTester(driver, command, mode, owner, owner_build=step.build.buildid)
+            accesses[name] = bb.master_lock(lock_name(name))
+            locks[name] = yield bb.real_lock(step, accesses[name])
         return cls(names, testers, locks, accesses)
 
     def alive(self) -> list[str]:
