@@ -260,3 +260,57 @@ def log_lines(master, log: dict, channels: str = "oe"):
     if log.get("type") == "s":
         return [line[1:] for line in lines if line[:1] and line[:1] in channels]
     return lines
+
+
+# --- several masters (README.md "Growing past one machine") -----------------------------------------------------
+def database_engine(master):
+    """The SQLAlchemy engine behind the master's database (its connection pool: reconnect handling)."""
+    return master.db.pool.engine
+
+
+def say_alive(master) -> defer.Deferred:
+    """This master's heartbeat in the ``masters`` table (None before it has its id)."""
+    if master.masterid is None:
+        return defer.succeed(None)
+    return master.data.updates.masterActive(name=master.name, masterid=master.masterid)
+
+
+def all_masters(master) -> defer.Deferred:
+    """Every master of the database (``id``, ``name``, ``active``, ``last_active``)."""
+    return master.db.masters.getMasters()
+
+
+@defer.inlineCallbacks
+def deactivate_master(master, masterid: int, name: str):
+    """Buildbot's own deactivation of another master (its builds end RETRY, its schedulers and change
+    sources are released, every master is told); False when another survivor did it first."""
+    changed = yield master.db.masters.setMasterState(masterid=masterid, active=False)
+    if changed:
+        yield master.data.rtypes.master._masterDeactivated(masterid, name)
+    return bool(changed)
+
+
+@defer.inlineCallbacks
+def unclaim_requests_of(master, masterid: int):
+    """Free the build requests another master had claimed and announce them.  Buildbot's housekeeping
+    unclaims with the *calling* master's id (it was written for a master cleaning up after its own earlier
+    run), which frees nothing of another master.  Returns the freed request ids."""
+    requests = yield master.db.buildrequests.getBuildRequests(complete=False, claimed=masterid)
+    brids = [r.buildrequestid for r in requests]
+    if brids:
+        yield master.db.buildrequests._unclaim_buildrequests_for_master(brids, masterid)
+        yield master.data.rtypes.buildrequest.generateEvent(brids, "unclaimed")
+    return brids
+
+
+@defer.inlineCallbacks
+def claim_freed_work(master):
+    """Released schedulers and pollers, and unclaimed requests, are taken now instead of at their next
+    poll (minutes)."""
+    from buildbot.util.service import ClusteredBuildbotService
+
+    for parent in (master.scheduler_manager, master.change_svc):
+        for svc in list(parent):
+            if isinstance(svc, ClusteredBuildbotService) and not svc.active:
+                yield svc._activityPoll()
+    master.botmaster.maybeStartBuildsForAllBuilders()

@@ -11,9 +11,11 @@ five-minute poll.  README.md "Growing past one machine" says what an admin sees.
 from __future__ import annotations
 
 from buildbot.util import datetime2epoch
-from buildbot.util.service import BuildbotService, ClusteredBuildbotService
+from buildbot.util.service import BuildbotService
 from twisted.internet import defer, task
 from twisted.python import log
+
+from buildbot_kernel import buildbot_adapter as bb
 
 FAILOVER_SERVICE = "master-failover"
 
@@ -76,10 +78,7 @@ class MasterFailover(BuildbotService):
 
     def beat(self):
         """Say this master is alive."""
-        master = self.master
-        if master.masterid is None:  # still starting
-            return defer.succeed(None)
-        return master.data.updates.masterActive(name=master.name, masterid=master.masterid)
+        return bb.say_alive(self.master)
 
     @defer.inlineCallbacks
     def take_over(self):
@@ -87,44 +86,19 @@ class MasterFailover(BuildbotService):
         master = self.master
         if master.masterid is None:
             return []
-        masters = yield master.db.masters.getMasters()
+        masters = yield bb.all_masters(master)
         taken = []
         for m in silent_masters(masters, master.masterid, master.reactor.seconds(), self.timeout):
-            changed = yield master.db.masters.setMasterState(masterid=m.id, active=False)
-            if not changed:  # another survivor did it first
+            if not (yield bb.deactivate_master(master, m.id, m.name)):  # another survivor did it first
                 continue
             log.msg(f"master failover: {m.name} silent for more than {self.timeout}s: taking over its work")
-            # Buildbot's own deactivation (data/masters.py): RETRY its builds, release its schedulers and
-            # change sources, and tell every master
-            yield master.data.rtypes.master._masterDeactivated(m.id, m.name)
-            yield self._unclaim(m.id)
+            brids = yield bb.unclaim_requests_of(master, m.id)
+            if brids:
+                log.msg(f"master failover: unclaimed build requests {brids}")
             taken.append(m.name)
         if taken:
-            yield self._claim_freed()
+            yield bb.claim_freed_work(master)
         return taken
-
-    @defer.inlineCallbacks
-    def _unclaim(self, masterid: int):
-        """Buildbot's housekeeping unclaims with the *calling* master's id (it was written for a master
-        cleaning up after its own previous run), which frees nothing of another master: free the dead
-        master's claims here and announce them, so that any master with a free worker takes them."""
-        db = self.master.db
-        requests = yield db.buildrequests.getBuildRequests(complete=False, claimed=masterid)
-        brids = [r.buildrequestid for r in requests]
-        if brids:
-            yield db.buildrequests._unclaim_buildrequests_for_master(brids, masterid)
-            yield self.master.data.rtypes.buildrequest.generateEvent(brids, "unclaimed")
-            log.msg(f"master failover: unclaimed build requests {brids}")
-
-    @defer.inlineCallbacks
-    def _claim_freed(self):
-        """Unclaimed requests and released schedulers/pollers would otherwise wait for their next poll."""
-        master = self.master
-        for parent in (master.scheduler_manager, master.change_svc):
-            for svc in list(parent):
-                if isinstance(svc, ClusteredBuildbotService) and not svc.active:
-                    yield svc._activityPoll()
-        master.botmaster.maybeStartBuildsForAllBuilders()
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from buildbot.util import service
 from twisted.python import log
 
+from buildbot_kernel import buildbot_adapter as bb
+
 WAIT_FOR_SERVER = 300.0  # seconds a new connection keeps trying before the error reaches the master
 FIRST_DELAY, MAX_DELAY = 0.5, 10.0
 
@@ -65,7 +67,7 @@ class ReconnectingDatabase(service.BuildbotService):
     name = "db-reconnect"
 
     def startService(self):
-        engine = self.master.db.pool.engine
+        engine = bb.database_engine(self.master)
         if engine.dialect.name == "postgresql" and not getattr(engine, "_bbk_reconnecting", False):
             reconnecting(engine)
             engine._bbk_reconnecting = True

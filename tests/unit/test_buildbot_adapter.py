@@ -166,6 +166,23 @@ class AdapterTest(RunMasterBase):
         assert bb.master_id(self.master) >= 1
 
     @defer.inlineCallbacks
+    def test_the_failover_calls_on_the_masters_table(self):
+        """What the failover service of several masters does with another master's row."""
+        assert bb.database_engine(self.master).dialect.name == "sqlite"
+        yield bb.say_alive(self.master)
+        other = yield self.master.db.masters.findMasterId(name="other-master")
+        yield self.master.db.masters.setMasterState(masterid=other, active=True)
+        rows = {m.name: m for m in (yield bb.all_masters(self.master))}
+        assert rows["other-master"].active and rows["other-master"].last_active is not None
+        assert any(m.id == bb.master_id(self.master) and m.active for m in rows.values())
+        assert (yield bb.unclaim_requests_of(self.master, other)) == []  # it claimed nothing
+        assert (yield bb.deactivate_master(self.master, other, "other-master")) is True
+        assert (yield bb.deactivate_master(self.master, other, "other-master")) is False  # done already
+        rows = {m.name: m for m in (yield bb.all_masters(self.master))}
+        assert not rows["other-master"].active
+        yield bb.claim_freed_work(self.master)  # nothing released: a no-op that must not fail
+
+    @defer.inlineCallbacks
     def test_slots_locks_and_shutdown_while_a_build_runs(self):
         assert bb.connected_workers(self.master, ["ghost", "local1"]) == ["local1"]
         assert bb.free_worker_slots(self.master, ["local1", "ghost"], default_max_builds=2) == 2
