@@ -179,6 +179,7 @@ def real_run(args) -> dict:
     from buildbot_kernel.farm.qemu import QemuMachine
     from buildbot_kernel.farm.registry import Registry
     from buildbot_kernel.farm.testing import FarmServer, ReactorThread, stage1_artifacts
+    from buildbot_kernel.settings import Machine
     from tests.farm.planted_history import make_history as real_history
 
     if kexec.kbuild_helper.source_tarball() is None:
@@ -195,8 +196,8 @@ def real_run(args) -> dict:
     builder = kexec.Builder(tmp / "linux", tmp / "obj", tmp / "images", server.url)
     vms = {n: QemuMachine(n, s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", memory=512, accel=args.accel)
            for n in names}
-    drivers = {n: MachineDriver({"name": n, "boot_timeout": 120, "test_timeout": 60, "retries": 0, "poll": 1,
-                                 "cmdline": "console=ttyS0 panic=-1"}, registry, vms[n], server.guest_url(),
+    drivers = {n: MachineDriver(Machine(name=n, boot_timeout=120, test_timeout=60, retries=0, poll=1,
+                                        cmdline="console=ttyS0 panic=-1"), registry, vms[n], server.guest_url(),
                                 public_base=server.url, initrd=server.initrd_file(n)) for n in names}
     culprit = shas[args.first_bad]
     oracle = {sha: ("bad" if i >= args.first_bad else "good") for i, sha in enumerate(shas)}
