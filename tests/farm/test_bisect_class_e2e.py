@@ -18,17 +18,9 @@ import time
 import pytest
 from integration.harness import Master, Worker, bisect_build, free_port, settings_text, wait_for
 
+from .loop_farm import BRANCH, CONFIG, image_shas, images, qemu_running
 from .planted_history import make_history, push
-from .test_bisect_e2e import (  # noqa: F401 (linux_tree is a fixture)
-    BRANCH,
-    CONFIG,
-    TEST_CMD,
-    image_shas,
-    images,
-    linux_tree,
-    qemu_running,
-    result_of,
-)
+from .test_bisect_e2e import TEST_CMD, result_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realkernel, pytest.mark.timeout(1500)]
 MARKER_AT, LAST = 2, 4
