@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from buildbot_kernel.settings import Build
 
+from buildbot_kernel import descriptions
 from buildbot_kernel.errors import BuildbotKernelError
 
 HERE = Path(__file__).resolve().parent
@@ -116,7 +117,7 @@ def load(path: Path) -> PackageFormat:
 
 def registry(directory: Path = HERE) -> dict[str, PackageFormat]:
     """Every format of ``directory`` by name (two small files: read when asked, no cache to go stale)."""
-    return {p.stem: load(p) for p in sorted(directory.glob("*.ini"))}
+    return descriptions.read_all(directory, load)
 
 
 def names() -> tuple[str, ...]:
@@ -124,10 +125,7 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> PackageFormat:
-    try:
-        return registry()[name]
-    except KeyError:
-        raise FormatError(f"no package format {name!r}; known: {', '.join(names())}") from None
+    return descriptions.pick(registry(), name, FormatError, "package format")
 
 
 def selected(packages) -> list[PackageFormat]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from buildbot_kernel import descriptions
 from buildbot_kernel.errors import BuildbotKernelError
 
 HERE = Path(__file__).resolve().parent
@@ -101,7 +102,7 @@ def load(path: Path) -> MachineType:
 
 def registry(directory: Path = HERE) -> dict[str, MachineType]:
     """Every machine type of ``directory`` by name (a few small files: read when asked, no cache)."""
-    return {p.stem: load(p) for p in sorted(directory.glob("*.ini"))}
+    return descriptions.read_all(directory, load)
 
 
 def names() -> tuple[str, ...]:
@@ -109,7 +110,4 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> MachineType:
-    try:
-        return registry()[name]
-    except KeyError:
-        raise MachineTypeError(f"no machine type {name!r}; known: {', '.join(names())}") from None
+    return descriptions.pick(registry(), name, MachineTypeError, "machine type")

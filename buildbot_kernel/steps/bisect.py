@@ -339,12 +339,15 @@ class StartBisect(_BisectStep):
                 for brid, parent in orphans))
 
 
-class BisectRound(_BisectStep):
-    """One bisect step: build the commit if it has no image, test it, record the verdict."""
+class _NumberedRound(_BisectStep):
+    """Shared by the bisect's numbered steps: the name ``<label>-<n>``, and an interrupted round ends as
+    the master's state asks (:meth:`_BisectStep.stop_results`)."""
+
+    label = "step"
 
     def __init__(self, n: int, **kwargs):
         self.n = n
-        kwargs.setdefault("name", f"step-{n}")
+        kwargs.setdefault("name", f"{self.label}-{n}")
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
@@ -353,8 +356,12 @@ class BisectRound(_BisectStep):
         try:
             return (yield self._round(run))
         except Interrupted as e:
-            self.show(f"{self.title or f'step {self.n}'}: interrupted ({e})")
+            self.show(f"{self.title or f'{self.label} {self.n}'}: interrupted ({e})")
             return self.stop_results(self.stop_reason)
+
+
+class BisectRound(_NumberedRound):
+    """One bisect step: build the commit if it has no image, test it, record the verdict."""
 
     @defer.inlineCallbacks
     def _round(self, run: BisectRun):
@@ -441,22 +448,10 @@ class BisectRound(_BisectStep):
         return SUCCESS
 
 
-class BisectMachineRound(_BisectStep):
+class BisectMachineRound(_NumberedRound):
     """One multisection round on a class of machines (:mod:`buildbot_kernel.steps.bisect_rounds`)."""
 
-    def __init__(self, n: int, **kwargs):
-        self.n = n
-        kwargs.setdefault("name", f"round-{n}")
-        super().__init__(**kwargs)
-
-    @defer.inlineCallbacks
-    def run(self):
-        run: BisectRun = bb.build_state(self.build)["run"]
-        try:
-            return (yield self._round(run))
-        except Interrupted as e:
-            self.show(f"{self.title or f'round {self.n}'}: interrupted ({e})")
-            return self.stop_results(self.stop_reason)
+    label = "round"
 
     @defer.inlineCallbacks
     def _round(self, run: BisectRun):
