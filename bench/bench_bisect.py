@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import secrets
 import shlex
 import shutil
 import statistics
@@ -189,13 +190,14 @@ def real_run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-bisect-real-"))
     shas = real_history(tree, tmp / "linux", kexec.BRANCH, args.range, {args.first_bad: "marker"})
     names = ["bench1", "bench2"]
-    registry = Registry(names, tmp / "state.json")
+    keys = {n: secrets.token_hex(16) for n in names}  # every request under /machines/<name>/ carries it
+    registry = Registry(names, tmp / "state.json", keys=keys)
     (tmp / "images").mkdir()
     server = FarmServer(tmp / "images", registry, poll=dict.fromkeys(names, 1), initrds=dict.fromkeys(names, s1.ramfs))
     server.start()
     builder = kexec.Builder(tmp / "linux", tmp / "obj", tmp / "images", server.url)
-    vms = {n: QemuMachine(n, s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", memory=512, accel=args.accel)
-           for n in names}
+    vms = {n: QemuMachine(n, s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", memory=512, accel=args.accel,
+                          key=keys[n]) for n in names}
     drivers = {n: MachineDriver(Machine(name=n, boot_timeout=120, test_timeout=60, retries=0, poll=1,
                                         cmdline="console=ttyS0 panic=-1"), registry, vms[n], server.guest_url(),
                                 public_base=server.url, initrd=server.initrd_file(n)) for n in names}
