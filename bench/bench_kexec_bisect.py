@@ -22,6 +22,7 @@ Figures printed here come from this run only.  Reproduce:
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -133,12 +134,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-kexec-"))
     work = tmp / "linux"
     shas = make_history(tree, work, BRANCH, args.range, {args.first_bad: "marker"})
-    registry = Registry(["bench"], tmp / "state.json")
+    key = secrets.token_hex(16)  # every request under /machines/<name>/ carries the machine's key
+    registry = Registry(["bench"], tmp / "state.json", keys={"bench": key})
     (tmp / "images").mkdir()
     server = FarmServer(tmp / "images", registry, poll={"bench": 1}, initrds={"bench": s1.ramfs})
     server.start()
     builder = Builder(work, tmp / "obj", tmp / "images", server.url)
-    vm = QemuMachine("bench", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", accel=args.accel)
+    vm = QemuMachine("bench", s1.kernel, s1.ramfs, server.guest_url(), tmp / "vm", accel=args.accel, key=key)
     machine = Machine(name="bench", boot_timeout=120, test_timeout=60, retries=0, poll=1,
                       cmdline="console=ttyS0 panic=-1")
     driver = MachineDriver(machine, registry, vm, server.guest_url(), public_base=server.url,
