@@ -53,13 +53,15 @@ def write_image(root: Path, base_url: str, name: str, vmlinuz: bytes | str, *, b
     (d / "System.map").write_text("0000000000000000 T _text\n")
     (d / "modules.tar.xz").write_bytes(modules if modules is not None else modules_tarball(name))
     files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(d.iterdir())
-             if f.name != "metadata.json"}
+             if f.name not in ("metadata.json", "SHA256SUMS")}
     if announce_sha256:
         files["vmlinuz"]["sha256"] = announce_sha256
     now = iso_utc()
     meta = {"schema": 1, "name": name, "kernelrelease": name, "repository": "fixture", "url": "fixture",
             "branch": branch, "sha": sha, "subject": "fixture image", "author": "farm tests",
             "commit_date": now, "build_date": now, "build": "x86_64", "arch": "x86_64", "files": files}
+    # both manifests, agreeing (with the announced checksum too): the tree's completeness rule
+    (d / "SHA256SUMS").write_text("".join(f"{files[n]['sha256']}  {n}\n" for n in sorted(files)))
     (d / "metadata.json").write_text(json.dumps(meta, indent=1))
     return dict(meta, url=f"{base_url.rstrip('/')}/{branch}/{name}/")
 
