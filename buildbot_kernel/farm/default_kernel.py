@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 
 from buildbot_kernel.errors import BuildbotKernelError
+from buildbot_kernel.imagetree.indexfile import IndexUnreadable, read_index
+from buildbot_kernel.imagetree.record import EntryError, ImageRecord
 from buildbot_kernel.settings import http_url_problem
 
 FETCH_TIMEOUT = 30
@@ -26,13 +28,13 @@ class DefaultKernelError(BuildbotKernelError, ValueError):
     """The default kernel cannot be found; the message names the setting and what to write."""
 
 
-def _index_entries(index_path: str | os.PathLike) -> list[dict]:
+def _tree_images(index_path: str | os.PathLike) -> tuple[ImageRecord, ...]:
+    """The checked images of the tree's index (none when it is missing or unreadable: the name is then
+    reported as not found)."""
     try:
-        with open(index_path, encoding="utf-8") as f:
-            images = json.load(f).get("images", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [e for e in images if isinstance(e, dict)] if isinstance(images, list) else []
+        return read_index(index_path).images
+    except IndexUnreadable:
+        return ()
 
 
 def resolve(machine: str, default: str, index_path: str | os.PathLike) -> dict | None:
@@ -43,9 +45,9 @@ def resolve(machine: str, default: str, index_path: str | os.PathLike) -> dict |
     where = f"[[machine]] ({machine!r}).default_kernel"
     is_url = default.startswith(("http://", "https://"))
     url = default if default.endswith("/") else default + "/"
-    for e in _index_entries(index_path):
-        if (e.get("url") == url) if is_url else (e.get("name") == default):
-            return e
+    for image in _tree_images(index_path):
+        if (image.url == url) if is_url else (image.name == default):
+            return image.entry
     if not is_url:
         raise DefaultKernelError(f"{where}: no image named {default!r} in the image tree ({index_path}); write an "
                                  "image name as index.json lists it, or an image directory URL")
@@ -59,4 +61,9 @@ def resolve(machine: str, default: str, index_path: str | os.PathLike) -> dict |
         raise DefaultKernelError(f"{where}: cannot read {url}metadata.json: {getattr(e, 'reason', e)}") from None
     if not isinstance(meta, dict):
         raise DefaultKernelError(f"{where}: {url}metadata.json is not an image's metadata")
-    return {**meta, "url": url}
+    try:  # another server's metadata is checked as any index entry is (names, sha, files)
+        image = ImageRecord.from_index_entry({**meta, "repository_url": meta.get("url", ""), "url": url},
+                                             where=f"{url}metadata.json")
+    except EntryError as e:
+        raise DefaultKernelError(f"{where}: {e}") from None
+    return image.entry

@@ -126,6 +126,21 @@ def test_default_kernel_by_url_from_another_tree(farm):
     assert b["NAME"] == "6.6.0-elsewhere" and b["KERNEL_URL"].endswith("/farm-test/6.6.0-elsewhere/vmlinuz")
 
 
+def test_a_default_kernel_url_with_hostile_metadata_sends_the_machine_to_stage1(farm):
+    """Another server's metadata.json is checked as an index entry is: an image name with a path in it
+    never becomes a boot instruction."""
+    srv, tmp = farm
+    write_image(tmp / "images", srv.url, "6.6.0-hostile", b"kernel")
+    meta_path = tmp / "images" / "farm-test" / "6.6.0-hostile" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["name"] = meta["kernelrelease"] = "6.6.0/../../evil"
+    meta_path.write_text(json.dumps(meta))
+    driver = _driver(srv, tmp, default_kernel=f"{srv.url}/farm-test/6.6.0-hostile")
+    _hold(srv, driver)
+    ReactorThread.call(driver.release, 41)
+    assert get(f"{srv.url}/machines/m1/boot", key=KEY)[1] == "REBOOT=1\nWAIT=2\n"
+
+
 def test_a_missing_default_kernel_sends_the_machine_to_stage1(farm):
     srv, tmp = farm
     driver = _driver(srv, tmp, default_kernel="6.1.0-deleted-by-retention")
