@@ -94,6 +94,7 @@ class KernelDashboard:
         self.branches = list(branches or [])
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True)
         self.buildbot_api = None  # set by buildbot-wsgi-dashboards
+        self._index: tuple[tuple, IndexDoc] | None = None  # (index.json's stat key, its parse)
 
     @property
     def master(self):
@@ -124,13 +125,29 @@ class KernelDashboard:
             return int(value)
         return REFRESH_SECONDS
 
-    def context(self, www: str, here: str) -> dict:
-        """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
-        to the page, so links work behind a proxy that serves Buildbot under a path."""
+    def _read_index(self) -> IndexDoc:
+        """index.json, parsed again only when the index writer replaced it: a page is rendered at every
+        viewer's refresh, and parsing 10,000 entries takes most of a second."""
+        path = self.images_root / "index.json"
+        try:
+            st = path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and self._index is not None and self._index[0] == key:
+            return self._index[1]
         try:
             index = read_index(self.images_root)
         except IndexUnreadable:  # no tree yet, or a damaged index: the page shows no images
-            index = IndexDoc(str(self.images_root), ())
+            return IndexDoc(str(self.images_root), ())
+        if key is not None:
+            self._index = (key, index)
+        return index
+
+    def context(self, www: str, here: str) -> dict:
+        """Everything the page shows; ``www`` is the web UI's root and ``here`` this app's, both relative
+        to the page, so links work behind a proxy that serves Buildbot under a path."""
+        index = self._read_index()
         images = index.entries()
         problem = ""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.commitlink import RevLinks, commit_url
@@ -159,3 +160,23 @@ def test_machines_table_shows_the_qemu_accelerator_and_who_holds_a_machine(tmp_p
     assert "<td>lab1</td>" in body and "<td>bisect 20260101-000000-bs1</td>" in body
     reg.release("lab1")
     assert "bisect 20260101-000000-bs1" not in call(app, "/page.html")[2]
+
+
+def test_the_index_is_parsed_again_only_when_the_writer_replaced_it(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+
+    def publish(names):  # as the index writer does: a new file renamed over the old one
+        tmp = root / "index.json.tmp"
+        tmp.write_text(json.dumps({"schema": 1, "images": [{"name": n, "branch": "b", "sha": BAD, "build": "x86_64",
+                                               "url": f"http://i/b/{n}/",
+                                               "files": {"vmlinuz": {"size": 1, "sha256": "ab" * 32}}}
+                                              for n in names]}))
+        os.replace(tmp, root / "index.json")
+
+    publish(["img-a"])
+    app = KernelDashboard(str(root), str(tmp_path / "state"), "http://i", branches=BRANCHES)
+    first = app._read_index()
+    assert [r.name for r in first.images] == ["img-a"] and app._read_index() is first  # unchanged: not parsed
+    publish(["img-a", "img-b"])
+    assert [r.name for r in app._read_index().images] == ["img-a", "img-b"]
