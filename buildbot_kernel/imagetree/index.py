@@ -23,6 +23,7 @@ from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.imagetree.record import ImageRecord
+from buildbot_kernel.imagetree.rows import image_row
 from buildbot_kernel.imagetree.scan import TreeScanner
 from buildbot_kernel.imagetree.treelock import TreeLock
 from buildbot_kernel.utctime import iso_utc
@@ -45,16 +46,6 @@ def templates_dir() -> Path:
     return resources.templates_dir()
 
 
-def filesize(n: int) -> str:
-    """Sizes as a person reads them in a listing: 1023 B, 4.2 MiB."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def html_template(name: str | None) -> bool:
     """Autoescape HTML templates only: escaping a config file or export line would corrupt it."""
     return bool(name) and name.endswith((".html.j2", ".html"))
@@ -68,7 +59,6 @@ def make_env(directory: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["filesize"] = filesize
     return env
 
 
@@ -110,14 +100,12 @@ class TreeIndex:
         image's modes are fixed too)."""
         out = {}
         fresh = {}
-        row = self.env.get_template("_image_row.html.j2")
         for img in images:
             cached = self._encoded.get(img.path)
             if cached is None or cached[0] is not img:
                 result.mode_problems += self.modes.apply_tree(self.root / img.path)
                 entry = img.to_index_entry(self.base_url)
-                cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
-                          row.render(i=entry))
+                cached = (img, entry, json.dumps(entry, sort_keys=True, ensure_ascii=False), image_row(entry))
             fresh[img.path] = cached
             out[img.path] = cached[1:]
         self._encoded = fresh
@@ -126,8 +114,7 @@ class TreeIndex:
     def _as_head(self, encoded: tuple[dict, str, str]) -> tuple[dict, str, str]:
         """A head image's entry: re-encoded each time (one or two per branch)."""
         entry = {**encoded[0], "head": True}
-        return (entry, json.dumps(entry, sort_keys=True, ensure_ascii=False),
-                self.env.get_template("_image_row.html.j2").render(i=entry))
+        return entry, json.dumps(entry, sort_keys=True, ensure_ascii=False), image_row(entry)
 
     def save_cache(self) -> None:
         """Write what this process parsed and rendered to ``.state/index-cache.json``, so the next

@@ -7,8 +7,9 @@ import shutil
 import pytest
 
 from buildbot_kernel.imagetree import atomic
-from buildbot_kernel.imagetree.index import TreeIndex, filesize
+from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.package import REQUIRED_FIELDS, write_manifest
+from buildbot_kernel.imagetree.rows import filesize
 from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
 
 BASE = "http://images.example.org:8011/"
