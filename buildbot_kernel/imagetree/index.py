@@ -132,13 +132,14 @@ class TreeIndex:
     def load_cache(self) -> int:
         """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
         try:
+            # line by line, never the whole file in one call: reading and splitting 30 MB at 10,000
+            # images held the interpreter lock for 40-70 ms, a stall of the master's reactor
             with open(self.root / CACHE, encoding="utf-8") as f:
-                lines = f.read().split("\n")
-            head = json.loads(lines[0])
-            if head.get("schema") != CACHE_SCHEMA:
-                return 0
+                head = json.loads(f.readline())
+                if head.get("schema") != CACHE_SCHEMA:
+                    return 0
+                seeded = [json.loads(line) for line in f if line.strip()]
             same_url = head.get("base_url") == self.base_url
-            seeded = [json.loads(line) for line in lines[1:] if line]
             with self.lock:
                 for path, key, meta, text, row, tests in seeded:
                     branch_dir, name = path.rstrip("/").split("/")
