@@ -12,10 +12,13 @@ file descriptors (and with them the web UI and the worker port, which live in th
   more gets ``503`` and is closed at once, before anything it sent is read.
 
 Refusals are logged at most once a minute per kind, with a count, so a flood does not flood the log.
-README.md, "Images", states the limits for admins.
+README.md, "Images", states the limits for admins.  The access log never holds a machine key: a ``key``
+query field (README "Machine keys" allows it besides the header) is written as ``key=<redacted>``.
 """
 
 from __future__ import annotations
+
+from urllib.parse import unquote_plus
 
 from twisted.internet import protocol
 from twisted.python import log
@@ -30,6 +33,7 @@ TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit
 ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
 LOG_EVERY = 60.0  # seconds between two log lines about the same kind of refusal
 QUIET_EVERY = 600.0  # seconds between two access log lines of one quiet cause (a machine's idle polls)
+SECRET_FIELDS = ("key",)  # query fields whose values the access log leaves out
 
 
 
@@ -109,6 +113,36 @@ class GuardedChannel(http.HTTPChannel):
         self.transport.abortConnection()
 
 
+def redacted_uri(uri: bytes, fields=SECRET_FIELDS) -> bytes:
+    """``uri`` with the value of every query field in ``fields`` replaced by ``<redacted>``.  Field names
+    are compared decoded (``%6Bey=`` is the ``key`` field to Twisted's argument parser too)."""
+    path, sep, query = uri.partition(b"?")
+    if not sep:
+        return uri
+    parts = []
+    for part in query.split(b"&"):
+        name, eq, _ = part.partition(b"=")
+        secret = unquote_plus(name.decode("latin-1")) in fields
+        parts.append(name + b"=<redacted>" if secret and eq else part)
+    return path + sep + b"&".join(parts)
+
+
+class _LoggedRequest:
+    """What the access log formatter reads of a request: the request itself, with a redacted ``uri``."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = redacted_uri(request.uri)
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def redacting_log_formatter(timestamp, request) -> str:
+    """Twisted's combined log format, without secrets in the request line."""
+    return http.combinedLogFormatter(timestamp, _LoggedRequest(request))
+
+
 class GuardedSite(server.Site):
     """A Site whose connections are GuardedChannels, counted per client address."""
 
@@ -116,6 +150,7 @@ class GuardedSite(server.Site):
 
     def __init__(self, resource, *, head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
                  total: int = TOTAL_LIMIT, stall_timeout: float = STALL_TIMEOUT, **kwargs):
+        kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, **kwargs)
         self.head_timeout = head_timeout
         self.stall_timeout = stall_timeout

@@ -1,0 +1,136 @@
+"""Holes of the hostile review after the closed loop landed, each driven through the real part the way a
+machine, a lab user, a maintainer or a commit reaches it (real HTTP on 127.0.0.1, the real settings
+parser, the real force-form field, the real compile-log reader): machine keys leaking past the key rules
+(report fields, the access log), secrets and state inside the served tree, request bodies nobody reads,
+a compile log line that stalled the master's reactor, a Build-form revision git read as an option, and
+machine names that rewrote the candidate's kernel command line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from buildbot_kernel.farm import instructions as ins
+from buildbot_kernel.farm.http import MachinesResource
+from buildbot_kernel.farm.registry import FIELD_CHARS, LOG_TAIL_CHARS, Registry
+from buildbot_kernel.farm.testing import ReactorThread
+from buildbot_kernel.farm.testing import http_get as get
+from buildbot_kernel.farm.testing import http_post as post
+from buildbot_kernel.imagetree.httpguard import redacted_uri
+from buildbot_kernel.imagetree.server import make_site
+from buildbot_kernel.settings import Machine
+
+KEY = "Kx9-secret-machine-key-0123456789-abcdef"
+IMAGE = {"name": "6.1.0-good", "url": "http://h/i/", "files": {"vmlinuz": {"sha256": "ab" * 32}}}
+
+
+class Served:
+    """The image server as the master builds it (make_site, with its access log) and /machines on it,
+    as the farm service mounts it."""
+
+    def __init__(self, tmp: Path):
+        (tmp / "tree").mkdir()
+        self.access_log = tmp / "access.log"
+        self.registry = Registry(["m1"], tmp / "state.json", keys={"m1": KEY})
+
+        def listen():
+            from twisted.internet import reactor
+
+            site = make_site(tmp / "tree", access_log=str(self.access_log))
+            site.resource.putChild(b"machines", MachinesResource(self.registry, {"m1": 1}))
+            self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+            return self.port.getHost().port
+
+        ReactorThread.ensure()
+        self.url = f"http://127.0.0.1:{ReactorThread.call(listen)}"
+
+    def stop(self):
+        ReactorThread.call(self.port.stopListening)
+
+    def assign(self) -> ins.Assignment:
+        a = ins.make_assignment(Machine(name="m1"), IMAGE, "true", "boot", self.url)
+        self.registry.assign(a)
+        self.registry.boot_request("m1")
+        return a
+
+
+@pytest.fixture
+def served(tmp_path):
+    s = Served(tmp_path)
+    yield s
+    s.stop()
+
+
+# --- the machine key in reports ----------------------------------------------------------------------
+
+def test_a_key_the_log_tail_cuts_through_leaves_no_part_of_it(served):
+    """The hole: the log was cut to its last 4000 characters first and the key replaced after, so a key
+    straddling the cut was no longer found and all but its first characters stayed in the report the
+    dashboard, the step log and the tree's tests/<test>.log show."""
+    a = served.assign()
+    log = "x" * 5000 + KEY + "y" * (LOG_TAIL_CHARS - len(KEY) + 3)  # the cut falls 3 characters into the key
+    code, _ = post(f"{served.url}/machines/m1/report",
+                   {"result": "good", "token": a.token, "uname": IMAGE["name"], "log": log}, key=KEY)
+    assert code == 200
+    kept = served.registry.get("m1").last_report["log"]
+    assert KEY[3:] not in kept and KEY[-8:] not in kept, kept[:80]
+    assert "<machine key>" in kept and len(kept) == LOG_TAIL_CHARS and kept.endswith("y" * 100)
+
+
+def test_every_report_field_has_the_key_replaced_and_a_bound(served):
+    """The hole: only ``log`` and ``reason`` had the key replaced, and only ``log`` was bounded: a stage-1
+    error text or a uname holding the key was kept as is, and a 250 KiB ``uname`` became the machine's
+    ``last_kernel`` on every dashboard refresh and in the state file."""
+    a = served.assign()
+    fields = {"result": "boot-error", "token": a.token, "stage": "1", "error": f"download bbk.key={KEY}",
+              "reason": f"cmdline was bbk.key={KEY}", "uname": "u" * 200_000, "log": "ok"}
+    code, _ = post(f"{served.url}/machines/m1/report", fields, key=KEY)
+    assert code == 200
+    report = served.registry.get("m1").last_report
+    for k in ("error", "reason", "uname", "log", "stage", "result", "token"):
+        assert KEY not in report[k], k
+        assert len(report[k]) <= max(FIELD_CHARS, LOG_TAIL_CHARS), k
+    assert report["error"] == "download bbk.key=<machine key>"
+    assert len(report["uname"]) == FIELD_CHARS
+    assert KEY not in Path(served.registry.path).read_text()  # the state file
+
+
+# --- the machine key in the access log ---------------------------------------------------------------
+
+def test_the_access_log_never_holds_a_machine_key(served):
+    """The hole: README allows the key as a ``key`` field, and a GET carries it in the query string, which
+    the image server's access log (the master's twistd.log by default) wrote as it came."""
+    served.assign()
+    for field in ("key", "%6Bey", "k%65y"):  # Twisted decodes the field name, so these are the key too
+        code, body = get(f"{served.url}/machines/m1/boot?stage=1&{field}={KEY}")
+        assert code == 200 and "TOKEN=" in body, (field, code, body)
+    code, _ = get(f"{served.url}/index.html?key={KEY}&x=1")  # anywhere on the site
+    assert code == 404
+
+    def logged():
+        text = served.access_log.read_text() if served.access_log.exists() else ""
+        return text if text.count("\n") >= 4 else ""
+    deadline = time.monotonic() + 20
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = logged()
+    assert text, "the access log did not get the four requests"
+    assert KEY not in text and KEY[:12] not in text, text
+    assert "/machines/m1/boot?stage=1&key=<redacted>" in text
+    assert "/machines/m1/boot?stage=1&%6Bey=<redacted>" in text
+    assert "/index.html?key=<redacted>&x=1" in text
+
+
+@pytest.mark.parametrize("uri, logged", [
+    (b"/a", b"/a"),
+    (b"/a?b=1", b"/a?b=1"),
+    (b"/a?key=s", b"/a?key=<redacted>"),
+    (b"/a?key", b"/a?key"),  # no value: nothing to hide
+    (b"/a?x=1&key=s&key=t;u&y=%20", b"/a?x=1&key=<redacted>&key=<redacted>&y=%20"),
+    (b"/a?ke+y=s&keys=s&+key=s", b"/a?ke+y=s&keys=s&+key=s"),  # other fields ("ke y", "keys", " key")
+])
+def test_redacted_uri(uri, logged):
+    assert redacted_uri(uri) == logged
