@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from buildbot_kernel import settings
 from buildbot_kernel.farm import instructions as ins
 from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.registry import FIELD_CHARS, LOG_TAIL_CHARS, Registry
@@ -134,3 +135,73 @@ def test_the_access_log_never_holds_a_machine_key(served):
 ])
 def test_redacted_uri(uri, logged):
     assert redacted_uri(uri) == logged
+
+
+# --- secrets inside the served tree ------------------------------------------------------------------
+
+SETTINGS = """
+[server]
+state_dir = "{state_dir}"
+[images]
+root = "images"
+[[repository]]
+name = "drm-intel"
+url = "https://example.org/i915.git"
+branches = ["drm-intel-fixes"]
+build = "x86_64"
+[[build]]
+name = "x86_64"
+[[worker]]
+name = "w"
+password = "p"
+"""
+
+
+def _refused(text: str, path: Path) -> str:
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(text, str(path))
+    return str(e.value)
+
+
+@pytest.mark.parametrize("state_dir", ["images/state", "images", "images/../images/x"])
+def test_a_state_directory_inside_the_image_tree_is_refused(tmp_path, state_dir):
+    """The hole: nothing kept ``state_dir`` out of ``images.root``, and the image server reads what the
+    master reads (0600 files too): the machine registry with live step tokens and the generated machine
+    keys (state/farm/keys/) were one GET away for anyone on the lab network."""
+    msg = _refused(SETTINGS.format(state_dir=state_dir), tmp_path / "settings.toml")
+    assert f"[server].state_dir: {state_dir!r} lies inside the image tree" in msg, msg
+    assert "keep it outside [images].root" in msg
+
+
+def test_state_beside_the_tree_is_fine(tmp_path):
+    for state_dir in ("state", "images-state", str(tmp_path / "elsewhere")):
+        settings.parse(SETTINGS.format(state_dir=state_dir), str(tmp_path / "settings.toml"))
+
+
+def test_key_htpasswd_and_mail_password_inside_the_image_tree_are_refused(tmp_path):
+    keys = tmp_path / "images" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "m1.key").write_text(KEY + "\n")
+    (keys / "m1.key").chmod(0o600)
+    (keys / "htpasswd").write_text("admin:$2y$05$" + "a" * 53 + "\n")
+    (keys / "smtp.pw").write_text("pw\n")
+    text = SETTINGS.format(state_dir="state") + """
+[[machine]]
+name = "m1"
+type = "remote"
+power_cycle = "true"
+key_file = "images/keys/m1.key"
+[auth]
+htpasswd = "images/keys/htpasswd"
+[notify]
+smtp = "mail.example.org:25"
+from = "bbk@example.org"
+to = ["ci@example.org"]
+user = "bbk"
+password_file = "images/keys/smtp.pw"
+"""
+    msg = _refused(text, tmp_path / "settings.toml")
+    for where, value in (("[[machine]] ('m1').key_file", "images/keys/m1.key"),
+                         ("[auth].htpasswd", "images/keys/htpasswd"),
+                         ("[notify].password_file", "images/keys/smtp.pw")):
+        assert f"{where}: {value!r} lies inside the image tree" in msg, (where, msg)
