@@ -22,6 +22,7 @@ from buildbot_kernel.farm.testing import http_get as get
 from buildbot_kernel.farm.testing import http_post as post
 from buildbot_kernel.imagetree.httpguard import redacted_uri
 from buildbot_kernel.imagetree.server import make_site
+from buildbot_kernel.kbuild_output import KbuildProgress, linker_error
 from buildbot_kernel.settings import Machine
 
 KEY = "Kx9-secret-machine-key-0123456789-abcdef"
@@ -205,3 +206,42 @@ password_file = "images/keys/smtp.pw"
                          ("[auth].htpasswd", "images/keys/htpasswd"),
                          ("[notify].password_file", "images/keys/smtp.pw")):
         assert f"{where}: {value!r} lies inside the image tree" in msg, (where, msg)
+
+
+# --- a compile log line that stalls the reactor ------------------------------------------------------
+
+def test_a_line_of_ld_prefixes_is_read_in_linear_time():
+    """The hole: ``ld(\\.bfd)?: .*error`` was searched in every compile log line on the master's reactor
+    thread; from each "ld: " the ``.*`` ran to the end of the line and back, so a 4 KiB line (Buildbot
+    splits longer ones) of "ld: e" took about 4 ms instead of microseconds: a commit printing 100,000 of
+    them held the web UI, the workers and the image server for minutes."""
+    line = ("ld: e" * 820)[:4096]  # one line as Buildbot hands it over, no "error" in it
+    progress = KbuildProgress()
+    t0 = time.perf_counter()
+    for _ in range(400):
+        assert progress.feed(line) is False
+    assert time.perf_counter() - t0 < 0.5  # was about 1.7 s here (4 ms a line); now a few milliseconds
+    assert progress.first_error == ""
+
+
+@pytest.mark.parametrize("line, is_error", [
+    ("ld: drivers/gpu/i915.o: error: undefined symbol", True),
+    ("x86_64-linux-gnu-ld.bfd: error: cannot find -lfoo", True),
+    ("ld: warning: something", False),
+    ("main.c:(.text+0x1): undefined reference to `foo'", True),
+    ("error ld: before the prefix", False),
+    ("ld: " * 50 + "error", True),
+    ("  LD      vmlinux", False),
+])
+def test_linker_errors_are_what_they_were(line, is_error):
+    assert linker_error(line) is is_error
+
+
+def test_a_flood_of_error_lines_keeps_only_the_first_few():
+    """Only the first error is ever shown; a build printing a million error lines kept each in memory."""
+    progress = KbuildProgress()
+    for i in range(5000):
+        assert progress.feed(f"drivers/x{i}.c:1:2: error: boom") is True
+        assert progress.feed(f"make[{i}]: *** [x] Error 1") is True
+    assert progress.first_error == "drivers/x0.c:1:2: error: boom"
+    assert len(progress.errors) <= 20 and len(progress._make_errors) <= 20
