@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from buildbot.schedulers.forcesched import ValidationError
 
 from buildbot_kernel import settings
 from buildbot_kernel.farm import instructions as ins
@@ -23,6 +24,7 @@ from buildbot_kernel.farm.testing import http_post as post
 from buildbot_kernel.imagetree.httpguard import redacted_uri
 from buildbot_kernel.imagetree.server import make_site
 from buildbot_kernel.kbuild_output import KbuildProgress, linker_error
+from buildbot_kernel.master.config import revision_field as revision_field_of_the_build_form
 from buildbot_kernel.settings import Machine
 
 KEY = "Kx9-secret-machine-key-0123456789-abcdef"
@@ -245,3 +247,22 @@ def test_a_flood_of_error_lines_keeps_only_the_first_few():
         assert progress.feed(f"make[{i}]: *** [x] Error 1") is True
     assert progress.first_error == "drivers/x0.c:1:2: error: boom"
     assert len(progress.errors) <= 20 and len(progress._make_errors) <= 20
+
+
+# --- the Build form's revision ----------------------------------------------------------------------
+
+@pytest.fixture
+def revision_field():
+    return revision_field_of_the_build_form()
+
+
+@pytest.mark.parametrize("rev", ["", "18097b2c3d4e", "a" * 40, "v6.1", "drm-tip~3", "HEAD^", "refs/tags/v6.1-rc1"])
+def test_the_build_form_takes_a_commit_tag_or_branch(revision_field, rev):
+    assert revision_field.getFromKwargs({revision_field.fullName: [rev]}) == rev
+
+
+@pytest.mark.parametrize("rev", ["--pathspec-from-file=../../../buildbot.tac", "-b", "-", " --orphan=x",
+                                 "HEAD\n--x", "HEAD\n", "a b", "x" * 201])
+def test_the_build_form_refuses_what_git_reads_as_an_option(revision_field, rev):
+    with pytest.raises(ValidationError, match="revision"):
+        revision_field.getFromKwargs({revision_field.fullName: [rev]})
