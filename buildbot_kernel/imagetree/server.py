@@ -303,6 +303,7 @@ class TreeRoot(resource.Resource):
     """The tree's root: mounted children (``putChild``) first, else a path into the tree."""
 
     render = _read_only(resource.Resource.render)
+    max_body = 0  # read-only: a request body is refused before it is read (httpguard.BodyLimit)
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()

@@ -8,8 +8,10 @@ machine names that rewrote the candidate's kernel command line.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from buildbot.schedulers.forcesched import ValidationError
@@ -138,6 +140,39 @@ def test_the_access_log_never_holds_a_machine_key(served):
 ])
 def test_redacted_uri(uri, logged):
     assert redacted_uri(uri) == logged
+
+
+# --- request bodies nobody reads ----------------------------------------------------------------------
+
+def _raw(url: str, data: bytes, seconds: float = 8) -> bytes:
+    """What the server answers to ``data`` within ``seconds`` (its request deadline is 10 s)."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=seconds) as c:
+        c.sendall(data)
+        try:
+            while chunk := c.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("head", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+    b"PUT /drm-tip/x/vmlinuz HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+    b"GET /sha/abcd HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n",
+    b"POST /index.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
+    b"POST /machines/m1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n",
+])
+def test_a_body_the_image_server_has_no_use_for_is_refused_before_it_is_read(served, head):
+    """The hole: only /machines had a body limit, and only when a test farm was configured.  A POST of
+    any size to the tree (or /sha) was spooled by Twisted into a temporary file of the master for as
+    long as the request deadline let it, from every one of 512 connections; on a tmpfs /tmp that is RAM.
+    Now the tree and /sha take no body and the answer is 413 before any of it is read."""
+    reply = _raw(served.url, head)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+    code, body = get(f"{served.url}/machines/m1/boot", key=KEY)  # the server goes on answering
+    assert code == 200 and body.startswith("WAIT=")
 
 
 # --- secrets inside the served tree ------------------------------------------------------------------
