@@ -225,7 +225,8 @@ TABLES: dict[str, dict[str, Key]] = {
         "max_builds": Key((int,), 1, "a whole number > 0", _positive),
     },
     "machine": {
-        "name": Key((str,), REQUIRED, "a non-empty name", bool),
+        "name": Key((str,), REQUIRED, "a name of letters, digits, '.', '_' and '-' (up to 64, starting with a "
+                    "letter or digit): it goes on kernel command lines and into URLs", keys.plain_name),
         "class": Key((str,), "", "a hardware class name shared by identical machines (default: the machine's "
                      "own name); a bisect uses machines of one class"),
         "type": Key((str,), "remote", f"one of {list(MACHINE_TYPES)}", lambda v: v in MACHINE_TYPES),

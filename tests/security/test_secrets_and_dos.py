@@ -8,6 +8,7 @@ machine names that rewrote the candidate's kernel command line.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -301,3 +302,25 @@ def test_the_build_form_takes_a_commit_tag_or_branch(revision_field, rev):
 def test_the_build_form_refuses_what_git_reads_as_an_option(revision_field, rev):
     with pytest.raises(ValidationError, match="revision"):
         revision_field.getFromKwargs({revision_field.fullName: [rev]})
+
+
+# --- machine names -----------------------------------------------------------------------------------
+
+MACHINE = '\n[[machine]]\nname = {name}\ntype = "qemu"\n'
+
+
+@pytest.mark.parametrize("name", ["vm1 bbk.server=http://10.0.0.66:8011", "vm1\nbbk.server=x", "vm/1", "../vm1",
+                                  "-vm1", ".vm1", "x" * 65, ""])
+def test_a_machine_name_that_is_not_one_plain_word_is_refused(tmp_path, name):
+    """The hole: any non-empty string was a machine name, and the name goes onto the candidate's kernel
+    command line as ``bbk.machine=<name>`` before the token: ``vm1 bbk.server=http://10.0.0.66:8011``
+    made stage 2 (which takes the last ``bbk.server=``) send its reports and the machine key to that host."""
+    text = SETTINGS.format(state_dir="state") + MACHINE.format(name=json.dumps(name))
+    msg = _refused(text, tmp_path / "settings.toml")
+    assert ".name: expected a name of letters, digits, '.', '_' and '-'" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["vm1", "skl-1", "lab2.rack_3", "A" * 64])
+def test_plain_machine_names_are_fine(tmp_path, name):
+    text = SETTINGS.format(state_dir="state") + MACHINE.format(name=json.dumps(name))
+    assert settings.parse(text, str(tmp_path / "settings.toml")).machines[0].name == name
