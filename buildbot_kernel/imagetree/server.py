@@ -241,6 +241,7 @@ class TreeNode(resource.Resource):
         etag = f'"{size:x}-{st.st_mtime_ns:x}"'
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"content-type", content_type(os.path.basename(path)).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")  # a log or config is never run as a page
         request.setHeader(b"etag", etag.encode())
         request.setHeader(b"last-modified", http.datetimeToString(st.st_mtime))
         if not_modified(etag, st.st_mtime, _header(request, b"if-none-match"),

@@ -8,6 +8,7 @@ now") builds it again once there is space (README.md, "When things fail").
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,14 +17,14 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
-from buildbot_kernel import formats, heads
+from buildbot_kernel import formats, heads, reproducer
 from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
-from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
+from buildbot_kernel.steps.record import BUILD_LOG, REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.utctime import iso_utc
 
@@ -50,6 +51,25 @@ def check_transfer(incoming: Path) -> list[str]:
     return problems
 
 
+def unexpected_entries(incoming: Path, packages) -> list[str]:
+    """Entries of the upload that no package format of the build makes, besides the master's own build
+    log and reproducer.  The tree is served to browsers on the image server's origin, where an
+    ``index.html`` that a commit's Makefile drops into ``pkg/`` during ``modules_install`` would be a page
+    (with scripts) of that host; only the declared files are published."""
+    fmts = formats.selected(packages)
+    own = {BUILD_LOG, reproducer.FILE}
+    problems = []
+    for e in sorted(os.scandir(incoming), key=lambda e: e.name):
+        regular = e.is_file(follow_symlinks=False)
+        if regular and (e.name in own or any(f.owns(e.name) for f in fmts)):
+            continue
+        what = "file" if regular else "directory" if e.is_dir(follow_symlinks=False) else "entry"
+        problems.append(f"{e.name!r}: a {what} no package format of this build makes "
+                        f"({', '.join(f.name for f in fmts)}: {' '.join(p for f in fmts for p in f.files)}); "
+                        "a kernel build must not add files to pkg/")
+    return problems
+
+
 def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Modes = WORLD_READABLE) -> Path:
     """Verify the transfer, write metadata.json + SHA256SUMS, and rename into the tree (in a thread).
     The upload keeps the worker's file modes (often 0600); ``package.publish`` applies ``modes``."""
@@ -57,6 +77,9 @@ def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Mo
     if problems:
         raise package.CorruptImage(problems)
     (incoming / WORKER_SUMS).unlink()
+    problems = unexpected_entries(incoming, target.build.packages)
+    if problems:
+        raise package.CorruptImage(problems)
     package.write_manifest(incoming, fields)
     return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
 
