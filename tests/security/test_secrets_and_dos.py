@@ -9,21 +9,14 @@ machine names that rewrote the candidate's kernel command line.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from buildbot.process.results import FAILURE, SUCCESS
 from buildbot.schedulers.forcesched import ValidationError
-from buildbot.test.reactor import TestReactorMixin
-from buildbot.test.steps import TestBuildStepMixin
-from twisted.trial import unittest as trial
 
 from buildbot_kernel import settings
 from buildbot_kernel.farm import instructions as ins
@@ -34,13 +27,10 @@ from buildbot_kernel.farm.testing import http_get as get
 from buildbot_kernel.farm.testing import http_post as post
 from buildbot_kernel.imagetree.httpguard import redacted_uri
 from buildbot_kernel.imagetree.server import make_site
-from buildbot_kernel.imagetree.testing import image_fields, write_payload
 from buildbot_kernel.kbuild_output import KbuildProgress, linker_error
 from buildbot_kernel.master.config import revision_field as revision_field_of_the_build_form
-from buildbot_kernel.settings import Build, Machine
-from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage
-from buildbot_kernel.steps.record import BUILD_LOG
-from buildbot_kernel.target import BuildTarget
+from buildbot_kernel.resources import shipped
+from buildbot_kernel.settings import Machine
 
 KEY = "Kx9-secret-machine-key-0123456789-abcdef"
 IMAGE = {"name": "6.1.0-good", "url": "http://h/i/", "files": {"vmlinuz": {"sha256": "ab" * 32}}}
@@ -190,22 +180,12 @@ def test_a_body_the_image_server_has_no_use_for_is_refused_before_it_is_read(ser
 
 # --- secrets inside the served tree ------------------------------------------------------------------
 
-SETTINGS = """
-[server]
-state_dir = "{state_dir}"
-[images]
-root = "images"
-[[repository]]
-name = "drm-intel"
-url = "https://example.org/i915.git"
-branches = ["drm-intel-fixes"]
-build = "x86_64"
-[[build]]
-name = "x86_64"
-[[worker]]
-name = "w"
-password = "p"
-"""
+SHIPPED = shipped("settings.toml").read_text()
+
+
+def settings_text(state_dir: str = "state", extra: str = "") -> str:
+    """The shipped settings (images.root = "images") with ``state_dir`` and more tables."""
+    return SHIPPED.replace("[server]\n", f'[server]\nstate_dir = "{state_dir}"\n', 1) + extra
 
 
 def _refused(text: str, path: Path) -> str:
@@ -219,14 +199,14 @@ def test_a_state_directory_inside_the_image_tree_is_refused(tmp_path, state_dir)
     """The hole: nothing kept ``state_dir`` out of ``images.root``, and the image server reads what the
     master reads (0600 files too): the machine registry with live step tokens and the generated machine
     keys (state/farm/keys/) were one GET away for anyone on the lab network."""
-    msg = _refused(SETTINGS.format(state_dir=state_dir), tmp_path / "settings.toml")
+    msg = _refused(settings_text(state_dir), tmp_path / "settings.toml")
     assert f"[server].state_dir: {state_dir!r} lies inside the image tree" in msg, msg
     assert "keep it outside [images].root" in msg
 
 
 def test_state_beside_the_tree_is_fine(tmp_path):
     for state_dir in ("state", "images-state", str(tmp_path / "elsewhere")):
-        settings.parse(SETTINGS.format(state_dir=state_dir), str(tmp_path / "settings.toml"))
+        settings.parse(settings_text(state_dir), str(tmp_path / "settings.toml"))
 
 
 def test_key_htpasswd_and_mail_password_inside_the_image_tree_are_refused(tmp_path):
@@ -236,7 +216,7 @@ def test_key_htpasswd_and_mail_password_inside_the_image_tree_are_refused(tmp_pa
     (keys / "m1.key").chmod(0o600)
     (keys / "htpasswd").write_text("admin:$2y$05$" + "a" * 53 + "\n")
     (keys / "smtp.pw").write_text("pw\n")
-    text = SETTINGS.format(state_dir="state") + """
+    text = settings_text(extra="""
 [[machine]]
 name = "m1"
 type = "remote"
@@ -250,7 +230,7 @@ from = "bbk@example.org"
 to = ["ci@example.org"]
 user = "bbk"
 password_file = "images/keys/smtp.pw"
-"""
+""")
     msg = _refused(text, tmp_path / "settings.toml")
     for where, value in (("[[machine]] ('m1').key_file", "images/keys/m1.key"),
                          ("[auth].htpasswd", "images/keys/htpasswd"),
@@ -327,83 +307,18 @@ def test_a_machine_name_that_is_not_one_plain_word_is_refused(tmp_path, name):
     """The hole: any non-empty string was a machine name, and the name goes onto the candidate's kernel
     command line as ``bbk.machine=<name>`` before the token: ``vm1 bbk.server=http://10.0.0.66:8011``
     made stage 2 (which takes the last ``bbk.server=``) send its reports and the machine key to that host."""
-    text = SETTINGS.format(state_dir="state") + MACHINE.format(name=json.dumps(name))
+    text = settings_text(extra=MACHINE.format(name=json.dumps(name)))
     msg = _refused(text, tmp_path / "settings.toml")
     assert ".name: expected a name of letters, digits, '.', '_' and '-'" in msg, msg
 
 
 @pytest.mark.parametrize("name", ["vm1", "skl-1", "lab2.rack_3", "A" * 64])
 def test_plain_machine_names_are_fine(tmp_path, name):
-    text = SETTINGS.format(state_dir="state") + MACHINE.format(name=json.dumps(name))
+    text = settings_text(extra=MACHINE.format(name=json.dumps(name)))
     assert settings.parse(text, str(tmp_path / "settings.toml")).machines[0].name == name
 
 
-# --- pages a commit adds to the image tree ----------------------------------------------------------
-
-class TestUndeclaredFilesAreNotPublished(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
-    """The hole: every file of the upload was published, and a kernel commit's Makefile runs during
-    ``modules_install`` in the package step, after ``pkg/`` is made: an ``index.html`` (or ``x.html``, or a
-    directory of them) it drops there became a page of the image server, the directory's own page even.
-    The image server shares its host name with the web UI, whose session cookie is not HttpOnly and goes
-    to every port of the host: a script there could read an admin's session.  Only the files the build's
-    package formats declare (and the master's build log and reproducer) are published now."""
-
-    def setUp(self):
-        self.setup_test_reactor()
-        return self.setup_test_build_step()
-
-    def _publish(self, extra) -> tuple[Path, dict, Path]:
-        tmp = Path(tempfile.mkdtemp(prefix="bbk-publish-"))
-        self.addCleanup(shutil.rmtree, tmp, True)
-        root = tmp / "images"
-        root.mkdir()
-        fields = image_fields("drm-tip", 1)
-        incoming = root / ".incoming" / f"{fields['name']}.0badf00d"  # as the upload step leaves it
-        incoming.mkdir(parents=True)
-        write_payload(incoming, seed="1")
-        (incoming / BUILD_LOG).write_bytes(b"log")
-        extra(incoming)
-        names = sorted(p.name for p in incoming.iterdir() if p.is_file())
-        sums = subprocess.run(["sha256sum", "--", *names], cwd=incoming, capture_output=True, text=True,
-                              check=True).stdout
-        (incoming / WORKER_SUMS).write_text(sums)
-        # a repository that does not exist: the publish's head check fails at once, offline
-        target = BuildTarget(repository="fixture", url=str(tmp / "absent.git"), branch="drm-tip",
-                             build=Build(name="x86_64", arch="x86_64", config="defconfig"),
-                             images_root=str(root), state_dir=str(tmp / "state"))
-        self.setup_step(PublishImage(target))
-        for key, value in (("image_name", fields["name"]), ("commit_sha", fields["sha"]),
-                           ("commit_subject", fields["subject"]), ("commit_author", fields["author"]),
-                           ("commit_date", fields["commit_date"]), ("incoming_dir", str(incoming))):
-            self.build.setProperty(key, value, "test")
-        return root, fields, incoming
-
-    def _refused(self, extra, says: str):
-        root, fields, _ = self._publish(extra)
-        self.expect_outcome(result=FAILURE)
-        d = self.run_step()
-
-        def check(_):
-            self.assertFalse((root / "drm-tip" / fields["name"]).exists())
-            self.assertIn(says, self.get_nth_step(0).logs["problems"].stdout)
-        return d.addCallback(check)
-
-    def test_an_index_html_is_not_published(self):
-        return self._refused(lambda d: (d / "index.html").write_text("<script>alert(1)</script>"),
-                             "'index.html': a file no package format of this build makes")
-
-    def test_a_directory_is_not_published(self):
-        def extra(d):
-            (d / "www").mkdir()
-            (d / "www" / "index.html").write_text("<script>alert(1)</script>")
-        return self._refused(extra, "'www': a directory no package format")
-
-    def test_the_declared_files_are(self):
-        root, fields, _ = self._publish(lambda d: None)
-        self.expect_outcome(result=SUCCESS)
-        d = self.run_step()
-        return d.addCallback(lambda _: self.assertTrue((root / "drm-tip" / fields["name"] / "vmlinuz").is_file()))
-
+# --- pages a commit adds to the image tree (publishing them: test_published_files.py) -----------------
 
 def test_files_are_served_with_nosniff(served, tmp_path):
     (tmp_path / "tree" / "config").write_text("<html><script>alert(1)</script>\n")
