@@ -44,7 +44,10 @@ def check_transfer(incoming: Path) -> list[str]:
     for line in sums.read_text().splitlines():
         digest, _, fname = line.partition("  ")
         f = incoming / fname
-        if not f.is_file():
+        if not fname or fname.startswith(".") or "/" in fname or "\0" in fname:
+            # the worker's word: "../../state/farm/keys/vm1.key" must not make the master read that file
+            problems.append(f"{fname[:80]!r}: not a file name of the upload")
+        elif not f.is_file():
             problems.append(f"{fname}: listed by the worker but not uploaded")
         elif sha256_file(f) != digest:
             problems.append(f"{fname}: sha256 differs from the worker's (corrupted in transfer)")

@@ -1,8 +1,10 @@
-"""Only the files a build's package formats declare are published (README "Images"): the publish step on
-a staged upload, as the upload step leaves it, with what a commit's Makefile could add to ``pkg/``."""
+"""What a worker uploads is checked before it is published (README "Images"): only the files the build's
+package formats declare, named by the worker's checksum list as files of the upload only.  The publish
+step runs on a staged upload as the upload step leaves it, with what a commit's Makefile could add."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -15,7 +17,7 @@ from twisted.trial import unittest as trial
 
 from buildbot_kernel.imagetree.testing import image_fields, write_payload
 from buildbot_kernel.settings import Build
-from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage
+from buildbot_kernel.steps.publish import WORKER_SUMS, PublishImage, check_transfer
 from buildbot_kernel.steps.record import BUILD_LOG
 from buildbot_kernel.target import BuildTarget
 
@@ -83,3 +85,23 @@ class TestUndeclaredFilesAreNotPublished(TestBuildStepMixin, TestReactorMixin, t
         self.expect_outcome(result=SUCCESS)
         d = self.run_step()
         return d.addCallback(lambda _: self.assertTrue((root / "drm-tip" / fields["name"] / "vmlinuz").is_file()))
+
+
+def test_the_workers_checksum_list_names_only_files_of_the_upload(tmp_path):
+    """The hole: the worker's checksum list (``.worker.sha256``) was trusted for file names, so a line
+    ``<digest>  ../../state/farm/keys/vm1.key`` made the master hash that file of its own and say whether
+    it exists and whether its sha256 is the one the worker guessed (with a known file: no complaint)."""
+    outside = tmp_path / "outside"
+    outside.write_text("a file of the master's\n")
+    incoming = tmp_path / "images" / ".incoming" / "x"
+    incoming.mkdir(parents=True)
+    write_payload(incoming, seed="1")
+    names = sorted(p.name for p in incoming.iterdir())
+    sums = subprocess.run(["sha256sum", "--", *names], cwd=incoming, capture_output=True, text=True,
+                          check=True).stdout
+    digest = hashlib.sha256(outside.read_bytes()).hexdigest()
+    for hostile in ("../../../outside", str(outside), ".worker.sha256", ""):
+        (incoming / WORKER_SUMS).write_text(sums + f"{digest}  {hostile}\n")
+        assert check_transfer(incoming) == [f"{hostile!r}: not a file name of the upload"], hostile
+    (incoming / WORKER_SUMS).write_text(sums)
+    assert check_transfer(incoming) == []
