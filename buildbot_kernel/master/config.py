@@ -23,6 +23,7 @@ from buildbot_kernel.master.cluster import add_cluster
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_service import FarmService
+from buildbot_kernel.master.hostguard import WebHostGuard
 from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
 from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
@@ -165,6 +166,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # accounts and roles: README.md "Putting it on a lab network"
     c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth.htpasswd)),
                              maintainer_schedulers, FORCE_SCHEDULER))
+    if s.auth is None:  # everyone who reaches the web UI is an admin: not a page through DNS rebinding
+        c["services"].append(WebHostGuard(url=srv.url))
     if s.auth and s.auth.anonymous == "none":  # the dashboards are outside Buildbot's authz
         for d in c["www"]["plugins"]["wsgi_dashboards"]:
             d["app"] = LoginRequired(d["app"])
