@@ -98,6 +98,12 @@ def _kept(name: str) -> bool:
     return not name.startswith("GIT_") or name in KEEP_GIT_VARS or name.startswith(KEEP_GIT_PREFIXES)
 
 
+# A form's revision field (ForceScheduler ``regex``): empty, or one word that does not start with '-'.
+# Buildbot's Git step hands the revision to ``git checkout -f <revision>`` as it is, where
+# ``--pathspec-from-file=../../../buildbot.tac`` prints the worker's password into the build log.
+REVISION_FIELD = r"(?:[^\s-]\S{0,199})?\Z"
+
+
 def refuse_option(value: str, what: str = "revision") -> str:
     """``value`` unchanged, or :class:`GitError` when git could read it as an option."""
     if not value or value.startswith("-"):

@@ -225,7 +225,8 @@ TABLES: dict[str, dict[str, Key]] = {
         "max_builds": Key((int,), 1, "a whole number > 0", _positive),
     },
     "machine": {
-        "name": Key((str,), REQUIRED, "a non-empty name", bool),
+        "name": Key((str,), REQUIRED, "a name of letters, digits, '.', '_' and '-' (up to 64, starting with a "
+                    "letter or digit): it goes on kernel command lines and into URLs", keys.plain_name),
         "class": Key((str,), "", "a hardware class name shared by identical machines (default: the machine's "
                      "own name); a bisect uses machines of one class"),
         "type": Key((str,), "remote", f"one of {list(MACHINE_TYPES)}", lambda v: v in MACHINE_TYPES),
@@ -536,6 +537,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
 
     problems += _access_problems(sections["server"], optional.get("auth"), tables["worker"], base)
     problems += _notify_problems(optional.get("notify"), base)
+    problems += _served_secret_problems(sections, optional, tables, base)
     if problems:
         raise SettingsError(path, problems)
     typed = {name: RECORDS[name].from_toml(table) for name, table in {**sections, **optional}.items()}
@@ -613,6 +615,31 @@ def _notify_problems(notify: dict | None, base: Path) -> list[str]:
             why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
             problems.append(f"[notify].password_file: cannot read {p}: {why}; create it (chmod 600) or fix the "
                             "path (relative to the settings file)")
+    return problems
+
+
+def _served_secret_problems(sections: dict, optional: dict, tables: dict, base: Path) -> list[str]:
+    """The image server hands the tree to anyone on the lab network and reads what the master can read,
+    0600 files included: the state directory (live step tokens, generated machine keys, bisect requests),
+    key files and password files must lie outside it."""
+    def real(value: str) -> Path:
+        return (Path(value) if os.path.isabs(value) else base / value).resolve()
+
+    images, server = sections["images"], sections["server"]
+    root = images.get("root", default("images", "root"))
+    if not isinstance(root, str) or not root.strip():
+        return []  # reported by _root_problems
+    tree = real(root)
+    named = [("[server].state_dir", server.get("state_dir", default("server", "state_dir")))]
+    named += [(f"[[machine]] ({m.get('name')!r}).key_file", m.get("key_file")) for m in tables["machine"]]
+    named += [("[auth].htpasswd", (optional.get("auth") or {}).get("htpasswd")),
+              ("[notify].password_file", (optional.get("notify") or {}).get("password_file"))]
+    problems = []
+    for where, value in named:
+        if isinstance(value, str) and value and (real(value) == tree or tree in real(value).parents):
+            problems.append(f"{where}: {value!r} lies inside the image tree ({tree}), which the image server "
+                            "hands to anyone who asks for it; keep it outside [images].root (e.g. beside the "
+                            "settings file)")
     return problems
 
 

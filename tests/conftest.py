@@ -34,7 +34,8 @@ FARM = Path(__file__).parent / "farm"
 # cache directory, unless the caller chose one (buildbot_kernel/resources.py)
 os.environ.setdefault("BUILDBOT_KERNEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
 # other modules that serve a farm from that reactor thread
-REACTOR_THREAD_MODULES = (Path(__file__).parent / "security" / "test_machine_keys.py",)
+REACTOR_THREAD_MODULES = tuple(Path(__file__).parent / "security" / m
+                               for m in ("test_machine_keys.py", "test_secrets_and_dos.py"))
 
 
 def pytest_collection_modifyitems(session, config, items):

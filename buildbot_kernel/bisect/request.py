@@ -22,6 +22,10 @@ LOCAL_TESTER = "local"
 # form property names (contract: the REST call's params use them too)
 FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_missing", "build_config",
           "max_steps", "max_machines")
+# each good revision costs git work before the bisect starts and is kept and shown with the bisect; a
+# request is refused past these rather than keeping the master busy (git bisect needs the newest goods only)
+MAX_GOOD_REVISIONS = 64
+MAX_REVISION_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,18 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
     good = split_revisions(str(props.get("good") or ""))
     if not good:
         raise BisectInputError("good", "at least one good revision is required (space-separated for several)")
+    if len(good) > MAX_GOOD_REVISIONS:
+        raise BisectInputError("good", f"{len(good)} good revisions; give at most {MAX_GOOD_REVISIONS} (the newest "
+                               "revisions known to work are enough)")
     bad = str(props.get("bad") or "").strip()
     if not bad:
         raise BisectInputError("bad", "a bad revision is required (a commit or branch that shows the problem)")
     if len(bad.split()) > 1:
-        raise BisectInputError("bad", f"{bad!r}: give exactly one bad revision")
+        raise BisectInputError("bad", f"{bad[:80]!r}: give exactly one bad revision")
+    for field, rev in [("good", g) for g in good] + [("bad", bad)]:
+        if len(rev) > MAX_REVISION_CHARS:
+            raise BisectInputError(field, f"{rev[:40]!r}... has {len(rev)} characters; a revision (commit, tag or "
+                                   f"branch) has at most {MAX_REVISION_CHARS}")
     tester = str(props.get("tester") or LOCAL_TESTER).strip()
     if tester != LOCAL_TESTER and tester not in machines:
         raise BisectInputError("tester", f"{tester!r} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "

@@ -17,13 +17,12 @@ answer is 403 and nothing changes.  GET requests never change state.
 
 ``/machines/`` itself lists nothing and an unknown machine is a 404 that names none: the machines'
 state is on the web UI's dashboard.  A request body larger than :data:`MAX_REPORT_BYTES` is refused
-before it is read, by :class:`BodyLimit` on the Site's request class (:func:`install_body_limit`).
+before it is read, by the image server's :class:`~buildbot_kernel.imagetree.httpguard.BodyLimit`.
 All logic lives in :mod:`buildbot_kernel.farm.registry`; this only translates HTTP.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from twisted.web import resource, static
 
 from buildbot_kernel.farm import instructions
 from buildbot_kernel.farm.registry import Registry
+from buildbot_kernel.imagetree.httpguard import install_body_limit  # noqa: F401 - where farm callers import it
 from buildbot_kernel.ratelog import RateLimitedLog
 from buildbot_kernel.settings import default
 
@@ -193,66 +193,3 @@ class _Leaf(resource.Resource):
         if self._post is None:
             return _text(request, 405, "use GET\n")
         return self._post(request)
-
-
-class BodyLimit:
-    """Mixin for a ``twisted.web.server.Request`` class: refuses a body larger than the ``max_body`` of
-    the top-level resource the request is for, as soon as the headers say so (or, without a
-    Content-Length, as soon as the body grows past it): 413 and the connection closed, nothing buffered.
-
-    Twisted reads a whole body into memory (or a temporary file) before any resource sees the request,
-    so the check cannot live in the resource itself.
-    """
-
-    _bbk_limit = None
-    _bbk_seen = 0
-    _bbk_refused = False
-
-    def _bbk_target(self):
-        path = getattr(self.channel, "_path", b"") or b""
-        first = path.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
-        root = getattr(getattr(self.channel, "site", None), "resource", None)
-        return getattr(root, "children", {}).get(first)
-
-    def gotLength(self, length):
-        target = self._bbk_target()
-        self._bbk_limit = getattr(target, "max_body", None)
-        if self._bbk_limit is not None and length is not None and length > self._bbk_limit:
-            self._bbk_refuse(target, length)
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data):
-        if self._bbk_refused:
-            return
-        self._bbk_seen += len(data)
-        if self._bbk_limit is not None and self._bbk_seen > self._bbk_limit:
-            self._bbk_refuse(self._bbk_target(), None)
-            return
-        super().handleContentChunk(data)
-
-    def requestReceived(self, command, path, version):
-        if self._bbk_refused:
-            return
-        super().requestReceived(command, path, version)
-
-    def _bbk_refuse(self, target, length):
-        self._bbk_refused = True
-        self.content = io.BytesIO()
-        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
-        body = f"request body larger than {self._bbk_limit} bytes\n".encode()
-        self.channel.transport.write(b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-        self.channel.loseConnection()
-        if hasattr(target, "body_refused"):
-            target.body_refused(self, length)
-
-
-def install_body_limit(site) -> None:
-    """Make ``site``'s requests honour the ``max_body`` of the resources mounted on its root (idempotent;
-    keeps whatever request class the site already uses)."""
-    factory = site.requestFactory
-    if not isinstance(factory, type):
-        raise TypeError(f"cannot limit request bodies: the site's request factory {factory!r} is not a class")
-    if not issubclass(factory, BodyLimit):
-        site.requestFactory = type(f"BodyLimited{factory.__name__}", (BodyLimit, factory), {})

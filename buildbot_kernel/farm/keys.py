@@ -72,9 +72,15 @@ def read_key(path: str | os.PathLike) -> str:
     return check_key(text, f"key file {p}")
 
 
+def plain_name(name: object) -> bool:
+    """A machine name that is one word on a kernel command line (``bbk.machine=``), one URL path segment
+    and one file name as it is: letters, digits, ``.``, ``_`` and ``-``, at most 64."""
+    return isinstance(name, str) and bool(_SAFE_NAME.fullmatch(name))
+
+
 def key_file_name(machine: str) -> str:
     """A file name for a machine's generated key that is one safe path component whatever the name."""
-    if _SAFE_NAME.fullmatch(machine):
+    if plain_name(machine):
         return f"{machine}.key"
     return "machine-" + hashlib.sha256(machine.encode()).hexdigest()[:24] + ".key"
 

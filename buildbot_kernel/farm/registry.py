@@ -43,7 +43,9 @@ STATES = ("idle", "booting", "testing", "broken")
 FINAL_RESULTS = ("good", "bad", "skip", "error", "boot-error")  # error: the test broke (exit above 127)
 PROGRESS_RESULTS = ("kexec", "running")
 REPORT_FIELDS = ("result", "stage", "token", "uname", "error", "reason", "log")
-LOG_TAIL_CHARS = 4000
+LOG_TAIL_CHARS = 4000  # the end of the test's output
+FIELD_CHARS = 500  # every other field: a word or one line for people
+KEY_PLACEHOLDER = "<machine key>"
 
 
 @dataclass
@@ -89,6 +91,19 @@ class MachineState:
         d["assignment"] = None if a is None else {
             k: a[k] for k in ("image", "mode", "attempt", "phase", "issued_at")}
         return d
+
+
+def kept_report(fields: dict[str, str], key: str) -> dict[str, str]:
+    """The report fields the server keeps, shows and stores beside images: the machine key replaced in
+    every field (a test that prints /proc/cmdline must not publish it), then each field cut to its bound.
+    In that order: a cut through the key would leave the part after the cut, which no longer matches."""
+    out = {}
+    for k in REPORT_FIELDS:
+        v = str(fields.get(k, ""))
+        if key:
+            v = v.replace(key, KEY_PLACEHOLDER)
+        out[k] = v[-LOG_TAIL_CHARS:] if k == "log" else v[:FIELD_CHARS]
+    return out
 
 
 class UnknownMachine(BuildbotKernelError, KeyError):
@@ -333,11 +348,7 @@ class Registry:
             return self._refuse(m, fields, peer, f"{verdict} token")
         a = self.assignment(name)
         m.last_seen = now
-        report = {k: fields.get(k, "") for k in REPORT_FIELDS}
-        report["log"] = report["log"][-LOG_TAIL_CHARS:]
-        if self.keys.get(name):  # a test that prints /proc/cmdline must not publish the key in the UI
-            for k in ("log", "reason"):
-                report[k] = report[k].replace(self.keys[name], "<machine key>")
+        report = kept_report(fields, self.keys.get(name, ""))
         report["at"] = now
         report["image"] = a.image if a else ""
         if result in PROGRESS_RESULTS:

@@ -10,12 +10,19 @@ file descriptors (and with them the web UI and the worker port, which live in th
   FileProducer asks the site for it).
 - At most ``PER_ADDRESS_LIMIT`` open connections per client address and ``TOTAL_LIMIT`` in all; one
   more gets ``503`` and is closed at once, before anything it sent is read.
+- A request body larger than the ``max_body`` of what it is for (the tree's root takes none; the farm's
+  ``/machines`` takes reports) is refused with ``413`` as soon as its headers say so, before it is read:
+  Twisted would otherwise spool any body to a temporary file until the request deadline.
 
 Refusals are logged at most once a minute per kind, with a count, so a flood does not flood the log.
-README.md, "Images", states the limits for admins.
+README.md, "Images", states the limits for admins.  The access log never holds a machine key: a ``key``
+query field (README "Machine keys" allows it besides the header) is written as ``key=<redacted>``.
 """
 
 from __future__ import annotations
+
+import io
+from urllib.parse import unquote_plus
 
 from twisted.internet import protocol
 from twisted.python import log
@@ -30,6 +37,7 @@ TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit
 ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
 LOG_EVERY = 60.0  # seconds between two log lines about the same kind of refusal
 QUIET_EVERY = 600.0  # seconds between two access log lines of one quiet cause (a machine's idle polls)
+SECRET_FIELDS = ("key",)  # query fields whose values the access log leaves out
 
 
 
@@ -109,6 +117,36 @@ class GuardedChannel(http.HTTPChannel):
         self.transport.abortConnection()
 
 
+def redacted_uri(uri: bytes, fields=SECRET_FIELDS) -> bytes:
+    """``uri`` with the value of every query field in ``fields`` replaced by ``<redacted>``.  Field names
+    are compared decoded (``%6Bey=`` is the ``key`` field to Twisted's argument parser too)."""
+    path, sep, query = uri.partition(b"?")
+    if not sep:
+        return uri
+    parts = []
+    for part in query.split(b"&"):
+        name, eq, _ = part.partition(b"=")
+        secret = unquote_plus(name.decode("latin-1")) in fields
+        parts.append(name + b"=<redacted>" if secret and eq else part)
+    return path + sep + b"&".join(parts)
+
+
+class _LoggedRequest:
+    """What the access log formatter reads of a request: the request itself, with a redacted ``uri``."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = redacted_uri(request.uri)
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def redacting_log_formatter(timestamp, request) -> str:
+    """Twisted's combined log format, without secrets in the request line."""
+    return http.combinedLogFormatter(timestamp, _LoggedRequest(request))
+
+
 class GuardedSite(server.Site):
     """A Site whose connections are GuardedChannels, counted per client address."""
 
@@ -116,6 +154,7 @@ class GuardedSite(server.Site):
 
     def __init__(self, resource, *, head_timeout: float = HEAD_TIMEOUT, per_address: int = PER_ADDRESS_LIMIT,
                  total: int = TOTAL_LIMIT, stall_timeout: float = STALL_TIMEOUT, **kwargs):
+        kwargs.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, **kwargs)
         self.head_timeout = head_timeout
         self.stall_timeout = stall_timeout
@@ -125,6 +164,7 @@ class GuardedSite(server.Site):
         self.open_total = 0
         self.throttled = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), LOG_EVERY, self.reactor.seconds)
         self.quiet = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), QUIET_EVERY, self.reactor.seconds)
+        install_body_limit(self)  # the root's max_body (and a mounted child's) bounds what a request may send
 
     def log(self, request) -> None:
         """The access log, except that requests a resource marked with a ``log_cause`` (a test machine's
@@ -160,3 +200,68 @@ class GuardedSite(server.Site):
             self.open[address] = left
         else:
             self.open.pop(address, None)
+
+
+class BodyLimit:
+    """Mixin for a ``twisted.web.server.Request`` class: refuses a body larger than the ``max_body`` of
+    the top-level resource the request is for (a mounted child that sets one, else the site's root), as
+    soon as the headers say so (or, without a Content-Length, as soon as the body grows past it): 413 and
+    the connection closed, nothing buffered.
+
+    Twisted reads a whole body into memory (or a temporary file) before any resource sees the request,
+    so the check cannot live in the resource itself.
+    """
+
+    _bbk_limit = None
+    _bbk_seen = 0
+    _bbk_refused = False
+
+    def _bbk_target(self):
+        path = getattr(self.channel, "_path", b"") or b""
+        first = path.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
+        root = getattr(getattr(self.channel, "site", None), "resource", None)
+        child = getattr(root, "children", {}).get(first)
+        return child if hasattr(child, "max_body") else root
+
+    def gotLength(self, length):
+        target = self._bbk_target()
+        self._bbk_limit = getattr(target, "max_body", None)
+        if self._bbk_limit is not None and length is not None and length > self._bbk_limit:
+            self._bbk_refuse(target, length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._bbk_refused:
+            return
+        self._bbk_seen += len(data)
+        if self._bbk_limit is not None and self._bbk_seen > self._bbk_limit:
+            self._bbk_refuse(self._bbk_target(), None)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._bbk_refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _bbk_refuse(self, target, length):
+        self._bbk_refused = True
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
+        body = f"request body larger than {self._bbk_limit} bytes\n".encode()
+        self.channel.transport.write(b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.channel.loseConnection()
+        if hasattr(target, "body_refused"):
+            target.body_refused(self, length)
+
+
+def install_body_limit(site) -> None:
+    """Make ``site``'s requests honour the ``max_body`` of its root and of the resources mounted on it
+    (idempotent; keeps whatever request class the site already uses)."""
+    factory = site.requestFactory
+    if not isinstance(factory, type):
+        raise TypeError(f"cannot limit request bodies: the site's request factory {factory!r} is not a class")
+    if not issubclass(factory, BodyLimit):
+        site.requestFactory = type(f"BodyLimited{factory.__name__}", (BodyLimit, factory), {})

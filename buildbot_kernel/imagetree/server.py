@@ -241,6 +241,7 @@ class TreeNode(resource.Resource):
         etag = f'"{size:x}-{st.st_mtime_ns:x}"'
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"content-type", content_type(os.path.basename(path)).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")  # a log or config is never run as a page
         request.setHeader(b"etag", etag.encode())
         request.setHeader(b"last-modified", http.datetimeToString(st.st_mtime))
         if not_modified(etag, st.st_mtime, _header(request, b"if-none-match"),
@@ -303,6 +304,7 @@ class TreeRoot(resource.Resource):
     """The tree's root: mounted children (``putChild``) first, else a path into the tree."""
 
     render = _read_only(resource.Resource.render)
+    max_body = 0  # read-only: a request body is refused before it is read (httpguard.BodyLimit)
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()

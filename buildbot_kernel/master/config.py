@@ -14,6 +14,7 @@ from buildbot.worker.local import LocalWorker
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.commitlink import RevLinks
+from buildbot_kernel.gitrepo import REVISION_FIELD
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master import dbreconnect
 from buildbot_kernel.master.auth import LoginRequired, www_auth
@@ -22,6 +23,7 @@ from buildbot_kernel.master.cluster import add_cluster
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_service import FarmService
+from buildbot_kernel.master.hostguard import WebHostGuard
 from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
 from buildbot_kernel.master.machines_config import add_machines
 from buildbot_kernel.master.schedulers import AtStartup
@@ -40,6 +42,12 @@ HEADS_FORCE_SCHEDULER = "heads-now"
 def strport(port: int, address: str) -> str:
     """A Twisted endpoint string listening on one address (an IPv6 address's colons escaped)."""
     return f"tcp:{port}:interface={address.replace(':', chr(92) + ':')}"
+
+
+def revision_field() -> util.StringParameter:
+    """The Build form's revision: empty (the branch head) or one word git cannot read as an option."""
+    return util.StringParameter(name="revision", label="revision (empty = branch head)", default="",
+                                regex=REVISION_FIELD)
 
 
 def branch_targets(s: settings_mod.Settings, images_root: str, state_dir: str):
@@ -129,8 +137,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                 codebases=[util.CodebaseParameter(
                     "", label="Commit",
                     branch=util.FixedParameter(name="branch", default=t.branch),
-                    revision=util.StringParameter(name="revision", label="revision (empty = branch head)",
-                                                  default=""),
+                    revision=revision_field(),
                     repository=util.FixedParameter(name="repository", default=t.url),
                     project=util.FixedParameter(name="project", default=t.repository))],
                 properties=[util.BooleanParameter(name="force_rebuild", default=False,
@@ -159,6 +166,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
     # accounts and roles: README.md "Putting it on a lab network"
     c["www"].update(www_auth(s.auth, s.auth and str(settings_mod.resolve(s, s.auth.htpasswd)),
                              maintainer_schedulers, FORCE_SCHEDULER))
+    if s.auth is None:  # everyone who reaches the web UI is an admin: not a page through DNS rebinding
+        c["services"].append(WebHostGuard(url=srv.url))
     if s.auth and s.auth.anonymous == "none":  # the dashboards are outside Buildbot's authz
         for d in c["www"]["plugins"]["wsgi_dashboards"]:
             d["app"] = LoginRequired(d["app"])

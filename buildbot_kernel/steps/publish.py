@@ -8,6 +8,7 @@ now") builds it again once there is space (README.md, "When things fail").
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,14 +17,14 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
 from twisted.internet import defer, threads
 
-from buildbot_kernel import formats, heads
+from buildbot_kernel import formats, heads, reproducer
 from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
-from buildbot_kernel.steps.record import REPRODUCER_PROPERTY
+from buildbot_kernel.steps.record import BUILD_LOG, REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.utctime import iso_utc
 
@@ -43,10 +44,32 @@ def check_transfer(incoming: Path) -> list[str]:
     for line in sums.read_text().splitlines():
         digest, _, fname = line.partition("  ")
         f = incoming / fname
-        if not f.is_file():
+        if not fname or fname.startswith(".") or "/" in fname or "\0" in fname:
+            # the worker's word: "../../state/farm/keys/vm1.key" must not make the master read that file
+            problems.append(f"{fname[:80]!r}: not a file name of the upload")
+        elif not f.is_file():
             problems.append(f"{fname}: listed by the worker but not uploaded")
         elif sha256_file(f) != digest:
             problems.append(f"{fname}: sha256 differs from the worker's (corrupted in transfer)")
+    return problems
+
+
+def unexpected_entries(incoming: Path, packages) -> list[str]:
+    """Entries of the upload that no package format of the build makes, besides the master's own build
+    log and reproducer.  The tree is served to browsers on the image server's origin, where an
+    ``index.html`` that a commit's Makefile drops into ``pkg/`` during ``modules_install`` would be a page
+    (with scripts) of that host; only the declared files are published."""
+    fmts = formats.selected(packages)
+    own = {BUILD_LOG, reproducer.FILE}
+    problems = []
+    for e in sorted(os.scandir(incoming), key=lambda e: e.name):
+        regular = e.is_file(follow_symlinks=False)
+        if regular and (e.name in own or any(f.owns(e.name) for f in fmts)):
+            continue
+        what = "file" if regular else "directory" if e.is_dir(follow_symlinks=False) else "entry"
+        problems.append(f"{e.name!r}: a {what} no package format of this build makes "
+                        f"({', '.join(f.name for f in fmts)}: {' '.join(p for f in fmts for p in f.files)}); "
+                        "a kernel build must not add files to pkg/")
     return problems
 
 
@@ -57,6 +80,9 @@ def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Mo
     if problems:
         raise package.CorruptImage(problems)
     (incoming / WORKER_SUMS).unlink()
+    problems = unexpected_entries(incoming, target.build.packages)
+    if problems:
+        raise package.CorruptImage(problems)
     package.write_manifest(incoming, fields)
     return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
 

@@ -263,6 +263,19 @@ def test_stop_is_for_admins_and_the_owner(lab):
         hold.unlink(missing_ok=True)
 
 
+def test_a_revision_git_reads_as_an_option_is_refused(lab):
+    """The hole: the Build form's revision went to ``git checkout -f <revision>`` as typed, so a maintainer
+    could give ``--pathspec-from-file=../../../buildbot.tac`` and read the worker's password (any file the
+    worker can read) in the build log, which anonymous users read too."""
+    master = lab["master"]
+    bob = Client(lab["port"], "bob", PASSWORDS["bob"])
+    before = request_count(master)
+    for rev in ("--pathspec-from-file=../../../buildbot.tac", "-b", " --orphan=x", "HEAD\n--x"):
+        status, body = bob.rpc(f"forceschedulers/rebuild-{BRANCH}", "force", revision=rev)
+        assert status == 400 and "revision" in json.dumps(body), (rev, status, body)
+    assert request_count(master) == before
+
+
 def test_other_control_calls_are_admin_only(lab):
     master = lab["master"]
     bob = Client(lab["port"], "bob", PASSWORDS["bob"])
