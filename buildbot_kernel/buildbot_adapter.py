@@ -60,9 +60,14 @@ def poller_heads(master) -> dict:
     return out
 
 
+def web_site(master):
+    """The web UI's Twisted site (its ``resource`` is the root), or None before the www service made it."""
+    return getattr(getattr(master, "www", None), "site", None)
+
+
 def session_secret(master) -> str | None:
     """The secret the web UI signs its session cookies with (None before the www service started)."""
-    return getattr(getattr(getattr(master, "www", None), "site", None), "session_secret", None)
+    return getattr(web_site(master), "session_secret", None)
 
 
 # --- the master and its workers ---------------------------------------------------------------------------

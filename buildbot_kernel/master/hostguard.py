@@ -19,6 +19,8 @@ from twisted.internet import task
 from twisted.python import log
 from twisted.web import resource
 
+from buildbot_kernel.buildbot_adapter import web_site
+
 HOST_GUARD_SERVICE = "web-host-guard"
 LOCAL_NAMES = ("localhost", "localhost.localdomain")
 REFUSED = b"421 this web UI has no [auth]: it answers requests for localhost and its own url only\n"
@@ -87,7 +89,7 @@ class WebHostGuard(BuildbotService):
     def reconfigService(self, url: str = "", **kwargs):
         host = (urlsplit(url).hostname or "").lower()
         self.own = frozenset([host] if host else [])
-        site = getattr(getattr(self.master, "www", None), "site", None)
+        site = web_site(self.master)
         if isinstance(getattr(site, "resource", None), HostGuard):
             site.resource.own = self.own
         return super().reconfigService(**kwargs)
@@ -99,7 +101,7 @@ class WebHostGuard(BuildbotService):
         return super().startService()
 
     def _install(self) -> None:
-        site = getattr(getattr(self.master, "www", None), "site", None)
+        site = web_site(self.master)
         if site is None:
             return  # not made yet: the next turn
         if not isinstance(site.resource, HostGuard):
@@ -111,7 +113,7 @@ class WebHostGuard(BuildbotService):
         """Also at a reconfig that adds ``[auth]``: the site is Buildbot's own again."""
         if getattr(self, "_loop", None) is not None and self._loop.running:
             self._loop.stop()
-        site = getattr(getattr(self.master, "www", None), "site", None)
+        site = web_site(self.master)
         if isinstance(getattr(site, "resource", None), HostGuard):
             site.resource = site.resource.inner
         return super().stopService()
