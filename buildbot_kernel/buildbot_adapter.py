@@ -137,6 +137,12 @@ def master_id(master) -> int:
     return master.masterid
 
 
+def start_queued_builds(master) -> None:
+    """Offer every queued build request to this master's builders again (Buildbot does so on its own only
+    when a request, a worker or a build comes or goes)."""
+    master.botmaster.maybeStartBuildsForAllBuilders()
+
+
 # --- one build ----------------------------------------------------------------------------------------------
 def build_state(build) -> dict:
     """A dict the steps of one build share (a step object lives for one step only); gone with the build."""
@@ -158,6 +164,17 @@ def first_request(build):
 
 
 # --- build requests and buildsets -----------------------------------------------------------------------------
+def request_property(request, name: str):
+    """A property of a build request (its buildset's, as the scheduler or the force form set it), before
+    any build exists: what a builder's ``canStartBuild`` decides by."""
+    return request.properties.getProperty(name)
+
+
+def request_master(request):
+    """The master a build request object was loaded by (the one asking whether it may start it)."""
+    return request.master
+
+
 def cancel_requests(master, brids: Iterable[int], reason: str) -> None:
     """Buildbot's build request cancel: a queued request completes CANCELLED, a running build stops."""
     for brid in brids:
@@ -318,4 +335,4 @@ def claim_freed_work(master):
         for svc in list(parent):
             if isinstance(svc, ClusteredBuildbotService) and not svc.active:
                 yield svc._activityPoll()
-    master.botmaster.maybeStartBuildsForAllBuilders()
+    start_queued_builds(master)

@@ -154,6 +154,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
                          "(relative to the master directory)", bool),
         "master_timeout": Key((int,), 60, "seconds >= 15 a master may stay silent before another takes its work",
                               lambda v: v >= 15),
+        "test_farm": Key((bool,), True, "true or false (false: this master knows the [[machine]]s, for the forms "
+                         "and [[test]] testers, but leaves the test farm and machine work to another master)"),
     },
     "images": {
         "root": Key((str,), "images", "a directory path (relative to the master directory)"),
@@ -645,9 +647,13 @@ def _served_secret_problems(sections: dict, optional: dict, tables: dict, base: 
 
 def _multi_master_problems(server: dict) -> list[str]:
     """Several masters (``mq_router`` set) share one database and one state directory; a master on its own
-    SQLite file or its own ``state`` would build, publish and bisect beside the other as if it were alone."""
+    SQLite file or its own ``state`` would build, publish and bisect beside the other as if it were alone.
+    ``test_farm = false`` leaves machine work to another master: alone, there is none."""
     router = server.get("mq_router", "")
     if not router:
+        if server.get("test_farm", True) is False:
+            return ["[server].test_farm: false leaves the test farm to another master, but mq_router is not set "
+                    "(one master): machine tests would fail; remove test_farm or set mq_router"]
         return []
     problems = []
     url = urllib.parse.urlsplit(router)

@@ -13,7 +13,8 @@
   ``POST /api/v2/forceschedulers/bisect`` (docs/bisect.md).  A worker runs one build of a builder at a
   time, so the builder gets in-process workers of its own, one per test machine plus one: bisects on
   different testers run side by side, and a bisect on a test machine holds that machine's master lock
-  for its whole run, so a second bisect on the same machine waits in the queue.
+  for its whole run, so a second bisect on the same machine waits in the queue.  With several masters
+  a bisect on a machine runs on the master that runs the test farm (master/farm_route.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from buildbot_kernel.bisect.request import LOCAL_TESTER, MODES, Target
 from buildbot_kernel.farm.driver import lock_name
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.factory import kernel_build_factory
+from buildbot_kernel.master.farm_route import farm_gate
 from buildbot_kernel.settings import tester_names
 from buildbot_kernel.steps.bisect import BisectContext, FinishBisect, StartBisect
 from buildbot_kernel.steps.bisect_test import bisect_test_factory
@@ -57,6 +59,11 @@ def machine_locks(tester, classes: dict | None = None) -> list:
         return []
     machines = (classes or {}).get(str(tester), [str(tester)])
     return [util.MasterLock(lock_name(machines[0])).access("exclusive")] if len(machines) == 1 else []
+
+
+def bisect_testers(get) -> list:
+    """The tester a bisect request names (master/farm_route.py)."""
+    return [get("tester")]
 
 
 def bisect_factory(ctx: BisectContext) -> util.BuildFactory:
@@ -130,6 +137,7 @@ def add_bisect(c: dict, settings, targets, state_dir: str, images_root: str, bui
     c["builders"].append(util.BuilderConfig(
         name=BISECT_BUILDER, workernames=bisect_workers, factory=bisect_factory(ctx), tags=["control", "bisect"],
         locks=util.Transform(machine_locks, util.Property("tester"), ctx.classes),
+        canStartBuild=farm_gate(settings, bisect_testers),  # a machine's bisect: on the farm's master
         collapseRequests=False,  # requests carry no source stamp: Buildbot would merge two bisects into one
         description="finds the first bad commit: prebuilt images first, missing commits built on demand"))
     c["schedulers"].append(bisect_form(ctx))

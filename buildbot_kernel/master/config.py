@@ -22,10 +22,11 @@ from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.cluster import add_cluster
 from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
+from buildbot_kernel.master.farm_route import farm_gate
 from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.hostguard import WebHostGuard
 from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
-from buildbot_kernel.master.machines_config import add_machines
+from buildbot_kernel.master.machines_config import add_machines, repaired_machine
 from buildbot_kernel.master.schedulers import AtStartup
 from buildbot_kernel.naming import safe_branch
 from buildbot_kernel.notify.reporter import notify_services
@@ -177,9 +178,9 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["services"] += tree_services
     c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets],  # README "Notifications"
                                      outbox_dir=os.path.join(basedir, "state"))
-    if s.machines:
+    if s.machines and srv.test_farm:  # else another master runs it (README "Growing past one machine")
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
-    add_machines(c, [m.name for m in s.machines], CONTROL_WORKER)
+    add_machines(c, [m.name for m in s.machines], CONTROL_WORKER, can_start=farm_gate(s, repaired_machine))
     if srv.mq_router:
         add_cluster(c, srv.mq_router, srv.master_timeout)
     return c

@@ -3,6 +3,8 @@
 The bisect builder asks this service (``named_service(master, "farm")``) for a machine's driver; test
 machines talk to ``<image server>/machines/<name>/...``.  Building the farm may fetch Debian's stage-1
 kernel and build the ramfs the first time, so it runs in a thread and drivers wait for it.
+Of several masters sharing ``state_dir``, the farm runs on the one holding ``<state_dir>/farm.lock``
+(``owns_farm``); master/farm_route.py sends the builds that drive machines there.
 A machine is held in the name of a Buildbot build (a bisect's, an image test's); when that build ends,
 whichever way (finished, stopped, cancelled), the service releases the machine to its default kernel, and
 after a restart it releases every machine whose build is no longer running.
@@ -17,7 +19,7 @@ from twisted.internet import defer, threads
 from twisted.python import log
 
 from buildbot_kernel import settings as settings_mod
-from buildbot_kernel.buildbot_adapter import named_service
+from buildbot_kernel.buildbot_adapter import named_service, start_queued_builds
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
 from buildbot_kernel.farm.http import install_body_limit
 from buildbot_kernel.imagetree.treelock import try_hold
@@ -50,9 +52,11 @@ class FarmService(BuildbotService):
         os.makedirs(state_dir, exist_ok=True)
         if self._owner_fd is None:
             self._owner_fd = yield threads.deferToThread(try_hold, os.path.join(state_dir, "farm.lock"))
+            if self._owner_fd is not None:  # machine work left queued for the farm's master: ours now
+                start_queued_builds(self.master)  # (master/farm_route.py)
         if self._owner_fd is None:  # masters sharing state_dir: README "Growing past one machine"
-            self.error = RuntimeError(f"the test farm of {state_dir} runs on another master; list [[machine]] in "
-                                      "the settings of one master only")
+            self.error = RuntimeError(f"the test farm of {state_dir} runs on another master (the one holding "
+                                      f"{os.path.join(state_dir, 'farm.lock')}); machine work is left to it")
             log.msg(f"test farm not started: {self.error}")
             self._wake()
             return
@@ -74,6 +78,11 @@ class FarmService(BuildbotService):
             self._consumer = yield self.master.mq.startConsuming(self._build_finished, ("builds", None, "finished"))
         # not waited for: a default kernel given by URL may take a while to fetch, and a reconfig must not
         self._release_orphans().addErrback(log.err, "farm: releasing machines of builds that are gone")
+
+    @property
+    def owns_farm(self) -> bool:
+        """This master holds ``<state_dir>/farm.lock``: the farm runs here (or is being set up here)."""
+        return self._owner_fd is not None
 
     def _build_finished(self, key, msg) -> None:
         if self.farm is not None:

@@ -5,7 +5,8 @@ image they publish on a watched branch, and the "test-image" form (maintainers: 
 testers on any image by name).  Its builds run on in-process workers of their own (one per
 test machine plus one), so tests on different machines run side by side; a machine test holds the
 machine's master lock (the bisect's) only while it runs, and a local test runs on a build worker
-through the "bisect-test" builder.
+through the "bisect-test" builder.  With several masters a test naming a machine runs on the master
+that runs the test farm (master/farm_route.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel.master import forms
 from buildbot_kernel.master.bisect_config import BISECT_BUILDER, FORCE_SCHEDULER, TEST_SCHEDULER
+from buildbot_kernel.master.farm_route import farm_gate
 from buildbot_kernel.settings import tester_names
 from buildbot_kernel.steps.image_test import IMAGE_TEST_SCHEDULER, LoopContext, image_test_factory
 
@@ -24,6 +26,15 @@ IMAGE_TEST_FORCE = "test-image"
 
 def image_test_worker_names(machines: int) -> list[str]:
     return [f"image-test-local-{i}" for i in range(1, machines + 2)]
+
+
+def image_test_testers(tests: dict):
+    """The testers of the [[test]] an image-test request names (master/farm_route.py); a test this
+    master does not know names none: its build fails at once, naming the field."""
+    def testers(get) -> list:
+        test = tests.get(str(get("image_test") or ""))
+        return list(test.testers) if test is not None else []
+    return testers
 
 
 def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> LoopContext | None:
@@ -43,6 +54,7 @@ def add_loop(c: dict, settings, targets, state_dir: str, images_root: str) -> Lo
     c["builders"].append(util.BuilderConfig(
         name=IMAGE_TEST_BUILDER, workernames=workers, factory=image_test_factory(ctx), tags=["test"],
         collapseRequests=False,  # each request is another image's or another test's
+        canStartBuild=farm_gate(settings, image_test_testers(ctx.tests)),  # machine tests: the farm's master
         description="tests each new image of a watched branch; a new failure is re-run, then bisected"))
     c["schedulers"].append(test_form(sorted(ctx.tests)))
     return ctx

@@ -42,14 +42,21 @@ class RepairMachine(buildstep.BuildStep):
         return SUCCESS
 
 
-def add_machines(c: dict, machines: list[str], worker: str) -> None:
-    """The builder and its scheduler, when there are test machines; ``worker`` hosts the builds."""
+def repaired_machine(get) -> list:
+    """The machine a repair request names (master/farm_route.py: repairs run on the farm's master)."""
+    return [get("machine")]
+
+
+def add_machines(c: dict, machines: list[str], worker: str, can_start=None) -> None:
+    """The builder and its scheduler, when there are test machines; ``worker`` hosts the builds,
+    ``can_start`` is the builder's ``canStartBuild``."""
     if not machines:
         return
     no_source = forms.no_source()
     c["builders"].append(util.BuilderConfig(
         name=MACHINES_BUILDER, workernames=[worker], factory=util.BuildFactory([RepairMachine()]),
-        tags=["control", "machines"], description="test machine administration (admins only): repair"))
+        tags=["control", "machines"], canStartBuild=can_start,
+        description="test machine administration (admins only): repair"))
     c["schedulers"].append(schedulers.ForceScheduler(
         name=REPAIR_SCHEDULER, builderNames=[MACHINES_BUILDER], label="Repair a test machine",
         buttonName="Repair", codebases=[no_source],

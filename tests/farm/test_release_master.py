@@ -9,16 +9,14 @@ which runs through the same tester seam as a bisect step (steps/bisect_testers.p
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 
 import pytest
 from integration.harness import FixtureRepo, Master, Worker, free_port, settings_text, wait_for
 
-from buildbot_kernel.farm import instructions as ins
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.testing import http_get as get
-from buildbot_kernel.farm.testing import http_post as post
+from farm.played import PlayedMachine
 
 pytestmark = pytest.mark.integration
 BRANCH = "drm-intel-fixes"
@@ -40,31 +38,6 @@ command = "true"
 branches = ["{branch}"]
 testers = ["lab1"]
 """
-
-
-class PlayedMachine(threading.Thread):
-    """Stage 1/stage 2 of lab1: polls every 0.3 s, boots what it is told (reports kexec, running and
-    good with the image's name as uname), reboots into stage 1 when told REBOOT; records the answers."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.stage, self.booted, self.answers, self.polls = url, "2", [], [], 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(0.3):
-            code, body = post(f"{self.url}/boot", {"stage": self.stage}, key=KEY)
-            self.polls += 1
-            b = ins.parse(body) if code == 200 else {}
-            self.answers.append((self.stage, body))
-            if b.get("REBOOT") and self.stage == "2":
-                self.stage = "1"
-            elif b.get("KERNEL_URL"):
-                for result in ("kexec", "running", "good"):
-                    post(f"{self.url}/report", {"result": result, "token": b["TOKEN"], "uname": b["NAME"],
-                                                "stage": "2"}, key=KEY)
-                self.booted.append(b["NAME"])
-                self.stage = "2"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +77,7 @@ def test_a_machine_held_by_a_gone_build_is_released_at_start(master):
 def test_the_end_of_a_test_build_sends_the_machine_home(master):
     m, worker = master
     url = f"http://127.0.0.1:{m.image_port}/machines/lab1"
-    machine = PlayedMachine(url)
+    machine = PlayedMachine(url, KEY)
     machine.start()
     try:
         wait_for(lambda: machine.stage == "1", 30, "lab1 back in stage 1 after the start's release")

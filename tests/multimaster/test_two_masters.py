@@ -13,51 +13,18 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from faults.tools import Hold, power_cut, start_worker
-from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
+from integration.harness import FixtureRepo, Master, Worker, bisect_build, wait_for
+
+from multimaster.masters import BRANCH, SUCCESS, master_ids, new_master, planted_history, two_settings, worker_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.multimaster]
-BRANCH = "drm-intel-fixes"
-SUCCESS, RETRY, CANCELLED = 0, 5, 6
-TIMEOUT = 20  # [server] master_timeout: the least a loaded CI machine keeps both masters beating
 # the regression watch: every new image of the branch is tested (on a build worker) and the result lands
 # in the shared index
 WATCH = (f'[[test]]\nname = "check"\ncommand = \'! grep -q REGRESSION "$BISECT_IMAGE_DIR/vmlinuz"\'\n'
          f'mode = "test"\nbranches = ["{BRANCH}"]\ntesters = ["local"]\ntimeout = 60\n')
-
-
-def two_settings(tmp_path: Path, repo: FixtureRepo, db_url: str, router: str, workers: str = "") -> list:
-    """(settings text, ports) of masters a and b: their own ports, everything else shared."""
-    shared = tmp_path / "shared"
-    out = []
-    base_url = None
-    for _ in "ab":
-        ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
-        base_url = base_url or f"http://127.0.0.1:{ports['image']}"  # one URL in the index, whoever writes it
-        text = settings_text(str(repo.bare), (BRANCH,), ports, db_url=db_url, worker=False, extra=workers,
-                             server_extra=f'mq_router = "{router}"\nstate_dir = "{shared / "state"}"\n'
-                                          f"master_timeout = {TIMEOUT}\n")
-        text = text.replace('root = "images"', f'root = "{shared / "images"}"')
-        text = text.replace(f'base_url = "http://127.0.0.1:{ports["image"]}"', f'base_url = "{base_url}"')
-        out.append((text, ports))
-    return out
-
-
-def worker_toml(*names: str) -> str:
-    return "".join(f'[[worker]]\nname = "{n}"\npassword = "pw"\nmax_builds = 3\n' for n in names)
-
-
-def new_master(base: Path, text: str, upgrade: bool = False) -> Master:
-    base.mkdir()
-    return Master(base, text, upgrade=upgrade)
-
-
-def master_ids(master: Master) -> dict[str, int]:
-    """masterid by master directory (Buildbot names a master ``<host>:<its directory>``)."""
-    return {m["name"].split(":", 1)[1]: m["masterid"] for m in master.get("masters")["masters"] if m["active"]}
 
 
 def branch_builds(master: Master) -> list[dict]:
@@ -126,15 +93,7 @@ def test_a_push_is_built_once_and_published_once_and_both_masters_show_it(tmp_pa
 def test_a_master_killed_mid_bisect_the_other_finishes_it_without_repeating_a_step(tmp_path, postgres, crossbar):
     t0 = time.monotonic()
     repo = FixtureRepo(tmp_path, (BRANCH,))
-    shas = [repo.head(BRANCH)]
-    for i in range(1, 5):
-        if i == 3:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
-    git(repo.work, "push", "-q", "origin", BRANCH)
+    shas = planted_history(repo)
     db = postgres.create_database("two_masters_bisect")
     (text_a, ports_a), (text_b, ports_b) = two_settings(tmp_path, repo, db, crossbar.url, worker_toml("w1", "w2"))
     a = new_master(tmp_path / "a", text_a, upgrade=True)

@@ -95,6 +95,8 @@ class AdapterTest(RunMasterBase):
     @defer.inlineCallbacks
     def setUp(self):
         self.gates: list[defer.Deferred] = []
+        self.asked: list[tuple] = []  # what the "gated" builder's canStartBuild read of each request
+        self.gate_open = False
         probe = util.BuildFactory([WriteState(), Probe(),
                                    steps.ShellCommand(name="say", command="echo hello; echo oops >&2")])
         config = {
@@ -106,16 +108,23 @@ class AdapterTest(RunMasterBase):
                 BuilderConfig(name="parent", workernames=["local1"], factory=util.BuildFactory([StartChild()])),
                 BuilderConfig(name="never", workernames=["local1"], factory=util.BuildFactory([]),
                               canStartBuild=lambda *a: False),
+                BuilderConfig(name="gated", workernames=["local1"], factory=util.BuildFactory([]),
+                              canStartBuild=self._gate),
             ],
             "schedulers": [
                 schedulers.ForceScheduler(name="force", builderNames=["hold", "probe", "parent"]),
                 schedulers.Triggerable(name="trig", builderNames=["probe"]),
                 schedulers.Triggerable(name="queue", builderNames=["never"]),
+                schedulers.Triggerable(name="gated", builderNames=["gated"]),
             ],
             "services": [Named()],
         }
         yield self.setup_master(config)
         yield self.until(lambda: bb.connected_workers(self.master, ["local1"]) == ["local1"], "the worker connects")
+
+    def _gate(self, builder, workerforbuilder, request) -> bool:
+        self.asked.append((bb.request_property(request, "tester"), bb.request_master(request) is self.master))
+        return self.gate_open
 
     def mktemp(self) -> str:
         """The master's and the worker's directories: a fresh temporary directory, not one under the
@@ -164,6 +173,26 @@ class AdapterTest(RunMasterBase):
         assert bb.named_service(self.master, "no-such-service") is None
         assert bb.poller_heads(self.master) == {}  # no GitPoller configured
         assert bb.master_id(self.master) >= 1
+
+    @defer.inlineCallbacks
+    def test_a_request_its_builder_refuses_stays_queued_until_offered_again(self):
+        """What master/farm_route.py relies on: ``canStartBuild`` reads the request's properties and its
+        master; a refused request is neither claimed nor failed; ``start_queued_builds`` offers it again."""
+        props = Properties()
+        props.setProperty("tester", "m1", "test")
+        ids, done = bb.scheduler(self.master, "gated").trigger(waited_for=False, sourcestamps=[], set_props=props)
+        done.addErrback(lambda f: None)
+        _, brids = yield ids
+        [brid] = brids.values()
+        yield self.until(lambda: self.asked, "the builder to ask about the request")
+        req = yield self.master.data.get(("buildrequests", brid))
+        assert not req["claimed"] and not req["complete"], req
+        assert not (yield self.master.data.get(("buildrequests", brid, "builds")))
+        self.gate_open = True
+        bb.start_queued_builds(self.master)
+        build = yield self.finished_build(brid)
+        assert build["results"] == SUCCESS
+        assert set(self.asked) == {("m1", True)}
 
     @defer.inlineCallbacks
     def test_the_failover_calls_on_the_masters_table(self):
