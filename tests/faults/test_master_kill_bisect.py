@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, git, settings_text, wait_for
+from integration.harness import FixtureRepo, Master, Worker, bisect_build, free_port, settings_text, wait_for
 
 from .tools import Hold, power_cut, start_worker
 
@@ -26,15 +26,8 @@ SUCCESS, RETRY, CANCELLED = 0, 5, 6
 def test_master_killed_mid_bisect_resumes_and_tests_the_interrupted_step_once_more(tmp_path):
     t0 = time.monotonic()
     repo = FixtureRepo(tmp_path, (BRANCH,))
-    shas = [repo.head(BRANCH)]
-    for i in range(1, 5):
-        if i == 3:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
-    git(repo.work, "push", "-q", "origin", BRANCH)
+    shas = repo.plant_regression(BRANCH, 4, culprit=3)
+    repo.push(BRANCH)
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
     master = Master(tmp_path, settings_text(str(repo.bare), (BRANCH,), ports, max_builds=3))
     worker = Worker(tmp_path, "w1", "pw", ports["worker"])

@@ -88,6 +88,19 @@ class FixtureRepo:
         git(self.work, "add", path)
         return self._commit(message)
 
+    def plant_regression(self, branch: str, changes: int, culprit: int) -> list[str]:
+        """``changes`` commits on ``branch`` (not pushed): change ``culprit`` puts "REGRESSION" into the
+        kernel image, which the tests' check greps for.  Returns [the head before, change 1, ...]."""
+        shas = [git(self.work, "rev-parse", branch)]
+        for i in range(1, changes + 1):
+            if i == culprit:
+                path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
+                                                    'int i915_init(void) { return 0; }\n')
+            else:
+                path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
+            shas.append(self.commit_file(branch, path, text, f"drm/i915: change {i}"))
+        return shas
+
     def push(self, branch: str, force=False):
         git(self.work, "push", "-q", *(["-f"] if force else []), "origin", branch)
 

@@ -42,14 +42,7 @@ def _pg_subset(request):
 def farm(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"bisect-{request.param}")
     repo = FixtureRepo(base, (BRANCH,))
-    shas = [repo.head(BRANCH)]
-    for i in range(1, 9):
-        if i == 5:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
+    shas = repo.plant_regression(BRANCH, 8, culprit=5)
     git(repo.work, "push", "-q", "origin", f"{shas[2]}:refs/heads/{BRANCH}")
     ports = {"web": free_port(), "worker": free_port(), "image": free_port()}
     db_url = db_url_for(request, "bisect")

@@ -54,14 +54,7 @@ def loop(tmp_path_factory):
     c0 = repo.head(FIXES)
     wait_for(lambda: result_of(master, FIXES, c0, "check") == "pass", 180, "C0's image to pass 'check'")
     wait_for(lambda: result_of(master, NEXT, c0, "coin") == "pass", 180, "C0's image to pass 'coin'")
-    fixes = [c0]
-    for i in range(1, 6):
-        if i == 3:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        fixes.append(repo.commit_file(FIXES, path, text, f"drm/i915: change {i}"))
+    fixes = repo.plant_regression(FIXES, 5, culprit=3)
     nxt = [c0, repo.commit_file(NEXT, "drivers/gpu/next1.c", "int next1(void) { return 1; }\n", "drm/i915: next 1")]
     repo.push(FIXES)
     repo.push(NEXT)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from integration.harness import FixtureRepo, Master, free_port, git, settings_text
+from integration.harness import FixtureRepo, Master, free_port, settings_text
 
 BRANCH = "drm-intel-fixes"
 SUCCESS = 0
@@ -45,15 +45,7 @@ def master_ids(master: Master) -> dict[str, int]:
 
 
 def planted_history(repo: FixtureRepo) -> list[str]:
-    """Four commits on BRANCH after its head, pushed; the third plants "REGRESSION" in the kernel image (a
-    test greps the image for it).  [head before, change 1, ..., change 4]: the culprit is index 3."""
-    shas = [repo.head(BRANCH)]
-    for i in range(1, 5):
-        if i == 3:
-            path, text = "drivers/gpu/i915.c", ('/* fixture */\nconst char i915_state[] = "i915 REGRESSION";\n'
-                                                'int i915_init(void) { return 0; }\n')
-        else:
-            path, text = f"drivers/gpu/part{i}.c", f"int part{i}(void) {{ return {i}; }}\n"
-        shas.append(repo.commit_file(BRANCH, path, text, f"drm/i915: change {i}"))
-    git(repo.work, "push", "-q", "origin", BRANCH)
+    """Four commits on BRANCH after its head, pushed; the third is the culprit (index 3)."""
+    shas = repo.plant_regression(BRANCH, 4, culprit=3)
+    repo.push(BRANCH)
     return shas
