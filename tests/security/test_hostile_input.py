@@ -46,8 +46,16 @@ def cli(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
 
 
 def spawn(*args, cwd=None, env=None) -> subprocess.Popen:
+    """The CLI as a terminal's foreground command: SIGINT at its default, so Ctrl-C is a KeyboardInterrupt
+    even when this test run itself ignores SIGINT (a background job of a shell without job control
+    does: CI started that way would otherwise run a CLI that can never see the test's Ctrl-C)."""
     return subprocess.Popen([sys.executable, "-m", "buildbot_kernel.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(predicate, what: str, deadline: float = 60):
