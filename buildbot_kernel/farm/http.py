@@ -32,7 +32,6 @@ from twisted.web import resource, static
 
 from buildbot_kernel.farm import instructions
 from buildbot_kernel.farm.registry import Registry
-from buildbot_kernel.imagetree.httpguard import install_body_limit  # noqa: F401 - where farm callers import it
 from buildbot_kernel.ratelog import RateLimitedLog
 from buildbot_kernel.settings import default
 

@@ -61,7 +61,7 @@ def run_step(args) -> int:
     from twisted.internet import defer, task
 
     from buildbot_kernel.farm.factory import make_farm
-    from buildbot_kernel.farm.http import install_body_limit
+    from buildbot_kernel.imagetree.httpguard import install_body_limit
 
     try:
         settings = load(args.settings or locate(os.getcwd()))

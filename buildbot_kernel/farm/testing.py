@@ -18,10 +18,11 @@ import urllib.request
 from pathlib import Path
 
 from buildbot_kernel.digest import sha256_file
-from buildbot_kernel.farm.http import MachinesResource, install_body_limit
+from buildbot_kernel.farm.http import MachinesResource
 from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.registry import Registry
 from buildbot_kernel.farm.stage1 import Stage1, stage1_artifacts  # noqa: F401 (re-exported)
+from buildbot_kernel.imagetree.httpguard import install_body_limit
 from buildbot_kernel.utctime import iso_utc
 
 

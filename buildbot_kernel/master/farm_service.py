@@ -21,7 +21,7 @@ from twisted.python import log
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.buildbot_adapter import named_service, start_queued_builds
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
-from buildbot_kernel.farm.http import install_body_limit
+from buildbot_kernel.imagetree.httpguard import install_body_limit
 from buildbot_kernel.imagetree.treelock import try_hold
 
 FARM_SERVICE = "farm"

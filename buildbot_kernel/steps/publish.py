@@ -23,6 +23,7 @@ from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
+from buildbot_kernel.naming import component_problem
 from buildbot_kernel.steps.kernel import SKIP_PROPERTY
 from buildbot_kernel.steps.record import BUILD_LOG, REPRODUCER_PROPERTY
 from buildbot_kernel.target import BuildTarget
@@ -44,7 +45,7 @@ def check_transfer(incoming: Path) -> list[str]:
     for line in sums.read_text().splitlines():
         digest, _, fname = line.partition("  ")
         f = incoming / fname
-        if not fname or fname.startswith(".") or "/" in fname or "\0" in fname:
+        if component_problem(fname, "file name"):
             # the worker's word: "../../state/farm/keys/vm1.key" must not make the master read that file
             problems.append(f"{fname[:80]!r}: not a file name of the upload")
         elif not f.is_file():

@@ -159,8 +159,8 @@ def test_the_end_of_an_earlier_build_does_not_release_a_later_owner(farm):
 
 
 def test_idle_polls_are_logged_once_per_interval(tmp_path):
-    from buildbot_kernel.farm.http import MachinesResource, install_body_limit
-    from buildbot_kernel.imagetree.httpguard import QUIET_EVERY
+    from buildbot_kernel.farm.http import MachinesResource
+    from buildbot_kernel.imagetree.httpguard import QUIET_EVERY, install_body_limit
     from buildbot_kernel.imagetree.server import make_site
 
     reg = Registry(["m1"], None, keys={"m1": KEY})
