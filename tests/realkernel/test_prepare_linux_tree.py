@@ -104,6 +104,24 @@ def test_prepared_tree_is_pruned_committed_and_clean(tarball, tmp_path):
         f"Linux {VERSION} from linux-source-6.1.tar.xz"  # fmt: skip
     assert _git(dest, "tag") == ""  # untagged: kernelrelease gets its '+'
     assert _git(dest, "config", "gc.auto").strip() == "0"  # no background repack racing the first build
+    counts = dict(line.split(": ") for line in _git(dest, "count-objects", "-v").splitlines())
+    assert counts["count"] == "0" and counts["packs"] == "1", counts  # clones copy one pack, not compress
+
+
+def test_a_tree_prepared_loose_is_packed_by_the_next_call(tarball, tmp_path):
+    """Trees prepared before the script packed them get their pack on the next (cached) call."""
+    dest = tmp_path / "tree"
+    assert _prepare(tarball, dest).returncode == 0
+    packed = tmp_path / "old.pack"
+    next((dest / ".git/objects/pack").glob("*.pack")).rename(packed)
+    for f in (dest / ".git/objects/pack").iterdir():
+        f.unlink()
+    with open(packed, "rb") as f:  # the tree as it was before the script packed it: loose objects
+        subprocess.run(["git", "-C", str(dest), "unpack-objects", "-q"], stdin=f, check=True)
+    assert dict(line.split(": ") for line in _git(dest, "count-objects", "-v").splitlines())["packs"] == "0"
+    assert _prepare(tarball, dest).returncode == 0
+    counts = dict(line.split(": ") for line in _git(dest, "count-objects", "-v").splitlines())
+    assert counts["count"] == "0" and counts["packs"] == "1", counts
 
 
 def test_second_call_reuses_the_tree(tarball, tmp_path):
