@@ -7,6 +7,7 @@ from buildbot.plugins import steps, util
 from buildbot_kernel import kbuild_commands, worker_store
 from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.settings import Settings, is_config_file, resolve
+from buildbot_kernel.steps import WORKER_COMMAND
 from buildbot_kernel.steps.image_test import TriggerImageTests
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
@@ -38,38 +39,39 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     for i, frag in enumerate(fragments):
         downloads.append((frag, f"fragments/{i}.config"))
     common = {"workdir": "work", "doStepIf": not_skipped, "hideStepIf": _skipped}
+    shell = {**common, **WORKER_COMMAND}
 
     f = util.BuildFactory()
     # the worker's one store of this repository's history, which the checkout borrows (worker_store.py);
     # when it cannot be filled the checkout simply fetches on its own
     f.addStep(steps.SetPropertyFromCommand(
         name="update-store", property="git_store", workdir="work", timeout=3600, haltOnFailure=False,
-        flunkOnFailure=False, warnOnFailure=True,
+        flunkOnFailure=False, warnOnFailure=True, **WORKER_COMMAND,
         command=worker_store.command(target.repository, target.url, target.branch,
                                      str(mirror_path(target.state_dir, target.repository)))))
     f.addStep(steps.Git(name="update-tree", repourl=target.url, branch=target.branch, mode="incremental",
-                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600,
+                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600, **WORKER_COMMAND,
                         reference=util.Transform(lambda p: p or None, util.Property("git_store"))))
     f.addStep(KernelFacts(target))
-    f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **common))
+    f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **shell))
     for src, dest in downloads:
         f.addStep(steps.FileDownload(name=identifier(f"download-{dest}"), mastersrc=str(src), workerdest=dest,
                                      haltOnFailure=True, **common))
     f.addStep(steps.ShellCommand(
-        name="configure", haltOnFailure=True, env=NO_LOCALVERSION, **common,
+        name="configure", haltOnFailure=True, env=NO_LOCALVERSION, **shell,
         command=util.Transform(lambda lv: kbuild_commands.configure_script(
             build, lv, len(build.fragments), full_config), util.Property("localversion"))))
     f.addStep(KbuildCompile(
         # paths under the builder's directory are hashed relative (../src/...), so every branch builder
         # and every worker directory shares ccache hits: drm-tip's first build reuses drm-intel-next's work
-        env={**NO_LOCALVERSION, "CCACHE_BASEDIR": util.Property("builddir")}, timeout=build.timeout, **common,
+        env={**NO_LOCALVERSION, "CCACHE_BASEDIR": util.Property("builddir")}, timeout=build.timeout, **shell,
         command=util.Transform(lambda jobs, ccache, ts: kbuild_commands.compile_command(build, jobs, ccache, ts),
                                util.Property("jobs"), util.Property("use_ccache"),
                                util.Property("commit_date"))))
     f.addStep(CheckKernelRelease(command=kbuild_commands.kernelrelease_command(build), env=NO_LOCALVERSION,
-                                 **{k: v for k, v in common.items() if k != "workdir"}))
+                                 **{k: v for k, v in shell.items() if k != "workdir"}))
     f.addStep(steps.ShellCommand(
-        name="package", haltOnFailure=True, env=NO_LOCALVERSION, **common,
+        name="package", haltOnFailure=True, env=NO_LOCALVERSION, **shell,
         command=util.Transform(lambda name: kbuild_commands.package_script(build, name),
                                util.Property("image_name"))))
     f.addStep(steps.DirectoryUpload(name="upload", workersrc="pkg", masterdest=util.Property("incoming_dir"),

@@ -26,6 +26,7 @@ from twisted.internet import defer
 from buildbot_kernel import buildbot_adapter as bb
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP
 from buildbot_kernel.bisect.tester import EXIT_SKIP, TesterAbort, exit_status, verdict_for_exit
+from buildbot_kernel.steps import WORKER_COMMAND
 from buildbot_kernel.steps.bisect_testers import EXIT_PROPERTY
 
 WORKDIR = "bisect"
@@ -76,7 +77,7 @@ class FetchImage(buildstep.BuildStep):
         new.append(steps.StringDownload(sums_text(files), workerdest=SUMS_FILE, workdir=image_dir,
                                         name="checksums", haltOnFailure=True, hideStepIf=True))
         new.append(steps.ShellCommand(name="verify image", command=["sha256sum", "--strict", "-c", SUMS_FILE],
-                                      workdir=image_dir, haltOnFailure=True,
+                                      workdir=image_dir, haltOnFailure=True, **WORKER_COMMAND,
                                       descriptionDone=["sha256 checked"]))
         bb.add_steps_after_current(self.build, new)
         self.descriptionDone = [f"{self.getProperty('bisect_image')}: {len(files)} files"]
@@ -90,8 +91,7 @@ class RunTestCommand(buildstep.ShellMixin, buildstep.BuildStep):
     name = "test command"
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("workdir", WORKDIR)
-        kwargs = self.setupShellMixin(kwargs)
+        kwargs = self.setupShellMixin({"workdir": WORKDIR, **WORKER_COMMAND, **kwargs})
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
@@ -132,7 +132,7 @@ def bisect_test_factory() -> util.BuildFactory:
     f = util.BuildFactory()
     f.addStep(RefuseOrphan())
     f.addStep(steps.ShellCommand(name="clean image dir", command=["rm", "-rf", IMAGE_SUBDIR], workdir=WORKDIR,
-                                 haltOnFailure=True, hideStepIf=True))
+                                 haltOnFailure=True, hideStepIf=True, **WORKER_COMMAND))
     f.addStep(FetchImage())
     f.addStep(RunTestCommand())
     return f

@@ -15,6 +15,7 @@ from buildbot_kernel import kbuild_commands, naming
 from buildbot_kernel.imagetree.scan import is_published
 from buildbot_kernel.kbuild_output import KbuildProgress
 from buildbot_kernel.ledger import FAILED, BuildLedger
+from buildbot_kernel.steps import WORKER_COMMAND
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.utctime import iso_utc
 
@@ -80,9 +81,8 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
 
     def __init__(self, target: BuildTarget, **kwargs):
         self.target = target
-        kwargs.setdefault("command", kbuild_commands.FACTS_SCRIPT)
-        kwargs.setdefault("workdir", "work")
-        kwargs = self.setupShellMixin(kwargs)
+        kwargs = self.setupShellMixin({"command": kbuild_commands.FACTS_SCRIPT, "workdir": "work",
+                                       **WORKER_COMMAND, **kwargs})
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
@@ -172,7 +172,7 @@ class KbuildCompile(ShellCommand):
     haltOnFailure = True
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{**WORKER_COMMAND, **kwargs})
         self.kbuild = KbuildProgress()
         self._errors_log = None
         self.addLogObserver("stdio", _ProgressObserver(self))
@@ -211,8 +211,7 @@ class CheckKernelRelease(buildstep.ShellMixin, buildstep.BuildStep):
     haltOnFailure = True
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("workdir", "work")
-        kwargs = self.setupShellMixin(kwargs)
+        kwargs = self.setupShellMixin({"workdir": "work", **WORKER_COMMAND, **kwargs})
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks

@@ -220,6 +220,15 @@ class Master:
     def steps(self, buildid: int) -> list[dict]:
         return self.get(f"builds/{buildid}/steps")["steps"]
 
+    def log_texts(self, buildid: int) -> dict[str, str]:
+        """"<step> <log>" -> the log's text, for every log of the build, as the web UI reads them."""
+        texts = {}
+        for step in self.steps(buildid):
+            for log in self.get(f"steps/{step['stepid']}/logs")["logs"]:
+                chunks = self.get(f"logs/{log['logid']}/contents")["logchunks"]
+                texts[f"{step['name']} {log['name']}"] = "".join(c["content"] for c in chunks)
+        return texts
+
     def idle(self) -> bool:
         """No build running and nothing queued."""
         pending = self.get("buildrequests?complete=false")["buildrequests"]
@@ -248,6 +257,10 @@ def bisect_build(master: Master, bsid: int, timeout: float = 150) -> dict:
     return wait_for(done, timeout, f"bisect buildset {bsid} to finish")
 
 
+# in every test worker's environment, as a lab's proxy password would be: no log may show it
+WORKER_SECRET_ENV = {"BBK_TEST_WORKER_SECRET": "worker-env-secret-7d1c"}
+
+
 class Worker:
     def __init__(self, base: Path, name: str, password: str, master_port: int):
         self.dir = base / f"worker-{name}"
@@ -257,7 +270,7 @@ class Worker:
 
     def start(self):
         subprocess.run([str(BIN / "buildbot-worker"), "start", str(self.dir)], check=True,
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, env={**os.environ, **WORKER_SECRET_ENV})
 
     def stop(self):
         subprocess.run([str(BIN / "buildbot-worker"), "stop", str(self.dir)], capture_output=True, timeout=120)

@@ -11,7 +11,7 @@ from buildbot_kernel.imagetree import package
 from buildbot_kernel.naming import image_name
 from tests.pg import DB_BACKENDS, db_url_for
 
-from .harness import FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
+from .harness import WORKER_SECRET_ENV, FixtureRepo, Master, Worker, free_port, git, settings_text, wait_for
 
 pytestmark = pytest.mark.integration
 BRANCHES = ("drm-intel-fixes", "drm-intel-next")
@@ -91,6 +91,17 @@ def test_first_start_builds_every_branch_head(farm):
         assert (d / "vmlinuz").read_bytes().startswith(f"FAKELINUX-BZIMAGE {name}\n".encode())
         assert f'CONFIG_LOCALVERSION="-{branch}_' in (d / "config").read_text()
     assert all(b["results"] == SUCCESS for b in kernel_builds(master))
+
+
+def test_no_log_shows_the_workers_environment(farm):
+    """Buildbot writes the worker's environment at the head of every command's log by default; anyone
+    who may read builds would read a secret the lab keeps there."""
+    _, master, _ = farm
+    wait_for(lambda: finished(master, 2), 120, "both branch heads to be built")
+    texts = master.log_texts(kernel_builds(master)[0]["buildid"])
+    assert "compile stdio" in texts and "  CC      drivers/gpu/i915.o" in texts["compile stdio"]
+    (secret,) = WORKER_SECRET_ENV.values()
+    assert [name for name, text in texts.items() if secret in text] == []
 
 
 def test_push_builds_only_the_new_head(farm):

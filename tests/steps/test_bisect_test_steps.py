@@ -24,7 +24,7 @@ class TestRunTestCommand(TestBuildStepMixin, TestReactorMixin, unittest.TestCase
             self.build.setProperty(k, v, "test")
 
     def expect(self, **kw):
-        return ExpectShell(workdir="bisect", command=["/bin/sh", "-c", "./t.sh"], **kw,
+        return ExpectShell(workdir="bisect", log_environ=False, command=["/bin/sh", "-c", "./t.sh"], **kw,
                            env={"BISECT_SHA": SHA, "BISECT_IMAGE": "img", "BISECT_IMAGE_URL": "http://x/b/img/",
                                 "BISECT_IMAGE_DIR": "/w/bisect-test/bisect/image"})
 

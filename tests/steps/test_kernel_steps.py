@@ -48,7 +48,8 @@ class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
 
 class TestKernelFacts(StepCase):
     def expect_facts(self, stdout=FACTS):
-        self.expect_commands(ExpectShell(workdir="work", command=kbuild_commands.FACTS_SCRIPT).stdout(stdout).exit(0))
+        self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=kbuild_commands.FACTS_SCRIPT)
+                             .stdout(stdout).exit(0))
 
     def test_computes_name_and_build_properties(self):
         self.setup_step(KernelFacts(self.target()))
@@ -148,13 +149,14 @@ make: *** [Makefile:2012: .] Error 2
 class TestKbuildCompile(StepCase):
     def test_counts_objects(self):
         self.setup_step(KbuildCompile(command=["make"], workdir="work"))
-        self.expect_commands(ExpectShell(workdir="work", command=["make"]).stdout(KBUILD_OK).exit(0))
+        self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=["make"]).stdout(KBUILD_OK).exit(0))
         self.expect_outcome(result=SUCCESS, state_string="compiled 30 objects")
         return self.run_step()
 
     def test_first_compiler_error_is_the_summary_and_the_errors_log(self):
         self.setup_step(KbuildCompile(command=["make"], workdir="work"))
-        self.expect_commands(ExpectShell(workdir="work", command=["make"]).stdout(KBUILD_FAIL).exit(2))
+        self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=["make"])
+                             .stdout(KBUILD_FAIL).exit(2))
         self.expect_outcome(result=FAILURE, state_string="failed: drivers/gpu/i915.c:1:30: error: 'oops' undeclared "
                                                          "(first use in this function)")
         self.expect_log_file("errors", "/home/w/drm-intel-fixes/work/src/drivers/gpu/i915.c:1:30: error: 'oops' "
@@ -168,7 +170,7 @@ class TestCheckKernelRelease(StepCase):
     def step(self, got):
         self.setup_step(CheckKernelRelease(command=["make", "-s", "kernelrelease"]))
         self.build.setProperty("image_name", NAME, "test")
-        self.expect_commands(ExpectShell(workdir="work", command=["make", "-s", "kernelrelease"])
+        self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=["make", "-s", "kernelrelease"])
                              .stdout(got + "\n").exit(0))
 
     def test_match(self):
