@@ -116,6 +116,17 @@ def write_state(path: str, text: str) -> None:
     atomic_write(path, text, mode=0o600)
 
 
+def read_snapshot(machines: list[str], path: str | os.PathLike) -> dict:
+    """:meth:`Registry.snapshot` of the state file another process keeps (read only; blocking).
+
+    A file being replaced is read whole (the writer renames it into place); a missing or damaged one shows
+    the configured machines as never seen, rather than no machines."""
+    try:
+        return Registry(machines, path).snapshot()
+    except (OSError, ValueError, TypeError):
+        return Registry(machines).snapshot()
+
+
 class Registry:
     """All machines' state; every change is written through to ``path`` (atomically) when given.
 

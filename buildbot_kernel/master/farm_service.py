@@ -21,6 +21,7 @@ from twisted.python import log
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.buildbot_adapter import named_service, start_queued_builds
 from buildbot_kernel.farm.factory import Farm, OffReactorWriter, make_farm
+from buildbot_kernel.farm.registry import read_snapshot
 from buildbot_kernel.imagetree.httpguard import install_body_limit
 from buildbot_kernel.imagetree.treelock import try_hold
 
@@ -40,6 +41,8 @@ class FarmService(BuildbotService):
         # machine name -> the lock its steps take: a step of the farm a reconfig replaced and one of the
         # new farm never drive one machine at once
         self.machine_locks: dict[str, defer.DeferredLock] = {}
+        self._state_file = ""  # <state_dir>/farm.json, the registry's state (the farm's master writes it)
+        self._machine_names: list[str] = []
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
@@ -50,6 +53,8 @@ class FarmService(BuildbotService):
             yield threads.deferToThread(old.stop)
         s = settings_mod.load(settings_path)
         os.makedirs(state_dir, exist_ok=True)
+        self._state_file = os.path.join(state_dir, "farm.json")
+        self._machine_names = [m.name for m in s.machines]
         if self._owner_fd is None:
             self._owner_fd = yield threads.deferToThread(try_hold, os.path.join(state_dir, "farm.lock"))
             if self._owner_fd is not None:  # machine work left queued for the farm's master: ours now
@@ -61,7 +66,7 @@ class FarmService(BuildbotService):
             self._wake()
             return
         try:
-            self.farm = yield threads.deferToThread(make_farm, s, os.path.join(state_dir, "farm.json"),
+            self.farm = yield threads.deferToThread(make_farm, s, self._state_file,
                                                     os.path.join(state_dir, "farm"), writer=OffReactorWriter(),
                                                     locks=self.machine_locks)
         except Exception as e:  # a broken stage-1 setup must not stop the master; bisects say why
@@ -139,8 +144,15 @@ class FarmService(BuildbotService):
             raise RuntimeError(f"the test farm could not be set up: {self.error}")
         return self.farm.driver(machine)
 
-    def snapshot(self) -> dict:
-        return self.farm.registry.snapshot() if self.farm is not None else {"schema": 1, "machines": []}
+    def snapshot(self) -> defer.Deferred:
+        """The machines as the UI shows them. On a master without the farm (another master holds its lock),
+        as the farm's master last wrote them to the shared state file, read off the reactor thread: both
+        masters serve the UI, and the machines table must not be empty on one of them."""
+        if self.farm is not None:
+            return defer.succeed(self.farm.registry.snapshot())
+        if not self.owns_farm and self._machine_names:
+            return threads.deferToThread(read_snapshot, self._machine_names, self._state_file)
+        return defer.succeed({"schema": 1, "machines": []})
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from buildbot_kernel.farm import instructions as ins
-from buildbot_kernel.farm.registry import Registry, UnknownMachine
+from buildbot_kernel.farm.registry import Registry, UnknownMachine, read_snapshot
 from buildbot_kernel.settings import Machine
 
 SHA = "ab" * 32
@@ -110,6 +110,20 @@ def test_public_view_hides_the_token(reg):
     reg.assign(a)
     snap = json.dumps(reg.snapshot())
     assert a.token not in snap and '"image": "6.1.0-x"' in snap
+
+
+def test_another_master_reads_what_the_farms_master_wrote(reg, tmp_path):
+    """A master without the farm shows the state file the farm's master keeps: same view, no token; a
+    damaged file shows the configured machines as never seen."""
+    a = assignment()
+    reg.assign(a, owner="bisect 7")
+    reg.boot_request("m1")
+    seen = read_snapshot(["m1", "m2"], tmp_path / "state.json")
+    assert seen == reg.snapshot() and seen["machines"][0]["state"] == "booting"
+    assert a.token not in json.dumps(seen)
+    (tmp_path / "state.json").write_text('{"machines": {"m1": ')
+    assert [(m["name"], m["state"], m["last_seen"]) for m in read_snapshot(["m1", "m2"], tmp_path / "state.json")
+            ["machines"]] == [("m1", "idle", 0.0), ("m2", "idle", 0.0)]
 
 
 def test_unknown_machine(reg):

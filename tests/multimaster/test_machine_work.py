@@ -18,6 +18,7 @@ the kernel it was told to boot holds the planted REGRESSION.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 
@@ -69,6 +70,14 @@ def farm_answers(url: str) -> bool:
         return http_get(f"{url}/boot", key=KEY)[0] == 200
     except OSError:
         return False
+
+
+def machines_table(master) -> str:
+    """The "Test machines" section of the master's Kernels page, as its web UI serves it."""
+    url = f"http://127.0.0.1:{master.web_port}/plugins/wsgi_dashboards/kernels/page.html"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        page = r.read().decode()
+    return page[page.index('<h2 id="machines">'):]
 
 
 def request_of(master, bsid: int) -> dict:
@@ -133,6 +142,12 @@ def test_machine_work_runs_on_the_farms_master_and_waits_for_it(tmp_path, postgr
         booted = set(machine.booted)
         assert entry["name"] in booted and len(booted) >= 3, booted  # the head, and the bisect's steps
         wait_for(lambda: a.idle() and b.idle(), 120, "both masters to be idle")
+
+        # both masters serve the UI: b's Kernels page shows the machine a drives, as a's does
+        shown_a, shown_b = machines_table(a), machines_table(b)
+        assert ">lab1<" in shown_b and "No <code>[[machine]]</code>" not in shown_b, shown_b
+        kernels = re.findall(r"<code>([^<]*)</code>", shown_b)
+        assert kernels == re.findall(r"<code>([^<]*)</code>", shown_a) and kernels[0] in booted, (shown_a, shown_b)
 
         # the farm's master is down: machine work waits in the queue, local work goes on
         a.stop()
