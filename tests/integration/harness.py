@@ -47,6 +47,21 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (our own child, not yet reaped) is gone for every purpose here
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def git(cwd, *args, env=None, check=True) -> str:
     e = {**os.environ, **GIT_ENV, **(env or {})}
     r = subprocess.run(["git", *args], cwd=cwd, env=e, capture_output=True, text=True)
@@ -182,8 +197,21 @@ class Master:
             raise AssertionError(f"buildbot start failed ({r.returncode}): {r.stdout}{r.stderr}\n{self.log_tail()}")
         wait_for(self._api_ok, timeout, "the web API to answer")
 
-    def stop(self):
+    def stop(self, timeout: float = 180):
+        """``buildbot stop``, then wait until the process is gone: ``buildbot stop`` gives up watching
+        after 10 s, and a master finishing its shutdown on a loaded machine (database writes, a build
+        being retried) can take longer; a test that went on would read half-written state or fail to
+        start the master again ("already running")."""
+        pid = self._pid()
         self._run(BIN / "buildbot", "stop", str(self.dir), check=False)
+        if pid is not None:
+            wait_for(lambda: not _alive(pid), timeout, f"master {self.dir} (pid {pid}) to exit")
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.dir / "twistd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def _api_ok(self):
         try:
