@@ -9,7 +9,8 @@ takes seconds of single-threaded compiler time, so each build is CPU-bound on on
 build and ``max_builds = 1`` per worker, ccache off.  The batch: ROUNDS rounds of one new commit on each of
 BRANCHES branches, each round pushed at once and waited for until every head is published (8 builds by
 default).  Prints the wall time of the batch on one and on two workers and their ratio (goal >= 1.7x on a
-machine with two idle cores).  Needs root (``ip netns add``).
+machine with two idle cores), and first this machine's own ceiling: two of the fixture's compiles one after
+the other and then side by side, with no Buildbot at all.  Needs root (``ip netns add``).
 
     sudo .venv/bin/python bench/bench_scale.py [--branches 4] [--rounds 2] [--functions 2000] [--keep DIR]
 
@@ -65,6 +66,34 @@ def heavy_source(functions: int, salt: str) -> str:
             f"s = s * 31u + (k ^ {i}u); switch (s % 7u) {{ case 0: s += 3u; break; case 1: s ^= x; break; "
             f"case 2: s -= k; break; case 3: s *= 5u; break; default: s += {i}u; }} }} return s; }}")
     return "\n".join(lines) + "\n"
+
+
+def machine_ceiling(functions: int, work: Path) -> tuple[float, float, float]:
+    """What this machine itself allows, without Buildbot: the fixture's compile (gcc -O1 of one generated
+    file, as the fixture tree's Makefile runs it) twice one after the other, then twice at the same time.
+    Returns (sequential s, side by side s, ratio). The two-worker batch cannot beat this ratio: only
+    the compilers run in parallel, and everything else (git, packaging, the master) comes on top."""
+    import subprocess
+
+    sources = []
+    for k in range(2):
+        src = work / f"ceiling-{k}.c"
+        src.write_text(heavy_source(functions, f"ceiling{k}{secrets.token_hex(4)}"))
+        sources.append(src)
+
+    def compile_cmd(src: Path) -> list[str]:
+        return ["gcc", "-c", "-O1", "-o", str(src.with_suffix(".o")), str(src)]
+
+    t0 = time.perf_counter()
+    for src in sources:
+        subprocess.run(compile_cmd(src), check=True)
+    sequential = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(compile_cmd(src)) for src in sources]
+    if any(p.wait() for p in procs):
+        raise RuntimeError("gcc failed on the generated source")
+    side_by_side = time.perf_counter() - t0
+    return sequential, side_by_side, sequential / side_by_side
 
 
 def published_shas(master, branches) -> set[str]:
@@ -336,6 +365,7 @@ def workers_figure(args) -> int:
     top.chmod(0o755)
     load_before = os.getloadavg()[0]
     try:
+        ceiling = machine_ceiling(args.functions, top)
         hiccups: list[str] = []
         one = run_batch(top / "one", 1, branches, args.rounds, args.functions, hiccups)
         two = run_batch(top / "two", 2, branches, args.rounds, args.functions, hiccups)
@@ -349,6 +379,8 @@ def workers_figure(args) -> int:
     print(f"one worker:  {one:7.1f} s")
     print(f"two workers: {two:7.1f} s")
     print(f"ratio:       {one / two:7.2f}x  (goal >= 1.7x)")
+    print(f"this machine's ceiling: two of the fixture's compiles one after the other {ceiling[0]:.1f} s, side "
+          f"by side {ceiling[1]:.1f} s: {ceiling[2]:.2f}x (no batch of builds can beat it here)")
     if hiccups:
         print(f"REST answers cut short and retried: {len(hiccups)} ({hiccups[0]})")
     print("reproduce:   " + shlex.join([sys.executable, "bench/bench_scale.py", "--only", "workers",
