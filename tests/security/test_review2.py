@@ -1,0 +1,55 @@
+"""Holes of the second hostile review, each driven through the real part a lab user reaches: the real
+settings parser (what a master accepts and then shows to everyone who may read builds) and the real
+force-form checks of a running master.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from buildbot_kernel import settings
+from buildbot_kernel.resources import shipped
+
+SHIPPED = shipped("settings.toml").read_text()
+SECRET = "glpat-Zq8sEcReT0ken"
+REPO_URL = "https://gitlab.freedesktop.org/drm/i915/kernel.git"
+
+
+def _refused(text: str, path: Path) -> str:
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(text, str(path))
+    return str(e.value)
+
+
+# --- credentials inside a URL everyone is shown ------------------------------------------------------
+
+@pytest.mark.parametrize("userinfo", [f"oauth2:{SECRET}", f"{SECRET}", f"alice:{SECRET}"])
+def test_a_repository_url_with_a_credential_is_refused_without_echoing_it(tmp_path, userinfo):
+    """The hole: a ``[[repository]].url`` such as ``https://oauth2:TOKEN@host/linux.git`` was accepted,
+    and the URL is shown to everyone who may read builds (anonymous by default): the bisect step's state
+    string ("fetching <url>") and its request log, the changes and source stamps of the REST API, the
+    reproducer published beside every image and the culprit mail's ``git clone`` line."""
+    text = SHIPPED.replace(REPO_URL, REPO_URL.replace("https://", f"https://{userinfo}@"), 1)
+    assert text != SHIPPED
+    msg = _refused(text, tmp_path / "settings.toml")
+    assert "[[repository]] ('drm-intel').url:" in msg, msg
+    assert "credential helper" in msg, msg  # says what to do instead
+    assert SECRET not in msg, msg  # the error (checkconfig output, logs) does not repeat the secret
+
+
+@pytest.mark.parametrize("key, url", [
+    ("base_url", f"http://u:{SECRET}@kernels.example.org:8011"),
+])
+def test_a_published_images_url_with_a_credential_is_refused(tmp_path, key, url):
+    """``[images].base_url`` is written into every index.json entry the image server hands to anyone."""
+    text = SHIPPED.replace('base_url = "http://localhost:8011"', f'{key} = "{url}"', 1)
+    msg = _refused(text, tmp_path / "settings.toml")
+    assert f"[images].{key}:" in msg and SECRET not in msg, msg
+
+
+@pytest.mark.parametrize("url", [REPO_URL, "ssh://git@gitlab.example.org/linux.git", "git@gitlab.example.org:linux.git",
+                                 "/srv/git/linux.git", "file:///srv/git/linux.git", "git://git.kernel.org/linux.git"])
+def test_urls_without_a_secret_are_still_fine(tmp_path, url):
+    settings.parse(SHIPPED.replace(REPO_URL, url, 1), str(tmp_path / "settings.toml"))
