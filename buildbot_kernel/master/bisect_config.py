@@ -78,7 +78,7 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
     return schedulers.ForceScheduler(
         name=FORCE_SCHEDULER, builderNames=[BISECT_BUILDER], label="Bisect a regression",
         buttonName="Start bisect", codebases=[no_source],
-        reason=util.StringParameter(name="reason", label="reason", default="bisect", size=40),
+        reason=forms.reason("bisect"),
         properties=[
             util.ChoiceStringParameter(name="target", label="repository/branch", choices=choices,
                                        default=choices[0], strict=False),
