@@ -53,3 +53,20 @@ def test_a_published_images_url_with_a_credential_is_refused(tmp_path, key, url)
                                  "/srv/git/linux.git", "file:///srv/git/linux.git", "git://git.kernel.org/linux.git"])
 def test_urls_without_a_secret_are_still_fine(tmp_path, url):
     settings.parse(SHIPPED.replace(REPO_URL, url, 1), str(tmp_path / "settings.toml"))
+
+
+# --- a lock for every tester name a REST call sends ----------------------------------------------------
+
+@pytest.mark.parametrize("tester", ["Z" * 100_000, "no-such-machine", "../x", "skl-1 "])
+def test_a_bisect_naming_an_unknown_tester_makes_no_machine_lock(tester):
+    """The hole: the bisect builder's locks were computed from the request's tester as sent, and an unknown
+    name got a master lock of its own.  Buildbot keeps every lock it ever made, so each bisect request
+    with another made-up tester (its start step then refused it) grew the master for good, by the size of
+    the name."""
+    from buildbot_kernel.farm.driver import lock_name
+    from buildbot_kernel.master.bisect_config import machine_locks
+
+    classes = {"skl": ["skl-1", "skl-2"], "skl-1": ["skl-1"], "skl-2": ["skl-2"]}
+    assert machine_locks(tester, classes) == []
+    [access] = machine_locks("skl-1", classes)  # a configured machine still holds its lock
+    assert access.lockid.name == lock_name("skl-1")
