@@ -70,3 +70,30 @@ def test_a_bisect_naming_an_unknown_tester_makes_no_machine_lock(tester):
     assert machine_locks(tester, classes) == []
     [access] = machine_locks("skl-1", classes)  # a configured machine still holds its lock
     assert access.lockid.name == lock_name("skl-1")
+
+
+# --- which user names have accounts, told by the time a login takes -----------------------------------
+
+def test_a_login_of_an_unknown_user_takes_as_long_as_a_wrong_password():
+    """The hole: an unknown user name was checked against a dummy hash of bcrypt cost 4, a real account
+    against its own (``htpasswd -B`` makes cost 5, ``-C 12`` is common): with cost 10 accounts a wrong
+    password took ~64 times as long as an unknown name, so anyone could list the accounts by timing the
+    login page.  An unknown name now costs a check at the file's own cost."""
+    import time
+
+    import bcrypt
+
+    from buildbot_kernel import htpasswd
+
+    users = {"alice": bcrypt.hashpw(b"right", bcrypt.gensalt(10)), "bob": bcrypt.hashpw(b"b", bcrypt.gensalt(10))}
+
+    def seconds(user: str) -> float:
+        t0 = time.perf_counter()
+        assert not htpasswd.check_password(users, user, b"wrong")
+        return time.perf_counter() - t0
+
+    known = min(seconds("alice") for _ in range(3))
+    unknown = min(seconds("mallory") for _ in range(3))
+    assert unknown > known / 4, (known, unknown)  # the same cost: equal up to noise; before, ~1/64
+    assert not htpasswd.check_password(users, "mallory", b"right")  # another account's password: no way in
+    assert not htpasswd.check_password({}, "alice", b"right")
