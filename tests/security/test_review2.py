@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet import defer
+from twisted.trial import unittest as trial
 
 from buildbot_kernel import settings
 from buildbot_kernel.resources import shipped
@@ -97,3 +99,57 @@ def test_a_login_of_an_unknown_user_takes_as_long_as_a_wrong_password():
     assert unknown > known / 4, (known, unknown)  # the same cost: equal up to noise; before, ~1/64
     assert not htpasswd.check_password(users, "mallory", b"right")  # another account's password: no way in
     assert not htpasswd.check_password({}, "alice", b"right")
+
+
+# --- a flood of logins starving the master's threads ---------------------------------------------------
+
+class LoginFlood(trial.TestCase):
+    """The hole: every ``/auth/login`` ran its bcrypt check in the reactor's shared thread pool, which also
+    runs the master's git commands, image tree scans and bisect steps.  Anyone who reaches the login page
+    (no account needed) kept all its threads busy with a flood of logins, and the master's own work
+    waited behind them.  Now at most LOGIN_CHECKS checks run at once; past LOGIN_QUEUE waiting ones a
+    login is refused at once."""
+
+    def setUp(self):
+        import bcrypt
+
+        self.path = self.mktemp()
+        with open(self.path, "w") as f:
+            f.write(f"alice:{bcrypt.hashpw(b'right', bcrypt.gensalt(10)).decode()}\n")
+
+    @defer.inlineCallbacks
+    def test_the_masters_other_threads_are_not_starved(self):
+        import time
+
+        from twisted.cred.credentials import UsernamePassword
+        from twisted.internet import reactor, threads
+
+        from buildbot_kernel.master import auth
+
+        checker = auth.BcryptHtpasswdChecker(self.path)
+        flood = [defer.maybeDeferred(checker.requestAvatarId, UsernamePassword(b"alice", b"wrong"))
+                 for _ in range(3 * reactor.getThreadPool().max)]
+        t0 = time.monotonic()
+        yield threads.deferToThread(lambda: None)  # the master's next job in the pool
+        waited = time.monotonic() - t0
+        results = yield defer.DeferredList(flood, consumeErrors=True)
+        total = time.monotonic() - t0
+        assert all(not ok for ok, _ in results)  # every wrong password refused
+        assert waited < total / 3, (waited, total)  # before: it waited behind the whole flood
+
+    @defer.inlineCallbacks
+    def test_past_the_queue_a_login_is_refused_at_once(self):
+        from twisted.cred.credentials import UsernamePassword
+        from twisted.cred.error import UnauthorizedLogin
+
+        from buildbot_kernel.master import auth
+
+        checker = auth.BcryptHtpasswdChecker(self.path)
+        flood = [defer.maybeDeferred(checker.requestAvatarId, UsernamePassword(b"alice", b"wrong"))
+                 for _ in range(auth.LOGIN_CHECKS + auth.LOGIN_QUEUE)]
+        refused = defer.maybeDeferred(checker.requestAvatarId, UsernamePassword(b"alice", b"right"))
+        assert refused.called  # not queued: answered without a check
+        yield self.assertFailure(refused, UnauthorizedLogin)
+        yield defer.DeferredList(flood, consumeErrors=True)
+        user = yield checker.requestAvatarId(UsernamePassword(b"alice", b"right"))  # the flood is over
+        assert user == b"alice"
