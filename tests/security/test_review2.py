@@ -153,3 +153,38 @@ class LoginFlood(trial.TestCase):
         yield defer.DeferredList(flood, consumeErrors=True)
         user = yield checker.requestAvatarId(UsernamePassword(b"alice", b"right"))  # the flood is over
         assert user == b"alice"
+
+
+# --- progress reports flooding the master's state file -------------------------------------------------
+
+def test_a_repeated_progress_report_writes_nothing(tmp_path):
+    """The hole: a ``running`` or ``kexec`` report keeps its token live (only a final result uses it), and
+    each one rewrote and fsynced the farm's state file on the master's reactor thread.  The candidate
+    kernel runs a commit's code and has the machine key and the token on its command line, so a commit
+    could post them in a loop and hold up the master.  A report that does not move the attempt forward
+    (assigned -> fetched -> kexec -> running) is answered ok and changes nothing."""
+    from buildbot_kernel.farm import instructions as ins
+    from buildbot_kernel.farm.registry import Registry, write_state
+    from buildbot_kernel.settings import Machine
+
+    writes = []
+
+    def writer(path, text):
+        writes.append(path)
+        write_state(path, text)
+
+    key = "Kx9-secret-machine-key-0123456789-abcdef"
+    reg = Registry(["m1"], tmp_path / "state.json", keys={"m1": key}, writer=writer)
+    image = {"name": "6.1.0-good", "url": "http://h/i/", "files": {"vmlinuz": {"sha256": "ab" * 32}}}
+    a = ins.make_assignment(Machine(name="m1"), image, "true", "boot", "http://127.0.0.1:1")
+    reg.assign(a)
+    reg.boot_request("m1")
+    assert reg.report("m1", {"result": "kexec", "token": a.token}) == (True, "ok")
+    assert reg.report("m1", {"result": "running", "token": a.token}) == (True, "ok")
+    before = len(writes)
+    for result in ("running", "kexec") * 500:
+        assert reg.report("m1", {"result": result, "token": a.token}) == (True, "ok")
+    assert len(writes) == before, len(writes) - before
+    assert reg.assignment("m1").phase == "running"  # never back to kexec
+    assert reg.report("m1", {"result": "good", "token": a.token}) == (True, "ok")  # the verdict still counts
+    assert reg.get("m1").last_report["result"] == "good" and len(writes) == before + 1
