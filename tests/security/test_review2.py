@@ -111,9 +111,14 @@ class LoginFlood(trial.TestCase):
     login is refused at once."""
 
     def setUp(self):
+        import shutil
+        import tempfile
+
         import bcrypt
 
-        self.path = self.mktemp()
+        work = tempfile.mkdtemp(prefix="bbk-login-")  # trial's mktemp() would write into the checkout
+        self.addCleanup(shutil.rmtree, work, True)
+        self.path = f"{work}/users.htpasswd"
         with open(self.path, "w") as f:
             f.write(f"alice:{bcrypt.hashpw(b'right', bcrypt.gensalt(10)).decode()}\n")
 
