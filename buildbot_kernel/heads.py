@@ -29,7 +29,7 @@ def parse_ls_remote(output: str) -> dict[str, str]:
     heads = {}
     for line in output.splitlines():
         sha, _, ref = line.strip().partition("\t")
-        if ref.startswith("refs/heads/") and len(sha) == 40:
+        if ref.startswith("refs/heads/") and branchorder.is_sha(sha):  # it becomes a build's revision
             heads[ref[len("refs/heads/"):]] = sha
     return heads
 

@@ -17,7 +17,8 @@ BCRYPT_MAX_BYTES = 72
 # Buildbot names a build's owner "anonymous" when nobody is logged in (and then takes the owner from the
 # form); an account of that name would blur who owns a build
 RESERVED_USERS = frozenset({"anonymous"})
-# checked when the user is unknown, so an unknown name costs the same time as a wrong password
+# checked when the file has no account at all (an unknown name otherwise costs a check at the file's own
+# cost, see check_password)
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(4))
 
 
@@ -48,14 +49,23 @@ def parse(text: str) -> tuple[dict[str, bytes], list[str]]:
 
 
 def check_password(users: dict[str, bytes], user: str, password: bytes) -> bool:
-    """True only for a bcrypt match; an unknown user still costs one bcrypt check."""
-    digest = users.get(user)
+    """True only for a bcrypt match.  An unknown user costs a check against the costliest hash of the
+    file, so a login answers as slowly for a name without an account as for a wrong password: the time
+    does not tell which names have accounts."""
+    known = user in users
+    digest = users[user] if known else max(users.values(), key=_cost, default=_DUMMY_HASH)
     try:
         # bcrypt uses the first 72 bytes; `htpasswd -B` hashes a longer password that way too
-        ok = bcrypt.checkpw(password[:BCRYPT_MAX_BYTES], digest if digest is not None else _DUMMY_HASH)
+        ok = bcrypt.checkpw(password[:BCRYPT_MAX_BYTES], digest)
     except ValueError:  # a malformed hash, or a password bcrypt refuses (NUL bytes)
         return False
-    return ok and digest is not None
+    return ok and known
+
+
+def _cost(digest: bytes) -> int:
+    """The bcrypt cost of ``$2y$NN$...`` (0 when unreadable)."""
+    field = digest[4:6]
+    return int(field) if field.isdigit() else 0
 
 
 def check_file(path: str, user: str, password: bytes) -> bool:

@@ -48,6 +48,11 @@ def claim_key(test: str, branch: str, bad_sha: str) -> str:
     return key if len(key) <= 200 else "bisect:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+# the reason of the bisects the watch starts: short, as the bisect form bounds every reason (the owner
+# below already says which test, branch and commits)
+BISECT_REASON = "regression watch"
+
+
 def owner(test: str, branch: str, good_sha: str, bad_sha: str) -> str:
     return f"regression-watch: {test} on {branch} ({good_sha[:12]} pass, {bad_sha[:12]} fail)"
 

@@ -112,6 +112,26 @@ def http_url_problem(text: object) -> str:
     return ""
 
 
+def url_secret_problem(text: object) -> str:
+    """Why ``text`` holds a credential (``user:password@``, or any ``user@`` of an http(s) URL, where a
+    token is often given as the user name), or "".  These URLs are shown to everyone who may read builds
+    (README "Settings"), so a secret in one is a secret published; the message never repeats it."""
+    if not isinstance(text, str):
+        return ""
+    try:
+        u = urllib.parse.urlsplit(text)
+        user, password = u.username, u.password
+    except ValueError:
+        return ""
+    if password is None and not (user is not None and u.scheme.lower() in ("http", "https")):
+        return ""
+    shown = urllib.parse.urlunsplit(u._replace(netloc="***@" + u.netloc.rsplit("@", 1)[1]))
+    return (f"{shown!r} holds a credential in its user part; the URL is shown to everyone who may read "
+            "builds (build pages, the REST API, published files, mails): remove it and give the credential "
+            "to git another way (a credential helper or ~/.netrc of the user the master and workers run as, "
+            "or an ssh key)")
+
+
 def _commit_url_template(v):
     """``web_url``: an http(s) URL once its ``{sha}`` is filled in (see buildbot_kernel/commitlink.py)."""
     return "{sha}" in v and not http_url_problem(v.replace("{sha}", "0" * 40))
@@ -702,6 +722,21 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
     if "root" in images:
         problems += _root_problems(images["root"], base)
     problems += _branch_problems(tables["repository"])
+    problems += _url_secret_problems(sections, tables)
+    return problems
+
+
+def _url_secret_problems(sections: dict, tables: dict) -> list[str]:
+    """Every URL the master shows or publishes: none may carry a credential (:func:`url_secret_problem`)."""
+    named = [("[server].url", sections["server"].get("url")), ("[images].base_url", sections["images"].get("base_url"))]
+    named += [(f"[[repository]] ({r.get('name')!r}).url", r.get("url")) for r in tables["repository"]]
+    named += [(f"[[repository]] ({r.get('name')!r}).web_url", r.get("web_url")) for r in tables["repository"]]
+    named += [(f"[[machine]] ({m.get('name')!r}).server_url", m.get("server_url")) for m in tables["machine"]]
+    problems = []
+    for where, url in named:
+        problem = url_secret_problem(url)
+        if problem:
+            problems.append(f"{where}: {problem}")
     return problems
 
 

@@ -16,3 +16,10 @@ def reachable_host(address: str) -> str:
     if ipaddress.ip_address(address).is_unspecified:
         address = "127.0.0.1" if ipaddress.ip_address(address).version == 4 else "::1"
     return f"[{address}]" if ":" in address else address
+
+
+def shown(value, limit: int = 40) -> str:
+    """A value from outside as a message quotes it: whole when short, else its start and its length.  The
+    messages become step summaries every reader of builds loads, so a huge value is never repeated."""
+    text = str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

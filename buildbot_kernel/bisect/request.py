@@ -17,6 +17,7 @@ from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.settings import DEFAULT_TEST_TIMEOUT as DEFAULT_TIMEOUT  # a free-form command's
 from buildbot_kernel.settings import TEST_MODES as MODES
 from buildbot_kernel.settings import Test  # a named test: what a maintainer may run, by name
+from buildbot_kernel.util import shown
 
 LOCAL_TESTER = "local"
 # form property names (contract: the REST call's params use them too)
@@ -26,6 +27,9 @@ FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_m
 # request is refused past these rather than keeping the master busy (git bisect needs the newest goods only)
 MAX_GOOD_REVISIONS = 64
 MAX_REVISION_CHARS = 256
+# revision syntax that makes git read every commit message (``:/text``, ``rev^{/regex}``, with a regex the
+# caller chose) or names a file (``rev:path``): no commit, tag or branch name holds these
+SEARCHING = (":", "^{/")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
     by_name = {t.builder: t for t in targets}
     choice = str(props.get("target") or "").strip()
     if choice not in by_name:
-        raise BisectInputError("target", f"{choice!r} is not a configured repository branch; "
+        raise BisectInputError("target", f"{shown(choice)} is not a configured repository branch; "
                                f"choose one of: {', '.join(by_name)}")
     t = by_name[choice]
     good = split_revisions(str(props.get("good") or ""))
@@ -103,15 +107,18 @@ def parse_request(props: Mapping, targets: list[Target], builds: list[str], mach
         if len(rev) > MAX_REVISION_CHARS:
             raise BisectInputError(field, f"{rev[:40]!r}... has {len(rev)} characters; a revision (commit, tag or "
                                    f"branch) has at most {MAX_REVISION_CHARS}")
+        if any(s in rev for s in SEARCHING):
+            raise BisectInputError(field, f"{shown(rev)} searches commit messages or names a file (':', '^{{/'); "
+                                   "give a commit, tag or branch (e.g. v6.8, drm-tip~3 or a sha)")
     tester = str(props.get("tester") or LOCAL_TESTER).strip()
     if tester != LOCAL_TESTER and tester not in machines:
-        raise BisectInputError("tester", f"{tester!r} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "
+        raise BisectInputError("tester", f"{shown(tester)} is neither {LOCAL_TESTER!r} nor a configured [[machine]] "
                                f"or machine class (configured: {', '.join(machines) or 'none'})")
     test_name, command, mode, timeout = _test_or_command(props, tests)
     build_missing = _boolean(props.get("build_missing", True))
     build_config = str(props.get("build_config") or t.build).strip()
     if build_config not in builds:
-        raise BisectInputError("build_config", f"{build_config!r} is not a configured [[build]] "
+        raise BisectInputError("build_config", f"{shown(build_config)} is not a configured [[build]] "
                                f"(configured: {', '.join(builds)})")
     if build_missing and build_config != t.build:
         raise BisectInputError("build_config", f"{t.builder} builds with {t.build!r}, so missing "
@@ -136,7 +143,7 @@ def _test_or_command(props: Mapping, tests) -> tuple[str, str, str, int]:
         raise BisectInputError("command", f"give either a named test ({name!r}) or a free-form command, not both")
     if name:
         if name not in by_name:
-            raise BisectInputError("test", f"{name!r} is not a configured [[test]] "
+            raise BisectInputError("test", f"{shown(name)} is not a configured [[test]] "
                                    f"(configured: {', '.join(by_name) or 'none'})")
         t = by_name[name]
         return t.name, t.command, t.mode, t.timeout
@@ -146,7 +153,7 @@ def _test_or_command(props: Mapping, tests) -> tuple[str, str, str, int]:
                                "exit 0 good, 125 skip, 1-127 bad")
     mode = str(props.get("mode") or "boot").strip()
     if mode not in MODES:
-        raise BisectInputError("mode", f"{mode!r}: expected 'boot' (a boot failure is bad) or "
+        raise BisectInputError("mode", f"{shown(mode)}: expected 'boot' (a boot failure is bad) or "
                                "'test' (a boot failure is skip)")
     return "", command, mode, DEFAULT_TIMEOUT
 
@@ -159,7 +166,7 @@ def _boolean(v) -> bool:
         return True
     if s in ("0", "false", "no", "off", ""):
         return False
-    raise BisectInputError("build_missing", f"{v!r}: expected true or false")
+    raise BisectInputError("build_missing", f"{shown(v)}: expected true or false")
 
 
 def _whole_number(v, name: str, what: str) -> int:
@@ -168,5 +175,5 @@ def _whole_number(v, name: str, what: str) -> int:
     except ValueError:
         n = -1
     if n < 0:
-        raise BisectInputError(name, f"{v!r}: expected a whole number of {what}")
+        raise BisectInputError(name, f"{shown(v)}: expected a whole number of {what}")
     return n

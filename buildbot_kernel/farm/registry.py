@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 STATES = ("idle", "booting", "testing", "broken")
 FINAL_RESULTS = ("good", "bad", "skip", "error", "boot-error")  # error: the test broke (exit above 127)
 PROGRESS_RESULTS = ("kexec", "running")
+# an attempt's phases in order; a progress report counts only when it moves the attempt forward (the
+# candidate kernel has the key and the live token: a loop of reports must not rewrite the state file)
+PHASES = ("assigned", "fetched", "kexec", "running")
 REPORT_FIELDS = ("result", "stage", "token", "uname", "error", "reason", "log")
 LOG_TAIL_CHARS = 4000  # the end of the test's output
 FIELD_CHARS = 500  # every other field: a word or one line for people
@@ -363,6 +366,8 @@ class Registry:
         report["at"] = now
         report["image"] = a.image if a else ""
         if result in PROGRESS_RESULTS:
+            if a.phase in PHASES and PHASES.index(result) <= PHASES.index(a.phase):
+                return True, "ok"  # nothing new: a repeated or late progress report changes nothing
             a.phase = result
             m.assignment = a.to_json()
             if result == "running" and not a.extra.get("default"):

@@ -40,15 +40,23 @@ OWNER = "owner"
 USER = "user"
 
 
+# bcrypt checks running at once (in the reactor's thread pool, which the master's git commands, tree scans
+# and bisect steps share), and logins waiting for one; past that a login is refused at once: a flood of
+# logins from anyone who reaches the page must not starve the master's own work
+LOGIN_CHECKS = 2
+LOGIN_QUEUE = 32
+
+
 @implementer(ICredentialsChecker)
 class BcryptHtpasswdChecker:
     """Twisted cred checker over :mod:`buildbot_kernel.htpasswd`; bcrypt runs in a thread because it is
-    deliberately slow and the reactor serves everyone else meanwhile."""
+    deliberately slow and the reactor serves everyone else meanwhile, at most LOGIN_CHECKS at once."""
 
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, path: str):
         self.path = path
+        self.slots = defer.DeferredSemaphore(LOGIN_CHECKS)
 
     @defer.inlineCallbacks
     def requestAvatarId(self, credentials):
@@ -56,7 +64,9 @@ class BcryptHtpasswdChecker:
         user = user.decode("utf-8", "replace") if isinstance(user, bytes) else str(user)
         password = credentials.password
         password = password if isinstance(password, bytes) else str(password).encode()
-        ok = yield threads.deferToThread(htpasswd.check_file, self.path, user, password)
+        if len(self.slots.waiting) >= LOGIN_QUEUE:
+            raise UnauthorizedLogin()
+        ok = yield self.slots.run(threads.deferToThread, htpasswd.check_file, self.path, user, password)
         if not ok:
             raise UnauthorizedLogin()
         return user.encode()

@@ -54,10 +54,12 @@ def bisect_builder_name(builder: str) -> str:
 def machine_locks(tester, classes: dict | None = None) -> list:
     """The bisect build's locks: the tester machine's, exclusive, for the whole bisect (the local tester
     needs none).  A class of several machines takes none here: each test holds its machine's lock
-    (steps/bisect_rounds.py); a class of one is its machine."""
+    (steps/bisect_rounds.py); a class of one is its machine.  A tester ``classes`` does not list gets none:
+    the start step refuses it, and Buildbot keeps every lock it ever made, so a lock named after each
+    value a REST call sends would grow the master without bound."""
     if not tester or tester == LOCAL_TESTER:
         return []
-    machines = (classes or {}).get(str(tester), [str(tester)])
+    machines = [str(tester)] if classes is None else classes.get(str(tester), [])
     return [util.MasterLock(lock_name(machines[0])).access("exclusive")] if len(machines) == 1 else []
 
 
@@ -78,7 +80,7 @@ def bisect_form(ctx: BisectContext) -> schedulers.ForceScheduler:
     return schedulers.ForceScheduler(
         name=FORCE_SCHEDULER, builderNames=[BISECT_BUILDER], label="Bisect a regression",
         buttonName="Start bisect", codebases=[no_source],
-        reason=util.StringParameter(name="reason", label="reason", default="bisect", size=40),
+        reason=forms.reason("bisect"),
         properties=[
             util.ChoiceStringParameter(name="target", label="repository/branch", choices=choices,
                                        default=choices[0], strict=False),

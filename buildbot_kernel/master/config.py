@@ -16,7 +16,7 @@ from buildbot_kernel.bisect.records import pinned_images
 from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.gitrepo import REVISION_FIELD
 from buildbot_kernel.imagetree.services import services_from_settings
-from buildbot_kernel.master import dbreconnect
+from buildbot_kernel.master import dbreconnect, forms
 from buildbot_kernel.master.auth import LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.cluster import add_cluster
@@ -134,7 +134,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
             maintainer_schedulers.append(identifier(f"rebuild-{bname}"))
             c["schedulers"].append(schedulers.ForceScheduler(
                 name=identifier(f"rebuild-{bname}"), builderNames=[bname], label=f"Build {bname}",
-                buttonName="Build", reason=util.StringParameter(name="reason", default="forced", size=40),
+                buttonName="Build", reason=forms.reason("forced"),
                 codebases=[util.CodebaseParameter(
                     "", label="Commit",
                     branch=util.FixedParameter(name="branch", default=t.branch),
@@ -159,8 +159,9 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["schedulers"].append(schedulers.Periodic(
         name="heads-periodic", builderNames=[HEADS_BUILDER],
         periodicBuildTimer=max(600, 4 * min(r.poll_interval for r in s.repositories))))
-    c["schedulers"].append(schedulers.ForceScheduler(name=HEADS_FORCE_SCHEDULER, builderNames=[HEADS_BUILDER],
-                                                     label="Check branch heads now", buttonName="Check"))
+    c["schedulers"].append(schedulers.ForceScheduler(  # the check reads the settings, never a source stamp
+        name=HEADS_FORCE_SCHEDULER, builderNames=[HEADS_BUILDER], label="Check branch heads now", buttonName="Check",
+        codebases=[forms.no_source()], reason=forms.reason("check heads")))
     add_bisect(c, s, targets, state_dir, images_root, build_workers)
     if add_loop(c, s, targets, state_dir, images_root):
         maintainer_schedulers.append(IMAGE_TEST_FORCE)

@@ -1,8 +1,19 @@
-"""Pieces shared by the force forms (bisect, test an image, repair a machine)."""
+"""Pieces shared by the force forms (build, check heads, bisect, test an image, repair a machine)."""
 
 from __future__ import annotations
 
 from buildbot.plugins import util
+
+# Buildbot keeps "A build was forced by '<owner>': <reason>" in a 256-character column (PostgreSQL
+# refuses more); the form refuses a longer reason, naming the field, before anything is stored
+MAX_REASON_CHARS = 160
+
+
+def reason(default: str, label: str = "reason", size: int = 40) -> util.StringParameter:
+    """Every form's free-text reason, bounded (:data:`MAX_REASON_CHARS`)."""
+    field = util.StringParameter(name="reason", label=label, default=default, size=size)
+    field.maxsize = MAX_REASON_CHARS
+    return field
 
 
 def no_source() -> util.CodebaseParameter:

@@ -64,7 +64,7 @@ def test_form(tests: list[str]) -> schedulers.ForceScheduler:
     no_source = forms.no_source()
     return schedulers.ForceScheduler(
         name=IMAGE_TEST_FORCE, builderNames=[IMAGE_TEST_BUILDER], label="Test an image", buttonName="Test",
-        codebases=[no_source], reason=util.StringParameter(name="reason", default="test an image", size=40),
+        codebases=[no_source], reason=forms.reason("test an image"),
         properties=[
             util.ChoiceStringParameter(name="image_test", label="test", choices=tests, default=tests[0],
                                        strict=False),  # a wrong value fails the build's first step, naming it

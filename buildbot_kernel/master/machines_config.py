@@ -60,6 +60,6 @@ def add_machines(c: dict, machines: list[str], worker: str, can_start=None) -> N
     c["schedulers"].append(schedulers.ForceScheduler(
         name=REPAIR_SCHEDULER, builderNames=[MACHINES_BUILDER], label="Repair a test machine",
         buttonName="Repair", codebases=[no_source],
-        reason=util.StringParameter(name="reason", label="what was fixed", default="repaired", size=60),
+        reason=forms.reason("repaired", label="what was fixed", size=60),
         properties=[util.ChoiceStringParameter(name="machine", label="machine", choices=machines,
                                                default=machines[0], strict=True)]))

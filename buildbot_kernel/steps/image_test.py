@@ -305,8 +305,8 @@ class RunImageTest(buildstep.BuildStep):
         who = loop.owner(test, branch, good["sha"], bad["sha"])
         try:
             bsid, brids = yield sched.force(
-                who, builderNames=[self.ctx.bisect_builder], reason=who, target=builder, good=good["sha"],
-                bad=bad["sha"], tester=self.bisect_tester, test=test, command="", mode=self.test.mode,
+                who, builderNames=[self.ctx.bisect_builder], reason=loop.BISECT_REASON, target=builder,
+                good=good["sha"], bad=bad["sha"], tester=self.bisect_tester, test=test, command="", mode=self.test.mode,
                 build_missing=True, build_config=build_config, max_steps=0)
         except Exception as e:  # a form the settings made invalid: said, and the claim kept (never two)
             yield bb.set_stored(self.master, loop.STATE_OBJECT, key, {**mine, "error": str(e)})

@@ -18,6 +18,7 @@ from buildbot_kernel.ledger import FAILED, BuildLedger
 from buildbot_kernel.steps import WORKER_COMMAND
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.utctime import iso_utc
+from buildbot_kernel.util import shown
 
 SKIP_PROPERTY = "bbk_skip"
 
@@ -223,10 +224,10 @@ class CheckKernelRelease(buildstep.ShellMixin, buildstep.BuildStep):
         got = cmd.stdout.strip().splitlines()[-1] if cmd.stdout.strip() else ""
         want = self.getProperty("image_name")
         if got != want:
-            msg = (f"make kernelrelease printed {got!r} but the image name is {want!r}; "
+            msg = (f"make kernelrelease printed {shown(got, 80)} but the image name is {want!r}; "
                    "check localversion files, CONFIG_LOCALVERSION_AUTO and the LOCALVERSION variable")
             yield self.addCompleteLog("mismatch", msg + "\n")
-            self.descriptionDone = [f"kernelrelease {got!r} != image name {want!r}"]
+            self.descriptionDone = [f"kernelrelease {shown(got, 80)} != image name {want!r}"]
             return FAILURE
         self.descriptionDone = [f"kernelrelease = {got}"]
         return SUCCESS

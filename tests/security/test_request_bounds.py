@@ -40,3 +40,41 @@ def test_a_request_with_unbounded_revisions_is_refused_before_any_work(fields, f
 def test_a_bisect_with_many_good_revisions_up_to_the_bound_is_fine():
     r = parse(good=" ".join(f"v6.{i}" for i in range(MAX_GOOD_REVISIONS)), bad="c" * MAX_REVISION_CHARS)
     assert len(r.good) == MAX_GOOD_REVISIONS and len(r.bad) == MAX_REVISION_CHARS
+
+
+HUGE = "Z" * 100_000
+
+
+@pytest.mark.parametrize("field, value", [
+    ("target", HUGE), ("tester", HUGE), ("test", HUGE), ("build_config", HUGE), ("build_missing", HUGE),
+    ("max_steps", HUGE), ("max_machines", HUGE), ("max_steps", "9" * 5000), ("max_steps", -1),
+    ("mode", HUGE),
+])
+def test_a_refused_field_is_named_but_not_echoed_whole(field, value):
+    """The hole: every other field's refusal repeated the value as given, so a 100k-character target,
+    tester, test, build_config or max_steps became a 100k-character step summary (each build page and
+    REST build list of anyone who reads builds) and "input error" log."""
+    fields = {field: value}
+    if field == "mode":
+        fields.update(test="", command="true")
+    with pytest.raises(BisectInputError) as e:
+        parse(**fields)
+    assert e.value.field == field, str(e.value)[:300]
+    assert len(str(e.value)) < 400, str(e.value)[:300]
+
+
+@pytest.mark.parametrize("rev", [":/fix", "HEAD^{/fix}", "v6.8:Makefile", ":0:Makefile", "drm-tip^{/(a*)*b}"])
+@pytest.mark.parametrize("field", ["good", "bad"])
+def test_a_revision_that_searches_commit_messages_is_refused(field, rev):
+    """The hole: ``:/text`` and ``rev^{/regex}`` make ``git rev-parse`` walk the history reading every
+    commit message (a kernel has over a million) with a regex the caller chose; 65 of them per request
+    kept the master's git threads busy for many minutes.  No commit, tag or branch needs ':' or '^{/'."""
+    fields = {"good": rev} if field == "good" else {"bad": rev}
+    with pytest.raises(BisectInputError) as e:
+        parse(**fields)
+    assert e.value.field == field and "commit message" in e.value.message, str(e.value)
+
+
+def test_ordinary_revisions_are_still_fine():
+    r = parse(good="v6.8 v6.7^ drm-tip~3 0123abcd HEAD@{1}", bad="drm-tip^{commit}")
+    assert r.good[:2] == ("v6.8", "v6.7^") and r.bad == "drm-tip^{commit}"

@@ -178,6 +178,15 @@ class TestCheckKernelRelease(StepCase):
         self.expect_outcome(result=SUCCESS, state_string=f"kernelrelease = {NAME}")
         return self.run_step()
 
+    def test_a_huge_kernelrelease_is_shown_cut(self):
+        """A commit's Makefile decides what ``make kernelrelease`` prints: a 100k-character line became the
+        step summary every reader of builds loads.  The summary shows its start and its length."""
+        got = "6.1.0-" + "x" * 100_000
+        self.step(got)
+        self.expect_outcome(result=FAILURE, state_string=f"kernelrelease {got[:80]!r}... ({len(got)} characters) "
+                                                         f"!= image name {NAME!r} (failure)")
+        return self.run_step()
+
     def test_mismatch_fails_and_says_both_strings(self):
         self.step(NAME.rstrip("+"))
         self.expect_outcome(result=FAILURE, state_string=f"kernelrelease {NAME.rstrip('+')!r} != image name "

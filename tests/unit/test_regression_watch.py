@@ -14,6 +14,7 @@ from buildbot_kernel.imagetree import results
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.package import verify_image_dir
 from buildbot_kernel.imagetree.testing import make_image
+from buildbot_kernel.master.forms import MAX_REASON_CHARS
 
 BASE = """
 [[repository]]
@@ -110,6 +111,8 @@ def test_claim_key_and_owner():
     assert len(loop.claim_key("boot", "x" * 300, "a" * 40)) < 100
     assert loop.owner("boot", "drm-tip", "1" * 40, "2" * 40) == \
         "regression-watch: boot on drm-tip (111111111111 pass, 222222222222 fail)"
+    # the bisect form refuses a longer reason: the watch's own must pass it whatever the test and branch
+    assert len(loop.BISECT_REASON) <= MAX_REASON_CHARS
 
 
 def test_verification_outcome():
