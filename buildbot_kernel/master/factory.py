@@ -10,7 +10,7 @@ from buildbot_kernel.settings import Settings, is_config_file, resolve
 from buildbot_kernel.steps import WORKER_COMMAND
 from buildbot_kernel.steps.image_test import TriggerImageTests
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
-from buildbot_kernel.steps.publish import PublishImage, RecordOutcome
+from buildbot_kernel.steps.publish import PublishImage, RecordOutcome, UploadImage
 from buildbot_kernel.steps.record import AttachBuildRecord
 from buildbot_kernel.target import BuildTarget
 from buildbot_kernel.util import identifier
@@ -74,8 +74,8 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
         name="package", haltOnFailure=True, env=NO_LOCALVERSION, **shell,
         command=util.Transform(lambda name: kbuild_commands.package_script(build, name),
                                util.Property("image_name"))))
-    f.addStep(steps.DirectoryUpload(name="upload", workersrc="pkg", masterdest=util.Property("incoming_dir"),
-                                    haltOnFailure=True, **common))
+    f.addStep(UploadImage(name="upload", workersrc="pkg", masterdest=util.Property("incoming_dir"),
+                          haltOnFailure=True, **common))
     f.addStep(AttachBuildRecord(target, base_config, fragments, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(PublishImage(target, doStepIf=not_skipped, hideStepIf=_skipped))
     f.addStep(RecordOutcome(target))

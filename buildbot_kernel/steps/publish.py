@@ -15,7 +15,10 @@ from pathlib import Path
 
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.steps.transfer import DirectoryUpload
 from twisted.internet import defer, threads
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
 
 from buildbot_kernel import formats, heads, reproducer
 from buildbot_kernel.buildbot_adapter import named_service
@@ -86,6 +89,25 @@ def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Mo
         raise package.CorruptImage(problems)
     package.write_manifest(incoming, fields)
     return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
+
+
+class UploadImage(DirectoryUpload):
+    """Buildbot's DirectoryUpload, except that a stop lets the transfer end instead of cutting it.
+
+    Cut as it starts (a stopped build or bisect, a master shutting down), the worker has sent no archive
+    yet and the master fails to unpack an empty one; the worker then cannot send that error back with the
+    command's end (it fails to serialize it), so the step, its build and a clean master shutdown wait
+    until the worker disconnects. Seen in the test suite, a bisect stopped by a master shutdown while its
+    on-demand build began its upload. An upload of an image takes seconds; the build stops at the end of
+    it, and what arrived is never published (the next steps do not run). A lost worker still ends it at
+    once, as Buildbot does."""
+
+    @defer.inlineCallbacks
+    def interrupt(self, reason):
+        if isinstance(reason, Failure) and reason.check(ConnectionLost):
+            yield super().interrupt(reason)
+            return
+        yield self.addCompleteLog("interrupt", f"{reason}\n(the upload runs to its end; the build stops after it)")
 
 
 class PublishImage(buildstep.BuildStep):
