@@ -126,7 +126,7 @@ def read_snapshot(machines: list[str], path: str | os.PathLike) -> dict:
     the configured machines as never seen, rather than no machines."""
     try:
         return Registry(machines, path).snapshot()
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):  # AttributeError: JSON that is not an object
         return Registry(machines).snapshot()
 
 

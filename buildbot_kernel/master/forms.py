@@ -11,9 +11,7 @@ MAX_REASON_CHARS = 160
 
 def reason(default: str, label: str = "reason", size: int = 40) -> util.StringParameter:
     """Every form's free-text reason, bounded (:data:`MAX_REASON_CHARS`)."""
-    field = util.StringParameter(name="reason", label=label, default=default, size=size)
-    field.maxsize = MAX_REASON_CHARS
-    return field
+    return util.StringParameter(name="reason", label=label, default=default, size=size, maxsize=MAX_REASON_CHARS)
 
 
 def no_source() -> util.CodebaseParameter:
