@@ -32,7 +32,9 @@ def vm1(master) -> dict:
 def test_power_lost_mid_test_is_an_infra_failure_retried_and_the_bisect_ends_right(farm_master):
     master, shas, _ = farm_master
     t0 = time.monotonic()
-    bsid = e2e.force(master, shas, "vm1", "test", 0, 5, e2e.TEST_CMD)
+    # a test that runs for seconds, as lab tests do: grepping dmesg alone ends within milliseconds of the
+    # "running" report, and the power must go while the test runs, not after its verdict
+    bsid = e2e.force(master, shas, "vm1", "test", 0, 5, f"sleep 3; {e2e.TEST_CMD}")
     running = wait_for(lambda: (vm1(master).get("assignment") or {}).get("phase") == "running"
                        and vm1(master)["assignment"], 900, "vm1 to run the first test")
     console = master.dir / "state" / "farm" / "qemu" / "vm1.console.log"
