@@ -19,6 +19,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from buildbot_kernel import formats
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.errors import BuildbotKernelError
@@ -79,6 +81,11 @@ def image_files(image_dir: str | os.PathLike) -> list[str]:
 
 def field_problems(fields: dict) -> list[str]:
     """What is wrong with the metadata fields, each message naming the field and what is expected."""
+    return value_problems(fields) + encoding_problems(fields)
+
+
+def value_problems(fields: dict) -> list[str]:
+    """``field_problems`` less the encoding check, for fields ``read_metadata`` already checked."""
     problems = []
     for key in REQUIRED_FIELDS:
         v = fields.get(key)
@@ -106,7 +113,7 @@ def field_problems(fields: dict) -> list[str]:
     if isinstance(name, str) and ("/" in name or name.startswith(".") or name in ("", "..")):
         problems.append(f"metadata field 'name' is {name!r}; expected one path component not starting "
                         "with '.'")
-    return problems + encoding_problems(fields)
+    return problems
 
 
 def encoding_problems(fields: dict) -> list[str]:
@@ -169,18 +176,43 @@ def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
     return metadata
 
 
-def read_metadata(image_dir: str | os.PathLike) -> dict:
-    """Parsed ``metadata.json``; raises ValueError (unreadable, not JSON, not an object)."""
+def read_metadata(image_dir: str | os.PathLike, dir_fd: int | None = None) -> dict:
+    """Parsed ``metadata.json`` (of ``image_dir``, or of the directory open at ``dir_fd``); raises
+    ValueError (unreadable, not JSON, not an object, text the index cannot write as UTF-8)."""
     try:
-        with open(os.path.join(image_dir, METADATA), "rb") as f:
-            data = json.loads(f.read())
+        raw = read_bytes(METADATA if dir_fd is not None else os.path.join(image_dir, METADATA), dir_fd)
     except OSError as e:
         raise ValueError(f"{METADATA}: cannot read: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{METADATA}: not valid JSON: {e}") from None
+    try:
+        data = orjson.loads(raw)  # strict: also refuses a lone surrogate, which UTF-8 cannot encode
+    except orjson.JSONDecodeError as e:
+        raise ValueError(_json_problem(raw, e)) from None
     if not isinstance(data, dict):
         raise ValueError(f"{METADATA}: expected a JSON object")
     return data
+
+
+def _json_problem(raw: bytes, strict_error: Exception) -> str:
+    """Why ``metadata.json`` was refused, naming the field when it is a text UTF-8 cannot encode (what
+    the lenient parser accepts and the strict one does not)."""
+    try:
+        lenient = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{METADATA}: not valid JSON: {e}"
+    problems = encoding_problems(lenient) if isinstance(lenient, dict) else []
+    return "; ".join(problems) or f"{METADATA}: not valid JSON: {strict_error}"
+
+
+def read_bytes(path: str, dir_fd: int | None = None) -> bytes:
+    """A small file's bytes (``path`` relative to ``dir_fd`` if given), without a buffered file object."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def manifest_problems(metadata: dict, sums: dict[str, str]) -> list[str]:

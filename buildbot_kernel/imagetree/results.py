@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+import orjson
+
 from buildbot_kernel.imagetree.atomic import atomic_write
 
 TESTS_DIR = "tests"
@@ -74,8 +76,8 @@ def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:
         if ext != ".json" or not valid_name(test):
             continue
         try:
-            with open(os.path.join(d, fname), encoding="utf-8") as f:
-                doc = json.load(f)
+            with open(os.path.join(d, fname), "rb") as f:
+                doc = orjson.loads(f.read())  # strict: no lone surrogate reaches the index's UTF-8
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("result") in RESULTS:

@@ -13,6 +13,7 @@ pages, any server or base URL, and ``file://`` on the NFS tree.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Mapping
@@ -49,6 +50,18 @@ def _quote(name: Any) -> str:
     return name if _UNRESERVED.match(name) else quote(name.encode("utf-8"), safe="/")
 
 
+@functools.lru_cache(maxsize=1024)
+def _file_name_parts(name: Any) -> tuple[str, str]:
+    """(escaped URL path, escaped text) of a payload file name: the same few names (vmlinuz, config...)
+    recur in every image, so 10,000 rows escape each once."""
+    return escape(_quote(name)), escape(name)
+
+
+def _file_link(path: str, name: Any, size: int) -> str:
+    href, text = _file_name_parts(name)
+    return f'<a href="{path}{href}">{text}</a>&nbsp;{escape(filesize(size))}'
+
+
 def image_row(i: Mapping[str, Any]) -> str:
     """The ``<tr>`` of one index entry (the dict ``ImageRecord.to_index_entry`` makes), without a newline."""
     path, name, files = escape(i["path"]), escape(i["name"]), i["files"]
@@ -67,8 +80,7 @@ def image_row(i: Mapping[str, Any]) -> str:
     out.append(f'</td><td class="sha" title="{escape(sha)}">{escape(sha[:12])}</td>'
                f'<td>{escape(i["subject"])}</td><td>{escape(i["commit_date"])}</td>'
                f'<td>{escape(i["build_date"])} ({escape(i["build"])}, {escape(i["arch"])})</td><td class="files">')
-    out.append(" · ".join(f'<a href="{path}{escape(_quote(f))}">{escape(f)}</a>&nbsp;'
-                          f'{escape(filesize(info["size"]))}' for f, info in _by_name(files)))
+    out.append(" · ".join(_file_link(path, f, info["size"]) for f, info in _by_name(files)))
     out.append('</td><td class="tests">')
     out.append(" · ".join(
         f'<a class="{escape(r["result"])}" href="{path}tests/{escape(_quote(t))}.log" '

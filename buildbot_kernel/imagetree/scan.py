@@ -10,20 +10,23 @@ image reads two small files, not twenty thousand.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from buildbot_kernel.errors import BuildbotKernelError
+from buildbot_kernel.imagetree.modes import DIR_FLAGS, Modes, list_dir
 from buildbot_kernel.imagetree.package import (
     METADATA,
     SUMS,
-    field_problems,
     manifest_problems,
     parse_sums,
+    read_bytes,
     read_metadata,
+    value_problems,
 )
 from buildbot_kernel.imagetree.record import ImageRecord
-from buildbot_kernel.imagetree.results import read_results, stamp
+from buildbot_kernel.imagetree.results import TESTS_DIR, read_results, stamp
 from buildbot_kernel.naming import safe_branch
 
 
@@ -42,26 +45,88 @@ def load_image(image_dir: str | os.PathLike, version: tuple = (), with_tests: bo
     exists with the listed size (stat only, never hashed: ``verify_image_dir`` does that).  Raises
     :class:`IncompleteImage` saying why not."""
     d = os.fspath(image_dir)
-    branch_dir, img_dir = os.path.basename(os.path.dirname(d)), os.path.basename(d)
     try:
-        meta = read_metadata(d)
-        with open(os.path.join(d, SUMS), encoding="utf-8") as f:
-            sums = parse_sums(f.read())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise IncompleteImage(str(e)) from None
-    problems = manifest_problems(meta, sums) + field_problems(meta)
-    if not problems and meta["name"] != img_dir:
-        problems.append(f"metadata name {meta['name']!r} differs from the directory name")
-    if not problems and safe_branch(meta["branch"]) != branch_dir:
-        problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
-    if not problems:
-        size_problem = _size_problem(d, meta["files"])
-        if size_problem:
-            problems.append(size_problem)
-    if problems:
-        raise IncompleteImage("; ".join(problems))
-    tests = read_results(d) if with_tests else {}
-    return ImageRecord.from_metadata(branch_dir, img_dir, meta, version, tests)
+        with ImageDir(d) as listed:
+            return listed.load(version, with_tests)
+    except OSError as e:
+        raise IncompleteImage(f"cannot read the directory: {e.strerror}") from None
+
+
+class ImageDir:
+    """One image directory read in one pass: opened once (never through a symlink), listed once with
+    each entry's ``lstat``, and its manifests read through that descriptor.  The scan's cache key, the
+    size check and the permission contract all use the same listing: a first scan of 10,000 images
+    did each of those with its own system calls (three quarters of the index's time from nothing)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, DIR_FLAGS)
+        try:
+            self.stat = os.fstat(self.fd)
+            self.entries = list_dir(self.fd)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __enter__(self) -> ImageDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+    def followed(self, name: str) -> os.stat_result | None:
+        """The entry's stat as ``os.stat`` gives it (through a symlink), None when absent."""
+        st = self.entries.get(name)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            try:
+                return os.stat(name, dir_fd=self.fd)
+            except OSError:
+                return None
+        return st
+
+    def key(self) -> tuple | None:
+        """The scan's cache key (``TreeScanner.key`` computes the same from paths), None while a manifest
+        is missing."""
+        meta, sums, tests = self.followed(METADATA), self.followed(SUMS), self.followed(TESTS_DIR)
+        if meta is None or sums is None:
+            return None
+        return _stat_key(meta) + _stat_key(sums) + (self.stat.st_mtime_ns, tests.st_mtime_ns if tests else 0)
+
+    def load(self, version: tuple = (), with_tests: bool = True) -> ImageRecord:
+        """The image (see :func:`load_image`); raises :class:`IncompleteImage`."""
+        d = self.path
+        branch_dir, img_dir = os.path.basename(os.path.dirname(d)), os.path.basename(d)
+        try:
+            meta = read_metadata(d, dir_fd=self.fd)
+            sums = parse_sums(read_bytes(SUMS, self.fd).decode("utf-8"))
+        except OSError as e:
+            raise IncompleteImage(f"{SUMS}: cannot read: {e.strerror}") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise IncompleteImage(str(e)) from None
+        problems = manifest_problems(meta, sums) + value_problems(meta)
+        if not problems and meta["name"] != img_dir:
+            problems.append(f"metadata name {meta['name']!r} differs from the directory name")
+        if not problems and safe_branch(meta["branch"]) != branch_dir:
+            problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
+        if not problems:
+            size_problem = self._size_problem(meta["files"])
+            if size_problem:
+                problems.append(size_problem)
+        if problems:
+            raise IncompleteImage("; ".join(problems))
+        tests = read_results(d) if with_tests else {}
+        return ImageRecord.from_metadata(branch_dir, img_dir, meta, version, tests)
+
+    def _size_problem(self, files: dict) -> str:
+        """A file still being copied in has the wrong size; stat only, never read.  Checked until the
+        image is complete, then again only when its manifests or its directory entries change."""
+        for fname, info in files.items():
+            st = self.followed(fname)
+            if st is None:
+                return f"{fname} is missing"
+            if st.st_size != info["size"]:
+                return f"{fname} is {st.st_size} bytes, the manifest says {info['size']}"
+        return ""
 
 
 def is_published(image_dir: str | os.PathLike) -> bool:
@@ -97,20 +162,36 @@ def _stat_key(st: os.stat_result) -> tuple:
 
 
 class TreeScanner:
-    """Scans one tree; keep the instance alive between scans to benefit from the cache."""
+    """Scans one tree; keep the instance alive between scans to benefit from the cache.
 
-    def __init__(self, root: str | os.PathLike):
+    With ``modes``, each image directory gets the permission contract (imagetree/modes.py) when it is
+    first seen or rewritten, from the listing the scan made anyway, before any index lists it; what could
+    not be fixed is in ``mode_problems`` (last scan)."""
+
+    def __init__(self, root: str | os.PathLike, modes: Modes | None = None):
         self.root = Path(root)
+        self.modes = modes
         self._cache: dict[str, _Cached] = {}
         self.skipped: dict[str, str] = {}  # path -> why it is not listed (last scan)
+        self.mode_problems: list[str] = []
 
-    def _load(self, branch_dir: str, img_dir: str, key: tuple) -> _Cached:
+    def _load(self, ipath: str, mode_problems: list[str]) -> _Cached | None:
+        """One pass over a new or changed image directory; None while a manifest is not there yet."""
         try:
-            # the last element of key: the tests/ directory's stamp (0: no results yet)
-            image = load_image(os.path.join(self.root, branch_dir, img_dir), key, with_tests=bool(key[-1]))
-        except IncompleteImage as e:
-            return _Cached(key, None, str(e))
-        return _Cached(key, image, "")
+            with ImageDir(ipath) as listed:
+                key = listed.key()
+                if key is None:
+                    return None
+                try:
+                    # the last element of key: the tests/ directory's stamp (0: no results yet)
+                    image = listed.load(key, with_tests=bool(key[-1]))
+                except IncompleteImage as e:
+                    return _Cached(key, None, str(e))
+                if self.modes is not None:
+                    mode_problems += self.modes.apply_listing(listed.fd, ipath, listed.stat, listed.entries)
+                return _Cached(key, image, "")
+        except OSError:
+            return None  # gone meanwhile, or not readable: like a missing manifest
 
     def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple, tests: dict | None = None) -> ImageRecord:
         """Remember an image checked by an earlier process (the index's saved cache); the next scan uses
@@ -127,25 +208,30 @@ class TreeScanner:
         images: list[ImageRecord] = []
         seen: set[str] = set()
         skipped: dict[str, str] = {}
-        join, stat = os.path.join, os.stat
+        mode_problems: list[str] = []
+        join = os.path.join
         for b in subdirs(self.root):
             bpath = join(self.root, b)
             for n in subdirs(bpath):
                 ipath = join(bpath, n)
                 rel = f"{b}/{n}"
                 seen.add(rel)
-                try:
-                    # the directory's own mtime changes when a payload file is added, removed or renamed
-                    # the last element: the tests/ directory, rewritten by each test result
-                    key = (_stat_key(stat(join(ipath, METADATA))) + _stat_key(stat(join(ipath, SUMS)))
-                           + (stat(ipath).st_mtime_ns, stamp(ipath)))
-                except OSError:
+                cached = self._cache.get(rel)
+                if cached is not None and not cached.problem:
+                    try:
+                        unchanged = _key(ipath) == cached.key
+                    except OSError:
+                        unchanged = False
+                    if unchanged:
+                        images.append(cached.image)
+                        continue
+                # new, changed, or incomplete (rechecked every scan: a copy in progress grows files)
+                cached = self._load(ipath, mode_problems)
+                if cached is None:
+                    self._cache.pop(rel, None)
                     skipped[rel] = f"{METADATA} or {SUMS} not there yet"
                     continue
-                cached = self._cache.get(rel)
-                if cached is None or cached.key != key or cached.problem:
-                    # incomplete directories are rechecked every scan (a copy in progress grows files)
-                    cached = self._cache[rel] = self._load(b, n, key)
+                self._cache[rel] = cached
                 if cached.image is None:
                     skipped[rel] = cached.problem
                     continue
@@ -153,8 +239,18 @@ class TreeScanner:
         for gone in self._cache.keys() - seen:
             del self._cache[gone]
         self.skipped = skipped
+        self.mode_problems = mode_problems
         images.sort(key=lambda i: i.sort_key, reverse=True)
         return images
+
+
+def _key(ipath: str) -> tuple:
+    """The cache key of an image directory seen before: four stats, no listing.  The directory's own mtime
+    changes when a payload file is added, removed or renamed; the last element is the tests/ directory,
+    rewritten by each test result.  ``ImageDir.key`` computes the same from its listing."""
+    join, stat_ = os.path.join, os.stat
+    return (_stat_key(stat_(join(ipath, METADATA))) + _stat_key(stat_(join(ipath, SUMS)))
+            + (stat_(ipath).st_mtime_ns, stamp(ipath)))
 
 
 def subdirs(path: str | os.PathLike) -> list[str]:
@@ -164,16 +260,3 @@ def subdirs(path: str | os.PathLike) -> list[str]:
             return [e.name for e in it if not is_hidden(e.name) and e.is_dir(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def _size_problem(image_dir: str, files: dict) -> str:
-    """A file still being copied in has the wrong size; stat only, never read.  Checked until the image
-    is complete, then again only when its manifests or its directory entries change."""
-    for fname, info in files.items():
-        try:
-            size = os.stat(os.path.join(image_dir, fname)).st_size
-        except OSError:
-            return f"{fname} is missing"
-        if size != info["size"]:
-            return f"{fname} is {size} bytes, the manifest says {info['size']}"
-    return ""

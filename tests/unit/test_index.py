@@ -228,3 +228,35 @@ def test_an_image_whose_metadata_cannot_be_encoded_is_left_out_and_the_rest_inde
     assert "metadata.json: expected a JSON object" in res.skipped[f"b/{not_object.name}"]
     assert [e["name"] for e in read_json(tree / "index.json")["images"]] == [good.name]
     assert [e["name"] for e in read_json(tree / "b" / "index.json")["images"]] == [good.name]
+
+
+def test_a_surrogate_written_as_raw_bytes_is_caught_too(tree):
+    """A lone surrogate spelled as UTF-8 bytes (json would decode it with "surrogatepass"), not as a \\u
+    escape: refused all the same, naming the field; valid text starting with the same 0xED byte is not."""
+    good = make_image(tree, "b", 1)
+    raw = make_image(tree, "b", 2)
+    meta = read_json(raw / "metadata.json")
+    text = json.dumps(meta, ensure_ascii=False).replace(meta["subject"], "broken SURROGATE subject")
+    (raw / "metadata.json").write_bytes(text.encode().replace(b"SURROGATE", b"\xed\xa0\x80"))
+    hangul = make_image(tree, "b", 3)  # 0xED also starts valid UTF-8 (U+D000-U+D7FF): still listed
+    meta = read_json(hangul / "metadata.json")
+    meta["subject"] = "\ud55c\uae00 subject"
+    _rewrite_metadata(hangul, json.dumps(meta, ensure_ascii=False))
+    res = TreeIndex(tree, BASE).regenerate()
+    assert sorted(e["name"] for e in res.images) == sorted([good.name, hangul.name])
+    assert "metadata field 'subject' cannot be encoded as UTF-8 (surrogates not allowed" in \
+        res.skipped[f"b/{raw.name}"]
+
+
+def test_a_test_result_holding_a_lone_surrogate_is_left_out_not_the_index(tree):
+    """Result files are written by whoever reaches the tree; one the index could not write as UTF-8 is
+    left out like any result that does not parse, and the image and its other results stay listed."""
+    from buildbot_kernel.imagetree import results
+
+    img = make_image(tree, "b", 1)
+    results.write_result(img, "boot", {"result": "pass", "machine": "vm1"})
+    results.write_result(img, "smoke", {"result": "fail", "machine": "\udc80"})  # json writes "\udc80"
+    res = TreeIndex(tree, BASE).regenerate()
+    assert [e["name"] for e in res.images] == [img.name]
+    assert res.images[0]["tests"] == {"boot": {"result": "pass", "machine": "vm1"}}
+    assert json.loads((tree / "index.json").read_text("utf-8"))["images"][0]["tests"] == res.images[0]["tests"]

@@ -107,7 +107,9 @@ def test_index_regeneration_fixes_an_image_an_admin_copied_in_with_umask_077(ser
     elsewhere.mkdir()
     with umask(0o077):
         hand = make_image(elsewhere, "next", 2)
-        for p in [hand, *hand.iterdir()]:
+        (hand / "tests").mkdir()  # results below the image: the walk descends
+        (hand / "tests" / "boot.log").write_text("booted\n")
+        for p in [hand, *hand.iterdir(), *(hand / "tests").iterdir()]:
             os.chmod(p, 0o700 if p.is_dir() else 0o600)
         subprocess.run(["cp", "-a", str(hand), str(root / "next" / hand.name)], check=True)
         os.chmod(root / "next", 0o700)  # and the admin's chmod of the branch directory
