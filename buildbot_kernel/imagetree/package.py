@@ -176,11 +176,11 @@ def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
     return metadata
 
 
-def read_metadata(image_dir: str | os.PathLike, dir_fd: int | None = None) -> dict:
-    """Parsed ``metadata.json`` (of ``image_dir``, or of the directory open at ``dir_fd``); raises
-    ValueError (unreadable, not JSON, not an object, text the index cannot write as UTF-8)."""
+def read_metadata(image_dir: str | os.PathLike, dir_fd: int | None = None, size: int = 1 << 16) -> dict:
+    """Parsed ``metadata.json`` (of ``image_dir``, or of the directory open at ``dir_fd``; ``size`` as in
+    ``read_bytes``); raises ValueError (unreadable, not JSON, not an object, text UTF-8 cannot encode)."""
     try:
-        raw = read_bytes(METADATA if dir_fd is not None else os.path.join(image_dir, METADATA), dir_fd)
+        raw = read_bytes(METADATA if dir_fd is not None else os.path.join(image_dir, METADATA), dir_fd, size)
     except OSError as e:
         raise ValueError(f"{METADATA}: cannot read: {e.strerror}") from None
     try:
@@ -203,13 +203,16 @@ def _json_problem(raw: bytes, strict_error: Exception) -> str:
     return "; ".join(problems) or f"{METADATA}: not valid JSON: {strict_error}"
 
 
-def read_bytes(path: str, dir_fd: int | None = None) -> bytes:
-    """A small file's bytes (``path`` relative to ``dir_fd`` if given), without a buffered file object."""
+def read_bytes(path: str, dir_fd: int | None = None, size: int = 1 << 16) -> bytes:
+    """A small file's bytes (``path`` relative to ``dir_fd`` if given), without a buffered file object.
+    ``size``: what a stat said it holds, so a file that did not change is read in one call (asking for
+    one byte more sees the end)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
+        chunks = [os.read(fd, size + 1)]
+        if len(chunks[0]) != size:  # grown, shrunk or a short read: read on to the end
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -84,6 +84,10 @@ class ImageDir:
                 return None
         return st
 
+    def _size(self, name: str) -> int:
+        st = self.followed(name)
+        return st.st_size if st is not None else 1 << 16
+
     def key(self) -> tuple | None:
         """The scan's cache key (``TreeScanner.key`` computes the same from paths), None while a manifest
         is missing."""
@@ -97,8 +101,8 @@ class ImageDir:
         d = self.path
         branch_dir, img_dir = os.path.basename(os.path.dirname(d)), os.path.basename(d)
         try:
-            meta = read_metadata(d, dir_fd=self.fd)
-            sums = parse_sums(read_bytes(SUMS, self.fd).decode("utf-8"))
+            meta = read_metadata(d, self.fd, self._size(METADATA))
+            sums = parse_sums(read_bytes(SUMS, self.fd, self._size(SUMS)).decode("utf-8"))
         except OSError as e:
             raise IncompleteImage(f"{SUMS}: cannot read: {e.strerror}") from None
         except (ValueError, UnicodeDecodeError) as e:

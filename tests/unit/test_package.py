@@ -132,3 +132,14 @@ def test_publish_checks_the_name(tmp_path):
 def test_corrupt_image_without_a_directory():
     e = CorruptImage(["upload incomplete"])
     assert e.problems == ["upload incomplete"] and str(e) == "upload incomplete"
+
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 65536, 200_000])
+def test_read_bytes_reads_the_whole_file_whatever_the_size_hint(tmp_path, length):
+    """The hint is a stat taken earlier: the file may have grown or shrunk since."""
+    from buildbot_kernel.imagetree.package import read_bytes
+
+    data = os.urandom(length)
+    (tmp_path / "f").write_bytes(data)
+    for hint in {0, max(length - 1, 0), length, length + 7, 1 << 16}:
+        assert read_bytes(str(tmp_path / "f"), None, hint) == data
