@@ -279,7 +279,8 @@ def measure_stall(root: Path, images: int, megabytes: int) -> dict:
         started = svc.startService()  # the tree, its cache, leftovers, the regeneration, the watch: threads
         # the publish step's work: verify the upload, manifest, rename (one thread), then retention and
         # the index (another), while the service's regeneration from nothing runs
-        target = SimpleNamespace(images_root=str(root), branch=branch)
+        # the settings' default formats (tar only): the files write_payload makes
+        target = SimpleNamespace(images_root=str(root), branch=branch, build=SimpleNamespace(packages=["tar"]))
         path = yield threads.deferToThread(publish_package, target, stage, fields)
         (path / ".bench-extra").touch()
         yield started
