@@ -14,4 +14,4 @@ lint: install
 
 test: install
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -ra --durations=25 $(PYTEST_ARGS)
+	scripts/run-tests $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ cache directory, see :mod:`buildbot_kernel.resources`) and rebuilds the ramfs wh
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,15 @@ class Stage1:
 def stage1_artifacts(cache: Path | None = None) -> Stage1:
     """Debian's kernel (fetched once) and our ramfs (rebuilt when a script changed)."""
     cache = cache or resources.cache_dir() / "farm"
+    cache.mkdir(parents=True, exist_ok=True)
+    # one maker at a time: two masters on one host (or a master and the test suite's other lane) starting
+    # at once would each fetch into the same directory and write the same ramfs
+    with open(cache / ".stage1.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _make(cache)
+
+
+def _make(cache: Path) -> Stage1:
     scripts = resources.scripts_dir()
     out = subprocess.run([str(scripts / "fetch-stage1-kernel"), str(cache / "stage1")],
                          check=True, capture_output=True, text=True).stdout
