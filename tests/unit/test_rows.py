@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html.parser
 
+import pytest
+
 from buildbot_kernel.imagetree.rows import image_row
 
 HOSTILE = '"><img src=x onerror=alert(1)>&\''
@@ -45,6 +47,18 @@ def test_every_field_an_image_writer_controls_is_text_not_markup():
     p = parse(row)
     assert "img" not in p.tags and set(p.tags) <= {"tr", "td", "a", "span"}
     assert HOSTILE in "".join(p.text)  # shown as it is, as text
+
+
+@pytest.mark.parametrize("key", ["name", "path", "sha", "subject", "commit_date", "build_date", "build", "arch"])
+@pytest.mark.parametrize("char", ['<', '>', '&', '"', "'"])
+def test_one_hostile_character_in_one_field_is_escaped_in_a_row_otherwise_plain(key, char):
+    """A row with nothing to escape skips escaping; one special character anywhere must undo that."""
+    value = f"x{char}img src=x{char}" if key != "path" else f"next/x{char}img{char}/"
+    row = image_row(entry(**{key: value}))
+    p = parse(row)
+    assert "img" not in p.tags and set(p.tags) <= {"tr", "td", "a", "span"}
+    assert value in "".join(p.text) + "".join(p.hrefs) or value[:12] in "".join(p.text)
+    assert value not in row  # never as it is in the markup
 
 
 def test_file_and_test_names_are_quoted_in_links():
