@@ -45,6 +45,7 @@ RESERVED_DIRS = (".incoming", ".trash", ".state")
 INCOMING = ".incoming"
 TRASH = ".trash"
 
+MAX_SMALL_FILE = 16 << 20  # a manifest or test result: a few KB; more is not one of ours
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
@@ -206,14 +207,23 @@ def _json_problem(raw: bytes, strict_error: Exception) -> str:
 def read_bytes(path: str, dir_fd: int | None = None, size: int = 1 << 16) -> bytes:
     """A small file's bytes (``path`` relative to ``dir_fd`` if given), without a buffered file object.
     ``size``: what a stat said it holds, so a file that did not change is read in one call (asking for
-    one byte more sees the end)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    one byte more sees the end).  The tree is written by others: a FIFO put in a manifest's place does
+    not block the open (O_NONBLOCK; it reads as empty), and a symlink to ``/dev/zero`` or a huge file
+    stops at ``MAX_SMALL_FILE`` bytes with a ValueError instead of filling the master's memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
-        chunks = [os.read(fd, size + 1)]
-        if len(chunks[0]) != size:  # grown, shrunk or a short read: read on to the end
-            while chunk := os.read(fd, 1 << 16):
+        chunks = [os.read(fd, min(size, MAX_SMALL_FILE) + 1)]
+        total = len(chunks[0])
+        if total != size:  # grown, shrunk or a short read: read on to the end
+            while total <= MAX_SMALL_FILE and (chunk := os.read(fd, 1 << 16)):
                 chunks.append(chunk)
+                total += len(chunk)
+        if total > MAX_SMALL_FILE:
+            raise ValueError(f"{os.path.basename(path)}: larger than {MAX_SMALL_FILE >> 20} MiB; "
+                             "not a manifest or result this program wrote")
         return b"".join(chunks)
+    except BlockingIOError:
+        return b""  # a FIFO or socket with nothing to read: not a manifest
     finally:
         os.close(fd)
 
@@ -264,7 +274,7 @@ def verify_image_dir(image_dir: str | os.PathLike) -> list[str]:
     except ValueError as e:
         return [str(e)]
     try:
-        sums = parse_sums((image_dir / SUMS).read_text())
+        sums = parse_sums(read_bytes(str(image_dir / SUMS)).decode("utf-8"))
     except OSError as e:
         return [f"{SUMS}: cannot read: {e.strerror}"]
     except (ValueError, UnicodeDecodeError) as e:

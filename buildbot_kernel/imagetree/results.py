@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from buildbot_kernel.imagetree.atomic import atomic_write
+from buildbot_kernel.imagetree.package import read_bytes
 
 TESTS_DIR = "tests"
 RESULTS = ("pass", "fail", "skip", "error")
@@ -76,8 +77,8 @@ def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:
         if ext != ".json" or not valid_name(test):
             continue
         try:
-            with open(os.path.join(d, fname), "rb") as f:
-                doc = orjson.loads(f.read())  # strict: no lone surrogate reaches the index's UTF-8
+            # strict: no lone surrogate reaches the index's UTF-8; bounded, never blocked by a FIFO
+            doc = orjson.loads(read_bytes(os.path.join(d, fname)))
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and doc.get("result") in RESULTS:

@@ -89,8 +89,8 @@ class ImageDir:
         return st.st_size if st is not None else 1 << 16
 
     def key(self) -> tuple | None:
-        """The scan's cache key (``TreeScanner.key`` computes the same from paths), None while a manifest
-        is missing."""
+        """The scan's cache key (``_key`` computes the same from paths), None while a manifest is
+        missing."""
         meta, sums, tests = self.followed(METADATA), self.followed(SUMS), self.followed(TESTS_DIR)
         if meta is None or sums is None:
             return None
