@@ -15,11 +15,34 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from buildbot.plugins import util
+from buildbot.worker.base import AbstractWorker, Worker
 from twisted.internet import defer
+from twisted.python import log
 
 from buildbot_kernel.errors import BuildbotKernelError
 
 BUILD_STATE_ATTR = "_buildbot_kernel_state"  # the per-build dict (see build_state)
+
+
+class RemoteWorker(Worker):
+    """Buildbot's worker, except that a connection that dies while the worker attaches is let go.
+
+    Buildbot logs "cannot attach" and keeps the dead connection as the worker's: the broker was gone
+    before PB could ask to hear of its end, so nothing ever says it ended, and a clean shutdown then
+    waits "for worker to finish disconnecting" for ever.  Seen when a worker reconnected while a loaded
+    master was starting (its next stop hung).  Here the end is delivered as the broker would have: the
+    worker is detached, its locks are released and a shutdown goes through."""
+
+    @defer.inlineCallbacks
+    def attached(self, conn):
+        try:
+            yield AbstractWorker.attached(self, conn)
+        except Exception as e:
+            log.err(e, f"worker {self.name} cannot attach")
+            broker = getattr(getattr(conn, "mind", None), "broker", None)
+            if self.conn is conn and broker is not None and broker.disconnected:
+                log.msg(f"worker {self.name}: its connection ended while it attached; detaching it")
+                conn.detached(conn.mind)
 
 
 class MissingScheduler(BuildbotKernelError, KeyError):

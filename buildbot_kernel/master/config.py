@@ -7,12 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 from buildbot import config as bbconfig
-from buildbot.plugins import changes, schedulers, util, worker
+from buildbot.plugins import changes, schedulers, util
 from buildbot.revlinks import default_revlink_matcher
 from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
+from buildbot_kernel.buildbot_adapter import RemoteWorker
 from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.gitrepo import REVISION_FIELD
 from buildbot_kernel.imagetree.services import services_from_settings
@@ -104,7 +105,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         },
         "revlink": RevLinks({r.url: r.web_url for r in s.repositories}, fallback=default_revlink_matcher),
         "buildbotNetUsageData": None,
-        "workers": [worker.Worker(w.name, w.password, max_builds=w.max_builds) for w in s.workers]
+        "workers": [RemoteWorker(w.name, w.password, max_builds=w.max_builds) for w in s.workers]
         + [LocalWorker(CONTROL_WORKER)],
         "change_source": [],
         "schedulers": [],
