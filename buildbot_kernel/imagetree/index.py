@@ -9,6 +9,8 @@ and the writes of what did change.  That also keeps the watchdog from looping on
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -163,7 +165,7 @@ class TreeIndex:
     def regenerate(self, exclude: frozenset[str] | set[str] = frozenset()) -> Result:
         """Rescan and rewrite what changed.  ``exclude`` = image paths (``branch/name/``) to leave out:
         retention excludes what it is about to delete, so the index never lists a deleted image."""
-        with self.lock:
+        with self.lock, cyclic_gc_paused():
             images = [i for i in self.scanner.scan() if i.path not in exclude]
             result = Result([], skipped=dict(self.scanner.skipped), mode_problems=list(self.scanner.mode_problems))
             encoded = self._entries(images)
@@ -244,6 +246,23 @@ def _encode(entry: dict) -> str:
     """An entry's line of index.json (sorted keys, UTF-8 text): orjson, a tenth of json's time, which
     is most of a first regeneration's encoding work."""
     return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused():
+    """Python's cycle collector off while the index regenerates.  A regeneration from nothing makes
+    hundreds of thousands of objects without cycles (stat results, dicts, strings), and the full
+    collections that triggers each walk every object of the process (in a master, all of Buildbot's):
+    a tenth of the time, to collect nothing.  Reference counting still frees everything; a cycle other
+    threads make meanwhile waits for the next collection.  Process-wide, so it is only turned back on
+    if it was on."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _file_id(path: Path) -> tuple | None:

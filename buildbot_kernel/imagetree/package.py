@@ -48,6 +48,8 @@ TRASH = ".trash"
 MAX_SMALL_FILE = 16 << 20  # a manifest or test result: a few KB; more is not one of ours
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+_SUMS_LINES = re.compile(r"^([0-9a-f]{64}) [ *](.+)$", re.MULTILINE)
+_OTHER_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines' besides \n
 
 
 class ImageExists(BuildbotKernelError):
@@ -87,11 +89,8 @@ def field_problems(fields: dict) -> list[str]:
 
 def value_problems(fields: dict) -> list[str]:
     """``field_problems`` less the encoding check, for fields ``read_metadata`` already checked."""
-    problems = []
-    for key in REQUIRED_FIELDS:
-        v = fields.get(key)
-        if not isinstance(v, str) or not v.strip():
-            problems.append(f"metadata field '{key}' is missing or empty; expected a non-empty string")
+    problems = [f"metadata field '{key}' is missing or empty; expected a non-empty string"
+                for key in REQUIRED_FIELDS if not isinstance(v := fields.get(key), str) or not v.strip()]
     sha = fields.get("sha")
     if isinstance(sha, str) and sha and not _SHA_RE.match(sha):
         problems.append(f"metadata field 'sha' is {sha!r}; expected the full lowercase hex commit id "
@@ -143,8 +142,15 @@ def _sums_text(files: dict) -> str:
 
 def parse_sums(text: str) -> dict[str, str]:
     """``sha256sum`` output -> {file name: hex}; raises ValueError on a line that is not of that form."""
-    out = {}
-    for i, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    # every well-formed line in one call (a first scan parses 10,000 of these), when "\n" is the only
+    # line break (splitlines knows others) and every line that is not blank matched
+    if not _OTHER_LINE_BREAKS.search(text):
+        pairs = _SUMS_LINES.findall(text)
+        if len(pairs) == sum(1 for line in lines if line.strip()):
+            return {name: digest for digest, name in pairs}
+    out = {}  # a line is not of that form (or an unusual line break): line by line, to say which
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         m = _SUMS_LINE.match(line)

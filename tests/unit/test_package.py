@@ -5,12 +5,15 @@ import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.imagetree import package
 from buildbot_kernel.imagetree.package import (
     CorruptImage,
     ImageExists,
+    parse_sums,
     publish,
     staging_dir,
     verify_image_dir,
@@ -143,3 +146,35 @@ def test_read_bytes_reads_the_whole_file_whatever_the_size_hint(tmp_path, length
     (tmp_path / "f").write_bytes(data)
     for hint in {0, max(length - 1, 0), length, length + 7, 1 << 16}:
         assert read_bytes(str(tmp_path / "f"), None, hint) == data
+
+
+_HASH = "a" * 64
+_SUMS_PIECES = [f"{_HASH}  vmlinuz", f"{_HASH} *config", "", "   ", "\t", "junk", f" {_HASH}  lead", f"{_HASH}  x y",
+                f"{_HASH}  a\x85", f"{_HASH}  b\r", f"{_HASH}  c\u2028d", f"{_HASH}  e\x1c", f"{'b' * 64}  dup",
+                f"{'c' * 64}  dup", "\x0c", "\u3000"]
+
+
+@given(st.lists(st.sampled_from(_SUMS_PIECES), max_size=6), st.sampled_from(["\n", "\r\n", "\n\n"]),
+       st.sampled_from(["", "\n", "\r\n", "\x85"]))
+def test_parse_sums_reads_every_text_as_line_by_line_parsing_does(pieces, sep, end):
+    """parse_sums reads all lines with one regex call when it safely can; the answer (or the error
+    naming the line) must be what reading line by line gives, whatever the line breaks."""
+    text = sep.join(pieces) + end
+
+    def line_by_line():
+        out = {}
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                m = package._SUMS_LINE.match(line)
+                if not m:
+                    raise ValueError(f"line {i}")
+                out[m.group(2)] = m.group(1)
+        return out
+
+    def outcome(fn):
+        try:
+            return fn()
+        except ValueError as e:
+            return ("error", str(e).split(" is not")[0].split()[-1])
+
+    assert outcome(lambda: parse_sums(text)) == outcome(line_by_line)
