@@ -8,8 +8,9 @@ remote, refs pruned on fetch.
 **One copy of the history per host.** The mirror holds the objects; the other repositories on the host
 borrow them through git alternates: Buildbot's change poller (:func:`buildbot_kernel.target.poller_dir`, deduplicated by
 :func:`share_store` after each fetch) and, through each worker's own store, the workers' checkouts
-(master/factory.py: the Git step's ``reference``). The direction matters. Borrowing is only safe from
-a repository that never deletes an object, because a borrower's commits may live only in the lender.
+(the branch build's ``update-tree`` step, :mod:`buildbot_kernel.worker_store`). The direction matters.
+Borrowing is only safe from a repository that never deletes an object, because a borrower's commits may
+live only in the lender.
 The poller's repository is Buildbot's: it fetches and gcs as Buildbot sees fit (default gc prunes
 unreachable objects after two weeks, and a force-pushed branch makes old commits unreachable there),
 so nothing may borrow from it. The mirror is ours: it is configured never to prune an object

@@ -30,8 +30,31 @@ FIRST_DELAY, MAX_DELAY = 0.5, 10.0
 
 def engine_kwargs(db_url: str) -> dict:
     """``c['db']['engine_kwargs']``: on PostgreSQL, check a pooled connection before using it (one that
-    died with a server restart is replaced instead of failing the query)."""
-    return {"pool_pre_ping": True} if db_url.startswith("postgresql") else {}
+    died with a server restart is replaced instead of failing the query); on an SQLite file, keep the
+    connection open between queries.
+
+    Buildbot opens an SQLite file with SQLAlchemy's ``NullPool`` (a workaround from SQLAlchemy 0.6): every
+    query opened the file, read the schema and, closing the only connection, checkpointed the WAL into
+    the database file. That is 3.4 ms against 0.2 ms a query here, on the master's one database thread,
+    and a branch build makes ~450 queries: with two workers building, their steps queued behind each
+    other's queries. A pool that keeps the connection (SQLAlchemy's own default for an SQLite file) makes
+    no other change: one database thread still runs every query, in order, and SQLite checkpoints the
+    WAL itself as it grows. ``check_same_thread`` off because the connection made at start-up on the
+    reactor thread is reused by that database thread (never two threads at once)."""
+    if db_url.startswith("postgresql"):
+        return {"pool_pre_ping": True}
+    if sqlite_file(db_url):
+        return {"poolclass": sa.pool.QueuePool, "connect_args": {"check_same_thread": False}}
+    return {}
+
+
+def sqlite_file(db_url: str) -> bool:
+    """An SQLite database in a file (an in-memory one keeps Buildbot's own single-connection set-up)."""
+    try:
+        url = sa.engine.make_url(db_url)
+    except sa.exc.ArgumentError:
+        return False  # the settings check names the bad URL; Buildbot says the same at start
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
 
 
 def dropped(error) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from buildbot.plugins import steps, util
 
-from buildbot_kernel import kbuild_commands, worker_store
+from buildbot_kernel import kbuild_commands
 from buildbot_kernel.bisect.mirror import mirror_path
 from buildbot_kernel.settings import Settings, is_config_file, resolve
 from buildbot_kernel.steps import WORKER_COMMAND
+from buildbot_kernel.steps.checkout import UpdateTree
 from buildbot_kernel.steps.image_test import TriggerImageTests
 from buildbot_kernel.steps.kernel import CheckKernelRelease, KbuildCompile, KernelFacts, not_skipped
 from buildbot_kernel.steps.publish import PublishImage, RecordOutcome, UploadImage
@@ -42,18 +43,12 @@ def kernel_build_factory(settings: Settings, target: BuildTarget) -> util.BuildF
     shell = {**common, **WORKER_COMMAND}
 
     f = util.BuildFactory()
-    # the worker's one store of this repository's history, which the checkout borrows (worker_store.py);
-    # when it cannot be filled the checkout simply fetches on its own
-    f.addStep(steps.SetPropertyFromCommand(
-        name="update-store", property="git_store", workdir="work", timeout=3600, haltOnFailure=False,
-        flunkOnFailure=False, warnOnFailure=True, **WORKER_COMMAND,
-        command=worker_store.command(target.repository, target.url, target.branch,
-                                     str(mirror_path(target.state_dir, target.repository)))))
-    f.addStep(steps.Git(name="update-tree", repourl=target.url, branch=target.branch, mode="incremental",
-                        workdir="work/src", progress=True, haltOnFailure=True, timeout=3600, **WORKER_COMMAND,
-                        reference=util.Transform(lambda p: p or None, util.Property("git_store"))))
+    # the worker's one store of this repository's history, which the checkout borrows (worker_store.py),
+    # and the checkout, in one command on the worker
+    f.addStep(UpdateTree(target, str(mirror_path(target.state_dir, target.repository))))
     f.addStep(KernelFacts(target))
-    f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **shell))
+    if downloads:  # configure reads only the files downloaded now; without any, nothing reads fragments/
+        f.addStep(steps.ShellCommand(name="clean-fragments", command=["rm", "-rf", "fragments"], **shell))
     for src, dest in downloads:
         f.addStep(steps.FileDownload(name=identifier(f"download-{dest}"), mastersrc=str(src), workerdest=dest,
                                      haltOnFailure=True, **common))
