@@ -39,12 +39,14 @@ def engine_kwargs(db_url: str) -> dict:
     and a branch build makes ~450 queries: with two workers building, their steps queued behind each
     other's queries. A pool that keeps the connection (SQLAlchemy's own default for an SQLite file) makes
     no other change: one database thread still runs every query, in order, and SQLite checkpoints the
-    WAL itself as it grows. ``check_same_thread`` off because the connection made at start-up on the
-    reactor thread is reused by that database thread (never two threads at once)."""
+    WAL itself as it grows. SQLAlchemy 2 turns ``check_same_thread`` off for a pooled SQLite file itself
+    (the connection made at start-up on the reactor thread is reused by the database thread, never two
+    threads at once). Nothing SQLite-only goes in: ``buildbot copy-db`` opens its PostgreSQL destination
+    with the kwargs master.cfg made for the SQLite source (``check_same_thread`` there broke the copy)."""
     if db_url.startswith("postgresql"):
         return {"pool_pre_ping": True}
     if sqlite_file(db_url):
-        return {"poolclass": sa.pool.QueuePool, "connect_args": {"check_same_thread": False}}
+        return {"poolclass": sa.pool.QueuePool}
     return {}
 
 
