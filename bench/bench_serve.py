@@ -24,6 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from lane_ports import free_port  # noqa: E402
 
 from buildbot_kernel.imagetree.index import TreeIndex  # noqa: E402
 from buildbot_kernel.imagetree.modes import Modes  # noqa: E402
@@ -31,12 +34,6 @@ from buildbot_kernel.imagetree.snippets import standalone_nginx_conf  # noqa: E4
 from buildbot_kernel.imagetree.testing import make_image  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:

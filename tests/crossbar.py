@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lane_ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALM = "buildbot"
@@ -90,10 +91,7 @@ def crossbar():
     if binary is None:
         pytest.skip("crossbar not found: scripts/install-deps installs it into .venv-crossbar "
                     "(or set BBK_CROSSBAR to a crossbar executable)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    router = Router(binary, port)
+    router = Router(binary, free_port())
     try:
         router.wait_ready()
     except RuntimeError:

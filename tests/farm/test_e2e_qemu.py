@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from lane_ports import free_port
 
 from buildbot_kernel.farm.driver import MachineDriver
 from buildbot_kernel.farm.qemu import QemuMachine
@@ -163,15 +164,12 @@ def test_machine_recovers_after_hang(farm):
 
 def test_standalone_farm_step(farm, tmp_path):
     """`python -m buildbot_kernel.farm.standalone` (the `farm-step` command): its own server, its own VM."""
-    import socket
     import subprocess
     import sys
 
     REPO = Path(__file__).resolve().parents[2]  # the checkout, for the subprocess's PYTHONPATH
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     machine = f"""
 [[machine]]
 name = "desk"

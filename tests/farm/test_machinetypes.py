@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from lane_ports import free_port
 
 from buildbot_kernel import machinetypes
 from buildbot_kernel.farm.driver import PowerError
@@ -62,19 +62,13 @@ def test_settings_name_each_missing_key_of_the_type(tmp_path):
         parse(BASE + '[[machine]]\nname = "m"\nkey_file = "m.key"\n', str(tmp_path / "settings.toml"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def pdudaemon(tmp_path):
     """A real pdudaemon on 127.0.0.1 whose PDU "lab" writes "<port> on|off" lines to a file."""
     if not Path(PDUDAEMON).exists():
         pytest.fail("pdudaemon is not installed: run scripts/install-deps (Debian package pdudaemon)")
     record = tmp_path / "pdu.log"
-    port = _free_port()
+    port = free_port()
     conf = {"daemon": {"hostname": "127.0.0.1", "port": port, "logging_level": "DEBUG", "listener": "http"},
             "pdus": {"lab": {"driver": "localcmdline", "cmd_on": f"echo '%s on' >> {record}",
                              "cmd_off": f"echo '%s off' >> {record}"}}}
@@ -139,6 +133,6 @@ def test_pdudaemon_refusal_and_absence_are_power_errors(pdudaemon):
     with pytest.raises(PowerError, match="pdudaemon refused reboot of nosuchpdu port 1 .*HTTP 500"):
         PduDaemon(url).command("reboot", "nosuchpdu", "1", 0)
     with pytest.raises(PowerError, match="cannot reach pdudaemon at http://127.0.0.1:"):
-        PduDaemon(f"http://127.0.0.1:{_free_port()}", timeout=5).command("on", "lab", "1")
+        PduDaemon(f"http://127.0.0.1:{free_port()}", timeout=5).command("on", "lab", "1")
     with pytest.raises(ValueError, match="expected one of on, off, reboot"):
         PduDaemon(url).request_url("explode", "lab", "1")

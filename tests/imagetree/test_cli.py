@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from lane_ports import free_port
 
 from buildbot_kernel.cli import CommandError
 from buildbot_kernel.commands import images, index, snippets
@@ -176,12 +176,6 @@ def test_snippets_tls_and_no_embedded_server(tmp_path, capsys):
     run(snippets, ["snippets", "--settings", str(settings)])
     out = capsys.readouterr().out
     assert "proxy_pass" not in out and "ProxyPass" not in out and "embedded server, which is off" in out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_nginx_serves_the_tree_with_the_generated_config(tree, tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
+from lane_ports import free_port
 from twisted.internet import defer, threads
 from twisted.python import threadable
 from twisted.trial import unittest
@@ -102,9 +102,7 @@ class ImageServicesTest(unittest.TestCase):
     @defer.inlineCallbacks
     def test_reconfig_moves_the_port(self):
         tree, srv, url = yield self.start()
-        with socket.socket() as s:  # a port that is free now
-            s.bind(("127.0.0.1", 0))
-            new = s.getsockname()[1]
+        new = free_port()
         yield srv.reconfigService(root=self.root, port=new, interface="127.0.0.1")
         self.assertEqual(srv.port.getHost().port, new)
         body = yield fetch(f"http://127.0.0.1:{new}/index.json")
@@ -181,9 +179,7 @@ class ImageServicesTest(unittest.TestCase):
         tree, srv, url = yield self.start()
         srv.mount("farm", Machines())
         self.assertEqual((yield fetch(url + "farm/x")), b"boot instructions")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            new = s.getsockname()[1]
+        new = free_port()
         yield srv.reconfigService(root=self.root, port=new)
         self.assertEqual((yield fetch(f"http://127.0.0.1:{new}/farm/x")), b"boot instructions")
 

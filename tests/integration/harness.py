@@ -11,12 +11,13 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from lane_ports import free_port  # noqa: F401  (the tests import it from here)
 
 from buildbot_kernel.resources import shipped
 
@@ -27,12 +28,6 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "Fixture Dev", "GIT_AUTHOR_EMAIL": "dev@example.org",
     "GIT_COMMITTER_NAME": "Fixture Dev", "GIT_COMMITTER_EMAIL": "dev@example.org",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -195,7 +190,7 @@ class Master:
         r = self._run(BIN / "buildbot", "start", str(self.dir), check=False)
         if r.returncode != 0 and "took more than" not in r.stdout + r.stderr:
             raise AssertionError(f"buildbot start failed ({r.returncode}): {r.stdout}{r.stderr}\n{self.log_tail()}")
-        wait_for(self._api_ok, timeout, "the web API to answer")
+        wait_for(self._api_ok, timeout, f"the web API on port {web_port} to answer as {self.dir}'s")
 
     def stop(self, timeout: float = 180):
         """``buildbot stop``, then wait until the process is gone: ``buildbot stop`` gives up watching
@@ -214,10 +209,13 @@ class Master:
             return None
 
     def _api_ok(self):
+        """The web API answers, and it is this master's: a master that could not listen on its web port
+        runs on without one (Buildbot logs it), and whatever holds the port would answer instead."""
         try:
-            return self.get("builders") is not None
+            masters = self.get("masters")["masters"]
         except (OSError, http.client.HTTPException):  # not listening yet, or cut off while starting
             return False
+        return any(m["name"].endswith(":" + str(self.dir.resolve())) for m in masters)
 
     def get(self, path: str):
         with urllib.request.urlopen(f"http://{self.api_host}:{self.web_port}/api/v2/{path}", timeout=10) as r:
