@@ -14,6 +14,8 @@ import gc
 import json
 import logging
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,11 +189,12 @@ class TreeIndex:
             all_rows = [e for b in branches for e in rows[b]]
             result.images = [e[0] for e in all_rows]
             if self._changed(INDEX_JSON, signature) or self._changed(INDEX_HTML, signature):
+                page = _PageRows()
                 groups = [{"dir": b, "name": ordered[0].metadata["branch"], "count": len(ordered),
-                           "rows": _rows(rows[b])} for b, (_st, ordered, _latest) in branches.items()]
+                           "rows": page.slot(rows[b])} for b, (_st, ordered, _latest) in branches.items()]
                 html = self.env.get_template("index.html.j2").render(
                     generated=generated, branches=groups, count=len(images), branch_dir=None)
-                self._write(INDEX_HTML, html, signature, result)
+                self._write(INDEX_HTML, page.pieces(html), signature, result)
                 self._write(INDEX_JSON, _json_doc(generated, [e[1] for e in all_rows]), signature, result)
             result.mode_problems += self._fix_generated(branches.keys())
             for problem in result.mode_problems:
@@ -228,9 +231,10 @@ class TreeIndex:
             return
         branch = images[0].metadata["branch"] if images else b
         self._write(rel_json, _json_doc(generated, [e[1] for e in encoded], branch=branch), signature, result)
+        page = _PageRows()
         html = self.env.get_template("branch-index.html.j2").render(
-            generated=generated, branch=branch, branch_dir=b, count=len(images), rows=_rows(encoded))
-        self._write(rel_html, html, signature, result)
+            generated=generated, branch=branch, branch_dir=b, count=len(images), rows=page.slot(encoded))
+        self._write(rel_html, page.pieces(html), signature, result)
         if latest is not None:
             self._write(rel_latest, latest.name + "\n", signature, result)
         else:  # no image, or only images built for a bisect: nothing a lab should boot as "latest"
@@ -273,8 +277,31 @@ def _file_id(path: Path) -> tuple | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _rows(encoded: list[tuple[dict, str, str]]) -> Markup:
-    return Markup("\n".join(e[2] for e in encoded))
+class _PageRows:
+    """The rows of a page go into its template as placeholders and are written as pieces around what the
+    template rendered: joined into the page, 10,000 rows were a 10 MB string copied three times (the
+    join, the template's output, one encode that held the interpreter lock throughout).  A placeholder
+    carries a random token, so no text from the tree (a branch name, a subject) can pass for one."""
+
+    def __init__(self):
+        self._token = f"\x00{secrets.token_hex(8)}:"
+        self._slots: list[list[tuple[dict, str, str]]] = []
+
+    def slot(self, encoded: list[tuple[dict, str, str]]) -> Markup:
+        self._slots.append(encoded)
+        return Markup(f"{self._token}{len(self._slots) - 1}\x00")
+
+    def pieces(self, html: str) -> list[str]:
+        out = []
+        for k, part in enumerate(re.split(re.escape(self._token) + "([0-9]+)\x00", html)):
+            if k % 2 == 0:
+                out.append(part)
+                continue
+            for j, e in enumerate(self._slots[int(part)]):
+                if j:
+                    out.append("\n")
+                out.append(e[2])
+        return out
 
 
 def _json_doc(generated: str, encoded_images: list[str], **extra: str) -> list[str]:

@@ -89,8 +89,13 @@ def field_problems(fields: dict) -> list[str]:
 
 def value_problems(fields: dict) -> list[str]:
     """``field_problems`` less the encoding check, for fields ``read_metadata`` already checked."""
-    problems = [f"metadata field '{key}' is missing or empty; expected a non-empty string"
-                for key in REQUIRED_FIELDS if not isinstance(v := fields.get(key), str) or not v.strip()]
+    try:  # the common case in C: every required field a string with more than blanks (a TypeError: not one)
+        complete = all(map(str.strip, map(fields.get, REQUIRED_FIELDS)))
+    except TypeError:
+        complete = False
+    problems = [] if complete else [
+        f"metadata field '{key}' is missing or empty; expected a non-empty string"
+        for key in REQUIRED_FIELDS if not isinstance(v := fields.get(key), str) or not v.strip()]
     sha = fields.get("sha")
     if isinstance(sha, str) and sha and not _SHA_RE.match(sha):
         problems.append(f"metadata field 'sha' is {sha!r}; expected the full lowercase hex commit id "

@@ -89,6 +89,26 @@ def test_html_escapes_metadata(tree):
     assert "<script>alert" not in html and "&lt;script&gt;" in html
 
 
+def test_rows_are_written_in_place_of_their_placeholders_only(tree):
+    """The pages are written as pieces around placeholders (index._PageRows): text from the tree that
+    looks like a placeholder stays text, and every row lands in its branch's table, in order."""
+    for n in (1, 2):
+        make_image(tree, "b", n)
+    make_image(tree, "c", 3)
+    d = next((tree / "c").iterdir())
+    fields = json.loads((d / "metadata.json").read_text())
+    fields["subject"] = "\x00" + "0" * 16 + ":0\x00 fake"
+    write_manifest(d, {k: v for k, v in fields.items() if k not in ("files", "schema")})
+    TreeIndex(tree, BASE).regenerate()
+    html = (tree / "index.html").read_text()
+    assert "\x00" + "0" * 16 + ":0\x00 fake" in html and html.count("<tr id=") == 3
+    b_rows = [image_fields("b", 2)["name"], image_fields("b", 1)["name"]]  # newest first
+    assert html.index('id="branch-b"') < html.index(f'<tr id="{b_rows[0]}"') < html.index(f'<tr id="{b_rows[1]}"')
+    branch = (tree / "b" / "index.html").read_text()
+    assert branch.count("<tr id=") == 2 and branch.rstrip().endswith("</html>")
+    assert branch.index(f'<tr id="{b_rows[0]}"') < branch.index(f'<tr id="{b_rows[1]}"') < branch.index("</table>")
+
+
 def test_incomplete_and_hidden_directories_are_not_listed(tree):
     good = make_image(tree, "b", 1)
     half = tree / "b" / image_fields("b", 2)["name"]
