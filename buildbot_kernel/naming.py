@@ -26,6 +26,7 @@ _NAME_RE = re.compile(
 
 MAX_COMPONENT = 200  # well under NAME_MAX (255 bytes), with room for the ".<name>.<random>" temp files
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # NUL and the other control characters (one C-level search)
 
 
 class NameError_(BuildbotKernelError, ValueError):
@@ -46,7 +47,7 @@ def component_problem(text: object, what: str = "name") -> str:
         return f"{what} is empty"
     if "/" in text or "\\" in text:
         return f"{what} {text!r} holds a path separator; expected one path component"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         return f"{what} {text!r} holds a NUL or control character"
     if text.startswith("."):
         return f"{what} {text!r} starts with '.' (., .. and hidden names are never images or files of one)"

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
 
@@ -115,14 +117,16 @@ def parse_index(raw: bytes | str | dict, *, base_url: str = "", source: str = "i
 
 def decode(raw: bytes | str) -> Any:
     """``json.loads``, one line at a time when the text has the index's one-image-per-line shape (each line
-    then must be one whole JSON value, so the result is what one parse of the whole text gives)."""
+    then must be one whole JSON value, so the result is what one parse of the whole text gives).  The
+    lines go through orjson (a fifth of json's time); anything it refuses and json takes (a lone
+    surrogate, NaN, a huge integer) sends the whole text to json, so what is accepted does not change."""
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     lines = text.split("\n")
     if len(lines) > 3 and lines[0].endswith(_IMAGES_OPEN) and lines[-2] == "]}" and lines[-1] == "":
         try:
-            doc = json.loads(lines[0][:-len(_IMAGES_OPEN)] + "}")
+            doc = orjson.loads(lines[0][:-len(_IMAGES_OPEN)] + "}")
             body = lines[1:-2]
-            images = [json.loads(line[:-1]) for line in body[:-1]] + [json.loads(body[-1])]
+            images = [orjson.loads(line[:-1]) for line in body[:-1]] + [orjson.loads(body[-1])]
         except ValueError:
             return json.loads(text)
         if isinstance(doc, dict) and all(line.endswith(",") for line in body[:-1]):

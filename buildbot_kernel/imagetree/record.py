@@ -13,6 +13,7 @@ caller sees it, and raises :class:`EntryError` saying which entry and why.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -195,7 +196,7 @@ def _image_url(entry: dict, base_url: str) -> str | EntryError:
         return EntryError(f"url {raw!r} is not a string")
     if not base_url:  # our own index, or built in-process from our own tree
         return raw if raw.endswith("/") else raw + "/"
-    base = urllib.parse.urljoin(base_url, ".")
+    base = _index_dir(base_url)
     url = urllib.parse.urljoin(base, raw)
     if not url.endswith("/"):
         url += "/"
@@ -212,9 +213,20 @@ def _image_url(entry: dict, base_url: str) -> str | EntryError:
     return EntryError(problem)
 
 
+@functools.lru_cache(maxsize=64)
+def _index_dir(base_url: str) -> str:
+    """The directory URL of the index at ``base_url`` (the same for every entry of one index)."""
+    return urllib.parse.urljoin(base_url, ".")
+
+
+@functools.lru_cache(maxsize=64)
+def _split(base: str) -> urllib.parse.SplitResult:
+    return urllib.parse.urlsplit(base)
+
+
 def _outside(url: str, base: str) -> str:
     """Why ``url`` is not under ``base`` (a directory URL ending in ``/``), or ""."""
-    u, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
+    u, b = urllib.parse.urlsplit(url), _split(base)
     if (u.scheme.lower(), u.netloc.lower()) != (b.scheme.lower(), b.netloc.lower()) \
             or not u.path.startswith(b.path) or u.query or u.fragment:
         return f"url {url!r} is not under the index's base {base!r}"

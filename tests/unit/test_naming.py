@@ -5,6 +5,7 @@ import pytest
 from buildbot_kernel.naming import (
     NameError_,
     commit_day,
+    component_problem,
     config_localversion,
     image_name,
     parse_image_name,
@@ -62,3 +63,13 @@ def test_parse_round_trips_the_seed_list(name, kernel, branch, plus):
 def test_parse_rejects_other_strings():
     with pytest.raises(NameError_):
         parse_image_name("6.1.0-13-amd64")
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in (*range(32), 127)])
+def test_every_control_character_is_refused_in_a_path_component(char):
+    assert "NUL or control character" in component_problem(f"img{char}name")
+
+
+@pytest.mark.parametrize("char", ["\x80", "\u00e9", "\u2028", " ", "~"])
+def test_other_characters_are_not_control_characters(char):
+    assert component_problem(f"img{char}name") == ""
