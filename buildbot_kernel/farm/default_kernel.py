@@ -18,6 +18,7 @@ import urllib.request
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.indexfile import IndexUnreadable, read_index
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
+from buildbot_kernel.jsondepth import check_depth
 from buildbot_kernel.settings import http_url_problem
 
 FETCH_TIMEOUT = 30
@@ -56,9 +57,11 @@ def resolve(machine: str, default: str, index_path: str | os.PathLike) -> dict |
         raise DefaultKernelError(f"{where}: {problem}")
     try:
         with urllib.request.urlopen(url + "metadata.json", timeout=FETCH_TIMEOUT) as r:
-            meta = json.loads(r.read(MAX_METADATA + 1)[:MAX_METADATA])
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise DefaultKernelError(f"{where}: cannot read {url}metadata.json: {getattr(e, 'reason', e)}") from None
+            raw = r.read(MAX_METADATA + 1)[:MAX_METADATA]
+        meta = check_depth(raw, json.loads(raw), "it")
+    except (urllib.error.URLError, OSError, ValueError, RecursionError) as e:
+        reason = "nested deeper than this program reads" if isinstance(e, RecursionError) else getattr(e, "reason", e)
+        raise DefaultKernelError(f"{where}: cannot read {url}metadata.json: {reason}") from None
     if not isinstance(meta, dict):
         raise DefaultKernelError(f"{where}: {url}metadata.json is not an image's metadata")
     try:  # another server's metadata is checked as any index entry is (names, sha, files)

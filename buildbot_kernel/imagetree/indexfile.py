@@ -26,6 +26,7 @@ import orjson
 
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
+from buildbot_kernel.jsondepth import TooDeep, check_depth
 
 INDEX_SCHEMA = 1
 INDEX_JSON = "index.json"
@@ -100,8 +101,12 @@ def parse_index(raw: bytes | str | dict, *, base_url: str = "", source: str = "i
     else:
         try:
             doc = decode(raw)
+        except TooDeep as e:
+            raise IndexUnreadable(f"{source} is not an index.json: {e}") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise IndexUnreadable(f"{source} is not JSON: {e}") from None
+        except RecursionError:  # deeper than even orjson reads (1024 levels): json gave up too
+            raise IndexUnreadable(f"{source} is not an index.json: nested deeper than this program reads") from None
     if not isinstance(doc, dict) or doc.get("schema") != INDEX_SCHEMA or not isinstance(doc.get("images"), list):
         raise IndexUnreadable(f"{source} is not an index.json: expected {{\"schema\": {INDEX_SCHEMA}, "
                               "\"images\": [...]}} (an object with an 'images' list)")
@@ -118,8 +123,9 @@ def parse_index(raw: bytes | str | dict, *, base_url: str = "", source: str = "i
 def decode(raw: bytes | str) -> Any:
     """``json.loads``, one line at a time when the text has the index's one-image-per-line shape (each line
     then must be one whole JSON value, so the result is what one parse of the whole text gives).  The
-    lines go through orjson (a fifth of json's time); anything it refuses and json takes (a lone
-    surrogate, NaN, a huge integer) sends the whole text to json, so what is accepted does not change."""
+    lines go through orjson (half json's time); anything it refuses and json takes (a lone surrogate,
+    NaN, a huge integer) sends the whole text to json, so what is accepted does not change.  What nests
+    deeper than ``jsondepth.MAX_DEPTH`` raises :class:`~buildbot_kernel.jsondepth.TooDeep`."""
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     lines = text.split("\n")
     if len(lines) > 3 and lines[0].endswith(_IMAGES_OPEN) and lines[-2] == "]}" and lines[-1] == "":
@@ -128,8 +134,11 @@ def decode(raw: bytes | str) -> Any:
             body = lines[1:-2]
             images = [orjson.loads(line[:-1]) for line in body[:-1]] + [orjson.loads(body[-1])]
         except ValueError:
-            return json.loads(text)
+            return check_depth(text, json.loads(text), "it")
         if isinstance(doc, dict) and all(line.endswith(",") for line in body[:-1]):
+            check_depth(lines[0], doc, "it")  # each line checked alone: a whole index holds many brackets
+            for line, image in zip(body, images, strict=True):
+                check_depth(line, image, "it")
             doc["images"] = images
             return doc
-    return json.loads(text)
+    return check_depth(text, json.loads(text), "it")

@@ -1,0 +1,97 @@
+"""JSON from outside nested deeper than anything we write: an image's metadata.json, an index.json, a
+remote default kernel's metadata.
+
+orjson reads 1024 levels and writes 254, and json stops at the interpreter's recursion limit: one image
+whose metadata.json held a list nested 300 deep made every index regeneration fail with a TypeError at
+the encoder, for all images, and one nested 100,000 deep with a RecursionError while the scan explained
+why the file did not parse.  A hostile index.json did the same to every reader of an index (the bisect,
+``images find``).  Each is now refused with a message that says so (buildbot_kernel/jsondepth.py).
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+from lane_ports import free_port
+
+from buildbot_kernel.farm import default_kernel
+from buildbot_kernel.imagetree import indexfile
+from buildbot_kernel.imagetree.index import TreeIndex
+from buildbot_kernel.imagetree.package import read_metadata
+from buildbot_kernel.imagetree.testing import make_image
+from buildbot_kernel.jsondepth import MAX_DEPTH, deeper_than, may_nest_deeper
+
+DEPTHS = (MAX_DEPTH + 1, 300, 100_000)  # just over ours; over orjson's encoder; over every parser
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def deepen(image_dir, depth: int) -> None:
+    """Put a field nested ``depth`` deep into the image's metadata.json (the manifests still agree)."""
+    p = image_dir / "metadata.json"
+    p.write_bytes(p.read_bytes().replace(b'"arch":', b'"deep": ' + nested(depth) + b', "arch":', 1))
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_an_image_nested_too_deep_is_left_out_and_the_rest_indexed(tmp_path, depth):
+    root = tmp_path / "images"
+    good = make_image(root, "b", 1)
+    deep = make_image(root, "b", 2)
+    deepen(deep, depth)
+    res = TreeIndex(root, "http://h/").regenerate()
+    assert [e["name"] for e in res.images] == [good.name]
+    assert "nest" in res.skipped[f"b/{deep.name}"] and "metadata.json" in res.skipped[f"b/{deep.name}"]
+    with pytest.raises(ValueError, match="metadata.json"):
+        read_metadata(deep)
+
+
+def test_metadata_at_the_limit_is_listed(tmp_path):
+    root = tmp_path / "images"
+    img = make_image(root, "b", 1)
+    deepen(img, MAX_DEPTH - 1)  # inside the top-level object: MAX_DEPTH levels in all
+    res = TreeIndex(root, "http://h/").regenerate()
+    assert [e["name"] for e in res.images] == [img.name] and not res.skipped
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("shape", ["line per image", "one line"])
+def test_an_index_nested_too_deep_is_unreadable_not_a_crash(depth, shape):
+    sep = b"\n" if shape == "line per image" else b""
+    raw = b'{"schema": 1, "images": [' + sep + b'{"a": ' + nested(depth) + b"}" + sep + b"]}" + sep
+    with pytest.raises(indexfile.IndexUnreadable, match="is not an index.json: .*(nests objects|nested deeper)"):
+        indexfile.parse_index(raw)
+
+
+def test_the_depth_check_counts_levels_and_skips_shallow_text():
+    assert not deeper_than({"files": {"vmlinuz": {"size": 1}}}, 3) and deeper_than({"a": [[{}]]}, 3)
+    assert not may_nest_deeper('{"subject": "[PATCH] x"}', 3) and may_nest_deeper(b"[[[[", 3)
+
+
+@pytest.mark.parametrize("depth", (300, 100_000))
+def test_a_remote_default_kernel_nested_too_deep_is_a_setting_error(tmp_path, depth):
+    body = b'{"name": ' + nested(depth) + b"}"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/b/img/"
+        refused = "cannot read .*metadata.json: .*(nests|nested deeper)"
+        with pytest.raises(default_kernel.DefaultKernelError, match=refused):
+            default_kernel.resolve("m", url, tmp_path / "index.json")
+    finally:
+        srv.shutdown()
+        srv.server_close()
