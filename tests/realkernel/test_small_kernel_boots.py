@@ -6,30 +6,14 @@ a stage-2 test machine must to report."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kbuild_helper
 import pytest
+from httpstub import answering
 
 pytestmark = pytest.mark.realkernel
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    paths: list[str] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.paths.append(self.path)
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def _initramfs(dest: Path, modules_root: Path, port: int) -> Path:
@@ -63,26 +47,20 @@ def test_small_kernel_boots_with_its_image_name(small_kernel, qemu_accel, tmp_pa
     assert (modules / "kernel" / "drivers" / "net" / "dummy.ko").is_file()
     assert (modules / "modules.dep").is_file(), "modules_install ran no depmod: install the kmod package"
 
-    _Recorder.paths = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        initrd = _initramfs(tmp_path / "initrd.gz", modules, server.server_address[1])
+    with answering(b"ok\n") as report:
+        initrd = _initramfs(tmp_path / "initrd.gz", modules, report.port)
         cmd = kbuild_helper.qemu_command(
             small_kernel.bzimage, initrd, "console=ttyS0 panic=-1 quiet", accel=qemu_accel
         )
         start = time.monotonic()
         console = kbuild_helper.boot(cmd, timeout=180)
         boot_seconds = time.monotonic() - start
-    finally:
-        server.shutdown()
-        server.server_close()
 
     print(f"build {small_kernel.build_seconds:.1f}s, boot ({qemu_accel}) {boot_seconds:.1f}s")
     assert f"UNAME={small_kernel.release}\n" in console, console[-3000:]
     assert "MODULE-OK" in console, console[-3000:]
     assert "REPORT-SENT" in console, console[-3000:]
-    assert _Recorder.paths == [f"/report?uname={small_kernel.release}"]
+    assert report.paths == [f"/report?uname={small_kernel.release}"]
 
 
 @pytest.mark.skipif(

@@ -10,11 +10,8 @@ why the file did not parse.  A hostile index.json did the same to every reader o
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pytest
-from lane_ports import free_port
+from httpstub import answering
 
 from buildbot_kernel.farm import default_kernel
 from buildbot_kernel.imagetree import indexfile
@@ -73,25 +70,8 @@ def test_the_depth_check_counts_levels_and_skips_shallow_text():
 
 @pytest.mark.parametrize("depth", (300, 100_000))
 def test_a_remote_default_kernel_nested_too_deep_is_a_setting_error(tmp_path, depth):
-    body = b'{"name": ' + nested(depth) + b"}"
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/b/img/"
+    with answering(b'{"name": ' + nested(depth) + b"}") as remote:
         refused = "cannot read .*metadata.json: .*(nests|nested deeper)"
         with pytest.raises(default_kernel.DefaultKernelError, match=refused):
-            default_kernel.resolve("m", url, tmp_path / "index.json")
-    finally:
-        srv.shutdown()
-        srv.server_close()
+            default_kernel.resolve("m", remote.url + "b/img/", tmp_path / "index.json")
+        assert remote.paths == ["/b/img/metadata.json"]
