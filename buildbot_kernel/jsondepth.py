@@ -10,6 +10,7 @@ image's metadata, an index, a result) needs more than a few levels, so what nest
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from buildbot_kernel.errors import BuildbotKernelError
@@ -50,3 +51,14 @@ def check_depth(raw: bytes | str, value: Any, what: str, limit: int = MAX_DEPTH)
     if may_nest_deeper(raw, limit) and deeper_than(value, limit):
         raise TooDeep(f"{what} nests objects and arrays deeper than {limit} levels; not one of ours")
     return value
+
+
+def loads(raw: bytes | str, what: str) -> Any:
+    """``json.loads`` for text from outside (a file of the shared tree, a remote server): also a value
+    json itself cannot parse for depth, or that nests deeper than ``MAX_DEPTH``, is a ValueError
+    (:class:`TooDeep`), so a reader's ``except ValueError`` covers everything such text can do."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise TooDeep(f"{what} nests objects and arrays deeper than this program reads") from None
+    return check_depth(raw, value, what)

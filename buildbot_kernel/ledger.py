@@ -15,6 +15,7 @@ import os
 import threading
 from pathlib import Path
 
+from buildbot_kernel import jsondepth
 from buildbot_kernel.gitrepo import path_lock
 from buildbot_kernel.utctime import iso_utc
 
@@ -45,10 +46,10 @@ class BuildLedger:
         with self.path.open() as f:
             for line in f:
                 try:
-                    rec = json.loads(line)
+                    rec = jsondepth.loads(line, "a ledger line")
                     entries[_key(rec["repository"], rec["branch"], rec["sha"], rec["build"])] = rec
-                except (ValueError, KeyError):
-                    continue  # a torn line from a crash
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line from a crash, or not a record
         self._cache, self._stamp = entries, stamp
         return entries
 

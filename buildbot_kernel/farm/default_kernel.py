@@ -10,15 +10,14 @@ Runs off the reactor (it reads a file or fetches a URL).
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.error
 import urllib.request
 
+from buildbot_kernel import jsondepth
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.indexfile import IndexUnreadable, read_index
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
-from buildbot_kernel.jsondepth import check_depth
 from buildbot_kernel.settings import http_url_problem
 
 FETCH_TIMEOUT = 30
@@ -58,10 +57,9 @@ def resolve(machine: str, default: str, index_path: str | os.PathLike) -> dict |
     try:
         with urllib.request.urlopen(url + "metadata.json", timeout=FETCH_TIMEOUT) as r:
             raw = r.read(MAX_METADATA + 1)[:MAX_METADATA]
-        meta = check_depth(raw, json.loads(raw), "it")
-    except (urllib.error.URLError, OSError, ValueError, RecursionError) as e:
-        reason = "nested deeper than this program reads" if isinstance(e, RecursionError) else getattr(e, "reason", e)
-        raise DefaultKernelError(f"{where}: cannot read {url}metadata.json: {reason}") from None
+        meta = jsondepth.loads(raw, "it")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise DefaultKernelError(f"{where}: cannot read {url}metadata.json: {getattr(e, 'reason', e)}") from None
     if not isinstance(meta, dict):
         raise DefaultKernelError(f"{where}: {url}metadata.json is not an image's metadata")
     try:  # another server's metadata is checked as any index entry is (names, sha, files)

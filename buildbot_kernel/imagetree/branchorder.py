@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildbot_kernel import jsondepth
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.utctime import iso_utc
@@ -78,7 +79,7 @@ def parse_entry(entry: object) -> BranchState | None:
 def parse(text: str | bytes) -> dict[str, BranchState]:
     """heads.json -> {branch dir: state}; a damaged file or a wrong schema is an empty state."""
     try:
-        doc = json.loads(text)
+        doc = jsondepth.loads(text, HEADS_FILE)  # the shared tree's file: others can write it
     except ValueError:
         return {}
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("branches"), dict):
@@ -121,7 +122,7 @@ def update(root: str | os.PathLike, branch_dir: str, state: BranchState) -> None
     path = Path(root) / HEADS_FILE
     path.parent.mkdir(exist_ok=True)
     try:
-        doc = json.loads(path.read_bytes())
+        doc = jsondepth.loads(path.read_bytes(), HEADS_FILE)
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("branches"), dict):
             doc = {}
     except (OSError, ValueError):

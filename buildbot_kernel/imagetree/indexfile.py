@@ -13,7 +13,6 @@ a thread reading the 10 MB index of 10,000 images never holds the interpreter lo
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.error
 import urllib.parse
@@ -24,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from buildbot_kernel import jsondepth
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
 from buildbot_kernel.jsondepth import TooDeep, check_depth
@@ -134,11 +134,11 @@ def decode(raw: bytes | str) -> Any:
             body = lines[1:-2]
             images = [orjson.loads(line[:-1]) for line in body[:-1]] + [orjson.loads(body[-1])]
         except ValueError:
-            return check_depth(text, json.loads(text), "it")
+            return jsondepth.loads(text, "it")
         if isinstance(doc, dict) and all(line.endswith(",") for line in body[:-1]):
             check_depth(lines[0], doc, "it")  # each line checked alone: a whole index holds many brackets
             for line, image in zip(body, images, strict=True):
                 check_depth(line, image, "it")
             doc["images"] = images
             return doc
-    return check_depth(text, json.loads(text), "it")
+    return jsondepth.loads(text, "it")

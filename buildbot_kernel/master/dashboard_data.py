@@ -9,11 +9,11 @@ entries, result files): the template escapes text, and URLs are only made from c
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 
+from buildbot_kernel import jsondepth
 from buildbot_kernel.bisect import records
 from buildbot_kernel.commitlink import commit_url
 from buildbot_kernel.utctime import parse_iso_utc
@@ -143,7 +143,7 @@ def branch_rows(branches: list[dict], heads: dict, builds: dict, images: list[di
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
+        return jsondepth.loads(path.read_bytes(), path.name)  # the dashboard shows what it can, never raises
     except (OSError, ValueError):
         return None
 

@@ -10,15 +10,18 @@ why the file did not parse.  A hostile index.json did the same to every reader o
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from httpstub import answering
 
 from buildbot_kernel.farm import default_kernel
-from buildbot_kernel.imagetree import indexfile
+from buildbot_kernel.imagetree import branchorder, indexfile
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.package import read_metadata
 from buildbot_kernel.imagetree.testing import make_image
 from buildbot_kernel.jsondepth import MAX_DEPTH, deeper_than, may_nest_deeper
+from buildbot_kernel.ledger import BuildLedger
 
 DEPTHS = (MAX_DEPTH + 1, 300, 100_000)  # just over ours; over orjson's encoder; over every parser
 
@@ -75,3 +78,33 @@ def test_a_remote_default_kernel_nested_too_deep_is_a_setting_error(tmp_path, de
         with pytest.raises(default_kernel.DefaultKernelError, match=refused):
             default_kernel.resolve("m", remote.url + "b/img/", tmp_path / "index.json")
         assert remote.paths == ["/b/img/metadata.json"]
+
+
+def test_a_heads_file_nested_too_deep_is_no_heads_and_is_replaced_at_the_next_record(tmp_path):
+    """.state/heads.json lives on the shared tree: a deep one raised RecursionError out of every
+    regeneration and out of recording the next head."""
+    root = tmp_path / "images"
+    img = make_image(root, "b", 1)
+    heads = root / branchorder.HEADS_FILE
+    heads.parent.mkdir(exist_ok=True)
+    heads.write_bytes(b'{"schema": 1, "branches": {"b": ' + nested(100_000) + b"}}")
+    res = TreeIndex(root, "http://h/").regenerate()
+    assert [e["name"] for e in res.images] == [img.name]
+    sha = json.loads((img / "metadata.json").read_text())["sha"]
+    branchorder.update(root, "b", branchorder.make_state("b", sha, None))
+    assert branchorder.HeadsFile(root).load()["b"].head == sha
+
+
+def test_ledger_lines_nested_too_deep_or_not_records_are_skipped(tmp_path):
+    ledger = BuildLedger(tmp_path / "ledger.jsonl")
+    ledger.record("r", "b", "a" * 40, "x86_64", "built")
+    with open(tmp_path / "ledger.jsonl", "ab") as f:
+        f.write(nested(100_000) + b"\n[1]\n" + b'{"x": ' + nested(300) + b"}\n")
+    assert ledger.get("r", "b", "a" * 40, "x86_64")["outcome"] == "built"
+
+
+def test_the_dashboard_reads_a_bisect_record_nested_too_deep_as_missing(tmp_path):
+    from buildbot_kernel.master import dashboard_data
+
+    (tmp_path / "result.json").write_bytes(b'{"request": ' + nested(100_000) + b"}")
+    assert dashboard_data._read_json(tmp_path / "result.json") is None
