@@ -23,7 +23,7 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
-from buildbot_kernel import resources
+from buildbot_kernel import jsondepth, resources
 from buildbot_kernel.imagetree import branchorder
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
@@ -137,10 +137,11 @@ class TreeIndex:
             # line by line, never the whole file in one call: reading and splitting 30 MB at 10,000
             # images held the interpreter lock for 40-70 ms, a stall of the master's reactor
             with open(self.root / CACHE, encoding="utf-8") as f:
-                head = json.loads(f.readline())
+                head = jsondepth.loads(f.readline(), CACHE)
                 if head.get("schema") != CACHE_SCHEMA:
                     return 0
-                seeded = [orjson.loads(line) for line in f if line.strip()]
+                # on the shared tree: a line nested too deep is a damaged cache (jsondepth.py)
+                seeded = [jsondepth.check_depth(line, orjson.loads(line), CACHE) for line in f if line.strip()]
             same_url = head.get("base_url") == self.base_url
             with self.lock:
                 for path, key, meta, text, row, tests in seeded:

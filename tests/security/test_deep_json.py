@@ -17,7 +17,7 @@ from httpstub import answering
 
 from buildbot_kernel.farm import default_kernel
 from buildbot_kernel.imagetree import branchorder, indexfile
-from buildbot_kernel.imagetree.index import TreeIndex
+from buildbot_kernel.imagetree.index import CACHE, TreeIndex
 from buildbot_kernel.imagetree.package import read_metadata
 from buildbot_kernel.imagetree.testing import make_image
 from buildbot_kernel.jsondepth import MAX_DEPTH, deeper_than, may_nest_deeper
@@ -108,3 +108,23 @@ def test_the_dashboard_reads_a_bisect_record_nested_too_deep_as_missing(tmp_path
 
     (tmp_path / "result.json").write_bytes(b'{"request": ' + nested(100_000) + b"}")
     assert dashboard_data._read_json(tmp_path / "result.json") is None
+
+
+@pytest.mark.parametrize("depth", (300, 100_000))
+def test_a_saved_index_cache_nested_too_deep_is_ignored(tmp_path, depth):
+    """The per-image cache (.state/index-cache.json) a restart loads: a deep line or head raised out of
+    load_cache at the master's start, or seeded metadata the index's encoder could not write."""
+    root = tmp_path / "images"
+    img = make_image(root, "b", 1)
+    first = TreeIndex(root, "http://h/")
+    first.regenerate()
+    first.save_cache()
+    cache = root / CACHE
+    head, line = cache.read_text().splitlines()[:2]
+    deep = line.replace('"arch":', '"deep":' + nested(depth).decode() + ',"arch":', 1)
+    assert deep != line
+    for text in (f"{head}\n{deep}\n", '{"schema": ' + nested(depth).decode() + "}\n"):
+        cache.write_text(text)
+        again = TreeIndex(root, "http://h/")
+        assert again.load_cache() == 0
+        assert [e["name"] for e in again.regenerate().images] == [img.name]
