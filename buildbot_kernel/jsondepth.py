@@ -5,7 +5,8 @@ recursion limit), and the encoders that write it back stop earlier (orjson at 25
 recursion limit), raising where nothing expects it: one image whose metadata.json held a list nested
 300 deep made every regeneration of the index fail, for all images.  Nothing we read from outside (an
 image's metadata, an index, a result) needs more than a few levels, so what nests deeper than
-``MAX_DEPTH`` is refused where it is read, with a message that says so.
+``MAX_DEPTH`` is refused where it is read, with a message that says so (docs/index-format.md states the
+limit for those who write trees and indexes).
 """
 
 from __future__ import annotations
