@@ -55,14 +55,6 @@ def write_result(image_dir: str | os.PathLike, test: str, result: dict, log_text
     atomic_write(result_path(image_dir, test), json.dumps(result, sort_keys=True) + "\n", mode=mode, gid=gid)
 
 
-def stamp(image_dir: str | os.PathLike) -> int:
-    """Changes whenever a result is written (a rename in the directory): part of the scanner's cache key."""
-    try:
-        return os.stat(os.path.join(image_dir, TESTS_DIR)).st_mtime_ns
-    except OSError:
-        return 0
-
-
 def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:
     """``{test: {result, date, machine, log_url, ...}}``; files that do not parse or hold an unknown
     result are left out (an index never lists what it cannot vouch for)."""
