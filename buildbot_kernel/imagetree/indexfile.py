@@ -26,7 +26,6 @@ import orjson
 from buildbot_kernel import jsondepth
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.record import EntryError, ImageRecord
-from buildbot_kernel.jsondepth import TooDeep, check_depth
 
 INDEX_SCHEMA = 1
 INDEX_JSON = "index.json"
@@ -101,12 +100,10 @@ def parse_index(raw: bytes | str | dict, *, base_url: str = "", source: str = "i
     else:
         try:
             doc = decode(raw)
-        except TooDeep as e:
+        except jsondepth.TooDeep as e:
             raise IndexUnreadable(f"{source} is not an index.json: {e}") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise IndexUnreadable(f"{source} is not JSON: {e}") from None
-        except RecursionError:  # deeper than even orjson reads (1024 levels): json gave up too
-            raise IndexUnreadable(f"{source} is not an index.json: nested deeper than this program reads") from None
     if not isinstance(doc, dict) or doc.get("schema") != INDEX_SCHEMA or not isinstance(doc.get("images"), list):
         raise IndexUnreadable(f"{source} is not an index.json: expected {{\"schema\": {INDEX_SCHEMA}, "
                               "\"images\": [...]}} (an object with an 'images' list)")
@@ -136,9 +133,9 @@ def decode(raw: bytes | str) -> Any:
         except ValueError:
             return jsondepth.loads(text, "it")
         if isinstance(doc, dict) and all(line.endswith(",") for line in body[:-1]):
-            check_depth(lines[0], doc, "it")  # each line checked alone: a whole index holds many brackets
+            jsondepth.check_depth(lines[0], doc, "it")  # each line checked alone: a whole index holds many brackets
             for line, image in zip(body, images, strict=True):
-                check_depth(line, image, "it")
+                jsondepth.check_depth(line, image, "it")
             doc["images"] = images
             return doc
     return jsondepth.loads(text, "it")
