@@ -125,10 +125,6 @@ def lab(tmp_path_factory):
         master.stop()
 
 
-def request_count(master) -> int:
-    return len(master.get("buildrequests")["buildrequests"])
-
-
 def bisect_dirs(master) -> set:
     d = master.dir / "state" / "bisects"
     return set(d.iterdir()) if d.is_dir() else set()
@@ -165,35 +161,35 @@ def test_anonymous_reads_but_cannot_force(lab):
     master, anon = lab["master"], Client(lab["port"])
     status, body = anon.request("builders")
     assert status == 200 and {b["name"] for b in body["builders"]} >= {BRANCH, "heads", "bisect"}
-    before = request_count(master)
+    before = master.asked_for()
     for sched, params in ((f"rebuild-{BRANCH}", {"force_rebuild": True}), ("heads-now", {}),
                           ("bisect", bisect_params(lab, test="proc"))):
         status, _ = anon.rpc(f"forceschedulers/{sched}", "force", **params)
         assert refused(status), (sched, status)
-    assert request_count(master) == before
+    assert master.asked_for() == before
 
 
 def test_anonymous_bisect_command_runs_nothing(lab):
     """The hole: an anonymous POST /api/v2/forceschedulers/bisect with a command ran it on a worker."""
     master, proof = lab["master"], lab["base"] / "proof"
-    before, dirs = request_count(master), bisect_dirs(master)
+    before, dirs = master.asked_for(), bisect_dirs(master)
     status, body = Client(lab["port"]).rpc("forceschedulers/bisect", "force",
                                            **bisect_params(lab, command=f"id > {proof}"))
     assert refused(status), (status, body)
-    assert request_count(master) == before and bisect_dirs(master) == dirs
+    assert master.asked_for() == before and bisect_dirs(master) == dirs
     assert not proof.exists()
 
 
 def test_maintainer_free_form_command_refused(lab):
     master, proof = lab["master"], lab["base"] / "bob-proof"
     bob = Client(lab["port"], "bob", PASSWORDS["bob"])
-    before, dirs = request_count(master), bisect_dirs(master)
+    before, dirs = master.asked_for(), bisect_dirs(master)
     for params in (bisect_params(lab, command=f"id > {proof}"),
                    bisect_params(lab, test="proc", command=f"id > {proof}"),
                    bisect_params(lab, command=[f"id > {proof}"])):
         status, body = bob.rpc("forceschedulers/bisect", "force", **params)
         assert status == 403 and "admin" in json.dumps(body), (status, body)
-    assert request_count(master) == before and bisect_dirs(master) == dirs
+    assert master.asked_for() == before and bisect_dirs(master) == dirs
     assert not proof.exists()
 
 
@@ -269,20 +265,20 @@ def test_a_revision_git_reads_as_an_option_is_refused(lab):
     worker can read) in the build log, which anonymous users read too."""
     master = lab["master"]
     bob = Client(lab["port"], "bob", PASSWORDS["bob"])
-    before = request_count(master)
+    before = master.asked_for()
     for rev in ("--pathspec-from-file=../../../buildbot.tac", "-b", " --orphan=x", "HEAD\n--x"):
         status, body = bob.rpc(f"forceschedulers/rebuild-{BRANCH}", "force", revision=rev)
         assert status == 400 and "revision" in json.dumps(body), (rev, status, body)
-    assert request_count(master) == before
+    assert master.asked_for() == before
 
 
 def test_other_control_calls_are_admin_only(lab):
     master = lab["master"]
     bob = Client(lab["port"], "bob", PASSWORDS["bob"])
     build = master.builds("heads")[0]
-    before = request_count(master)
+    before = master.asked_for()
     assert bob.rpc(f"builds/{build['buildid']}", "rebuild")[0] == 403
-    assert request_count(master) == before
+    assert master.asked_for() == before
 
 
 def page_status(client) -> int:

@@ -53,12 +53,6 @@ def force(master: Master, scheduler: str, **params) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def buildset_count(master: Master) -> int:
-    """Forced buildsets only: the change poller files the branch head's own build request whenever its
-    first poll comes round (late on a loaded machine), which is not what these tests count."""
-    return sum("forced" in (b["reason"] or "") for b in master.get("buildsets")["buildsets"])
-
-
 FORMS = [(f"rebuild-{BRANCH}", {}), ("heads-now", {}), ("test-image", {"image_test": "proc", "image_name": "x"}),
          ("bisect", {"target": BRANCH, "good": "HEAD~1", "bad": "HEAD", "test": "", "command": "true"})]
 
@@ -70,19 +64,19 @@ def test_a_reason_longer_than_the_database_keeps_is_refused_naming_the_field(lab
     database instead of at the form, and on SQLite a 100k-character reason was kept and shown on every
     build page.  Every form now refuses a reason past MAX_REASON_CHARS, naming the field."""
     master = lab["master"]
-    before = buildset_count(master)
+    before = master.asked_for()
     status, answer = force(master, scheduler, reason="r" * 100_000, **params)
     assert status == 400, (status, answer)
     assert "reason" in json.dumps(answer["error"])[:2000] and f"{MAX_REASON_CHARS}" in json.dumps(answer["error"])
-    assert buildset_count(master) == before
+    assert master.asked_for() == before
 
 
 def test_a_reason_within_the_bound_is_taken(lab):
     master = lab["master"]
-    before = buildset_count(master)
+    before = master.asked_for()
     status, answer = force(master, f"rebuild-{BRANCH}", reason="x" * MAX_REASON_CHARS, revision=lab["sha"])
     assert status == 200 and "error" not in answer, answer
-    assert buildset_count(master) == before + 1  # what the refusals above count does count a force
+    assert master.asked_for() == before + 1  # what the refusals above count does count a force
     bsid = answer["result"][0]
     assert master.get(f"buildsets/{bsid}")["buildsets"][0]["reason"].endswith("x" * MAX_REASON_CHARS)
 
