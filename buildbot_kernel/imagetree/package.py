@@ -21,12 +21,11 @@ from pathlib import Path
 
 import orjson
 
-from buildbot_kernel import formats
+from buildbot_kernel import formats, jsondepth
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
-from buildbot_kernel.jsondepth import check_depth
 from buildbot_kernel.naming import safe_branch
 
 SCHEMA = 1
@@ -202,19 +201,19 @@ def read_metadata(image_dir: str | os.PathLike, dir_fd: int | None = None, size:
         raise ValueError(_json_problem(raw, e)) from None
     if not isinstance(data, dict):
         raise ValueError(f"{METADATA}: expected a JSON object")
-    return check_depth(raw, data, METADATA)  # orjson reads 1024 levels, and writes 254
+    return jsondepth.check_depth(raw, data, METADATA)  # orjson reads 1024 levels, and writes 254
 
 
 def _json_problem(raw: bytes, strict_error: Exception) -> str:
     """Why ``metadata.json`` was refused, naming the field when it is a text UTF-8 cannot encode (what
     the lenient parser accepts and the strict one does not)."""
     try:
-        lenient = json.loads(raw)
-        problems = encoding_problems(lenient) if isinstance(lenient, dict) else []
+        lenient = jsondepth.loads(raw, METADATA)  # also deeper than even orjson reads (1024 levels)
+    except jsondepth.TooDeep as e:
+        return str(e)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return f"{METADATA}: not valid JSON: {e}"
-    except RecursionError:  # deeper than even orjson reads (1024 levels)
-        return f"{METADATA}: not valid JSON: nested deeper than this program reads"
+    problems = encoding_problems(lenient) if isinstance(lenient, dict) else []
     return "; ".join(problems) or f"{METADATA}: not valid JSON: {strict_error}"
 
 
