@@ -31,7 +31,6 @@ probe on an idle reactor first says how much of that is the machine's own schedu
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import secrets
 import shlex
@@ -102,17 +101,7 @@ def published_shas(master, branches) -> set[str]:
     return {i.sha for b in branches for i in branch_images(master.dir / "images" / b)}
 
 
-def idle(master, hiccups: list) -> bool:
-    """master.idle(), counting a truncated REST answer as "not yet" (seen twice under a load average of
-    10+ on two cores: the master closed the connection after the headers); the count is printed."""
-    try:
-        return master.idle()
-    except (http.client.IncompleteRead, ConnectionError) as e:
-        hiccups.append(repr(e))
-        return False
-
-
-def run_batch(base: Path, nworkers: int, branches: list[str], rounds: int, functions: int, hiccups: list) -> float:
+def run_batch(base: Path, nworkers: int, branches: list[str], rounds: int, functions: int) -> float:
     """Wall seconds from the first push to the last image published, with ``nworkers`` workers."""
     base.mkdir(parents=True)
     base.chmod(0o755)
@@ -139,7 +128,7 @@ def run_batch(base: Path, nworkers: int, branches: list[str], rounds: int, funct
         names = set(passwords)
         wait_for(lambda: connected(master) >= names, 60, "the workers to connect")
         first = {repo.head(b) for b in branches}
-        wait_for(lambda: published_shas(master, branches) >= first and idle(master, hiccups), 300, "the first heads")
+        wait_for(lambda: published_shas(master, branches) >= first and master.idle(), 300, "the first heads")
         elapsed = 0.0
         for r in range(rounds):
             heads = set()
@@ -153,7 +142,7 @@ def run_batch(base: Path, nworkers: int, branches: list[str], rounds: int, funct
             # the image tree is read every 0.2 s (a few directories, no master work); the REST queries, which
             # cost the master CPU that the builds share, only once every head is published. A 1 s poll
             # added up to a second to every round, a larger share of the two workers' shorter rounds.
-            wait_for(lambda heads=heads: published_shas(master, branches) >= heads and idle(master, hiccups), 3600,
+            wait_for(lambda heads=heads: published_shas(master, branches) >= heads and master.idle(), 3600,
                      f"round {r} to be published", interval=0.2)
             elapsed += time.monotonic() - t0
         return elapsed
@@ -369,9 +358,8 @@ def workers_figure(args) -> int:
     load_before = os.getloadavg()[0]
     try:
         ceiling = machine_ceiling(args.functions, top)
-        hiccups: list[str] = []
-        one = run_batch(top / "one", 1, branches, args.rounds, args.functions, hiccups)
-        two = run_batch(top / "two", 2, branches, args.rounds, args.functions, hiccups)
+        one = run_batch(top / "one", 1, branches, args.rounds, args.functions)
+        two = run_batch(top / "two", 2, branches, args.rounds, args.functions)
     finally:
         if not args.keep:
             shutil.rmtree(top, ignore_errors=True)
@@ -384,8 +372,6 @@ def workers_figure(args) -> int:
     print(f"ratio:       {one / two:7.2f}x  (goal >= 1.7x)")
     print(f"this machine's ceiling: two of the fixture's compiles one after the other {ceiling[0]:.1f} s, side "
           f"by side {ceiling[1]:.1f} s: {ceiling[2]:.2f}x (no batch of builds can beat it here)")
-    if hiccups:
-        print(f"REST answers cut short and retried: {len(hiccups)} ({hiccups[0]})")
     print("reproduce:   " + shlex.join([sys.executable, "bench/bench_scale.py", "--only", "workers",
                                         "--branches", str(args.branches),
                                         "--rounds", str(args.rounds), "--functions", str(args.functions)]))

@@ -12,6 +12,7 @@ Everything that returns a Deferred runs on the reactor thread (Buildbot's databa
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 from buildbot.plugins import util
@@ -91,6 +92,44 @@ def web_site(master):
 def session_secret(master) -> str | None:
     """The secret the web UI signs its session cookies with (None before the www service started)."""
     return getattr(web_site(master), "session_secret", None)
+
+
+def write_rest_json_on_the_reactor() -> bool:
+    """Make the web API write its JSON answers on the reactor thread; True when this Buildbot needed it.
+
+    Buildbot 4.2 and 4.3 encode a REST answer in a pool thread and call ``request.write`` from there.
+    Twisted's transports are not thread-safe: when the reactor flushes the same connection at that
+    moment, the body is dropped and the client gets the headers and then the end of the connection
+    (``IncompleteRead``, or a reset), now and then, more often on a loaded master.  Buildbot fixed it
+    after 4.3 (its issue 9065: "IncompleteRead exceptions on REST API requests since server 4.2.0"),
+    where ``_write_json_data`` became a method; a Buildbot with the fix is left alone.
+
+    The encoding stays in the thread (a large answer does not stall the reactor); only the header and
+    the write hop to the reactor.  ``callFromThread`` runs calls in the order they were made, so the
+    write runs before the thread's result comes back and Buildbot finishes the request.
+    """
+    from buildbot.www.rest import V2RootResource
+    current = inspect.getattr_static(V2RootResource, "_write_json_data", None)
+    if not isinstance(current, staticmethod):
+        return False  # a fixed Buildbot (a method), or one that no longer has it
+    if current.__func__ is _encode_in_thread_write_on_reactor:
+        return True
+    V2RootResource._write_json_data = staticmethod(_encode_in_thread_write_on_reactor)
+    return True
+
+
+def _encode_in_thread_write_on_reactor(request, encoder, data) -> None:
+    from twisted.internet import reactor
+    body = "".join(encoder.iterencode(data)).encode()
+    reactor.callFromThread(_write_whole_body, request, body)
+
+
+def _write_whole_body(request, body: bytes) -> None:
+    if request.finished or request.channel is None:  # the client went away meanwhile
+        return
+    request.setHeader(b"content-length", b"%d" % len(body))
+    if request.method != b"HEAD":
+        request.write(body)
 
 
 # --- the master and its workers ---------------------------------------------------------------------------

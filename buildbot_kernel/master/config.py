@@ -13,7 +13,7 @@ from buildbot.worker.local import LocalWorker
 
 from buildbot_kernel import settings as settings_mod
 from buildbot_kernel.bisect.records import pinned_images
-from buildbot_kernel.buildbot_adapter import RemoteWorker
+from buildbot_kernel.buildbot_adapter import RemoteWorker, write_rest_json_on_the_reactor
 from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.gitrepo import REVISION_FIELD
 from buildbot_kernel.imagetree.services import services_from_settings
@@ -89,6 +89,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
                        f"({e.strerror}); point images.root at a directory (it is created when missing)")
         return {}
     srv = s.server
+    write_rest_json_on_the_reactor()  # this Buildbot's web API can drop an answer's body otherwise
     targets = branch_targets(s, images_root, state_dir)
     c: dict = {
         "title": srv.title,
