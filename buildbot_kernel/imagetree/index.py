@@ -42,8 +42,9 @@ LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
 CACHE = ".state/index-cache.json"
 LOCK = ".state/index.lock"  # one index writer at a time, also across masters (imagetree/treelock.py)
-CACHE_SCHEMA = 4  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results;
-# 4: one line per image (parsed line by line: no long parse holding the interpreter lock)
+CACHE_SCHEMA = 5  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results;
+# 4: one line per image (parsed line by line: no long parse holding the interpreter lock); 5: data only,
+# no rendered JSON or HTML (the cache lies on the tree: what it claims is checked, then rendered here)
 
 
 def templates_dir() -> Path:
@@ -120,19 +121,22 @@ class TreeIndex:
         return entry, _encode(entry), image_row(entry)
 
     def save_cache(self) -> None:
-        """Write what this process parsed and rendered to ``.state/index-cache.json``, so the next
-        process (``buildbot-kernel index``, a master restart) regenerates without re-reading every
-        manifest.  Only a speed-up: every entry is re-validated against the files' stat data."""
+        """Write what this process read of each image (its metadata, results and stat key) to
+        ``.state/index-cache.json``, so the next process (``buildbot-kernel index``, a master restart)
+        regenerates without re-reading every manifest.  Only a speed-up: an entry is used only while the
+        files' stat data still match.  Never anything rendered: the file lies on the tree, and a row of
+        HTML taken from it as it is would put whatever it holds into the pages."""
         with self.lock:
             encoded = list(self._encoded.items())
-        lines = [json.dumps({"schema": CACHE_SCHEMA, "base_url": self.base_url})]
-        for path, (img, _entry, text, row) in encoded:
-            lines.append(orjson.dumps([path, list(img.version), img.metadata, text, row, img.tests]).decode("utf-8"))
+        lines = [json.dumps({"schema": CACHE_SCHEMA})]
+        for path, (img, _entry, _text, _row) in encoded:
+            lines.append(orjson.dumps([path, list(img.version), img.metadata, img.tests]).decode("utf-8"))
         (self.root / CACHE).parent.mkdir(exist_ok=True)
         atomic_write(self.root / CACHE, (line + "\n" for line in lines), durable=False)
 
     def load_cache(self) -> int:
-        """Seed the scanner and the encoders from a saved cache; returns how many images it had."""
+        """Seed the scanner from a saved cache; returns how many images it kept.  Each is checked as a
+        first read of its manifests would check it (``TreeScanner.seed``) and rendered afresh."""
         try:
             # line by line, never the whole file in one call: reading and splitting 30 MB at 10,000
             # images held the interpreter lock for 40-70 ms, a stall of the master's reactor
@@ -142,16 +146,12 @@ class TreeIndex:
                     return 0
                 # on the shared tree: a line nested too deep is a damaged cache (jsondepth.py)
                 seeded = [jsondepth.check_depth(line, orjson.loads(line), CACHE) for line in f if line.strip()]
-            same_url = head.get("base_url") == self.base_url
+            kept = 0
             with self.lock:
-                for path, key, meta, text, row, tests in seeded:
+                for path, key, meta, tests in seeded:
                     branch_dir, name = path.rstrip("/").split("/")
-                    img = self.scanner.seed(branch_dir, name, meta, key, tests)
-                    entry = img.to_index_entry(self.base_url)
-                    if not same_url:
-                        text = _encode(entry)
-                    self._encoded[path] = (img, entry, text, row)
-            return len(seeded)
+                    kept += self.scanner.seed(branch_dir, name, meta, key, tests) is not None
+            return kept
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return 0  # no cache or a damaged one: the scan reads everything
 

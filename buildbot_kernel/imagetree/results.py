@@ -73,6 +73,29 @@ def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:
             doc = orjson.loads(read_bytes(os.path.join(d, fname)))
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and doc.get("result") in RESULTS:
-            out[test] = {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        kept = checked_result(doc)
+        if kept is not None:
+            out[test] = kept
     return dict(sorted(out.items()))
+
+
+def checked_result(doc) -> dict | None:
+    """A result as the index lists it (its scalar fields), None when it is not one: the rule for a
+    result file, and for the results a saved index cache claims."""
+    if isinstance(doc, dict) and doc.get("result") in RESULTS:
+        return {k: v for k, v in doc.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return None
+
+
+def checked_results(tests) -> dict[str, dict] | None:
+    """``{test: result}`` read back from elsewhere (the index cache), each checked as a result file is;
+    None when any is not."""
+    if not isinstance(tests, dict):
+        return None
+    out = {}
+    for test, doc in tests.items():
+        kept = checked_result(doc)
+        if not valid_name(test) or kept is None:
+            return None
+        out[test] = kept
+    return out

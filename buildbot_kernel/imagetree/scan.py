@@ -23,10 +23,11 @@ from buildbot_kernel.imagetree.package import (
     parse_sums,
     read_bytes,
     read_metadata,
+    sums_text,
     value_problems,
 )
 from buildbot_kernel.imagetree.record import ImageRecord
-from buildbot_kernel.imagetree.results import TESTS_DIR, read_results
+from buildbot_kernel.imagetree.results import TESTS_DIR, checked_results, read_results
 from buildbot_kernel.naming import safe_branch
 
 
@@ -110,11 +111,7 @@ class ImageDir:
             raise IncompleteImage(f"{SUMS}: cannot read: {e.strerror}") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise IncompleteImage(str(e)) from None
-        problems = manifest_problems(meta, sums) + value_problems(meta)
-        if not problems and meta["name"] != img_dir:
-            problems.append(f"metadata name {meta['name']!r} differs from the directory name")
-        if not problems and safe_branch(meta["branch"]) != branch_dir:
-            problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
+        problems = record_problems(meta, sums, branch_dir, img_dir)
         if not problems:
             size_problem = self._size_problem(meta["files"])
             if size_problem:
@@ -134,6 +131,17 @@ class ImageDir:
             if st.st_size != info["size"]:
                 return f"{fname} is {st.st_size} bytes, the manifest says {info['size']}"
         return ""
+
+
+def record_problems(meta: dict, sums: dict[str, str], branch_dir: str, img_dir: str) -> list[str]:
+    """The completeness rule less what needs the files (their sizes): both manifests agree, the fields
+    are valid, the name and branch match the directories the image is in."""
+    problems = manifest_problems(meta, sums) + value_problems(meta)
+    if not problems and meta["name"] != img_dir:
+        problems.append(f"metadata name {meta['name']!r} differs from the directory name")
+    if not problems and safe_branch(meta["branch"]) != branch_dir:
+        problems.append(f"metadata branch {meta['branch']!r} does not belong in {branch_dir!r}/")
+    return problems
 
 
 def is_published(image_dir: str | os.PathLike) -> bool:
@@ -162,6 +170,11 @@ class _Cached:
     key: tuple
     image: ImageRecord | None
     problem: str
+
+
+def _is_key(key) -> bool:
+    """The shape of :func:`_key`: two stat keys and two mtimes, all integers."""
+    return isinstance(key, (list, tuple)) and len(key) == 8 and all(type(k) is int for k in key)
 
 
 def _stat_key(st: os.stat_result) -> tuple:
@@ -200,10 +213,22 @@ class TreeScanner:
         except OSError:
             return None  # gone meanwhile, or not readable: like a missing manifest
 
-    def seed(self, branch_dir: str, img_dir: str, metadata: dict, key: tuple, tests: dict | None = None) -> ImageRecord:
-        """Remember an image checked by an earlier process (the index's saved cache); the next scan uses
-        it only if both manifests and the directory still have exactly this ``key``."""
-        image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, tuple(key), tests)
+    def seed(self, branch_dir: str, img_dir: str, metadata, key, tests=None) -> ImageRecord | None:
+        """Remember an image an earlier process read (the index's saved cache); the next scan uses it
+        only if both manifests and the directory still have exactly this ``key``.
+
+        The cache lies on the tree, so what it claims is checked as a first read checks the manifests
+        (:func:`record_problems`, with the SHA256SUMS that ``files`` implies) and the results; the sizes
+        are what the key vouches for.  None, and nothing remembered, when a check fails."""
+        try:
+            sums = parse_sums(sums_text(metadata["files"]))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
+        results = checked_results({} if tests is None else tests)
+        if (results is None or not _is_key(key)
+                or record_problems(metadata, sums, branch_dir, img_dir)):
+            return None
+        image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, tuple(key), results)
         self._cache[f"{branch_dir}/{img_dir}"] = _Cached(tuple(key), image, "")
         return image
 
