@@ -141,8 +141,7 @@ def encoding_problems(fields: dict) -> list[str]:
     return problems
 
 
-def sums_text(files: dict) -> str:
-    """``SHA256SUMS`` as ``write_manifest`` writes it for metadata's ``files``."""
+def _sums_text(files: dict) -> str:
     return "".join(f"{files[n]['sha256']}  {n}\n" for n in sorted(files))
 
 
@@ -184,7 +183,7 @@ def write_manifest(image_dir: str | os.PathLike, fields: dict) -> dict:
     metadata = {k: v for k, v in fields.items() if k not in ("schema", "files")}
     metadata["schema"] = SCHEMA
     metadata["files"] = files
-    atomic_write(image_dir / SUMS, sums_text(files))
+    atomic_write(image_dir / SUMS, _sums_text(files))
     atomic_write(image_dir / METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return metadata
 

@@ -9,7 +9,9 @@ image reads two small files, not twenty thousand.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,13 @@ from buildbot_kernel.imagetree.package import (
     parse_sums,
     read_bytes,
     read_metadata,
-    sums_text,
     value_problems,
 )
 from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.imagetree.results import TESTS_DIR, checked_results, read_results
-from buildbot_kernel.naming import safe_branch
+from buildbot_kernel.naming import component_problem, safe_branch
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # with fullmatch
 
 
 class IncompleteImage(BuildbotKernelError, ValueError):
@@ -172,6 +175,23 @@ class _Cached:
     problem: str
 
 
+def _claimed_sums(files) -> dict[str, str] | None:
+    """The SHA256SUMS that metadata's ``files`` implies, None when it holds what a SHA256SUMS of a
+    directory cannot: a name that is not one plain file name, a digest that is not 64 hex digits."""
+    try:
+        sums = {name: info["sha256"] for name, info in files.items()}
+    except (AttributeError, TypeError, KeyError):
+        return None
+    if all(map(_plain_file_name, sums)) and all(type(d) is str and _SHA256.fullmatch(d) for d in sums.values()):
+        return sums
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_file_name(name: str) -> bool:  # the same few names in every image
+    return not component_problem(name, "file name")
+
+
 def _is_key(key) -> bool:
     """The shape of :func:`_key`: two stat keys and two mtimes, all integers."""
     return isinstance(key, (list, tuple)) and len(key) == 8 and all(type(k) is int for k in key)
@@ -220,12 +240,9 @@ class TreeScanner:
         The cache lies on the tree, so what it claims is checked as a first read checks the manifests
         (:func:`record_problems`, with the SHA256SUMS that ``files`` implies) and the results; the sizes
         are what the key vouches for.  None, and nothing remembered, when a check fails."""
-        try:
-            sums = parse_sums(sums_text(metadata["files"]))
-        except (TypeError, KeyError, ValueError, AttributeError):
-            return None
+        sums = _claimed_sums(metadata.get("files")) if isinstance(metadata, dict) else None
         results = checked_results({} if tests is None else tests)
-        if (results is None or not _is_key(key)
+        if (sums is None or results is None or not _is_key(key)
                 or record_problems(metadata, sums, branch_dir, img_dir)):
             return None
         image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, tuple(key), results)

@@ -70,6 +70,8 @@ def _bad(line, what):
         meta["branch"] = "elsewhere"
     elif what == "files":
         meta["files"] = {"vmlinuz": {"size": 1, "sha256": "../../etc/passwd"}}
+    elif what == "file-name":
+        meta["files"]["../other/vmlinuz"] = dict(meta["files"]["vmlinuz"])
     elif what == "files-shape":
         meta["files"] = ["vmlinuz"]
     elif what == "result":
@@ -83,7 +85,7 @@ def _bad(line, what):
     return [path, key, meta, tests]
 
 
-@pytest.mark.parametrize("what", ["sha", "name", "branch", "files", "files-shape", "result", "test-name",
+@pytest.mark.parametrize("what", ["sha", "name", "branch", "files", "file-name", "files-shape", "result", "test-name",
                                   "key", "metadata"])
 def test_a_cached_claim_the_manifests_would_not_pass_is_dropped_and_the_image_read_again(tmp_path, what):
     root, img, head, line = saved(tmp_path)
