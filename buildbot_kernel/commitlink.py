@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 PLACEHOLDER = "{sha}"
-_SHA = re.compile(r"^[0-9a-fA-F]{4,64}$")
+_SHA = re.compile(r"^[0-9a-fA-F]{4,64}\Z")
 
 
 def commit_url(template: str | None, sha: object) -> str | None:

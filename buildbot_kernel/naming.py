@@ -20,12 +20,12 @@ SHA_CHARS = 6
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 # <kernelversion><localversion files>-<branch>_<sha6>_<yyyymmdd>_[+]
 _NAME_RE = re.compile(
-    r"^(?P<prefix>.+?)-(?P<branch>[A-Za-z0-9._+-]+?)_(?P<sha6>[0-9a-f]{6})_(?P<date>\d{8})_(?P<plus>\+?)$"
+    r"^(?P<prefix>.+?)-(?P<branch>[A-Za-z0-9._+-]+?)_(?P<sha6>[0-9a-f]{6})_(?P<date>\d{8})_(?P<plus>\+?)\Z"
 )
 
 
 MAX_COMPONENT = 200  # well under NAME_MAX (255 bytes), with room for the ".<name>.<random>" temp files
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+\Z")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")  # NUL and the other control characters (one C-level search)
 
 
@@ -162,7 +162,7 @@ def parse_image_name(name: str) -> ParsedName:
         raise NameError_(f"{name!r} is not an image name (<kernelversion>-<branch>_<sha6>_<yyyymmdd>_[+])")
     prefix, branch = m.group("prefix"), m.group("branch")
     # the lazy prefix stops at the first '-'; a version like 3.10.0-rc7 keeps its -rcN part
-    rc = re.match(r"^(rc\d+)-(.+)$", branch)
+    rc = re.match(r"^(rc\d+)-(.+)\Z", branch)
     if rc:
         prefix, branch = f"{prefix}-{rc.group(1)}", rc.group(2)
     return ParsedName(

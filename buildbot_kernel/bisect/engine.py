@@ -39,7 +39,7 @@ from buildbot_kernel.gitrepo import Candidate, Repo
 GOOD, BAD, SKIP = "good", "bad", "skip"
 VERDICTS = (GOOD, BAD, SKIP)
 DEFAULT_MIN_SPLIT = 0.5
-_FULL_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 
 # reasons an Unresolved step gives (the code is for programs, the text for people)
 ONLY_SKIPPED = "only-skipped"

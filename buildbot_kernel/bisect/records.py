@@ -23,7 +23,7 @@ from buildbot_kernel.imagetree.atomic import atomic_write
 
 BISECTS = "bisects"
 REQUEST, LOG, STEPS, PINS, RESULT = "request.json", "bisect.log", "steps.jsonl", "pins", "result.json"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def bisect_id(buildset_id: int, submitted_at: float) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 from buildbot_kernel.cli import CommandError
 
 # systemd takes these unquoted: no blanks (word splitting), no % (specifiers), no quotes or backslashes
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,=:~/-]*$")
-_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,=:~/-]*\Z")
+_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 TEMPLATES = {"master": "master.service.j2", "worker": "worker.service.j2"}
 
 

@@ -26,8 +26,8 @@ from buildbot_kernel import descriptions
 from buildbot_kernel.errors import BuildbotKernelError
 
 HERE = Path(__file__).resolve().parent
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_MODULE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
+_MODULE_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
 
 
 class FormatError(BuildbotKernelError, ValueError):

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 PREFIX = "linux-image-"
 _NAME_BAD = re.compile(r"[^a-z0-9+.-]+")
 _VERSION_BAD = re.compile(r"[^A-Za-z0-9.+~]+")
-PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]+$")
-ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+\Z")
+VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]+\Z")
+ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 REVISION = "1"
 
 

@@ -32,7 +32,7 @@ from buildbot_kernel.utctime import iso_utc
 HEADS_FILE = ".state/heads.json"
 SCHEMA = 1
 MAX_HISTORY = 100_000  # more image commits than any tree keeps; a longer list is not ours
-_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
 
 
 def is_sha(text: object) -> bool:

@@ -35,7 +35,7 @@ _EXT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".log": "text/plain; charset=utf-8",
 }
-_RANGE = re.compile(r"^bytes[ \t]*=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)$", re.IGNORECASE)
+_RANGE = re.compile(r"^bytes[ \t]*=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)\Z", re.IGNORECASE)
 _ETAG = re.compile(r'(?:W/)?("[^"]*")')
 # more digits than any file size needs; a longer number is "bigger than the file" without int() of it
 # (int() refuses strings over 4300 digits, and a Range header may be 16 KiB long)

@@ -14,7 +14,7 @@ import re
 from buildbot_kernel.errors import BuildbotKernelError
 
 MIN_PREFIX = 4
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"^[0-9a-f]+\Z")
 
 
 class LookupError_(BuildbotKernelError, LookupError):

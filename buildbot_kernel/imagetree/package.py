@@ -46,8 +46,8 @@ INCOMING = ".incoming"
 TRASH = ".trash"
 
 MAX_SMALL_FILE = 16 << 20  # a manifest or test result: a few KB; more is not one of ours
-_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)\Z")
 _SUMS_LINES = re.compile(r"^([0-9a-f]{64}) [ *](.+)$", re.MULTILINE)
 _OTHER_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines' besides \n
 

@@ -30,9 +30,9 @@ REQUIRED_ENTRY_KEYS = ("name", "sha", "build", "url", "files")
 # written to the entry as a boolean)
 ENTRY_ONLY_KEYS = ("repository_url", "url", "path", "head", "tests")
 
-_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URL_SAFE = re.compile(r"^[A-Za-z0-9_.~+-]*$")
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_URL_SAFE = re.compile(r"^[A-Za-z0-9_.~+-]*\Z")
 
 
 class EntryError(BuildbotKernelError, ValueError):

@@ -21,7 +21,7 @@ from buildbot_kernel.imagetree.package import read_bytes
 
 TESTS_DIR = "tests"
 RESULTS = ("pass", "fail", "skip", "error")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}\Z")
 FIELDS = ("result", "date", "machine", "log_url")
 
 

@@ -26,7 +26,7 @@ def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-_UNRESERVED = re.compile(r"^[A-Za-z0-9_.~/-]*$")
+_UNRESERVED = re.compile(r"^[A-Za-z0-9_.~/-]*\Z")
 _SPECIAL = re.compile(r"[&<>\"']")  # what ``escape`` changes
 _TEXT_KEYS = ("path", "name", "sha", "subject", "commit_date", "build_date", "build", "arch")
 # a middle dot as an entity: rows stay ASCII (most metadata is), and an ASCII page of 10,000 rows is

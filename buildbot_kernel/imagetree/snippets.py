@@ -18,9 +18,9 @@ from buildbot_kernel.util import reachable_host
 
 TEMPLATES = {"apache": "apache.conf.j2", "nginx": "nginx.conf.j2", "nfs": "nfs-exports.j2"}
 # a path every one of the three syntaxes takes unquoted and unescaped (no blanks, quotes, ; { } # $ \)
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,=:~/-]*$")
-_SAFE_CLIENTS = re.compile(r"^[A-Za-z0-9.*?:/@_-]+$")
-_SAFE_UPSTREAM = re.compile(r"^http://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,=:~/-]*\Z")
+_SAFE_CLIENTS = re.compile(r"^[A-Za-z0-9.*?:/@_-]+\Z")
+_SAFE_UPSTREAM = re.compile(r"^http://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}\Z")
 
 
 def embedded_server_url(bind: str, port: int) -> str:

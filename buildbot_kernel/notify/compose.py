@@ -20,7 +20,7 @@ from email.utils import formatdate, getaddresses, make_msgid
 # nothing a kernel developer's address needs, and nothing that can hide a second address).
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]{0,62}[A-Za-z0-9]"
-ADDR_SPEC = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
+ADDR_SPEC = re.compile(rf"^{_LOCAL}@{_DOMAIN}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 SUBJECT_LIMIT = 200
 NAME_LIMIT = 100

@@ -25,7 +25,7 @@ from buildbot_kernel.notify import texts
 from buildbot_kernel.notify.compose import Mail, looks_like_address
 
 ERRORS_LOG = "errors"  # the compile step's log of error lines (steps/kernel.py)
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?\Z")
 
 
 @dataclass(frozen=True)
