@@ -125,7 +125,8 @@ def _encode_in_thread_write_on_reactor(request, encoder, data) -> None:
 
 
 def _write_whole_body(request, body: bytes) -> None:
-    if request.finished or request.channel is None:  # the client went away meanwhile
+    from buildbot.www.rest import _is_request_finished
+    if _is_request_finished(request):  # finished, or the client went away meanwhile
         return
     request.setHeader(b"content-length", b"%d" % len(body))
     if request.method != b"HEAD":

@@ -166,12 +166,9 @@ class ImageRecord:
         if not isinstance(files, dict) or not files:
             raise bad("files must map file names to {\"size\", \"sha256\"}")
         for fname, info in files.items():
-            problem = component_problem(fname, "file name")
+            problem = file_entry_problem(fname, info)
             if problem:
                 raise bad(problem)
-            if not (isinstance(info, dict) and isinstance(info.get("sha256"), str) and _SHA256.match(info["sha256"])
-                    and (info.get("size") is None or (type(info["size"]) is int and info["size"] >= 0))):
-                raise bad(f"files[{fname!r}] must be {{\"size\": bytes, \"sha256\": 64 hex digits}}")
         url = _image_url(entry, base_url)
         if isinstance(url, EntryError):
             raise bad(str(url))
@@ -211,6 +208,23 @@ def _image_url(entry: dict, base_url: str) -> str | EntryError:
         if not _outside(alt, base):
             return alt
     return EntryError(problem)
+
+
+def file_entry_problem(name, info) -> str:
+    """Why ``name: info`` is not one file of an image as an index or a manifest lists it (a plain file
+    name; ``{"size": bytes, "sha256": 64 hex digits}``, the size may be left out), or ""."""
+    problem = _file_name_problem(name) if isinstance(name, str) else component_problem(name, "file name")
+    if problem:
+        return problem
+    if not (isinstance(info, dict) and isinstance(info.get("sha256"), str) and _SHA256.match(info["sha256"])
+            and (info.get("size") is None or (type(info["size"]) is int and info["size"] >= 0))):
+        return f"files[{name!r}] must be {{\"size\": bytes, \"sha256\": 64 hex digits}}"
+    return ""
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_name_problem(name: str) -> str:  # the same few names in every image
+    return component_problem(name, "file name")
 
 
 @functools.lru_cache(maxsize=64)

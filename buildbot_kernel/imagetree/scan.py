@@ -9,9 +9,7 @@ image reads two small files, not twenty thousand.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +25,9 @@ from buildbot_kernel.imagetree.package import (
     read_metadata,
     value_problems,
 )
-from buildbot_kernel.imagetree.record import ImageRecord
+from buildbot_kernel.imagetree.record import ImageRecord, file_entry_problem
 from buildbot_kernel.imagetree.results import TESTS_DIR, checked_results, read_results
-from buildbot_kernel.naming import component_problem, safe_branch
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")  # with fullmatch
+from buildbot_kernel.naming import safe_branch
 
 
 class IncompleteImage(BuildbotKernelError, ValueError):
@@ -176,20 +172,11 @@ class _Cached:
 
 
 def _claimed_sums(files) -> dict[str, str] | None:
-    """The SHA256SUMS that metadata's ``files`` implies, None when it holds what a SHA256SUMS of a
-    directory cannot: a name that is not one plain file name, a digest that is not 64 hex digits."""
-    try:
-        sums = {name: info["sha256"] for name, info in files.items()}
-    except (AttributeError, TypeError, KeyError):
+    """The SHA256SUMS that metadata's ``files`` implies, None when it holds what a manifest cannot (the
+    rule an index entry's files meet: plain file names, 64-hex digests)."""
+    if not isinstance(files, dict) or any(file_entry_problem(n, i) for n, i in files.items()):
         return None
-    if all(map(_plain_file_name, sums)) and all(type(d) is str and _SHA256.fullmatch(d) for d in sums.values()):
-        return sums
-    return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _plain_file_name(name: str) -> bool:  # the same few names in every image
-    return not component_problem(name, "file name")
+    return {name: info["sha256"] for name, info in files.items()}
 
 
 def _is_key(key) -> bool:
@@ -245,8 +232,9 @@ class TreeScanner:
         if (sums is None or results is None or not _is_key(key)
                 or record_problems(metadata, sums, branch_dir, img_dir)):
             return None
-        image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, tuple(key), results)
-        self._cache[f"{branch_dir}/{img_dir}"] = _Cached(tuple(key), image, "")
+        key = tuple(key)
+        image = ImageRecord.from_metadata(branch_dir, img_dir, metadata, key, results)
+        self._cache[f"{branch_dir}/{img_dir}"] = _Cached(key, image, "")
         return image
 
     def cached_images(self) -> list[ImageRecord]:

@@ -59,6 +59,8 @@ class RestJsonWrites(unittest.TestCase):
         self.assertEqual(gone.calls, [])
 
     def test_installing_twice_keeps_one_wrapper(self):
+        if not self.patched:
+            raise unittest.SkipTest("this Buildbot writes on the reactor itself (fixed after 4.3)")
         first = V2RootResource.__dict__["_write_json_data"]
         self.assertEqual(bb.write_rest_json_on_the_reactor(), self.patched)
         self.assertIs(V2RootResource.__dict__["_write_json_data"].__func__, first.__func__)
