@@ -4,7 +4,9 @@ Commit subjects, author names and test names come from whoever pushed the commit
 A newline in a header value would let them add headers (``Bcc:``) or start the body early, so every
 header value goes through :func:`header_text` (control characters become spaces, bounded length) and
 is encoded by :mod:`email` (RFC 2047 for non-ASCII); addresses are parsed and checked before they reach
-a header or the SMTP envelope.
+a header or the SMTP envelope.  Text that is already an RFC 2047 encoded word (``=?utf-8?q?=0D=0A...?=``)
+is the same attack one level down: :mod:`email` decodes it when the header is set and writes the CR LF
+it holds, so ``=?`` never reaches a header as it is, and the finished message is checked once more.
 """
 
 from __future__ import annotations
@@ -23,18 +25,23 @@ _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0
 ADDR_SPEC = re.compile(rf"^{_LOCAL}@{_DOMAIN}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 SUBJECT_LIMIT = 200
+try:  # Python releases since mid-2024 refuse to write a header that would hold a line break
+    _POLICY = email.policy.default.clone(verify_generated_headers=True)
+except TypeError:
+    _POLICY = email.policy.default
 NAME_LIMIT = 100
 
 
 def header_text(text: object, limit: int = SUBJECT_LIMIT) -> str:
-    """One header-safe line: control characters (CR, LF, tab, NUL, escapes) become one space."""
-    s = " ".join(_CONTROL.sub(" ", str(text)).split())
-    return s if len(s) <= limit else s[: limit - 3].rstrip() + "..."
+    """One header-safe line: control characters (CR, LF, tab, NUL, escapes) become one space, and the
+    start of an encoded word ``=?`` becomes ``= ?`` (else :mod:`email` decodes the CR LF it carries)."""
+    return body_line(str(text).replace("=?", "= ?"), limit)
 
 
 def body_line(text: object, limit: int = 500) -> str:
     """A value shown on one line of a mail body (a hostile subject must not forge body lines)."""
-    return header_text(text, limit)
+    s = " ".join(_CONTROL.sub(" ", str(text)).split())
+    return s if len(s) <= limit else s[: limit - 3].rstrip() + "..."
 
 
 def parse_address(text: object) -> Address | None:
@@ -46,7 +53,7 @@ def parse_address(text: object) -> Address | None:
     if len(pairs) != 1:
         return None
     name, addr = pairs[0]
-    if not ADDR_SPEC.match(addr) or len(addr) > 254:
+    if not ADDR_SPEC.match(addr) or len(addr) > 254 or "=?" in addr:  # an encoded word: see the top
         return None
     if text.count("@") > 1 and "<" not in text:
         return None
@@ -104,7 +111,7 @@ def to_message(mail: Mail, sender: str, date: float | None = None) -> tuple[Emai
     to = _unique(mail.to)
     taken = {a.addr_spec.lower() for a in to}
     cc = [a for a in _unique(mail.cc) if a.addr_spec.lower() not in taken]
-    msg = EmailMessage(policy=email.policy.default)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = frm
     if to:
         msg["To"] = to
@@ -116,6 +123,9 @@ def to_message(mail: Mail, sender: str, date: float | None = None) -> tuple[Emai
     if mail.kind:
         msg["X-Buildbot-Kernel"] = header_text(mail.kind, 40)
     msg.set_content(mail.body, charset="utf-8", cte="quoted-printable")
+    for name, value in msg.items():
+        if _CONTROL.search(str(value)):
+            raise ValueError(f"mail header {name} would hold a control character: {str(value)!r}")
     return msg, [a.addr_spec for a in (*to, *cc)]
 
 

@@ -54,7 +54,11 @@ class KernelMailNotifier(MailNotifier):
             mail = report.get("mail")
             if mail is None:
                 continue
-            msg, recipients = to_message(mail, self.fromaddr)
+            try:
+                msg, recipients = to_message(mail, self.fromaddr)
+            except ValueError as e:  # a header that would break the mail: said, and the others still go
+                log.msg(f"notify: {mail.kind} mail {mail.subject!r} not sent: {e}")
+                continue
             if not recipients:
                 log.msg(f"notify: {mail.kind} mail {mail.subject!r} has no usable recipient; not sent")
                 continue
