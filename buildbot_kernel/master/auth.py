@@ -26,11 +26,14 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, threads
+from twisted.python import log
+from twisted.web import resource
 from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
 from buildbot_kernel import htpasswd
 from buildbot_kernel.buildbot_adapter import session_secret
+from buildbot_kernel.master.on_web_site import OnWebSite
 from buildbot_kernel.settings import Auth
 
 SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
@@ -201,8 +204,50 @@ class LoginRequired:
 
     def __call__(self, environ, start_response):
         if not logged_in(environ, getattr(self.buildbot_api, "master", None)):
-            body = b"Log in to see this page.\n"
             start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
-                                             ("Content-Length", str(len(body)))])
-            return [body]
+                                             ("Content-Length", str(len(LOG_IN)))])
+            return [LOG_IN]
         return self.app(environ, start_response)
+
+
+LOG_IN = b"Log in to see this page.\n"
+EVENTS = b"sse"  # Buildbot's server-sent event streams: /sse/listen/builds/*/*
+EVENTS_GUARD_SERVICE = "web-events-login"
+
+
+class EventsLoginRequired(resource.Resource):
+    """Buildbot's ``/sse`` streams for logged-in users only.  Buildbot checks no permission there (its
+    ``/ws`` asks authz; ``/sse`` does not), so with ``anonymous = "none"`` anyone could still watch every
+    build, step and forced reason go by."""
+
+    isLeaf = True  # as Buildbot's EventResource: the rest of the path is its postpath
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request):
+        cookie = (request.getHeader(b"cookie") or b"").decode("latin-1")
+        if not logged_in({"HTTP_COOKIE": cookie}, getattr(request.site, "master", None)):
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return LOG_IN
+        return self.inner.render(request)
+
+
+class EventsGuard(OnWebSite):
+    """Puts :class:`EventsLoginRequired` in front of ``/sse`` (``anonymous = "none"``)."""
+
+    name = EVENTS_GUARD_SERVICE
+
+    def install(self, site) -> None:
+        events = site.resource.children.get(EVENTS)
+        if events is not None and not isinstance(events, EventsLoginRequired):
+            site.resource.putChild(EVENTS, EventsLoginRequired(events))
+            log.msg('web UI: anonymous = "none": /sse event streams only for logged-in users')
+
+    def uninstall(self, site) -> None:
+        """At a reconfig back to ``anonymous = "read"``: Buildbot's own streams again."""
+        events = site.resource.children.get(EVENTS)
+        if isinstance(events, EventsLoginRequired):
+            site.resource.putChild(EVENTS, events.inner)

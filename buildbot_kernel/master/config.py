@@ -18,7 +18,7 @@ from buildbot_kernel.commitlink import RevLinks
 from buildbot_kernel.gitrepo import REVISION_FIELD
 from buildbot_kernel.imagetree.services import services_from_settings
 from buildbot_kernel.master import dbreconnect, forms
-from buildbot_kernel.master.auth import LoginRequired, www_auth
+from buildbot_kernel.master.auth import EventsGuard, LoginRequired, www_auth
 from buildbot_kernel.master.bisect_config import FORCE_SCHEDULER, add_bisect
 from buildbot_kernel.master.cluster import add_cluster
 from buildbot_kernel.master.dashboard import KernelDashboard
@@ -175,6 +175,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
     if s.auth and s.auth.anonymous == "none":  # the dashboards are outside Buildbot's authz
         for d in c["www"]["plugins"]["wsgi_dashboards"]:
             d["app"] = LoginRequired(d["app"])
+        c["services"].append(EventsGuard())  # and so are Buildbot's /sse streams
     tree_services = services_from_settings(s, images_root)
     # retention never deletes an image that an unfinished bisect may still test
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))

@@ -14,12 +14,11 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from buildbot.util.service import BuildbotService
-from twisted.internet import task
 from twisted.python import log
 from twisted.web import resource
 
 from buildbot_kernel.buildbot_adapter import web_site
+from buildbot_kernel.master.on_web_site import OnWebSite
 
 HOST_GUARD_SERVICE = "web-host-guard"
 LOCAL_NAMES = ("localhost", "localhost.localdomain")
@@ -77,9 +76,8 @@ class HostGuard(resource.Resource):
         return self.inner.render(request)
 
 
-class WebHostGuard(BuildbotService):
-    """Puts :class:`HostGuard` in front of the web UI's site once Buildbot made it (the configured
-    services are set up before the web service makes its site at the first start)."""
+class WebHostGuard(OnWebSite):
+    """Puts :class:`HostGuard` in front of the web UI's site."""
 
     name = HOST_GUARD_SERVICE
 
@@ -94,26 +92,12 @@ class WebHostGuard(BuildbotService):
             site.resource.own = self.own
         return super().reconfigService(**kwargs)
 
-    def startService(self):
-        self._loop = task.LoopingCall(self._install)
-        self._loop.clock = self.master.reactor
-        self._loop.start(0.05, now=True)
-        return super().startService()
-
-    def _install(self) -> None:
-        site = web_site(self.master)
-        if site is None:
-            return  # not made yet: the next turn
+    def install(self, site) -> None:
         if not isinstance(site.resource, HostGuard):
             site.resource = HostGuard(site.resource, getattr(self, "own", frozenset()))
             log.msg("web UI: no [auth], so only requests for localhost or its own url are answered")
-        self._loop.stop()
 
-    def stopService(self):
+    def uninstall(self, site) -> None:
         """Also at a reconfig that adds ``[auth]``: the site is Buildbot's own again."""
-        if getattr(self, "_loop", None) is not None and self._loop.running:
-            self._loop.stop()
-        site = web_site(self.master)
-        if isinstance(getattr(site, "resource", None), HostGuard):
+        if isinstance(site.resource, HostGuard):
             site.resource = site.resource.inner
-        return super().stopService()

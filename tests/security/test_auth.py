@@ -291,6 +291,17 @@ def page_status(client) -> int:
         return e.code
 
 
+def events_status(client) -> int:
+    """Buildbot's server-sent events: the status, and for a stream that opened, its handshake line read."""
+    req = urllib.request.Request(f"{client.base}/sse/listen/builds/*/*", headers={"Cookie": client.cookie or ""})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.readline() == b"event: handshake\n"
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def test_anonymous_none_hides_everything(lab):
     master = lab["master"]
     (master.dir / "settings.toml").write_text(lab["settings"].replace('anonymous = "read"', 'anonymous = "none"'))
@@ -307,9 +318,13 @@ def test_anonymous_none_hides_everything(lab):
         forged = Client(lab["port"])
         forged.cookie = "TWISTED_SESSION=" + carol.cookie.split("=", 1)[1][:-4] + "AAAA"
         assert page_status(forged) == 403
+        # and so are Buildbot's /sse streams, which check no permission themselves: every build, step and
+        # forced reason went by for anyone
+        assert events_status(anon) == 403 and events_status(forged) == 403 and events_status(carol) == 200
     finally:
         (master.dir / "settings.toml").write_text(lab["settings"])
         master._run(BIN / "buildbot", "reconfig", str(master.dir))
+    wait_for(lambda: events_status(Client(lab["port"])) == 200, 30, 'the streams to be open again with "read"')
 
 
 def checkconfig(master_dir: Path) -> subprocess.CompletedProcess:
