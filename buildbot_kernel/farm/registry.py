@@ -355,8 +355,7 @@ class Registry:
         result = fields.get("result", "")
         token = fields.get("token", "")
         if result not in FINAL_RESULTS + PROGRESS_RESULTS:
-            return self._refuse(m, fields, peer, f"unknown result {result[:20]!r} (expected one of "
-                                                 f"{list(FINAL_RESULTS + PROGRESS_RESULTS)})")
+            return self._refuse(m, fields, peer, "unknown result")
         verdict = self.ledgers[name].judge(token)
         if verdict != "ok":
             return self._refuse(m, fields, peer, f"{verdict} token")
@@ -385,10 +384,20 @@ class Registry:
         self._emit(Event("final", name, token, report, now))
         return True, "ok"
 
-    def _refuse(self, m: MachineState, fields: dict, peer: str, why: str) -> tuple[bool, str]:
+    def _refuse(self, m: MachineState, fields: dict, peer: str, cause: str) -> tuple[bool, str]:
+        """Count and remember a refused report.  What is kept goes through :func:`kept_report` like an
+        accepted one (the sender is a key holder, maybe a candidate kernel running a commit's code: its
+        fields must not put the key, or 256 KiB, on the dashboard and into the state file).  ``cause`` is
+        one of a few fixed words, the rate limiter's key: text the sender chose would make every report a
+        cause of its own and every one a log line."""
         m.refused += 1
-        m.last_refused = {"at": self.clock(), "why": why, "peer": peer, "result": fields.get("result", ""),
-                          "token": (fields.get("token") or "")[:8]}
-        self.refusals.warning(f"{m.name} {why}", "farm: refused report for %s from %s: %s (result=%s)", m.name,
-                              peer or "?", why, str(fields.get("result"))[:20])
+        kept = kept_report(fields, self.keys.get(m.name, ""))
+        why = cause
+        if cause == "unknown result":
+            why = (f"unknown result {kept['result'][:20]!r} (expected one of "
+                   f"{list(FINAL_RESULTS + PROGRESS_RESULTS)})")
+        m.last_refused = {"at": self.clock(), "why": why, "peer": peer, "result": kept["result"],
+                          "token": kept["token"][:8]}
+        self.refusals.warning(f"{m.name} {cause}", "farm: refused report for %s from %s: %s", m.name,
+                              peer or "?", why)
         return False, why
