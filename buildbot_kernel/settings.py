@@ -528,6 +528,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                 problems.append(f"[[build]] ({b.get('name')!r}).{key}: config file {f!r} is not a readable file "
                                 f"(looked at {p}); give a path relative to the settings file's directory, "
                                 "or an absolute one")
+    machine_keys: dict[str, str] = {}
     for m in tables["machine"]:
         mtype = machinetypes.get(m["type"]) if m.get("type") in MACHINE_TYPES else None
         problems += [f"[[machine]] ({m.get('name')!r}).{p}" for p in (mtype.problems(m) if mtype else [])]
@@ -538,9 +539,11 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
                             f"key_file = \"{example}\"")
         elif m.get("key_file"):
             try:
-                keys.read_key(base / m["key_file"])
+                machine_keys[str(m.get("name"))] = keys.read_key(base / m["key_file"])
             except keys.KeyFileError as e:
                 problems.append(f"[[machine]] ({m.get('name')!r}).key_file: {e}")
+    problems += [f"[[machine]] ({second!r}).key_file: {keys.shared_key_problem(first, second)}"
+                 for first, second in keys.shared_keys(machine_keys)]
     if tables["machine"] and sections["server"].get("image_port") == 0:
         problems.append("[server].image_port: test machines ([[machine]]) fetch boot instructions from the "
                         "embedded server's /machines/; set image_port to a port, not 0")

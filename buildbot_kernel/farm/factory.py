@@ -133,8 +133,11 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
     image_port = settings.server.image_port
     locks = {} if locks is None else locks
     machines = settings.machines
-    registry = Registry([m.name for m in machines], state_path,
-                        keys={m.name: machine_key(settings, m, workdir) for m in machines}, writer=writer)
+    machine_keys = {m.name: machine_key(settings, m, workdir) for m in machines}
+    shared = keys_mod.shared_keys(machine_keys)  # again here: checkconfig cannot see the generated keys
+    if shared:
+        raise keys_mod.KeyFileError(f"[[machine]] {shared[0][1]!r}: {keys_mod.shared_key_problem(*shared[0])}")
+    registry = Registry([m.name for m in machines], state_path, keys=machine_keys, writer=writer)
     poll, initrds = {}, {}
     index_path = str(resolve(settings, settings.images.root) / "index.json")
     farm = Farm(registry, MachinesResource(registry, poll, initrds))

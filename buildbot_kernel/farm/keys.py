@@ -100,6 +100,28 @@ def generated_key(directory: str | os.PathLike, machine: str) -> str:
     return key.strip()
 
 
+def shared_keys(keys: dict[str, str]) -> list[tuple[str, str]]:
+    """(first machine, later machine) for every machine whose key an earlier one already has.
+
+    A key is what proves which machine a request speaks for: two machines with one key could each fetch
+    the other's instructions and decide the other's steps (README "Machine keys": one key per machine)."""
+    owner: dict[str, str] = {}
+    pairs = []
+    for name, key in keys.items():
+        first = owner.setdefault(key, name)
+        if first != name:
+            pairs.append((first, name))
+    return pairs
+
+
+def shared_key_problem(first: str, second: str) -> str:
+    """The message for two machines with one key: both named, and how to give the second one its own."""
+    example = "keys/" + key_file_name(second)
+    return (f"machines {first!r} and {second!r} have the same key, so each could act as the other (fetch its "
+            f"instructions, decide its steps); give {second!r} a key of its own: {how_to_make(example)}, then "
+            f"set its key_file = \"{example}\"")
+
+
 def key_matches(expected: str, presented: str | bytes | None) -> bool:
     """Constant-time comparison; no key configured or none presented never matches."""
     if not expected or not presented:

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
+import pytest
+
+from buildbot_kernel import settings
 from buildbot_kernel.farm import instructions as ins
+from buildbot_kernel.farm.factory import make_farm
+from buildbot_kernel.farm.keys import KeyFileError
 from buildbot_kernel.farm.registry import FIELD_CHARS, KEY_PLACEHOLDER, Registry
+from buildbot_kernel.resources import shipped
 from buildbot_kernel.settings import Machine
 
 KEY = "the-m1-machine-key-0123456789"
@@ -49,3 +56,52 @@ def test_refused_reports_with_ever_new_results_log_one_line(caplog):
     assert len(lines) == 1 and "unknown result 'x0'" in lines[0], lines[:3]
     assert reg.get("m1").refused == 5000
     assert reg.get("m1").last_refused["why"].startswith("unknown result 'x4999'")  # the message keeps the text
+
+
+# --- one key per machine ---------------------------------------------------------------------------------
+
+SHIPPED = shipped("settings.toml").read_text()
+REMOTE = '\n[[machine]]\nname = "{name}"\ntype = "remote"\npower_cycle = "true"\nkey_file = "{key_file}"\n'
+
+
+def _key(path: Path, text: str = "one-key-for-the-whole-lab-0123456789\n") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def _settings(*machines: tuple[str, str]) -> str:
+    text = SHIPPED.replace("[server]\n", '[server]\nstate_dir = "state"\n', 1)
+    return text + "".join(REMOTE.format(name=n, key_file=k) for n, k in machines)
+
+
+@pytest.mark.parametrize("files", [("keys/lab.key", "keys/lab.key"), ("keys/a.key", "keys/b.key")])
+def test_two_machines_with_one_key_are_refused(tmp_path, files):
+    """The hole: two [[machine]] tables could name one key file (or two files holding one key), and then
+    either machine's key authorized requests for the other (POST /machines/skl-2/boot with skl-1's key)."""
+    for f in files:
+        _key(tmp_path / f)
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(_settings(("skl-1", files[0]), ("skl-2", files[1])), str(tmp_path / "settings.toml"))
+    msg = str(e.value)
+    assert "('skl-2').key_file: machines 'skl-1' and 'skl-2' have the same key" in msg, msg
+    assert 'key_file = "keys/skl-2.key"' in msg and "one-key-for" not in msg
+
+
+def test_machines_with_keys_of_their_own_are_fine(tmp_path):
+    _key(tmp_path / "keys/a.key", "key-of-machine-a-0123456789\n")
+    _key(tmp_path / "keys/b.key", "key-of-machine-b-0123456789\n")
+    s = settings.parse(_settings(("skl-1", "keys/a.key"), ("skl-2", "keys/b.key")), str(tmp_path / "settings.toml"))
+    assert [m.name for m in s.machines] == ["skl-1", "skl-2"]
+
+
+def test_a_key_file_holding_a_generated_key_is_refused_when_the_farm_starts(tmp_path):
+    """checkconfig cannot see a qemu machine's generated key (it is made under the master's state
+    directory); a key file copied from it would let the other machine act as the qemu one."""
+    generated = tmp_path / "work" / "keys" / "vm.key"
+    _key(generated, "generated-key-of-vm-0123456789\n")
+    _key(tmp_path / "keys/skl-1.key", generated.read_text())
+    text = _settings(("skl-1", "keys/skl-1.key")) + '\n[[machine]]\nname = "vm"\ntype = "qemu"\n'
+    s = settings.parse(text, str(tmp_path / "settings.toml"))
+    with pytest.raises(KeyFileError, match="machines 'skl-1' and 'vm' have the same key"):
+        make_farm(s, tmp_path / "state.json", tmp_path / "work")
