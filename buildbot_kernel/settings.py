@@ -27,7 +27,7 @@ from typing import Any
 
 from buildbot_kernel import formats, htpasswd, machinetypes
 from buildbot_kernel.errors import BuildbotKernelError
-from buildbot_kernel.farm import keys
+from buildbot_kernel.farm import instructions, keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import branch_problem, safe_branch
 from buildbot_kernel.notify.compose import address_problem, split_hostport
@@ -258,7 +258,9 @@ TABLES: dict[str, dict[str, Key]] = {
         "retries": Key((int,), 2, "a whole number >= 0", _non_negative),
         "install_modules": Key((bool,), False, "true or false (stage 1 unpacks the image's modules onto the "
                                 "machine's root, bbk.root, before booting it)"),
-        "cmdline": Key((str,), "", "extra kernel command line for the candidate kernel"),
+        "cmdline": Key((str,), "", "extra kernel command line for the candidate kernel, on one line: no "
+                       "newline, tab or other control character (it is sent as one line of the boot instructions)",
+                       lambda v: not instructions.control_problem(v)),
         "memory": Key((int,), 1024, "MiB of guest memory (qemu machines)", _positive),
         "accel": Key((str,), "auto", "one of auto, kvm, tcg", lambda v: v in ("auto", "kvm", "tcg")),
         "stage1_kernel": Key((str,), "", "a path to the stage-1 kernel (qemu machines)"),

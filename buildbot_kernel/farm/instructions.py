@@ -3,12 +3,15 @@
 "Setting the default kernel" of a test machine is writing an :class:`Assignment`; stage 1 (or stage 2 of
 the previous candidate) fetches it as plain ``KEY=value`` lines that busybox sh parses without a JSON
 tool.  Every value is one line: a newline inside a URL or command line would let one field forge another,
-so rendering refuses it.  The token is unguessable and used once, so a late report of a previous attempt,
-a replayed POST or a forged one can never decide a step (docs/farm-protocol.md, "Boot instructions").
+so rendering refuses it, and :func:`make_assignment` renders once, so an assignment that cannot be sent
+is refused before any machine is given it.  The token is unguessable and used once, so a late report of a
+previous attempt, a replayed POST or a forged one can never decide a step (docs/farm-protocol.md, "Boot
+instructions").
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -22,6 +25,7 @@ from buildbot_kernel.errors import BuildbotKernelError
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
         "MODULES_SHA256", "CMDLINE", "WAIT", "REBOOT")
 MODES = ("boot", "test")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # a newline forges another key; a tab or an escape is no better
 
 
 class InstructionError(BuildbotKernelError, ValueError):
@@ -138,14 +142,25 @@ def make_assignment(
         f"bbk.token={token}",
         "bbk.stage=2",
     ) if p)
-    return Assignment(machine=machine.name, image=name, token=token, kernel=kernel, cmdline=cmdline,
-                      test_command=test_command, mode=mode, initrd=initrd, modules=modules, attempt=attempt,
-                      issued_at=now)
+    a = Assignment(machine=machine.name, image=name, token=token, kernel=kernel, cmdline=cmdline,
+                   test_command=test_command, mode=mode, initrd=initrd, modules=modules, attempt=attempt,
+                   issued_at=now)
+    render(a)
+    return a
+
+
+def control_problem(value: str) -> str:
+    """Why ``value`` cannot be one boot instruction value, or "".  It never quotes the value: the command
+    line holds the live token, and the message may reach a log or a step summary."""
+    m = _CONTROL.search(value)
+    return f"holds the control character {m.group()!r} at position {m.start()}" if m else ""
 
 
 def _line(key: str, value: str) -> str:
-    if "\n" in value or "\r" in value:
-        raise InstructionError(f"{key}: a boot instruction value must be one line, got {value!r}")
+    problem = control_problem(value)
+    if problem:
+        raise InstructionError(f"{key}: a boot instruction value must be one line without control characters; "
+                               f"this one {problem}")
     return f"{key}={value}\n"
 
 

@@ -67,10 +67,9 @@ def test_bad_mode_and_server_url():
 
 
 def test_a_newline_cannot_smuggle_a_key():
-    a = ins.make_assignment(replace(MACHINE, cmdline="quiet\nKERNEL_URL=http://evil/"), entry(), "true", "boot",
-                            "http://h:1")
     with pytest.raises(ins.InstructionError, match="CMDLINE"):
-        ins.render(a)
+        ins.make_assignment(replace(MACHINE, cmdline="quiet\nKERNEL_URL=http://evil/"), entry(), "true", "boot",
+                            "http://h:1")
 
 
 def test_wait_and_rebase():

@@ -105,3 +105,32 @@ def test_a_key_file_holding_a_generated_key_is_refused_when_the_farm_starts(tmp_
     s = settings.parse(text, str(tmp_path / "settings.toml"))
     with pytest.raises(KeyFileError, match="machines 'skl-1' and 'vm' have the same key"):
         make_farm(s, tmp_path / "state.json", tmp_path / "work")
+
+
+# --- a machine's command line ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmdline", ["console=ttyS0\nquiet", "console=ttyS0\rquiet", "quiet\tpanic=-1",
+                                     "quiet\x1b[2J", "quiet\x00"])
+def test_a_command_line_with_a_control_character_is_refused_by_checkconfig(tmp_path, cmdline):
+    """The hole: a ``cmdline`` with a newline passed checkconfig and failed only when the instructions were
+    rendered, after the attempt had moved to ``fetched``: the machine never booted, and the error, which
+    quoted the whole command line, put the live token into the log."""
+    text = _settings() + f'\n[[machine]]\nname = "vm1"\ntype = "qemu"\ncmdline = {json.dumps(cmdline)}\n'
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(text, str(tmp_path / "settings.toml"))
+    assert "('vm1').cmdline: expected extra kernel command line for the candidate kernel, on one line" in str(e.value)
+
+
+def test_an_assignment_that_cannot_be_rendered_never_reaches_a_machine_and_never_shows_its_token():
+    """A ``Machine`` made in code skips checkconfig: the assignment is refused when it is made, before the
+    registry hands it out, and the message does not quote the command line (it holds the token)."""
+    reg = Registry(["vm1"], keys={"vm1": KEY})
+    with pytest.raises(ins.InstructionError) as e:
+        ins.make_assignment(Machine(name="vm1", cmdline="console=ttyS0\nquiet"), IMAGE, "true", "boot", "http://s")
+    assert "CMDLINE" in str(e.value) and "bbk.token" not in str(e.value) and "console" not in str(e.value)
+    assert reg.boot_request("vm1", "1") is None and reg.get("vm1").state == "idle"
+    a = ins.make_assignment(Machine(name="vm1"), IMAGE, "true", "boot", "http://s")
+    a.cmdline += "\nKERNEL_URL=http://evil/"
+    with pytest.raises(ins.InstructionError) as e:
+        ins.render(a)
+    assert a.token not in str(e.value) and "evil" not in str(e.value)
