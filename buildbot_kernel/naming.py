@@ -110,8 +110,18 @@ def safe_branch(branch: str) -> str:
 
 
 def commit_day(committer_timestamp: int | float) -> str:
-    """``yyyymmdd`` of a commit's committer time in UTC (not the author's, not local time)."""
-    return datetime.fromtimestamp(committer_timestamp, tz=UTC).strftime("%Y%m%d")
+    """``yyyymmdd`` of a commit's committer time in UTC (not the author's, not local time).
+
+    git takes any number as a commit's date (``committer A <a@b> 253402300800 +0000`` is year 10000), and
+    anyone who can push can make one: a date without eight digits is a NameError_, not a crash."""
+    try:
+        day = datetime.fromtimestamp(committer_timestamp, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        day = None
+    if day is None or day.year < 1000:
+        raise NameError_(f"committer date {committer_timestamp} is not in the years 1000 to 9999, and the image "
+                         "name holds the date as yyyymmdd")
+    return day.strftime("%Y%m%d")
 
 
 def config_localversion(branch: str, sha: str, committer_timestamp: int | float) -> str:

@@ -113,10 +113,13 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
     @defer.inlineCallbacks
     def _decide(self, facts: dict):
         t = self.target
-        ts = int(facts["committer_ts"])
-        name = naming.image_name(facts["kernelversion"], t.branch, facts["sha"], ts,
-                                 at_release_tag=facts.get("at_tag") == "1",
-                                 localversion_files=facts.get("localversion_files", ""))
+        try:
+            ts = int(facts["committer_ts"])
+            name = naming.image_name(facts["kernelversion"], t.branch, facts["sha"], ts,
+                                     at_release_tag=facts.get("at_tag") == "1",
+                                     localversion_files=facts.get("localversion_files", ""))
+        except ValueError as e:  # the commit's own data (a pushed commit may carry any date)
+            return (yield self._unnamed(facts, e))
         jobs = t.build.jobs or int(facts.get("cpus") or 1)
         use_ccache = t.build.ccache and facts.get("ccache") == "1"
         commit_date = iso_utc(ts)
@@ -149,6 +152,16 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
             return SKIPPED
         self.descriptionDone = [name]
         return SUCCESS
+
+    @defer.inlineCallbacks
+    def _unnamed(self, facts: dict, error: ValueError):
+        """A commit that cannot be named fails like one that does not compile: with ``commit_sha`` set,
+        RecordOutcome records it as failed, so it is not built again until someone forces it."""
+        problem = f"commit {facts['sha']} (committer date {shown(facts['committer_ts'])}) cannot be named: {error}"
+        self.setProperty("commit_sha", facts["sha"], self.name)
+        yield self.addCompleteLog("problem", problem + "\n")
+        self.descriptionDone = [problem[:200]]
+        return FAILURE
 
 
 class _ProgressObserver(logobserver.LogLineObserver):

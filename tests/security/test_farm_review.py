@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.test.reactor import TestReactorMixin
+from buildbot.test.steps import ExpectShell, TestBuildStepMixin
+from twisted.internet import defer
+from twisted.trial import unittest as trial
 
-from buildbot_kernel import settings
+from buildbot_kernel import kbuild_commands, settings
 from buildbot_kernel.farm import instructions as ins
 from buildbot_kernel.farm.factory import make_farm
 from buildbot_kernel.farm.keys import KeyFileError
 from buildbot_kernel.farm.registry import FIELD_CHARS, KEY_PLACEHOLDER, Registry
+from buildbot_kernel.ledger import FAILED, BuildLedger
 from buildbot_kernel.resources import shipped
-from buildbot_kernel.settings import Machine
+from buildbot_kernel.settings import Build, Machine
+from buildbot_kernel.steps.kernel import KernelFacts
+from buildbot_kernel.steps.publish import RecordOutcome
+from buildbot_kernel.target import BuildTarget
 
 KEY = "the-m1-machine-key-0123456789"
 IMAGE = {"name": "6.1.0-good", "url": "http://h/i/", "files": {"vmlinuz": {"sha256": "ab" * 32}}}
@@ -134,3 +145,49 @@ def test_an_assignment_that_cannot_be_rendered_never_reaches_a_machine_and_never
     with pytest.raises(ins.InstructionError) as e:
         ins.render(a)
     assert a.token not in str(e.value) and "evil" not in str(e.value)
+
+
+# --- a commit's date ---------------------------------------------------------------------------------------
+
+SHA = "18097b4c2a6d93e1f3c7a4bbd0e6f9a1b2c3d4e5"
+FACTS = f"kernelversion=6.1.0\nlocalversion_files=\nat_tag=0\nsha={SHA}\ncommitter_ts={{ts}}\ncpus=2\n"
+
+
+class CommitDate(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
+    """The hole: KernelFacts named the image with no guard on the commit's date, and a committer date of
+    year 10000 or more (git takes any number; ``git hash-object -t commit --literally`` writes one) raised
+    ValueError or OverflowError: the build ended in EXCEPTION and the ledger recorded nothing, so the
+    commit was tried again and again."""
+
+    def setUp(self):
+        self.setup_test_reactor()
+        return self.setup_test_build_step()
+
+    def target(self) -> BuildTarget:
+        root = tempfile.mkdtemp(prefix="bbk-steptest-")
+        self.addCleanup(shutil.rmtree, root, True)
+        return BuildTarget(repository="linux", url="https://example.org/linux.git", branch="master",
+                           build=Build(name="x86_64"), images_root=root + "/images", state_dir=root + "/state")
+
+    @defer.inlineCallbacks
+    def _fails_cleanly_and_is_recorded(self, ts: int):
+        t = self.target()
+        self.setup_step(KernelFacts(t))
+        self.setup_step(RecordOutcome(t))  # runs after a failure (alwaysRun), in the same build
+        self.build.results = FAILURE  # what KernelFacts' FAILURE (haltOnFailure) makes of the build
+        self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=kbuild_commands.FACTS_SCRIPT)
+                             .stdout(FACTS.format(ts=ts)).exit(0))
+        self.expect_outcome(result=FAILURE)
+        self.expect_outcome(result=SUCCESS)
+        self.expect_property("commit_sha", SHA)
+        yield self.run_step()
+        problem = self.get_nth_step(0).logs["problem"].stdout
+        self.assertIn(f"commit {SHA} (committer date '{ts}') cannot be named: committer date {ts} is not in the "
+                      "years 1000 to 9999", problem)
+        self.assertEqual(BuildLedger(t.ledger_path).get("linux", "master", SHA, "x86_64")["outcome"], FAILED)
+
+    def test_year_10000(self):
+        return self._fails_cleanly_and_is_recorded(253402300800)
+
+    def test_two_to_the_63(self):
+        return self._fails_cleanly_and_is_recorded(2**63)

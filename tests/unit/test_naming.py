@@ -32,6 +32,13 @@ def test_date_is_committer_date_in_utc_not_local_time():
     assert commit_day(TS + 3600) == "20130719"  # 00:30 UTC next day
 
 
+@pytest.mark.parametrize("ts", [253402300800, 2**63, 2**64 + 1, -62135596801, -30610224001])
+def test_a_date_without_eight_digits_is_a_name_error(ts):
+    assert commit_day(253402300799) == "99991231"
+    with pytest.raises(NameError_, match=f"committer date {ts} is not in the years 1000 to 9999"):
+        commit_day(ts)
+
+
 def test_branch_with_slash_becomes_one_path_component():
     assert safe_branch("topic/i915/psr") == "topic-i915-psr"
     assert config_localversion("topic/i915", SHA, TS) == "-topic-i915_18097b_20130718_"
