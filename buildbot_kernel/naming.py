@@ -25,6 +25,12 @@ _NAME_RE = re.compile(
 
 
 MAX_COMPONENT = 200  # well under NAME_MAX (255 bytes), with room for the ".<name>.<random>" temp files
+# what an image name adds to the kernel release and the branch: "-", "_<sha6>_<yyyymmdd>_" and "+"
+NAME_OVERHEAD = len(f"-_{'0' * SHA_CHARS}_yyyymmdd_+")
+# A watched branch's name, in characters (safe_branch keeps one per character): the kernel release string
+# is known only once a commit is checked out, so the bound leaves it 200 - 100 - 19 = 81 characters, ample
+# for "6.10.0-rc7" and localversion files such as "-rt12".
+MAX_BRANCH_CHARS = 100
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+\Z")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")  # NUL and the other control characters (one C-level search)
 
@@ -145,9 +151,14 @@ def image_name(
     if not kernelversion:
         raise ValueError("kernelversion is empty (make -s kernelversion printed nothing)")
     plus = "" if at_release_tag else "+"
-    return f"{kernelversion}{localversion_files.strip()}" + config_localversion(
-        branch, sha, committer_timestamp
-    ) + plus
+    release = f"{kernelversion}{localversion_files.strip()}"
+    name = release + config_localversion(branch, sha, committer_timestamp) + plus
+    if len(name) > MAX_COMPONENT:  # the tree's readers refuse a longer one: fail before the build, not after
+        raise NameError_(f"the image name would be {len(name)} characters long, over the {MAX_COMPONENT} an image "
+                         f"directory may have (kernel release {len(release)}, branch {len(safe_branch(branch))}, "
+                         f"{NAME_OVERHEAD} for -_<sha6>_<yyyymmdd>_+); shorten the branch name or the tree's "
+                         f"localversion files: {name[:60]!r}...")
+    return name
 
 
 @dataclass(frozen=True)

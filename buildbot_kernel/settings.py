@@ -29,7 +29,7 @@ from buildbot_kernel import formats, htpasswd, machinetypes
 from buildbot_kernel.errors import BuildbotKernelError
 from buildbot_kernel.farm import instructions, keys
 from buildbot_kernel.imagetree import modes
-from buildbot_kernel.naming import branch_problem, safe_branch
+from buildbot_kernel.naming import MAX_BRANCH_CHARS, MAX_COMPONENT, NAME_OVERHEAD, branch_problem, safe_branch
 from buildbot_kernel.notify.compose import address_problem, split_hostport
 from buildbot_kernel.notify.texts import EVENTS as NOTIFY_EVENTS
 from buildbot_kernel.util import identifier
@@ -836,6 +836,14 @@ def _branch_problems(repositories: list[dict]) -> list[str]:
             if problem:
                 problems.append(f"[[repository]] ({r.get('name')!r}).branches: {problem}; write the branch "
                                 "name exactly as `git branch -r` shows it, without the remote")
+                continue
+            if len(b) > MAX_BRANCH_CHARS:
+                problems.append(f"[[repository]] ({r.get('name')!r}).branches: {b[:40]!r}... is {len(b)} characters "
+                                f"long; a watched branch may have at most {MAX_BRANCH_CHARS}: it is part of every "
+                                f"image name (<kernel release>-<branch>_<sha6>_<yyyymmdd>_+, at most "
+                                f"{MAX_COMPONENT} characters with {NAME_OVERHEAD} of them fixed), and the rest "
+                                "is left for the kernel release; watch a branch with a shorter name (push it "
+                                "under one)")
                 continue
             for kind, mapped in (("image directory", safe_branch(b)),
                                  ("Buildbot name", identifier(f"changes-{b}"))):

@@ -25,6 +25,7 @@ from buildbot_kernel.farm.factory import make_farm
 from buildbot_kernel.farm.keys import KeyFileError
 from buildbot_kernel.farm.registry import FIELD_CHARS, KEY_PLACEHOLDER, Registry
 from buildbot_kernel.ledger import FAILED, BuildLedger
+from buildbot_kernel.naming import MAX_BRANCH_CHARS, NameError_, image_name
 from buildbot_kernel.resources import shipped
 from buildbot_kernel.settings import Build, Machine
 from buildbot_kernel.steps.kernel import KernelFacts
@@ -69,7 +70,7 @@ def test_refused_reports_with_ever_new_results_log_one_line(caplog):
     assert reg.get("m1").last_refused["why"].startswith("unknown result 'x4999'")  # the message keeps the text
 
 
-# --- one key per machine ---------------------------------------------------------------------------------
+# --- one key per machine -------------------------------------------------------------------------------
 
 SHIPPED = shipped("settings.toml").read_text()
 REMOTE = '\n[[machine]]\nname = "{name}"\ntype = "remote"\npower_cycle = "true"\nkey_file = "{key_file}"\n'
@@ -118,7 +119,7 @@ def test_a_key_file_holding_a_generated_key_is_refused_when_the_farm_starts(tmp_
         make_farm(s, tmp_path / "state.json", tmp_path / "work")
 
 
-# --- a machine's command line ------------------------------------------------------------------------------
+# --- a machine's command line --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cmdline", ["console=ttyS0\nquiet", "console=ttyS0\rquiet", "quiet\tpanic=-1",
                                      "quiet\x1b[2J", "quiet\x00"])
@@ -147,17 +148,18 @@ def test_an_assignment_that_cannot_be_rendered_never_reaches_a_machine_and_never
     assert a.token not in str(e.value) and "evil" not in str(e.value)
 
 
-# --- a commit's date ---------------------------------------------------------------------------------------
+# --- a commit the image name cannot hold ---------------------------------------------------------------
 
 SHA = "18097b4c2a6d93e1f3c7a4bbd0e6f9a1b2c3d4e5"
 FACTS = f"kernelversion=6.1.0\nlocalversion_files=\nat_tag=0\nsha={SHA}\ncommitter_ts={{ts}}\ncpus=2\n"
 
 
-class CommitDate(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
+class UnnamedCommit(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
     """The hole: KernelFacts named the image with no guard on the commit's date, and a committer date of
     year 10000 or more (git takes any number; ``git hash-object -t commit --literally`` writes one) raised
     ValueError or OverflowError: the build ended in EXCEPTION and the ledger recorded nothing, so the
-    commit was tried again and again."""
+    commit was tried again and again.  A name over 200 characters went on to compile an image the tree's
+    readers then refused."""
 
     def setUp(self):
         self.setup_test_reactor()
@@ -170,24 +172,62 @@ class CommitDate(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
                            build=Build(name="x86_64"), images_root=root + "/images", state_dir=root + "/state")
 
     @defer.inlineCallbacks
-    def _fails_cleanly_and_is_recorded(self, ts: int):
+    def _fails_cleanly_and_is_recorded(self, facts: str, problem: str):
         t = self.target()
         self.setup_step(KernelFacts(t))
         self.setup_step(RecordOutcome(t))  # runs after a failure (alwaysRun), in the same build
         self.build.results = FAILURE  # what KernelFacts' FAILURE (haltOnFailure) makes of the build
         self.expect_commands(ExpectShell(workdir="work", log_environ=False, command=kbuild_commands.FACTS_SCRIPT)
-                             .stdout(FACTS.format(ts=ts)).exit(0))
+                             .stdout(facts).exit(0))
         self.expect_outcome(result=FAILURE)
         self.expect_outcome(result=SUCCESS)
         self.expect_property("commit_sha", SHA)
         yield self.run_step()
-        problem = self.get_nth_step(0).logs["problem"].stdout
-        self.assertIn(f"commit {SHA} (committer date '{ts}') cannot be named: committer date {ts} is not in the "
-                      "years 1000 to 9999", problem)
+        self.assertIn(problem, self.get_nth_step(0).logs["problem"].stdout)
         self.assertEqual(BuildLedger(t.ledger_path).get("linux", "master", SHA, "x86_64")["outcome"], FAILED)
 
     def test_year_10000(self):
-        return self._fails_cleanly_and_is_recorded(253402300800)
+        return self._fails_cleanly_and_is_recorded(
+            FACTS.format(ts=253402300800), f"commit {SHA} (committer date '253402300800') cannot be named: "
+                                           "committer date 253402300800 is not in the years 1000 to 9999")
 
     def test_two_to_the_63(self):
-        return self._fails_cleanly_and_is_recorded(2**63)
+        return self._fails_cleanly_and_is_recorded(
+            FACTS.format(ts=2**63), f"commit {SHA} (committer date '{2**63}') cannot be named: "
+                                    f"committer date {2**63} is not in the years 1000 to 9999")
+
+    def test_an_image_name_over_200_characters(self):
+        facts = FACTS.format(ts=1374190200).replace("localversion_files=\n", f"localversion_files=-{'r' * 190}\n")
+        return self._fails_cleanly_and_is_recorded(facts, "the image name would be 221 characters long")
+
+
+# --- a branch's name in every image name ---------------------------------------------------------------
+
+SHIPPED_BRANCHES = 'branches = ["drm-intel-fixes", "drm-intel-next", "drm-tip"]'
+
+
+def _with_branch(branch: str) -> str:
+    return _settings().replace(SHIPPED_BRANCHES, f"branches = {json.dumps(['drm-tip', branch])}", 1)
+
+
+def test_a_watched_branch_longer_than_an_image_name_allows_is_refused(tmp_path):
+    """The hole: a branch name could have 200 characters, but it is part of every image name
+    (``<kernel release>-<branch>_<sha6>_<yyyymmdd>_+``), which the image tree's readers refuse past 200: every
+    build of the branch compiled for nothing, and its images could not be listed."""
+    assert SHIPPED_BRANCHES in SHIPPED
+    branch = "feature/" + "x" * (MAX_BRANCH_CHARS - 7)
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(_with_branch(branch), str(tmp_path / "settings.toml"))
+    msg = str(e.value)
+    assert f"is {MAX_BRANCH_CHARS + 1} characters long; a watched branch may have at most {MAX_BRANCH_CHARS}" in msg
+    assert "kernel release" in msg and branch not in msg  # the start of it only
+    ok = settings.parse(_with_branch(branch[:-1]), str(tmp_path / "settings.toml"))
+    assert ok.repositories[0].branches == ("drm-tip", branch[:-1])
+
+
+def test_an_image_name_too_long_for_the_tree_is_refused_when_it_is_made():
+    """A branch from elsewhere, or long localversion files: the name is refused before the build (the
+    kernel-facts step fails naming it), not after it, when the tree's readers would drop the image."""
+    with pytest.raises(NameError_, match="the image name would be 214 characters long, over the 200"):
+        image_name("6.1.0", "b" * 190, SHA, 1374190200, at_release_tag=False)
+    assert len(image_name("6.1.0" + "-r" * 38, "b" * MAX_BRANCH_CHARS, SHA, 1374190200, at_release_tag=False)) == 200
