@@ -44,6 +44,7 @@ DATE_FIELDS = ("commit_date", "build_date")
 RESERVED_DIRS = (".incoming", ".trash", ".state")
 INCOMING = ".incoming"
 TRASH = ".trash"
+STATE = ".state"
 
 MAX_SMALL_FILE = 16 << 20  # a manifest or test result: a few KB; more is not one of ours
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")

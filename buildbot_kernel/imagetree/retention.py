@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildbot_kernel.imagetree import reserved
 from buildbot_kernel.imagetree.package import TRASH
 from buildbot_kernel.imagetree.record import ImageRecord
 
@@ -85,9 +86,7 @@ def rmtree_quietly(path: str | os.PathLike) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def empty_trash(root: str | os.PathLike) -> None:
-    """Remove what earlier deletions left in ``.trash`` (a crash between rename and rmtree)."""
-    trash = Path(root) / TRASH
-    if trash.is_dir():
-        for p in trash.iterdir():
-            rmtree_quietly(p)
+def empty_trash(root: str | os.PathLike) -> list[str]:
+    """Remove what earlier deletions left in ``.trash`` (a crash between rename and rmtree), by
+    descriptor; raises :class:`reserved.RefusedEntry` when ``.trash`` is not a real directory."""
+    return reserved.empty_dir(root, TRASH)

@@ -19,9 +19,8 @@ from twisted.internet import defer, reactor, threads
 from twisted.python import log
 
 from buildbot_kernel.imagetree.index import CACHE
-from buildbot_kernel.imagetree.leftovers import clean_leftovers
+from buildbot_kernel.imagetree.leftovers import clean_at_start
 from buildbot_kernel.imagetree.modes import Modes, group_problem
-from buildbot_kernel.imagetree.retention import empty_trash
 from buildbot_kernel.imagetree.scan import subdirs
 from buildbot_kernel.imagetree.server import make_site
 from buildbot_kernel.imagetree.tree import ImageTree
@@ -113,12 +112,10 @@ class ImageTreeService(BuildbotService):
             self.tree = yield threads.deferToThread(
                 ImageTree, root, base_url, keep_per_branch=keep_per_branch, max_bytes=max_bytes, pins=self.pins,
                 modes=Modes.for_group(group))
-            yield threads.deferToThread(empty_trash, root)
-            if first_start:  # later reconfigs run beside builds that are staging into .incoming
-                self._started = True
-                removed = yield threads.deferToThread(clean_leftovers, root)
-                if removed:
-                    log.msg(f"image tree: removed {len(removed)} leftovers of an earlier run: {', '.join(removed)}")
+            # later reconfigs run beside builds that are staging into .incoming: the trash only
+            self._started = True
+            for line in (yield threads.deferToThread(clean_at_start, root, first_start)):
+                log.msg(f"image tree: {line}")
             yield threads.deferToThread(self.tree.regenerate)
         finally:
             if first_start:
