@@ -311,7 +311,15 @@ def path_lock(path: Path, waiting: Callable[[], None] = lambda: None) -> Iterato
     """Hold ``<path>.lock`` (``flock``): one writer per mirror, across threads and processes alike.
     ``waiting`` is called once when someone else holds it (the wait may be a whole clone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    with fd_lock(os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644),
+                 waiting):
+        yield
+
+
+@contextmanager
+def fd_lock(fd: int, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold ``flock`` on the open file ``fd`` for the block, then close it (which releases the lock): for
+    a lock file its caller opened itself (one in the image tree, never through a symlink)."""
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

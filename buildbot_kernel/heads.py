@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 
 from buildbot_kernel import gitrepo
-from buildbot_kernel.imagetree import branchorder
+from buildbot_kernel.imagetree import branchorder, reserved
+from buildbot_kernel.imagetree.package import STATE
 from buildbot_kernel.imagetree.scan import branch_images
 from buildbot_kernel.ledger import BuildLedger
 from buildbot_kernel.naming import safe_branch
@@ -85,11 +86,12 @@ def record_head(target: BuildTarget, head: str | None = None) -> branchorder.Bra
     be asked, the head recorded before stays.  When no local repository has the head yet, the order
     recorded before stays too (it is still the order of those commits).  Returns what was written."""
     root = Path(target.images_root)
-    path = root / branchorder.HEADS_FILE
     head = head or remote_head(target)  # before the lock: the remote may take a while to answer
     if not branchorder.is_sha(head):  # what a remote answers is checked like any input
         head = None
-    with gitrepo.path_lock(path):
+    lock = f"{branchorder.HEADS_NAME}.lock"  # in .state, reached without following a symlink
+    with reserved.opened(root, STATE, create=True) as state_fd, \
+            gitrepo.fd_lock(reserved.open_file(state_fd, lock, str(root / STATE / lock))):
         before = branchorder.HeadsFile(root).load().get(safe_branch(target.branch))
         head = head or (before.head if before else None)
         if head is None:

@@ -19,17 +19,26 @@ _BATCH = 1 << 16
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Iterable[str], mode: int = 0o644, gid: int = -1,
-                 durable: bool = True) -> None:
+                 durable: bool = True, dir_fd: int | None = None) -> None:
     """Replace ``path`` with ``data`` in one rename; on any error the old file stays as it was.  ``mode``
     and ``gid`` (-1: unchanged) are set before the rename, so a reader never sees the file unreadable.
     ``durable=False`` skips the fsync, for files regenerated at every start anyway (the index files):
     after a crash such a file may be old or empty until then, never half of a new one to a reader.
     ``data`` may be an iterable of text pieces (an index's lines): they are encoded and written about
-    64 KiB at a time, so a 30 MB file never holds the interpreter lock for one long encode."""
+    64 KiB at a time, so a 30 MB file never holds the interpreter lock for one long encode.
+
+    ``dir_fd``: ``path`` is a name in that open directory, and everything happens there, whatever its
+    path leads to meanwhile (a directory of the tree opened without following a symlink, reserved.py);
+    else the target's directory is looked up by its path, symlinks and all."""
     path = Path(path)
+    if dir_fd is not None and os.fspath(path) != path.name:
+        raise ValueError(f"{path}: with dir_fd, a name in that directory")
     if isinstance(data, str):
         data = [data]
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.",
+                               dir=path.parent if dir_fd is None else f"/proc/self/fd/{dir_fd}")
+    if dir_fd is not None:
+        tmp = os.path.basename(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, bytes):
@@ -39,13 +48,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Iterable[str], mod
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        if gid != -1:
-            os.chown(tmp, -1, gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            if gid != -1:
+                os.fchown(f.fileno(), -1, gid)
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         raise

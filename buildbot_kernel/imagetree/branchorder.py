@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildbot_kernel import jsondepth
+from buildbot_kernel.imagetree import reserved
 from buildbot_kernel.imagetree.atomic import atomic_write
+from buildbot_kernel.imagetree.package import STATE, read_bytes
 from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.utctime import iso_utc
 
-HEADS_FILE = ".state/heads.json"
+HEADS_NAME = "heads.json"
+HEADS_FILE = f"{STATE}/{HEADS_NAME}"
 SCHEMA = 1
 MAX_HISTORY = 100_000  # more image commits than any tree keeps; a longer list is not ours
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
@@ -118,20 +121,21 @@ class HeadsFile:
 
 
 def update(root: str | os.PathLike, branch_dir: str, state: BranchState) -> None:
-    """Replace one branch's entry (atomically; callers serialize writers, see ``heads.record_head``)."""
-    path = Path(root) / HEADS_FILE
-    path.parent.mkdir(exist_ok=True)
-    try:
-        doc = jsondepth.loads(path.read_bytes(), HEADS_FILE)
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("branches"), dict):
+    """Replace one branch's entry (atomically; callers serialize writers, see ``heads.record_head``),
+    in a ``.state`` reached without following a symlink (reserved.py: raises RefusedEntry for one)."""
+    with reserved.opened(root, STATE, create=True) as state_fd:
+        try:
+            doc = jsondepth.loads(read_bytes(HEADS_NAME, state_fd), HEADS_FILE)
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("branches"), dict):
+                doc = {}
+        except (OSError, ValueError):
             doc = {}
-    except (OSError, ValueError):
-        doc = {}
-    branches = doc.get("branches", {})
-    branches[branch_dir] = {"branch": state.branch, "head": state.head,
-                            "history": None if state.history is None else list(state.history),
-                            "updated": iso_utc()}
-    atomic_write(path, json.dumps({"schema": SCHEMA, "branches": branches}, indent=1, sort_keys=True) + "\n")
+        branches = doc.get("branches", {})
+        branches[branch_dir] = {"branch": state.branch, "head": state.head,
+                                "history": None if state.history is None else list(state.history),
+                                "updated": iso_utc()}
+        atomic_write(HEADS_NAME, json.dumps({"schema": SCHEMA, "branches": branches}, indent=1, sort_keys=True)
+                     + "\n", dir_fd=state_fd)
 
 
 # ---- order -----------------------------------------------------------------------------------------

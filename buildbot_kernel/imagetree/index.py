@@ -24,9 +24,10 @@ import orjson
 from markupsafe import Markup
 
 from buildbot_kernel import jsondepth, resources
-from buildbot_kernel.imagetree import branchorder
+from buildbot_kernel.imagetree import branchorder, reserved
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
+from buildbot_kernel.imagetree.package import STATE
 from buildbot_kernel.imagetree.record import ImageRecord
 from buildbot_kernel.imagetree.rows import image_row
 from buildbot_kernel.imagetree.scan import TreeScanner
@@ -131,8 +132,8 @@ class TreeIndex:
         lines = [json.dumps({"schema": CACHE_SCHEMA})]
         for path, (img, _entry, _text, _row) in encoded:
             lines.append(orjson.dumps([path, list(img.version), img.metadata, img.tests]).decode("utf-8"))
-        (self.root / CACHE).parent.mkdir(exist_ok=True)
-        atomic_write(self.root / CACHE, (line + "\n" for line in lines), durable=False)
+        with reserved.opened(self.root, STATE, create=True) as state_fd:  # never through a symlink
+            atomic_write(Path(CACHE).name, (line + "\n" for line in lines), durable=False, dir_fd=state_fd)
 
     def load_cache(self) -> int:
         """Seed the scanner from a saved cache; returns how many images it kept.  Each is checked as a

@@ -59,6 +59,17 @@ def _open(dir_fd: int, name: str, label: str) -> int:
         raise
 
 
+def open_file(dir_fd: int, name: str, label: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """The file ``name`` in the directory open at ``dir_fd`` (a lock file), never through a symlink: made
+    (0644) by ``O_CREAT``, a dangling one would make its target wherever it points."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise refusal(dir_fd, name, label, "regular file") from None
+        raise
+
+
 def refusal(dir_fd: int, name: str, label: str, wanted: str = "directory") -> RefusedEntry:
     """Why the entry ``name`` (``label``) of the directory open at ``dir_fd`` is not used."""
     try:

@@ -16,6 +16,8 @@ import os
 import threading
 from pathlib import Path
 
+from buildbot_kernel.imagetree import reserved
+
 
 class TreeLock:
     def __init__(self, path: str | os.PathLike):
@@ -28,8 +30,7 @@ class TreeLock:
         self._thread_lock.acquire()
         try:
             if self._depth == 0:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = self._open()
                 try:
                     fcntl.lockf(fd, fcntl.LOCK_EX)
                 except BaseException:
@@ -41,6 +42,14 @@ class TreeLock:
             self._thread_lock.release()
             raise
         return self
+
+    def _open(self) -> int:
+        """The lock file, reached without following a symlink (``.state`` lies in a tree others write:
+        a symlink there would have the master make and lock a file wherever it points).  Raises
+        :class:`reserved.RefusedEntry` for one."""
+        directory = self.path.parent
+        with reserved.opened(directory.parent, directory.name, create=True) as dir_fd:
+            return reserved.open_file(dir_fd, self.path.name, str(self.path))
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
