@@ -24,6 +24,7 @@ import orjson
 from buildbot_kernel import formats, jsondepth
 from buildbot_kernel.digest import sha256_file
 from buildbot_kernel.errors import BuildbotKernelError
+from buildbot_kernel.imagetree import reserved
 from buildbot_kernel.imagetree.atomic import atomic_write, is_temp_name
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.naming import safe_branch
@@ -319,10 +320,30 @@ def image_path(root: str | os.PathLike, branch: str, name: str) -> Path:
 
 
 def staging_dir(root: str | os.PathLike, prefix: str = "image-") -> Path:
-    """A fresh directory under ``<root>/.incoming/`` (same filesystem as the tree, so publish can rename)."""
-    incoming = Path(root) / INCOMING
-    incoming.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=incoming))
+    """A fresh directory under ``<root>/.incoming/`` (same filesystem as the tree, so publish can rename);
+    raises ``reserved.RefusedEntry`` when ``.incoming`` is not a real directory."""
+    with reserved.opened(root, INCOMING, create=True) as incoming:
+        made = tempfile.mkdtemp(prefix=prefix, dir=f"/proc/self/fd/{incoming}")
+    return Path(root) / INCOMING / os.path.basename(made)
+
+
+def check_staging_parent(staging: str | os.PathLike) -> None:
+    """Make the directory a staging directory goes in (``<root>/.incoming``) a real one before an upload
+    lands there (Buildbot's upload writes by path, through whatever is there); raises
+    ``reserved.RefusedEntry`` when it is a symlink or a file."""
+    parent = Path(staging).parent
+    with reserved.opened(parent.parent, parent.name, create=True):
+        pass
+
+
+def remove_staging(staging: str | os.PathLike) -> None:
+    """Remove a staging directory that is not published, through its parent opened by descriptor; nothing
+    when that parent is not a real directory (the upload and publish steps refused it, naming it)."""
+    staging = Path(staging)
+    with contextlib.suppress(FileNotFoundError, reserved.RefusedEntry), \
+            reserved.opened(staging.parent.parent, staging.parent.name) as parent:
+        if parent is not None:
+            reserved.remove_entry(parent, staging.name)
 
 
 def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str, name: str,
@@ -332,8 +353,9 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
     The image directory, its files and the branch directory get the tree's permission contract
     (``modes``) before the rename, whatever modes the upload kept, so the image is readable by the web
     server and NFS readers from the moment it appears.  Raises CorruptImage (staging directory left in
-    place for inspection) or ImageExists (a rebuild of the same commit gives the same name: the published
-    image is kept, never replaced under a reader).
+    place for inspection), ImageExists (a rebuild of the same commit gives the same name: the published
+    image is kept, never replaced under a reader) or ``reserved.RefusedEntry`` (the branch directory is a
+    symlink or a file: the tree's fault, not the image's; nothing is renamed).
     """
     staging = Path(staging_dir)
     problems = verify_image_dir(staging)
@@ -347,27 +369,50 @@ def publish(staging_dir: str | os.PathLike, root: str | os.PathLike, branch: str
     if problems:
         raise CorruptImage(staging, problems)
     target = image_path(root, branch, name)
-    if target.exists():
-        raise ImageExists(f"{target} is already published")
     if os.stat(staging).st_dev != os.stat(root).st_dev:
         raise CorruptImage(staging, [f"staging directory is not on the filesystem of {root}; "
                                      f"stage under {Path(root) / INCOMING}"])
-    new_branch = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with reserved.opened(root) as root_fd:
+        # the branch directory by descriptor: one that is a symlink would take the image out of the tree
+        branch_fd = reserved.open_subdir(root_fd, target.parent.name, str(target.parent))
+        new_branch = branch_fd is None
+        if new_branch:
+            branch_fd = reserved.open_subdir(root_fd, target.parent.name, str(target.parent), create=True)
+        try:
+            _rename_into(staging, root, target, branch_fd, modes)
+        except BaseException:
+            if new_branch:  # leave the tree as it was: no empty branch directory
+                with contextlib.suppress(OSError):
+                    os.rmdir(target.parent.name, dir_fd=root_fd)
+            raise
+        finally:
+            os.close(branch_fd)
+    return target
+
+
+def _rename_into(staging: Path, root: str | os.PathLike, target: Path, branch_fd: int, modes: Modes) -> None:
+    """The last step of :func:`publish`: the modes, then one rename into the branch directory open at
+    ``branch_fd``."""
+    if _exists(target.name, branch_fd):
+        raise ImageExists(f"{target} is already published")
     # mkdtemp makes the staging directory 0700, the worker's upload keeps its umask's modes
     problems = modes.apply_tree(staging) + modes.apply_dir(root, follow=True) + modes.apply_dir(target.parent)
     if problems:
         raise CorruptImage(staging, problems)
     try:
         # rename(2) of a directory onto an existing non-empty directory fails: no silent replacement
-        os.rename(staging, target)
+        os.rename(staging, target.name, dst_dir_fd=branch_fd)
     except OSError as e:
-        if target.exists():
+        if _exists(target.name, branch_fd):
             raise ImageExists(f"{target} is already published") from None
-        if new_branch:  # leave the tree as it was: no empty branch directory
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise  # a full disk is not a corrupt image: the caller says so
         raise CorruptImage(staging, [f"cannot rename into {target}: {e.strerror}"]) from None
-    return target
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True

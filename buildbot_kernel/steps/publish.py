@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import time
 from pathlib import Path
 
 from buildbot.process import buildstep
-from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from buildbot.steps.transfer import DirectoryUpload
 from twisted.internet import defer, threads
 from twisted.internet.error import ConnectionLost
@@ -23,7 +22,7 @@ from twisted.python.failure import Failure
 from buildbot_kernel import formats, heads, reproducer
 from buildbot_kernel.buildbot_adapter import named_service
 from buildbot_kernel.digest import sha256_file
-from buildbot_kernel.imagetree import package
+from buildbot_kernel.imagetree import package, reserved
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
 from buildbot_kernel.ledger import FAILED, PUBLISHED, BuildLedger
 from buildbot_kernel.naming import component_problem
@@ -91,6 +90,16 @@ def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Mo
     return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
 
 
+@defer.inlineCallbacks
+def host_failure(step: buildstep.BuildStep, msg: str, problems: str):
+    """The host failed, not the commit: said, and the commit not remembered as failed (RecordOutcome),
+    so the next heads check builds it again."""
+    step.setProperty(HOST_FAILURE_PROPERTY, msg, step.name)
+    yield step.addCompleteLog("problems", problems)
+    step.descriptionDone = [msg]
+    return FAILURE
+
+
 class UploadImage(DirectoryUpload):
     """Buildbot's DirectoryUpload, except that a stop lets the transfer end instead of cutting it.
 
@@ -101,6 +110,15 @@ class UploadImage(DirectoryUpload):
     on-demand build began its upload. An upload of an image takes seconds; the build stops at the end of
     it, and what arrived is never published (the next steps do not run). A lost worker still ends it at
     once, as Buildbot does."""
+
+    @defer.inlineCallbacks
+    def run(self):
+        """Only into a real ``.incoming``: one that is a symlink would take the upload out of the tree."""
+        try:
+            yield threads.deferToThread(package.check_staging_parent, os.path.expanduser(self.masterdest))
+        except reserved.RefusedEntry as e:
+            return (yield host_failure(self, f"not uploaded: {e.summary}", f"{e}\n"))
+        return (yield super().run())
 
     @defer.inlineCallbacks
     def interrupt(self, reason):
@@ -149,36 +167,42 @@ class PublishImage(buildstep.BuildStep):
             path = yield threads.deferToThread(publish_package, self.target, incoming, fields, modes)
         except package.ImageExists:
             self.descriptionDone = [f"{fields['name']} was already published"]
-            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
+            yield threads.deferToThread(package.remove_staging, incoming)
             return SUCCESS
         except package.CorruptImage as e:
             yield self.addCompleteLog("problems", "\n".join(e.problems) + "\n")
             self.descriptionDone = [f"not published: {e.problems[0]}"]
             return FAILURE
+        except reserved.RefusedEntry as e:  # the branch directory is a symlink (README.md, "Images")
+            return (yield host_failure(self, f"not published: {e.summary}", f"{e}\n"))
         except OSError as e:
             if e.errno not in DISK_FULL:
                 raise
             # nothing was renamed into the tree; the upload goes too, so no half image stays in .incoming
-            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
+            yield threads.deferToThread(package.remove_staging, incoming)
             msg = f"no space left on the image disk: {self.target.images_root}"
-            self.setProperty(HOST_FAILURE_PROPERTY, msg, self.name)
-            yield self.addCompleteLog("problems", f"{msg}\n{e}\nfree space there (retention: "
-                                      "images.keep_per_branch / images.max_bytes) and rebuild\n")
-            self.descriptionDone = [msg]
-            return FAILURE
+            return (yield host_failure(self, msg, f"{msg}\n{e}\nfree space there (retention: "
+                                             "images.keep_per_branch / images.max_bytes) and rebuild\n"))
         yield threads.deferToThread(  # an fsynced append
             BuildLedger(self.target.ledger_path).record, self.target.repository, self.target.branch,
             fields["sha"], self.target.build_name, PUBLISHED, image=fields["name"])
         yield self._record_head()
         self.setProperty("published_image", fields["name"], "publish")  # image tests start from it
+        result = SUCCESS
+        self.descriptionDone = [f"published {fields['name']}"]
         if tree is not None:
-            yield tree.published(path)
+            try:
+                yield tree.published(path)
+            except reserved.RefusedEntry as e:  # .state is a symlink: no index lock, no regeneration
+                yield self.addCompleteLog("index", f"the image is published, but the index was not regenerated:"
+                                          f"\n{e}\n")
+                self.descriptionDone = [f"published {fields['name']}; the index was not regenerated"]
+                result = WARNINGS
         base = getattr(tree, "base_url", "") if tree is not None else ""
         url = f"{base.rstrip('/')}/{path.parent.name}/{path.name}/" if base else ""
         if url:
             self.addURL(fields["name"], url)
-        self.descriptionDone = [f"published {fields['name']}"]
-        return SUCCESS
+        return result
 
 
     @defer.inlineCallbacks
@@ -211,10 +235,10 @@ class RecordOutcome(buildstep.BuildStep):
     def run(self):
         incoming = self.getProperty("incoming_dir")
         if incoming:  # disk work, all of it in a thread
-            yield threads.deferToThread(shutil.rmtree, incoming, ignore_errors=True)
+            yield threads.deferToThread(package.remove_staging, incoming)
         sha = self.getProperty("commit_sha")
-        host_failure = self.getProperty(HOST_FAILURE_PROPERTY)
-        if self.build.results == FAILURE and sha and host_failure:
+        host_failed = self.getProperty(HOST_FAILURE_PROPERTY)
+        if self.build.results == FAILURE and sha and host_failed:
             self.descriptionDone = ["not recorded as failed: the host failed, not the commit"]
         elif self.build.results == FAILURE and sha and not self.getProperty(SKIP_PROPERTY):
             yield threads.deferToThread(

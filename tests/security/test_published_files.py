@@ -22,6 +22,35 @@ from buildbot_kernel.steps.record import BUILD_LOG
 from buildbot_kernel.target import BuildTarget
 
 
+def publish_step(case, extra) -> tuple[Path, dict, Path]:
+    """Set up ``case`` (a TestBuildStepMixin) with a publish step of an upload staged as the upload step
+    leaves it, ``extra(incoming)`` adding to it: (tree root, the image's fields, the staged upload)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bbk-publish-"))
+    case.addCleanup(shutil.rmtree, tmp, True)
+    root = tmp / "images"
+    root.mkdir()
+    fields = image_fields("drm-tip", 1)
+    incoming = root / ".incoming" / f"{fields['name']}.0badf00d"  # as the upload step leaves it
+    incoming.mkdir(parents=True)
+    write_payload(incoming, seed="1")
+    (incoming / BUILD_LOG).write_bytes(b"log")
+    extra(incoming)
+    names = sorted(p.name for p in incoming.iterdir() if p.is_file())
+    sums = subprocess.run(["sha256sum", "--", *names], cwd=incoming, capture_output=True, text=True,
+                          check=True).stdout
+    (incoming / WORKER_SUMS).write_text(sums)
+    # a repository that does not exist: the publish's head check fails at once, offline
+    target = BuildTarget(repository="fixture", url=str(tmp / "absent.git"), branch="drm-tip",
+                         build=Build(name="x86_64", arch="x86_64", config="defconfig"),
+                         images_root=str(root), state_dir=str(tmp / "state"))
+    case.setup_step(PublishImage(target))
+    for key, value in (("image_name", fields["name"]), ("commit_sha", fields["sha"]),
+                       ("commit_subject", fields["subject"]), ("commit_author", fields["author"]),
+                       ("commit_date", fields["commit_date"]), ("incoming_dir", str(incoming))):
+        case.build.setProperty(key, value, "test")
+    return root, fields, incoming
+
+
 class TestUndeclaredFilesAreNotPublished(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
     """The hole: every file of the upload was published, and a kernel commit's Makefile runs during
     ``modules_install`` in the package step, after ``pkg/`` is made: an ``index.html`` (or ``x.html``, or a
@@ -34,34 +63,8 @@ class TestUndeclaredFilesAreNotPublished(TestBuildStepMixin, TestReactorMixin, t
         self.setup_test_reactor()
         return self.setup_test_build_step()
 
-    def _publish(self, extra) -> tuple[Path, dict, Path]:
-        tmp = Path(tempfile.mkdtemp(prefix="bbk-publish-"))
-        self.addCleanup(shutil.rmtree, tmp, True)
-        root = tmp / "images"
-        root.mkdir()
-        fields = image_fields("drm-tip", 1)
-        incoming = root / ".incoming" / f"{fields['name']}.0badf00d"  # as the upload step leaves it
-        incoming.mkdir(parents=True)
-        write_payload(incoming, seed="1")
-        (incoming / BUILD_LOG).write_bytes(b"log")
-        extra(incoming)
-        names = sorted(p.name for p in incoming.iterdir() if p.is_file())
-        sums = subprocess.run(["sha256sum", "--", *names], cwd=incoming, capture_output=True, text=True,
-                              check=True).stdout
-        (incoming / WORKER_SUMS).write_text(sums)
-        # a repository that does not exist: the publish's head check fails at once, offline
-        target = BuildTarget(repository="fixture", url=str(tmp / "absent.git"), branch="drm-tip",
-                             build=Build(name="x86_64", arch="x86_64", config="defconfig"),
-                             images_root=str(root), state_dir=str(tmp / "state"))
-        self.setup_step(PublishImage(target))
-        for key, value in (("image_name", fields["name"]), ("commit_sha", fields["sha"]),
-                           ("commit_subject", fields["subject"]), ("commit_author", fields["author"]),
-                           ("commit_date", fields["commit_date"]), ("incoming_dir", str(incoming))):
-            self.build.setProperty(key, value, "test")
-        return root, fields, incoming
-
     def _refused(self, extra, says: str):
-        root, fields, _ = self._publish(extra)
+        root, fields, _ = publish_step(self, extra)
         self.expect_outcome(result=FAILURE)
         d = self.run_step()
 
@@ -81,7 +84,7 @@ class TestUndeclaredFilesAreNotPublished(TestBuildStepMixin, TestReactorMixin, t
         return self._refused(extra, "'www': a directory no package format")
 
     def test_the_declared_files_are(self):
-        root, fields, _ = self._publish(lambda d: None)
+        root, fields, _ = publish_step(self, lambda d: None)
         self.expect_outcome(result=SUCCESS)
         d = self.run_step()
         return d.addCallback(lambda _: self.assertTrue((root / "drm-tip" / fields["name"] / "vmlinuz").is_file()))

@@ -1,28 +1,37 @@
 """The tree's own directories replaced by symlinks: the tree root may be writable by others.
 
 ``.incoming`` and ``.trash`` are emptied at start-up, ``.state`` takes the index lock, the index cache and
-the branch heads.  Each was reached through whatever stood at its name, so a symlink there
-(``.incoming -> ../victim``) had the master empty or write into a directory outside the tree.
-Each is now opened without following a symlink; a symlink (or a file) is refused, named, and left as it
-is, and what it points at is untouched.
+the branch heads, and a publish renames the image into its branch directory.  Each was reached through
+whatever stood at its name, so a symlink there (``.incoming -> ../victim``) had the master empty, write
+into or rename into a directory outside the tree.  Each is now opened without following a symlink; a
+symlink (or a file) is refused, named, and left as it is, and what it points at is untouched.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
+from buildbot.process.results import FAILURE
+from buildbot.test.reactor import TestReactorMixin
+from buildbot.test.steps import TestBuildStepMixin
+from twisted.trial import unittest as trial
 
 from buildbot_kernel import heads
-from buildbot_kernel.imagetree import branchorder
+from buildbot_kernel.imagetree import branchorder, package
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.leftovers import clean_at_start, clean_leftovers
 from buildbot_kernel.imagetree.reserved import RefusedEntry
 from buildbot_kernel.imagetree.retention import empty_trash
-from buildbot_kernel.imagetree.testing import make_image
+from buildbot_kernel.imagetree.testing import image_fields, make_image, write_payload
 from buildbot_kernel.settings import Build
+from buildbot_kernel.steps.publish import HOST_FAILURE_PROPERTY, UploadImage
 from buildbot_kernel.target import BuildTarget
+
+from .test_published_files import publish_step
 
 BASE = "http://h/"
 SHA = "18097b4c2a6d93e1f3c7a4bbd0e6f9a1b2c3d4e5"
@@ -113,3 +122,64 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_not_made(tmp_path):
     with pytest.raises(RefusedEntry, match="heads.json.lock"):
         heads.record_head(target_of(root), SHA)
     assert not os.path.lexists(tmp_path / "made-outside") and not os.path.lexists(tmp_path / "made-outside-too")
+
+
+def test_a_symlinked_branch_directory_gets_no_image_and_the_staging_directory_stays(tmp_path):
+    root = tmp_path / "images"
+    make_image(root, "other", 1)
+    outside, before = victim(tmp_path)
+    (root / "b").symlink_to("../victim")
+    fields = image_fields("b", 2)
+    stage = package.staging_dir(root)
+    write_payload(stage)
+    package.write_manifest(stage, fields)
+    with pytest.raises(RefusedEntry, match=f"{root / 'b'} is a symbolic link to '../victim', not a directory"):
+        package.publish(stage, root, "b", fields["name"])
+    assert contents(outside) == before
+    assert stage.is_dir()
+
+
+def test_a_symlinked_incoming_gets_no_staging_directory_or_upload(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    outside, before = victim(tmp_path)
+    (root / ".incoming").symlink_to("../victim")
+    with pytest.raises(RefusedEntry, match="incoming is a symbolic link"):
+        package.staging_dir(root)
+    with pytest.raises(RefusedEntry, match="incoming is a symbolic link"):
+        package.check_staging_parent(root / ".incoming" / "img.1234abcd")  # before a build's upload
+    package.remove_staging(root / ".incoming" / "sub")  # an upload not published: not through the link
+    assert contents(outside) == before
+
+
+class TestTheSteps(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
+    """The upload and publish steps fail, naming the entry, as the host's fault (the commit is built
+    again once it is fixed, not remembered as failed)."""
+
+    def setUp(self):
+        self.setup_test_reactor()
+        return self.setup_test_build_step()
+
+    def _refused(self, outside, before, says: str):
+        self.expect_outcome(result=FAILURE, state_string=f"{says} (failure)")
+        self.expect_property(HOST_FAILURE_PROPERTY, says)
+        d = self.run_step()
+        return d.addCallback(lambda _: self.assertEqual(contents(outside), before))
+
+    def test_the_publish_step_into_a_symlinked_branch_directory(self):
+        root, _fields, incoming = publish_step(self, lambda d: None)
+        outside, before = victim(root.parent)
+        (root / "drm-tip").symlink_to("../victim")
+        return self._refused(outside, before,
+                             f"not published: {root / 'drm-tip'} is a symbolic link to '../victim', not a directory")
+
+    def test_the_upload_step_into_a_symlinked_incoming(self):
+        tmp = Path(tempfile.mkdtemp(prefix="bbk-upload-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        root = tmp / "images"
+        root.mkdir()
+        outside, before = victim(root.parent)
+        (root / ".incoming").symlink_to("../victim")
+        self.setup_step(UploadImage(workersrc="pkg", masterdest=str(root / ".incoming" / "img.0badf00d")))
+        return self._refused(outside, before, f"not uploaded: {root / '.incoming'} is a symbolic link to "
+                             "'../victim', not a directory")
