@@ -9,6 +9,7 @@ deletes it with the image.  The scanner reads the results into the index entries
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from buildbot_kernel.imagetree import reserved
 from buildbot_kernel.imagetree.atomic import atomic_write
 from buildbot_kernel.imagetree.package import read_bytes
 
@@ -43,16 +45,28 @@ def log_url(image_url: str, test: str) -> str:
 
 def write_result(image_dir: str | os.PathLike, test: str, result: dict, log_text: str = "",
                  mode: int = 0o644, gid: int = -1) -> None:
-    """The log first, then the result that points at it; both atomically (blocking: call in a thread)."""
+    """The log first, then the result that points at it; both atomically (blocking: call in a thread).
+
+    The branch, image and ``tests`` directories are opened by descriptor, never through a symlink, and
+    the directory's mode and both files are set and written through it: the tree is written by others,
+    and a ``tests`` symlink would have had the master chmod and write wherever it points.  Raises
+    ``reserved.RefusedEntry`` for such an entry, FileNotFoundError when the image is gone."""
     if result.get("result") not in RESULTS:
         raise ValueError(f"result {result.get('result')!r}; expected one of {RESULTS}")
-    d = Path(image_dir) / TESTS_DIR
-    d.mkdir(exist_ok=True)
-    if gid != -1:
-        os.chown(d, -1, gid)
-    os.chmod(d, 0o755 if mode & 0o004 else 0o750)
-    atomic_write(result_path(image_dir, test, ".log"), log_text, mode=mode, gid=gid)
-    atomic_write(result_path(image_dir, test), json.dumps(result, sort_keys=True) + "\n", mode=mode, gid=gid)
+    log_name, result_name = result_path("", test, ".log").name, result_path("", test).name
+    image_dir = Path(image_dir)
+    with reserved.opened(image_dir.parent.parent, image_dir.parent.name, image_dir.name) as image_fd:
+        if image_fd is None:
+            raise FileNotFoundError(errno.ENOENT, "the image directory is gone", str(image_dir))
+        fd = reserved.open_subdir(image_fd, TESTS_DIR, str(image_dir / TESTS_DIR), create=True)
+        try:
+            if gid != -1:
+                os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o755 if mode & 0o004 else 0o750)
+            atomic_write(log_name, log_text, mode=mode, gid=gid, dir_fd=fd)
+            atomic_write(result_name, json.dumps(result, sort_keys=True) + "\n", mode=mode, gid=gid, dir_fd=fd)
+        finally:
+            os.close(fd)
 
 
 def read_results(image_dir: str | os.PathLike) -> dict[str, dict]:

@@ -32,7 +32,7 @@ from buildbot_kernel.bisect.request import LOCAL_TESTER
 from buildbot_kernel.bisect.tester import TesterAbort
 from buildbot_kernel.bisect.tree_images import TreeImages
 from buildbot_kernel.farm.driver import lock_name
-from buildbot_kernel.imagetree import results
+from buildbot_kernel.imagetree import reserved, results
 from buildbot_kernel.settings import Test
 from buildbot_kernel.steps.bisect_testers import make_tester, test_output
 from buildbot_kernel.steps.subbuilds import Interrupted
@@ -213,14 +213,28 @@ class RunImageTest(buildstep.BuildStep):
             self.tester.cancel(f"the image-test build was stopped: {reason}")
         return super().interrupt(reason)
 
+    @defer.inlineCallbacks
     def _store(self, tree: TreeImages, image, result: str, text: str, extra: dict) -> defer.Deferred:
+        """Why the result could not be stored beside the image ("" when it was): a ``tests`` entry that is
+        not a real directory (results.write_result refuses it), the image deleted meanwhile, a full disk.
+        Said in full in the step's log ``not stored``; the caller fails the step with it."""
         doc = {"result": result, "date": loop_now(), "machine": self.tester_name,
                "log_url": results.log_url(image.url, self.test.name), **extra}
         tree_service = bb.named_service(self.master, "image-tree")
         modes = tree_service.modes if tree_service is not None else None
         kwargs = {"mode": modes.file_mode, "gid": modes.gid} if modes is not None else {}
-        return threads.deferToThread(results.write_result, tree.local_dir(image), self.test.name, doc, text,
-                                     **kwargs)
+        try:
+            yield threads.deferToThread(results.write_result, tree.local_dir(image), self.test.name, doc, text,
+                                        **kwargs)
+        except reserved.RefusedEntry as e:
+            reason, detail = e.summary, str(e)
+        except OSError as e:
+            reason = detail = str(e)
+        else:
+            return ""
+        yield self.addCompleteLog("not stored", f"the {result} result of {self.test.name} on {image.name} was "
+                                  f"not stored beside the image:\n{detail}\n")
+        return f"result not stored: {reason}"
 
     @defer.inlineCallbacks
     def _regenerate(self):
@@ -243,9 +257,9 @@ class RunImageTest(buildstep.BuildStep):
         try:
             self.tester = yield make_tester(self, run, ident, self.ctx.test_scheduler, tree.local_dir)
         except BisectInputError as e:
-            yield self._store(tree, image, loop.ERROR, f"{e.field}: {e.message}\n", {})
+            problem = yield self._store(tree, image, loop.ERROR, f"{e.field}: {e.message}\n", {})
             yield self._regenerate()
-            self.descriptionDone = [f"{self.test.name}: error: {e.message}"]
+            self.descriptionDone = [f"{self.test.name}: error: {e.message}" + (f"; {problem}" if problem else "")]
             return FAILURE
         try:
             result, details, text = yield self._run_once(image, sha, "run")
@@ -261,7 +275,7 @@ class RunImageTest(buildstep.BuildStep):
             self.descriptionDone = [f"interrupted: {e}"]
             # a master shutdown puts the request back: the image is tested after the restart
             return RETRY if bb.shutting_down(self.master) else CANCELLED
-        yield self._store(tree, image, result, text, extra)
+        problem = yield self._store(tree, image, result, text, extra)
         yield self._regenerate()
         summary = f"{self.test.name} on {name}: {result}"
         if extra.get("rerun") == loop.FAIL:
@@ -270,6 +284,9 @@ class RunImageTest(buildstep.BuildStep):
             summary += f"; the re-run gave {extra['rerun']}: no bisect"
         elif result == loop.FAIL:
             summary += "; " + ("already failing before" if base else "no earlier tested ancestor")
+        if problem:  # not on the tree: the index and the next regression check never see this result
+            self.descriptionDone = [f"{summary}; {problem}"]
+            return FAILURE
         self.descriptionDone = [summary]
         return {loop.PASS: SUCCESS, loop.FAIL: FAILURE}.get(result, WARNINGS)
 
