@@ -13,8 +13,9 @@ Deleting is a rename into ``<root>/.trash/`` (atomic, instantly gone from the tr
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ class Plan:
     delete: list[ImageRecord] = field(default_factory=list)
     kept_bytes: int = 0
     over_budget: bool = False
+    failed: dict[str, str] = field(default_factory=dict)  # image path -> why it could not be deleted
 
     def describe(self) -> str:
         gone = ", ".join(i.path for i in self.delete) or "nothing"
         note = " (still over the byte budget: pinned and latest images are kept)" if self.over_budget else ""
-        return f"retention deletes {gone}; {self.kept_bytes} bytes kept{note}"
+        failed = "".join(f"; could not delete {path}: {why}" for path, why in self.failed.items())
+        return f"retention deletes {gone}; {self.kept_bytes} bytes kept{note}{failed}"
 
 
 def plan(images: Iterable[ImageRecord], keep_per_branch: int = 0, max_bytes: int = 0,
@@ -73,17 +76,25 @@ def plan(images: Iterable[ImageRecord], keep_per_branch: int = 0, max_bytes: int
 
 
 def move_to_trash(root: str | os.PathLike, rel_path: str) -> Path:
-    """Rename ``<root>/<rel_path>`` into ``<root>/.trash/`` (one atomic step out of the tree)."""
-    root = Path(root)
-    trash = root / TRASH
-    trash.mkdir(exist_ok=True)
-    target = trash / f"{rel_path.strip('/').replace('/', '--')}--{uuid.uuid4().hex[:8]}"
-    os.rename(root / rel_path, target)
-    return target
+    """Rename ``<root>/<rel_path>`` (``branch/name/``) into ``<root>/.trash/`` (one atomic step out of the
+    tree); returns where it went.  The trash name is a short unique id, not the image's path: a branch
+    directory's name alone may come near NAME_MAX (the caller logs which image it was).  Both
+    directories are opened by descriptor (reserved.py); raises ``reserved.RefusedEntry`` or OSError."""
+    branch, name = rel_path.strip("/").split("/")
+    trashed = uuid.uuid4().hex
+    with reserved.opened(root, branch) as branch_fd, reserved.opened(root, TRASH, create=True) as trash_fd:
+        if branch_fd is None:
+            raise FileNotFoundError(errno.ENOENT, "the branch directory is gone", os.path.join(root, branch))
+        os.rename(name, trashed, src_dir_fd=branch_fd, dst_dir_fd=trash_fd)
+    return Path(root) / TRASH / trashed
 
 
-def rmtree_quietly(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def remove_trashed(root: str | os.PathLike, names: Iterable[str]) -> None:
+    """Remove what :func:`move_to_trash` put in ``.trash`` (by name), walking it by descriptor; nothing
+    when ``.trash`` is gone or no longer a real directory (the next start reports it)."""
+    with contextlib.suppress(FileNotFoundError, reserved.RefusedEntry), reserved.opened(root, TRASH) as trash_fd:
+        for name in names if trash_fd is not None else ():
+            reserved.remove_entry(trash_fd, name)
 
 
 def empty_trash(root: str | os.PathLike) -> list[str]:

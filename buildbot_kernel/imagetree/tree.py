@@ -15,6 +15,7 @@ from pathlib import Path
 from buildbot_kernel.imagetree import package, retention
 from buildbot_kernel.imagetree.index import Result, TreeIndex
 from buildbot_kernel.imagetree.modes import WORLD_READABLE, Modes
+from buildbot_kernel.imagetree.reserved import RefusedEntry
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ class ImageTree:
 
     def published(self, path: str | os.PathLike | None = None) -> Result:
         """After an image was renamed into the tree (by ``publish`` or a caller using
-        ``package.publish`` itself): apply retention, then regenerate the index."""
-        self.apply_retention()
+        ``package.publish`` itself): apply retention, then regenerate the index.  A retention error is
+        logged, never raised: the image is published, and the next publish tries retention again."""
+        try:
+            self.apply_retention()
+        except Exception:  # noqa: BLE001 - logged with its traceback; the publish stands
+            log.exception("retention after publishing %s failed; the image is published", path or "an image")
         return self.regenerate()
 
     def regenerate(self) -> Result:
@@ -72,7 +77,9 @@ class ImageTree:
         self.index.save_cache()
 
     def apply_retention(self) -> retention.Plan:
-        """Delete what the policy says; the index is rewritten without them before they disappear."""
+        """Delete what the policy says; the index is rewritten without them before they disappear.  An
+        image that cannot be moved out (a branch directory swapped for a symlink, an I/O error) is
+        logged and kept, the others still go, and the index lists it again (``Plan.failed``)."""
         with self.index.lock:
             images = self.index.scanner.scan()
             # the branch's order (its history) and its latest, as the index shows them: after a bisect
@@ -81,14 +88,28 @@ class ImageTree:
             ranks = {i.path: k for _s, ordered, _l in branches.values() for k, i in enumerate(ordered)}
             latest = {lt.path for _s, _o, lt in branches.values() if lt is not None}
             p = retention.plan(images, self.keep_per_branch, self.max_bytes, self.pins(), ranks=ranks, keep=latest)
+            trashed: dict[str, str] = {}
             if p.delete:
                 self.index.regenerate(exclude={i.path for i in p.delete})
-                trashed = [retention.move_to_trash(self.root, i.path) for i in p.delete]
+                trashed = self._trash(p)
+                if p.failed:  # still in the tree: listed again
+                    self.index.regenerate(exclude=set(trashed))
                 log.info(p.describe())
-            else:
-                trashed = []
         if p.over_budget:
             log.warning(p.describe())
-        for t in trashed:
-            retention.rmtree_quietly(t)
+        retention.remove_trashed(self.root, trashed.values())
         return p
+
+    def _trash(self, p: retention.Plan) -> dict[str, str]:
+        """Move each doomed image into ``.trash``: {image path: its trash name}; ``p.failed`` gets the
+        others, each with why."""
+        trashed = {}
+        for img in p.delete:
+            try:
+                trashed[img.path] = retention.move_to_trash(self.root, img.path).name
+            except (OSError, RefusedEntry) as e:
+                p.failed[img.path] = str(e)
+                log.warning("retention: cannot delete %s, kept: %s", img.path, e)
+                continue
+            log.info("retention: %s moved to %s/%s/%s", img.path, self.root, package.TRASH, trashed[img.path])
+        return trashed
