@@ -27,6 +27,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from buildbot_kernel.imagetree.modes import Modes
+    from buildbot_kernel.imagetree.reserved import RefusedEntry
     from buildbot_kernel.imagetree.tree import ImageTree
 
     keep = budget = 0
@@ -59,10 +60,13 @@ def run(args) -> int:
     except ValueError as e:
         raise CommandError(str(e).replace("images.group", "--group")) from None
     tree = ImageTree(root, base_url, keep_per_branch=keep, max_bytes=budget, modes=modes)
-    if args.retention:
-        print(tree.apply_retention().describe())
-    result = tree.regenerate()
-    tree.save_cache()
+    try:
+        if args.retention:
+            print(tree.apply_retention().describe())
+        result = tree.regenerate()
+        tree.save_cache()
+    except RefusedEntry as e:  # .state is a symlink or a file: no lock, no index (docs/serving.md)
+        raise CommandError(str(e)) from None
     for path, why in sorted(result.skipped.items()):
         print(f"not listed: {path}: {why}")
     for problem in result.mode_problems:

@@ -20,7 +20,7 @@ from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import TestBuildStepMixin
 from twisted.trial import unittest as trial
 
-from buildbot_kernel import heads
+from buildbot_kernel import cli, heads
 from buildbot_kernel.imagetree import branchorder, package
 from buildbot_kernel.imagetree.index import TreeIndex
 from buildbot_kernel.imagetree.leftovers import clean_at_start, clean_leftovers
@@ -109,6 +109,17 @@ def test_a_symlinked_state_directory_takes_no_lock_cache_heads_or_temp_file_remo
     with pytest.raises(RefusedEntry):
         clean_leftovers(root)
     assert contents(outside) == before
+
+
+def test_the_index_command_says_so_in_one_line(tmp_path, capsys):
+    root = tmp_path / "images"
+    make_image(root, "b", 1)
+    outside, before = victim(tmp_path)
+    replace_with_link(root / ".state", outside)
+    assert cli.main(["index", "--root", str(root), "--base-url", BASE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"buildbot-kernel index: error: {root / '.state'} is a symbolic link to '../victim'")
+    assert "Traceback" not in err and contents(outside) == before
 
 
 def test_a_symlinked_lock_file_is_refused_and_its_target_not_made(tmp_path):
