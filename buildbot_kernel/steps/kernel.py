@@ -12,6 +12,7 @@ from buildbot.steps.shell import ShellCommand
 from twisted.internet import defer, threads
 
 from buildbot_kernel import kbuild_commands, naming
+from buildbot_kernel.imagetree.branchorder import is_sha
 from buildbot_kernel.imagetree.scan import is_published
 from buildbot_kernel.kbuild_output import KbuildProgress
 from buildbot_kernel.ledger import FAILED, BuildLedger
@@ -98,6 +99,9 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
             return FAILURE
         facts = parse_facts(cmd.stdout)
         missing = [k for k in ("kernelversion", "sha", "committer_ts") if not facts.get(k)]
+        if missing == ["committer_ts"]:  # git's %ct prints nothing for a date before 1970
+            return (yield self._commit_fails(facts, f"commit {facts['sha']} has no committer date git can print "
+                                                    "(one before 1970?): its image cannot be named"))
         if missing:
             yield self.addCompleteLog("problem", f"the tree did not report: {', '.join(missing)}\n"
                                       "(is this a kernel tree? `make -s kernelversion` must work)\n")
@@ -105,9 +109,7 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
             return FAILURE
         problem = unsafe_name_problem(facts)
         if problem:
-            yield self.addCompleteLog("problem", problem + "\n")
-            self.descriptionDone = [problem[:200]]
-            return FAILURE
+            return (yield self._commit_fails(facts, problem))
         return (yield self._decide(facts))
 
     @defer.inlineCallbacks
@@ -119,7 +121,8 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
                                      at_release_tag=facts.get("at_tag") == "1",
                                      localversion_files=facts.get("localversion_files", ""))
         except ValueError as e:  # the commit's own data (a pushed commit may carry any date)
-            return (yield self._unnamed(facts, e))
+            return (yield self._commit_fails(
+                facts, f"commit {facts['sha']} (committer date {shown(facts['committer_ts'])}) cannot be named: {e}"))
         jobs = t.build.jobs or int(facts.get("cpus") or 1)
         use_ccache = t.build.ccache and facts.get("ccache") == "1"
         commit_date = iso_utc(ts)
@@ -154,11 +157,12 @@ class KernelFacts(buildstep.ShellMixin, buildstep.BuildStep):
         return SUCCESS
 
     @defer.inlineCallbacks
-    def _unnamed(self, facts: dict, error: ValueError):
-        """A commit that cannot be named fails like one that does not compile: with ``commit_sha`` set,
-        RecordOutcome records it as failed, so it is not built again until someone forces it."""
-        problem = f"commit {facts['sha']} (committer date {shown(facts['committer_ts'])}) cannot be named: {error}"
-        self.setProperty("commit_sha", facts["sha"], self.name)
+    def _commit_fails(self, facts: dict, problem: str):
+        """What the commit itself holds (its date, its localversion files) cannot make an image: it fails
+        like a commit that does not compile.  With ``commit_sha`` set RecordOutcome records it as failed,
+        so it is not built again until someone forces it (a commit id that is not one is never recorded)."""
+        if is_sha(facts["sha"]):
+            self.setProperty("commit_sha", facts["sha"], self.name)
         yield self.addCompleteLog("problem", problem + "\n")
         self.descriptionDone = [problem[:200]]
         return FAILURE

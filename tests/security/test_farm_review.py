@@ -196,6 +196,18 @@ class UnnamedCommit(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
             FACTS.format(ts=2**63), f"commit {SHA} (committer date '{2**63}') cannot be named: "
                                     f"committer date {2**63} is not in the years 1000 to 9999")
 
+    def test_a_date_before_1970(self):
+        """git's %ct prints nothing for it: the step said "not a kernel tree" and recorded nothing."""
+        return self._fails_cleanly_and_is_recorded(
+            FACTS.replace("committer_ts={ts}\n", "committer_ts=\n"),
+            f"commit {SHA} has no committer date git can print (one before 1970?)")
+
+    def test_a_localversion_file_no_name_can_hold(self):
+        """The commit's own file, like its date: recorded as failed, not tried again at every heads check."""
+        facts = FACTS.format(ts=1374190200).replace(
+            "localversion_files=\n", "localversion_files= x\nlocalversion.1=localversion-x\t x\n")
+        return self._fails_cleanly_and_is_recorded(facts, "the kernel tree's file 'localversion-x' adds ' x'")
+
     def test_an_image_name_over_200_characters(self):
         facts = FACTS.format(ts=1374190200).replace("localversion_files=\n", f"localversion_files=-{'r' * 190}\n")
         return self._fails_cleanly_and_is_recorded(facts, "the image name would be 221 characters long")
