@@ -28,14 +28,13 @@ from twisted.internet import protocol
 from twisted.python import log
 from twisted.web import http, server
 
+from buildbot_kernel.connlimits import ABORT_GRACE, ConnectionCaps, cancel
 from buildbot_kernel.ratelog import RateLimitedLog
 
 HEAD_TIMEOUT = 10.0  # seconds for a whole request to arrive
 STALL_TIMEOUT = 60.0  # seconds a download may go without the client taking a byte
 PER_ADDRESS_LIMIT = 64  # open connections from one client address
 TOTAL_LIMIT = 512  # open connections in all (well below a 1024 descriptor limit)
-ABORT_GRACE = 5.0  # seconds a client gets to take our last words before the socket is cut
-LOG_EVERY = 60.0  # seconds between two log lines about the same kind of refusal
 QUIET_EVERY = 600.0  # seconds between two access log lines of one quiet cause (a machine's idle polls)
 SECRET_FIELDS = ("key",)  # query fields whose values the access log leaves out
 
@@ -49,7 +48,7 @@ def _response(status: bytes, body: bytes, *extra: bytes) -> bytes:
 
 
 _TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"408 the request did not arrive in time\n")
-_BUSY_RESPONSE = _response(b"503 Service Unavailable", b"503 too many connections; try again later\n",
+BUSY_RESPONSE = _response(b"503 Service Unavailable", b"503 too many connections; try again later\n",
                            b"Retry-After: 10")
 
 
@@ -57,12 +56,15 @@ class _Busy(protocol.Protocol):
     """What a connection over the limits gets instead of an HTTP channel."""
 
     def connectionMade(self):
-        self.transport.write(_BUSY_RESPONSE)
+        self.transport.write(BUSY_RESPONSE)
         self.transport.loseConnection()
 
 
 class GuardedChannel(http.HTTPChannel):
-    """An HTTPChannel with a request deadline that bytes do not extend; tells its site when it closes."""
+    """An HTTPChannel with a request deadline that bytes do not extend; tells its site when it closes.
+
+    Its site has ``throttled`` (a RateLimitedLog); the web UI's site counts connections on the transport
+    (connlimits.py) instead of here, and its channel only keeps the deadline."""
 
     head_timeout = HEAD_TIMEOUT
     address = None  # the client address this connection counts against, set by GuardedSite
@@ -99,8 +101,7 @@ class GuardedChannel(http.HTTPChannel):
         self._deadline = self.callLater(self.head_timeout, self._expired)
 
     def _disarm(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
+        cancel(self._deadline)
         self._deadline = None
 
     def _expired(self) -> None:
@@ -160,9 +161,8 @@ class GuardedSite(server.Site):
         self.stall_timeout = stall_timeout
         self.per_address = per_address
         self.total = total
-        self.open: dict[str, int] = {}  # client address -> open connections
-        self.open_total = 0
-        self.throttled = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), LOG_EVERY, self.reactor.seconds)
+        self.caps = ConnectionCaps("image server", per_address, total, self.reactor.seconds, " (503)")
+        self.throttled = self.caps.throttled
         self.quiet = RateLimitedLog(lambda line: log.msg(f"image server: {line}"), QUIET_EVERY, self.reactor.seconds)
         install_body_limit(self)  # the root's max_body (and a mounted child's) bounds what a request may send
 
@@ -181,30 +181,21 @@ class GuardedSite(server.Site):
 
     def buildProtocol(self, addr):
         address = str(getattr(addr, "host", addr))
-        if self.open.get(address, 0) >= self.per_address or self.open_total >= self.total:
-            self.throttled.warning("busy", f"refused a connection from {address} (503): open connections "
-                                        f"{self.open.get(address, 0)} from it, {self.open_total} in all, "
-                                        f"limits {self.per_address} and {self.total}")
+        if not self.caps.admit(address):
             return _Busy()
         channel = super().buildProtocol(addr)
         channel.head_timeout = self.head_timeout
         channel.address = address
-        self.open[address] = self.open.get(address, 0) + 1
-        self.open_total += 1
         return channel
 
     def released(self, address: str) -> None:
-        self.open_total -= 1
-        left = self.open.get(address, 1) - 1
-        if left > 0:
-            self.open[address] = left
-        else:
-            self.open.pop(address, None)
+        self.caps.released(address)
 
 
 class BodyLimit:
     """Mixin for a ``twisted.web.server.Request`` class: refuses a body larger than the ``max_body`` of
-    the top-level resource the request is for (a mounted child that sets one, else the site's root), as
+    the top-level resource the request is for (a mounted child that sets one, else the site's root, else
+    the site itself: the web UI's root is Buildbot's, or a wrapper that may come and go), as
     soon as the headers say so (or, without a Content-Length, as soon as the body grows past it): 413 and
     the connection closed, nothing buffered.
 
@@ -225,7 +216,7 @@ class BodyLimit:
 
     def gotLength(self, length):
         target = self._bbk_target()
-        self._bbk_limit = getattr(target, "max_body", None)
+        self._bbk_limit = getattr(target, "max_body", getattr(getattr(self.channel, "site", None), "max_body", None))
         if self._bbk_limit is not None and length is not None and length > self._bbk_limit:
             self._bbk_refuse(target, length)
             return
