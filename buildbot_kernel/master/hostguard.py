@@ -18,7 +18,7 @@ from twisted.python import log
 from twisted.web import resource
 
 from buildbot_kernel.buildbot_adapter import web_site
-from buildbot_kernel.master.on_web_site import OnWebSite
+from buildbot_kernel.master.installer import InstallWhenReady
 
 HOST_GUARD_SERVICE = "web-host-guard"
 LOCAL_NAMES = ("localhost", "localhost.localdomain")
@@ -76,8 +76,9 @@ class HostGuard(resource.Resource):
         return self.inner.render(request)
 
 
-class WebHostGuard(OnWebSite):
-    """Puts :class:`HostGuard` in front of the web UI's site."""
+class WebHostGuard(InstallWhenReady):
+    """Puts :class:`HostGuard` in front of the web UI's site once Buildbot made it (the configured
+    services are set up before the web service makes its site at the first start)."""
 
     name = HOST_GUARD_SERVICE
 
@@ -92,12 +93,18 @@ class WebHostGuard(OnWebSite):
             site.resource.own = self.own
         return super().reconfigService(**kwargs)
 
-    def install(self, site) -> None:
+    def install(self) -> bool:
+        site = web_site(self.master)
+        if site is None:
+            return False  # not made yet: the next turn
         if not isinstance(site.resource, HostGuard):
             site.resource = HostGuard(site.resource, getattr(self, "own", frozenset()))
             log.msg("web UI: no [auth], so only requests for localhost or its own url are answered")
+        return True
 
-    def uninstall(self, site) -> None:
+    def stopService(self):
         """Also at a reconfig that adds ``[auth]``: the site is Buildbot's own again."""
-        if isinstance(site.resource, HostGuard):
+        site = web_site(self.master)
+        if isinstance(getattr(site, "resource", None), HostGuard):
             site.resource = site.resource.inner
+        return super().stopService()
