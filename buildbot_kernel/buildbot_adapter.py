@@ -399,3 +399,29 @@ def claim_freed_work(master):
             if isinstance(svc, ClusteredBuildbotService) and not svc.active:
                 yield svc._activityPoll()
     start_queued_builds(master)
+
+
+# --- the worker port ------------------------------------------------------------------------------------------
+def worker_listeners(master) -> list:
+    """The Twisted factories of the worker (PB) ports listening now, one per configured port string."""
+    dispatchers = getattr(getattr(master, "pbmanager", None), "dispatchers", {}) or {}
+    return [d.serverFactory for d in dispatchers.values() if getattr(d, "port", None) is not None]
+
+
+def on_worker_login(master, callback) -> None:
+    """``callback(transport)`` whenever a worker's name and password were accepted on a worker port,
+    before Buildbot attaches it (``transport`` is the connection's, as the listener's protocol sees it).
+
+    Buildbot's Dispatcher is the portal's realm: ``requestAvatar`` runs only after the credentials
+    checked out.  Hooked on each dispatcher object (idempotent), so a Buildbot class is left alone."""
+    dispatchers = getattr(getattr(master, "pbmanager", None), "dispatchers", {}) or {}
+    for d in dispatchers.values():
+        if "requestAvatar" in vars(d):
+            continue
+        original = d.requestAvatar
+
+        def request_avatar(avatar_id, mind, *interfaces, _original=original):
+            callback(getattr(getattr(mind, "broker", None), "transport", None))
+            return _original(avatar_id, mind, *interfaces)
+
+        d.requestAvatar = request_avatar

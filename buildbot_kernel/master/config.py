@@ -26,6 +26,7 @@ from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_route import farm_gate
 from buildbot_kernel.master.farm_service import FarmService
 from buildbot_kernel.master.hostguard import WebHostGuard
+from buildbot_kernel.master.listeners import ListenerGuard
 from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
 from buildbot_kernel.master.machines_config import add_machines, repaired_machine
 from buildbot_kernel.master.schedulers import AtStartup
@@ -111,7 +112,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "change_source": [],
         "schedulers": [],
         "builders": [],
-        "services": [dbreconnect.ReconnectingDatabase()],  # README "When things fail"
+        # README "When things fail"; the web UI's and the worker port's limits (README "Images")
+        "services": [dbreconnect.ReconnectingDatabase(), ListenerGuard()],
     }
     build_workers = [w.name for w in s.workers]
 
