@@ -25,6 +25,7 @@ from buildbot_kernel.master.dashboard import KernelDashboard
 from buildbot_kernel.master.factory import kernel_build_factory, tree_lock
 from buildbot_kernel.master.farm_route import farm_gate
 from buildbot_kernel.master.farm_service import FarmService
+from buildbot_kernel.master.fdlimit import raise_open_files
 from buildbot_kernel.master.hostguard import WebHostGuard
 from buildbot_kernel.master.listeners import ListenerGuard
 from buildbot_kernel.master.loop_config import IMAGE_TEST_FORCE, add_loop
@@ -91,6 +92,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         return {}
     srv = s.server
     write_rest_json_on_the_reactor()  # this Buildbot's web API can drop an answer's body otherwise
+    raise_open_files()  # the listeners' caps assume room for them and the builds (master/fdlimit.py)
     targets = branch_targets(s, images_root, state_dir)
     c: dict = {
         "title": srv.title,

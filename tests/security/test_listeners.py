@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import resource
 import socket
 import time
 
@@ -36,7 +37,12 @@ def master(tmp_path_factory):
     m = Master(base, settings_text(str(repo.bare), (BRANCH,), ports))
     with open(m.dir / "master.cfg", "a") as f:
         f.write(OVERRIDE)
-    m.start(ports["web"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard))  # as most systems start a process
+    try:
+        m.start(ports["web"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     m.ports = ports
     m.base = base
     try:
@@ -196,3 +202,12 @@ def test_a_logged_in_worker_stays_past_the_deadline(master):
     finally:
         worker.stop()
 
+
+def test_the_master_runs_with_its_hard_open_file_limit(master):
+    """Started with the usual soft limit (1024), the master would run out of descriptors with its
+    listeners' caps (896 connections) and its builds together: it raises the soft limit to the hard one."""
+    pid = (master.dir / "twistd.pid").read_text().strip()
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(x for x in f if x.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    assert soft == hard, line
