@@ -32,8 +32,8 @@ from twisted.web.guard import BasicCredentialFactory
 from zope.interface import implementer
 
 from buildbot_kernel import htpasswd
-from buildbot_kernel.buildbot_adapter import session_secret
-from buildbot_kernel.master.on_web_site import OnWebSite
+from buildbot_kernel.buildbot_adapter import session_secret, web_site
+from buildbot_kernel.master.installer import InstallWhenReady
 from buildbot_kernel.settings import Auth
 
 SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
@@ -235,19 +235,25 @@ class EventsLoginRequired(resource.Resource):
         return self.inner.render(request)
 
 
-class EventsGuard(OnWebSite):
+class EventsGuard(InstallWhenReady):
     """Puts :class:`EventsLoginRequired` in front of ``/sse`` (``anonymous = "none"``)."""
 
     name = EVENTS_GUARD_SERVICE
 
-    def install(self, site) -> None:
+    def install(self) -> bool:
+        site = web_site(self.master)
+        if site is None:
+            return False  # not made yet: the next turn
         events = site.resource.children.get(EVENTS)
         if events is not None and not isinstance(events, EventsLoginRequired):
             site.resource.putChild(EVENTS, EventsLoginRequired(events))
             log.msg('web UI: anonymous = "none": /sse event streams only for logged-in users')
+        return True
 
-    def uninstall(self, site) -> None:
+    def stopService(self):
         """At a reconfig back to ``anonymous = "read"``: Buildbot's own streams again."""
-        events = site.resource.children.get(EVENTS)
+        site = web_site(self.master)
+        events = site.resource.children.get(EVENTS) if site is not None else None
         if isinstance(events, EventsLoginRequired):
             site.resource.putChild(EVENTS, events.inner)
+        return super().stopService()
