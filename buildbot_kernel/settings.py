@@ -31,6 +31,7 @@ from buildbot_kernel.farm import instructions, keys
 from buildbot_kernel.imagetree import modes
 from buildbot_kernel.naming import MAX_BRANCH_CHARS, MAX_COMPONENT, NAME_OVERHEAD, branch_problem, safe_branch
 from buildbot_kernel.notify.compose import address_problem, split_hostport
+from buildbot_kernel.notify.outbox import OUTBOX as OUTBOX_NAME
 from buildbot_kernel.notify.texts import EVENTS as NOTIFY_EVENTS
 from buildbot_kernel.util import identifier
 
@@ -43,6 +44,8 @@ ANONYMOUS_ACCESS = ("read", "none")
 # Worker passwords that the shipped settings.toml and README examples show: anyone can read them, so a
 # worker port that is not on loopback must not accept them.
 SHIPPED_WORKER_PASSWORDS = frozenset({"local-worker", "pass", "password", "pw", "changeme"})
+MASTER_STATE = "state"  # the master's own state (its mail outbox), in its directory: never shared, never served
+OUTBOX = os.path.join(MASTER_STATE, OUTBOX_NAME)
 LISTENERS = ("web_bind", "worker_bind", "image_bind")  # each defaults to [server].bind
 DEFAULT_TEST_TIMEOUT = 600
 
@@ -458,8 +461,10 @@ def _check_table(where: str, raw: Any, schema: dict[str, Key], problems: list[st
     return out
 
 
-def parse(text: str, path: str = "settings.toml") -> Settings:
-    """Validate settings text; ``path`` is used in messages and to resolve relative fragment paths."""
+def parse(text: str, path: str = "settings.toml", master_dir: str | os.PathLike | None = None) -> Settings:
+    """Validate settings text; ``path`` is used in messages and to resolve relative fragment paths.
+    ``master_dir``: the master's directory, which ``[images].root`` and ``[server].state_dir`` are
+    relative to (the master passes it; without it, as for the CLI, the settings file's directory)."""
     problems: list[str] = []
     try:
         raw = tomllib.loads(text)
@@ -499,6 +504,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
         tables[name] = checked
 
     base = Path(path).resolve().parent
+    master = Path(master_dir).resolve() if master_dir is not None else base
     build_names = {b.get("name") for b in tables["build"]}
     if not tables["repository"]:
         problems.append("[[repository]]: none configured; expected at least one repository to watch")
@@ -553,7 +559,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
     used = [p for _, p in ports if p]
     if len(set(used)) != len(used):
         problems.append(f"[server]: web_port, worker_port and image_port must differ, got {dict(ports)}")
-    problems += _value_problems(sections, tables, base)
+    problems += _value_problems(sections, tables, base, master)
     problems += _class_problems(tables["machine"])
     problems += _watch_problems(tables)
     group_problem = modes.group_problem(sections["images"].get("group", ""))
@@ -564,7 +570,7 @@ def parse(text: str, path: str = "settings.toml") -> Settings:
 
     problems += _access_problems(sections["server"], optional.get("auth"), tables["worker"], base)
     problems += _notify_problems(optional.get("notify"), base)
-    problems += _served_secret_problems(sections, optional, tables, base)
+    problems += _served_secret_problems(sections, optional, tables, base, master, master_dir is not None)
     if problems:
         raise SettingsError(path, problems)
     typed = {name: RECORDS[name].from_toml(table) for name, table in {**sections, **optional}.items()}
@@ -645,25 +651,32 @@ def _notify_problems(notify: dict | None, base: Path) -> list[str]:
     return problems
 
 
-def _served_secret_problems(sections: dict, optional: dict, tables: dict, base: Path) -> list[str]:
+def _served_secret_problems(sections: dict, optional: dict, tables: dict, base: Path, master: Path,
+                            known_master: bool) -> list[str]:
     """The image server hands the tree to anyone on the lab network and reads what the master can read,
     0600 files included: the state directory (live step tokens, generated machine keys, bisect requests),
-    key files and password files must lie outside it."""
-    def real(value: str) -> Path:
-        return (Path(value) if os.path.isabs(value) else base / value).resolve()
+    the master's mail outbox (a mail file put there is sent), key files and password files must lie
+    outside it.  ``[images].root`` and ``state_dir`` are relative to the master's directory, the
+    others to the settings file's."""
+    def real(value: str, relative_to: Path = base) -> Path:
+        return (Path(value) if os.path.isabs(value) else relative_to / value).resolve()
 
     images, server = sections["images"], sections["server"]
     root = images.get("root", default("images", "root"))
     if not isinstance(root, str) or not root.strip():
         return []  # reported by _root_problems
-    tree = real(root)
-    named = [("[server].state_dir", server.get("state_dir", default("server", "state_dir")))]
-    named += [(f"[[machine]] ({m.get('name')!r}).key_file", m.get("key_file")) for m in tables["machine"]]
-    named += [("[auth].htpasswd", (optional.get("auth") or {}).get("htpasswd")),
-              ("[notify].password_file", (optional.get("notify") or {}).get("password_file"))]
+    tree = real(root, master)
+    state_dir = server.get("state_dir", default("server", "state_dir"))
+    named = [("[server].state_dir", state_dir, real(state_dir, master) if isinstance(state_dir, str) else None)]
+    if known_master:
+        named.append(("the master's mail outbox", OUTBOX, real(OUTBOX, master)))
+    for where, value in [*((f"[[machine]] ({m.get('name')!r}).key_file", m.get("key_file")) for m in tables["machine"]),
+                         ("[auth].htpasswd", (optional.get("auth") or {}).get("htpasswd")),
+                         ("[notify].password_file", (optional.get("notify") or {}).get("password_file"))]:
+        named.append((where, value, real(value) if isinstance(value, str) and value else None))
     problems = []
-    for where, value in named:
-        if isinstance(value, str) and value and (real(value) == tree or tree in real(value).parents):
+    for where, value, path in named:
+        if value and path is not None and (path == tree or tree in path.parents):
             problems.append(f"{where}: {value!r} lies inside the image tree ({tree}), which the image server "
                             "hands to anyone who asks for it; keep it outside [images].root (e.g. beside the "
                             "settings file)")
@@ -695,7 +708,7 @@ def _multi_master_problems(server: dict) -> list[str]:
     return problems
 
 
-def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
+def _value_problems(sections: dict, tables: dict, base: Path, master: Path) -> list[str]:
     """Checks of values that came through the schema with the right type but cannot work: addresses,
     URLs, paths and branch names.  Each message names the key and says what to write instead."""
     problems = []
@@ -725,7 +738,7 @@ def _value_problems(sections: dict, tables: dict, base: Path) -> list[str]:
                 problems.append(f"[[machine]] ({m.get('name')!r}).server_url: {problem}; write the http(s) URL "
                                 "the machine reaches the image server at, e.g. \"http://10.0.0.1:8011\"")
     if "root" in images:
-        problems += _root_problems(images["root"], base)
+        problems += _root_problems(images["root"], base, master)
     problems += _branch_problems(tables["repository"])
     problems += _url_secret_problems(sections, tables)
     return problems
@@ -808,13 +821,15 @@ def _watch_problems(tables: dict) -> list[str]:
     return problems
 
 
-def _root_problems(root: str, base: Path) -> list[str]:
-    """The tree is served to everyone: it must be a directory of its own, not the master's directory."""
-    p = Path(root) if os.path.isabs(root) else base / root
-    if not root.strip() or p.resolve() in (base.resolve(), *base.resolve().parents):
-        return [f"[images].root: {root!r} is the settings file's directory or above it, which would serve "
-                "the master's own files (settings, passwords, database); name a directory of its own, "
-                "e.g. \"images\""]
+def _root_problems(root: str, base: Path, master: Path) -> list[str]:
+    """The tree is served to everyone: it must be a directory of its own, neither the master's directory
+    (which it is relative to) nor the settings file's, nor above either."""
+    p = Path(root) if os.path.isabs(root) else master / root
+    above = {base.resolve(), *base.resolve().parents, master, *master.parents}
+    if not root.strip() or p.resolve() in above:
+        return [f"[images].root: {root!r} is the master's directory or the settings file's, or above one of "
+                "them, which would serve the master's own files (settings, passwords, database, state); name "
+                "a directory of its own, e.g. \"images\""]
     probe = p
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -855,7 +870,8 @@ def _branch_problems(repositories: list[dict]) -> list[str]:
     return problems
 
 
-def load(path: str | os.PathLike) -> Settings:
+def load(path: str | os.PathLike, master_dir: str | os.PathLike | None = None) -> Settings:
+    """The settings file, checked (``master_dir``: see :func:`parse`)."""
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -868,7 +884,7 @@ def load(path: str | os.PathLike) -> Settings:
         raise SettingsError(path, [f"not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be "
                                    "decoded; TOML files are UTF-8: save the file as UTF-8 "
                                    "(e.g. iconv -f latin1 -t utf-8)"]) from None
-    return parse(text, path)
+    return parse(text, path, master_dir)
 
 
 def locate(config_dir: str | os.PathLike, environ=os.environ) -> str:

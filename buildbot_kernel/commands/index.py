@@ -14,7 +14,9 @@ from buildbot_kernel.cli import CommandError
 def register(subparsers) -> None:
     p = subparsers.add_parser("index", help="regenerate the index files of an image tree",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--root", help="the image tree (default: images.root of --settings)")
+    p.add_argument("--root", help="the image tree (default: images.root of --settings, taken as relative to the "
+                   "settings file's directory, which is the master's for its settings.toml; give --root for a "
+                   "settings file kept elsewhere)")
     p.add_argument("--base-url", help="URL the tree is served at (default: images.base_url of --settings)")
     p.add_argument("--settings", help="settings file to take --root/--base-url/--group from")
     p.add_argument("--group", help="the tree's readers' group (default: images.group of --settings, else none: "

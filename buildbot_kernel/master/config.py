@@ -75,7 +75,7 @@ def dashboard_branches(s: settings_mod.Settings, targets) -> list[dict]:
 
 def make_config(basedir: str, settings_path: str) -> dict:
     try:
-        s = settings_mod.load(settings_path)
+        s = settings_mod.load(settings_path, master_dir=basedir)
     except settings_mod.SettingsError as e:
         for line in str(e).splitlines():
             bbconfig.error(line)
@@ -185,7 +185,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
     tree_services[0].pin_sources.append(lambda: pinned_images(state_dir))
     c["services"] += tree_services
     c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets],  # README "Notifications"
-                                     outbox_dir=os.path.join(basedir, "state"))
+                                     outbox_dir=os.path.join(basedir, settings_mod.MASTER_STATE))
     if s.machines and srv.test_farm:  # else another master runs it (README "Growing past one machine")
         c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
     add_machines(c, [m.name for m in s.machines], CONTROL_WORKER, can_start=farm_gate(s, repaired_machine))

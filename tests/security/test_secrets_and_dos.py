@@ -238,6 +238,40 @@ password_file = "images/keys/smtp.pw"
         assert f"{where}: {value!r} lies inside the image tree" in msg, (where, msg)
 
 
+def _refused_for_master(text: str, settings_path: Path, master: Path) -> str:
+    with pytest.raises(settings.SettingsError) as e:
+        settings.parse(text, str(settings_path), master_dir=str(master))
+    return str(e.value)
+
+
+def test_settings_elsewhere_still_keep_the_master_directory_unserved(tmp_path):
+    """The hole: ``images.root`` and ``state_dir`` are relative to the master's directory, but the checks
+    resolved them against the settings file's.  With ``$BUILDBOT_KERNEL_SETTINGS`` naming a file outside
+    the master, ``root = "/srv/m"`` (the master itself) passed, and the image server served its
+    settings, database, state directory and generated machine keys."""
+    master, etc = tmp_path / "m", tmp_path / "etc"
+    master.mkdir()
+    etc.mkdir()
+    text = SHIPPED.replace('root = "images"', f'root = "{master}"', 1)
+    assert text != SHIPPED
+    settings.parse(text, str(etc / "settings.toml"))  # the CLI, which knows no master: as before
+    msg = _refused_for_master(text, etc / "settings.toml", master)
+    assert f"[images].root: {str(master)!r} is the master's directory or the settings file's" in msg, msg
+    # a state_dir relative to the master, inside a tree that is relative to the master too
+    msg = _refused_for_master(settings_text("images/state"), etc / "settings.toml", master)
+    assert "[server].state_dir: 'images/state' lies inside the image tree" in msg, msg
+
+
+def test_the_mail_outbox_stays_out_of_the_tree(tmp_path):
+    """The hole: the master's mail outbox is ``<master>/state/outbox`` whatever ``state_dir`` says, and
+    nothing kept it out of the tree: with ``root = "state"`` and the state elsewhere, a mail file anyone
+    who may write to the tree put there was sent, through the master's mail login, to whom it named."""
+    text = settings_text(str(tmp_path / "shared-state")).replace('root = "images"', 'root = "state"', 1)
+    settings.parse(text, str(tmp_path / "settings.toml"))  # no master known: nothing to say of its outbox
+    msg = _refused_for_master(text, tmp_path / "settings.toml", tmp_path)
+    assert f"the master's mail outbox: {settings.OUTBOX!r} lies inside the image tree" in msg, msg
+
+
 # --- a compile log line that stalls the reactor ------------------------------------------------------
 
 def test_a_line_of_ld_prefixes_is_read_in_linear_time():

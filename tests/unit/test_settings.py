@@ -153,7 +153,7 @@ def test_images_root_that_is_a_file(tmp_path):
 @pytest.mark.parametrize("root", ["", ".", ".."])
 def test_images_root_must_not_be_the_master_directory(tmp_path, root):
     msg = problems(GOOD.replace('root = "images"', f'root = "{root}"'), str(tmp_path / "s.toml"))
-    assert f"[images].root: {root!r} is the settings file's directory or above it" in msg
+    assert f"[images].root: {root!r} is the master's directory or the settings file's, or above one of them" in msg
     assert "name a directory of its own" in msg
 
 
