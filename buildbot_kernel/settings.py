@@ -39,6 +39,7 @@ ENV_VAR = "BUILDBOT_KERNEL_SETTINGS"
 PACKAGE_FORMATS = formats.names()  # one description file each in buildbot_kernel/formats/
 MACHINE_TYPES = machinetypes.names()  # one description file each in buildbot_kernel/machinetypes/
 TEST_MODES = ("boot", "test")
+LOCAL_TESTER = "local"  # the tester name of "run it on a build worker", never a machine's or a class's
 ANONYMOUS_ACCESS = ("read", "none")
 # --- accounts, roles, listeners (README.md "Putting it on a lab network") ---
 # Worker passwords that the shipped settings.toml and README examples show: anyone can read them, so a
@@ -83,6 +84,20 @@ def _positive(v):
 
 def _non_negative(v):
     return v >= 0
+
+
+# A duration beyond a week is a typo; past about 9e9 seconds Python's timers raise (time_t), and an
+# infinite one (TOML's inf) killed the index watcher's thread without a word.
+MAX_SECONDS = 7 * 24 * 3600
+MAX_DEBOUNCE = 3600
+
+
+def _duration(v):
+    return 0 < v <= MAX_SECONDS
+
+
+def _delay(v):
+    return 0 <= v <= MAX_SECONDS
 
 
 def is_ip_address(text: object) -> bool:
@@ -175,8 +190,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "mq_router": Key((str,), "", "the ws:// URL of the crossbar router the masters share (\"\" = one master)"),
         "state_dir": Key((str,), "state", "a directory path for the ledger, bisect records and machine registry "
                          "(relative to the master directory)", bool),
-        "master_timeout": Key((int,), 60, "seconds >= 15 a master may stay silent before another takes its work",
-                              lambda v: v >= 15),
+        "master_timeout": Key((int,), 60, "seconds from 15 to 604800 a master may stay silent before another "
+                              "takes its work", lambda v: 15 <= v <= MAX_SECONDS),
         "test_farm": Key((bool,), True, "true or false (false: this master knows the [[machine]]s, for the forms "
                          "and [[test]] testers, but leaves the test farm and machine work to another master)"),
     },
@@ -185,7 +200,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "base_url": Key((str,), "", "an http(s) URL under which the image root is served"),
         "keep_per_branch": Key((int,), 0, "a whole number >= 0 (0 = keep all)", _non_negative),
         "max_bytes": Key((int,), 0, "a whole number of bytes >= 0 (0 = no budget)", _non_negative),
-        "debounce": Key((int, float), 1.0, "seconds >= 0", _non_negative),
+        "debounce": Key((int, float), 1.0, f"seconds from 0 to {MAX_DEBOUNCE}", lambda v: 0 <= v <= MAX_DEBOUNCE),
         "watch": Key((str,), "inotify", "one of inotify, poll (an NFS tree other hosts write to), off",
                      lambda v: v in ("inotify", "poll", "off")),
         "group": Key((str,), "", "a group name the tree's readers belong to (\"\" = world-readable)"),
@@ -224,7 +239,7 @@ TABLES: dict[str, dict[str, Key]] = {
         "url": Key((str,), REQUIRED, "a git URL or path", bool),
         "branches": Key((list,), REQUIRED, "a non-empty list of branch names",
                         lambda v: _str_list(v, allow_empty=False)),
-        "poll_interval": Key((int,), 300, "a whole number of seconds > 0", _positive),
+        "poll_interval": Key((int,), 300, "a whole number of seconds from 1 to 604800", _duration),
         "build": Key((str,), REQUIRED, "the name of a [[build]] table", bool),
         "web_url": Key((str,), "", "an http(s) commit URL template holding {sha}, e.g. "
                        "\"https://gitlab.example.org/linux/-/commit/{sha}\" (empty: no commit links)",
@@ -241,8 +256,8 @@ TABLES: dict[str, dict[str, Key]] = {
         "cross_compile": Key((str,), "", "a CROSS_COMPILE prefix such as aarch64-linux-gnu-"),
         "ccache": Key((bool,), True, "true or false (compile through ccache when the worker has it)"),
         "jobs": Key((int,), 0, "a whole number >= 0 (0 = the worker's cpus)", _non_negative),
-        "timeout": Key((int,), 7200, "seconds > 0 without output before a build step is killed",
-                       _positive),
+        "timeout": Key((int,), 7200, "seconds from 1 to 604800 without output before a build step is killed",
+                       _duration),
     },
     "worker": {
         "name": Key((str,), REQUIRED, "a non-empty name", bool),
@@ -252,12 +267,13 @@ TABLES: dict[str, dict[str, Key]] = {
     "machine": {
         "name": Key((str,), REQUIRED, "a name of letters, digits, '.', '_' and '-' (up to 64, starting with a "
                     "letter or digit): it goes on kernel command lines and into URLs", keys.plain_name),
-        "class": Key((str,), "", "a hardware class name shared by identical machines (default: the machine's "
-                     "own name); a bisect uses machines of one class"),
+        "class": Key((str,), "", "a hardware class name shared by identical machines, spelled as a machine name "
+                     "(default: the machine's own name); a bisect uses machines of one class",
+                     lambda v: v == "" or keys.plain_name(v)),
         "type": Key((str,), "remote", f"one of {list(MACHINE_TYPES)}", lambda v: v in MACHINE_TYPES),
         "soft_reboot": Key((str,), "", "a shell command that reboots the machine"),
         "power_cycle": Key((str,), "", "a shell command that power-cycles the machine"),
-        "boot_timeout": Key((int,), 300, "seconds > 0", _positive),
+        "boot_timeout": Key((int,), 300, "seconds from 1 to 604800", _duration),
         "retries": Key((int,), 2, "a whole number >= 0", _non_negative),
         "install_modules": Key((bool,), False, "true or false (stage 1 unpacks the image's modules onto the "
                                 "machine's root, bbk.root, before booting it)"),
@@ -269,10 +285,10 @@ TABLES: dict[str, dict[str, Key]] = {
         "stage1_kernel": Key((str,), "", "a path to the stage-1 kernel (qemu machines)"),
         "stage1_initrd": Key((str,), "", "a path to the stage-1 ramfs (qemu machines)"),
         "disk": Key((str,), "", "a path to the machine's local root disk image (qemu machines)"),
-        "test_timeout": Key((int,), 600, "seconds > 0 the test command may run before the machine is "
-                            "power-cycled", _positive),
-        "poll": Key((int,), 5, "seconds > 0 between a waiting machine's requests for instructions",
-                    _positive),
+        "test_timeout": Key((int,), 600, "seconds from 1 to 604800 the test command may run before the "
+                            "machine is power-cycled", _duration),
+        "poll": Key((int,), 5, "seconds from 1 to 604800 between a waiting machine's requests for "
+                    "instructions", _duration),
         "server_url": Key((str,), "", "the server's URL as the machine reaches it (default: images.base_url; "
                           "qemu: http://10.0.2.2:<image_port>)"),
         "initrd": Key((str,), "", "a path to an initrd given to every candidate (the local OS of a diskless "
@@ -287,7 +303,7 @@ TABLES: dict[str, dict[str, Key]] = {
         "pdu_daemon": Key((str,), "", "the URL of a pdudaemon HTTP listener, e.g. \"http://127.0.0.1:16421\""),
         "pdu_hostname": Key((str,), "", "the PDU's name in pdudaemon's configuration"),
         "pdu_port": Key((str, int), "", "the PDU outlet (port) the machine is plugged into"),
-        "pdu_delay": Key((int,), 5, "seconds between the PDU's off and on", _non_negative),
+        "pdu_delay": Key((int,), 5, "seconds from 0 to 604800 between the PDU's off and on", _delay),
     },
     # --- named tests: what maintainers may run ---
     "test": {
@@ -295,7 +311,7 @@ TABLES: dict[str, dict[str, Key]] = {
         "command": Key((str,), REQUIRED, "a non-empty shell command (exit 0 good, 125 skip, 1-127 bad)",
                        lambda v: bool(v.strip())),
         "mode": Key((str,), "test", f"one of {list(TEST_MODES)}", lambda v: v in TEST_MODES),
-        "timeout": Key((int,), DEFAULT_TEST_TIMEOUT, "seconds > 0 before the test is killed", _positive),
+        "timeout": Key((int,), DEFAULT_TEST_TIMEOUT, "seconds from 1 to 604800 before the test is killed", _duration),
         # --- regression watch (README.md "Regression watch") ---
         "branches": Key((list,), [], "a list of watched branch names whose every new image is tested "
                         "([] = on demand only)", _str_list),
@@ -749,7 +765,8 @@ def _url_secret_problems(sections: dict, tables: dict) -> list[str]:
     named = [("[server].url", sections["server"].get("url")), ("[images].base_url", sections["images"].get("base_url"))]
     named += [(f"[[repository]] ({r.get('name')!r}).url", r.get("url")) for r in tables["repository"]]
     named += [(f"[[repository]] ({r.get('name')!r}).web_url", r.get("web_url")) for r in tables["repository"]]
-    named += [(f"[[machine]] ({m.get('name')!r}).server_url", m.get("server_url")) for m in tables["machine"]]
+    named += [(f"[[machine]] ({m.get('name')!r}).{key}", m.get(key)) for m in tables["machine"]
+              for key in ("server_url", "pdu_daemon")]
     problems = []
     for where, url in named:
         problem = url_secret_problem(url)
@@ -787,7 +804,12 @@ def _class_problems(machines: list[dict]) -> list[str]:
     problems = []
     for m in machines:
         cls = machine_class(m)
-        if cls != m.get("name") and cls in names:
+        if LOCAL_TESTER in (m.get("name"), m.get("class")):
+            key = "name" if m.get("name") == LOCAL_TESTER else "class"
+            problems.append(f"[[machine]] ({m.get('name')!r}).{key}: {LOCAL_TESTER!r} is the tester name of the "
+                            "build workers (a bisect or [[test]] with tester \"local\" runs its command there); "
+                            "name the machine or class after the hardware, e.g. \"skl-1\"")
+        elif cls != m.get("name") and cls in names:
             problems.append(f"[[machine]] ({m.get('name')!r}).class: {cls!r} is the name of another [[machine]]; "
                             "a tester name must mean one thing: rename the class (e.g. after the hardware, "
                             "\"skl\")")
@@ -812,7 +834,7 @@ def _watch_problems(tables: dict) -> list[str]:
                 problems.append(f"{where}.branches: {b!r} is not a branch of any [[repository]] "
                                 f"(watched: {sorted(branches) or 'none'})")
         for tester in t.get("testers", []):
-            if tester != "local" and tester not in machines:
+            if tester != LOCAL_TESTER and tester not in machines:
                 problems.append(f"{where}.testers: {tester!r} is neither \"local\" nor a configured [[machine]] "
                                 f"or machine class (configured: {sorted(n for n in machines if n) or 'none'})")
         if t.get("branches") and not t.get("testers"):

@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, replace
 
 from buildbot_kernel.bisect.engine import BisectInputError
 from buildbot_kernel.settings import DEFAULT_TEST_TIMEOUT as DEFAULT_TIMEOUT  # a free-form command's
+from buildbot_kernel.settings import (
+    LOCAL_TESTER,  # noqa: F401  (the bisect form's name for it)
+    Test,  # a named test: what a maintainer may run, by name
+)
 from buildbot_kernel.settings import TEST_MODES as MODES
-from buildbot_kernel.settings import Test  # a named test: what a maintainer may run, by name
 from buildbot_kernel.util import shown
 
-LOCAL_TESTER = "local"
 # form property names (contract: the REST call's params use them too)
 FIELDS = ("target", "good", "bad", "tester", "test", "command", "mode", "build_missing", "build_config",
           "max_steps", "max_machines")

@@ -44,7 +44,7 @@ def test_bad_settings_fail_checkconfig_naming_file_and_key(master_dir):
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"{master_dir / 'settings.toml'}: [[repository]] #1 ('drm-intel').poll_interval: expected a whole " \
-           "number of seconds > 0, got -5" in out
+           "number of seconds from 1 to 604800, got -5" in out
     assert "no [[build]] named 'arm64'" in out
 
 

@@ -114,7 +114,7 @@ def test_named_tests(tmp_path):
     msg = problems(text(extra='[[test]]\nname = "p"\ncommand = " "\nmode = "run"\ntimeout = 0\n'), tmp_path)
     assert "[[test]] #1 ('p').command: expected a non-empty shell command" in msg
     assert "[[test]] #1 ('p').mode: expected one of ['boot', 'test']" in msg
-    assert "[[test]] #1 ('p').timeout: expected seconds > 0" in msg
+    assert "[[test]] #1 ('p').timeout: expected seconds from 1 to 604800" in msg
 
 
 def test_bcrypt_checks_and_plain_text_never_matches():
