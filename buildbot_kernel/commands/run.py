@@ -28,10 +28,13 @@ def _tool(name: str) -> str:
     return str(exe) if exe.exists() else (shutil.which(name) or name)
 
 
-def _call(*cmd) -> None:
+def _call(*cmd, secret: str = "") -> None:
+    """Run a tool; when it fails, say what ran and what it printed, ``secret`` (a password on the command
+    line) written as ``***`` wherever it shows."""
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     if r.returncode != 0:
-        raise CommandError(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}")
+        said = f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}"
+        raise CommandError(said.replace(secret, "***") if secret else said)
 
 
 def install_master_cfg(master_dir: Path, shipped: Path | None = None) -> str:
@@ -90,7 +93,8 @@ def run(args) -> int:
     local = s.workers[0]
     if not (worker_dir / "buildbot.tac").exists():
         _call(_tool("buildbot-worker"), "create-worker", "-q", worker_dir,
-              f"{worker_master_address(s)}:{s.server.worker_port}", local.name, local.password)
+              f"{worker_master_address(s)}:{s.server.worker_port}", local.name, local.password,
+              secret=local.password)
     _call(_tool("buildbot"), "start", master_dir)
     _call(_tool("buildbot-worker"), "start", worker_dir)
     record_run(master_dir, worker_dir)

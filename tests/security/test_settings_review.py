@@ -77,3 +77,17 @@ def test_a_pdu_daemon_url_holds_no_password(tmp_path):
     msg = _refused(text, tmp_path)
     assert "('m1').pdu_daemon: 'http://***@10.0.0.9:16421' holds a credential" in msg, msg
     assert "hunter2" not in msg
+
+
+def test_a_failed_worker_creation_does_not_print_the_worker_password(tmp_path):
+    """The hole: ``buildbot-kernel run`` said which command failed, argv and all, and create-worker's
+    argv holds the local worker's password (a secret settings key: no log line may show it)."""
+    from buildbot_kernel.cli import CommandError
+    from buildbot_kernel.commands import run
+
+    (tmp_path / "file").write_text("")  # a worker directory under a file: create-worker fails
+    with pytest.raises(CommandError) as e:
+        run._call(run._tool("buildbot-worker"), "create-worker", "-q", tmp_path / "file" / "sub",
+                  "127.0.0.1:9989", "local", "S3cret-worker-pw", secret="S3cret-worker-pw")
+    assert "create-worker" in str(e.value) and "***" in str(e.value)
+    assert "S3cret-worker-pw" not in str(e.value)
