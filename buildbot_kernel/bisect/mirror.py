@@ -52,6 +52,22 @@ def update_mirror(state_dir: str | os.PathLike, repository: str, url: str,
         raise BisectInputError("target", f"cannot fetch {url}: {e.reason}") from None
 
 
+def mirror_to_resume(state_dir: str | os.PathLike, repository: str, url: str,
+                     progress: gitrepo.Progress | None = None) -> Path:
+    """The mirror for a bisect that resumes: fetched when the remote answers, else as it is, since it
+    already holds every commit the bisect started with (a remote down at a master's restart must not
+    end the bisect).  Raises the fetch's :class:`BisectInputError` only when there is no mirror."""
+    try:
+        return update_mirror(state_dir, repository, url, progress)
+    except BisectInputError as e:
+        mirror = mirror_path(state_dir, repository)
+        if not (mirror / "HEAD").is_file():
+            raise
+        if progress is not None:
+            progress(f"{e.message}; resuming with the mirror as it is")
+        return mirror
+
+
 def share_store(state_dir: str | os.PathLike, repository: str, progress: gitrepo.Progress | None = None) -> bool:
     """Let the poller's repository borrow the mirror's objects and drop its own copies (once); True when
     done now. A failure only costs disk space: it is reported, never raised."""

@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from buildbot_kernel.bisect import report
 from buildbot_kernel.imagetree.atomic import atomic_write
 
 BISECTS = "bisects"
@@ -92,6 +93,19 @@ class BisectDir:
     def write_result(self, result: dict) -> None:
         atomic_write(self.file(RESULT), json.dumps(result, indent=1, sort_keys=True) + "\n")
         self.clear_pins()
+
+    def end_unresumable(self, reason: str) -> dict:
+        """An interrupted bisect that cannot go on (its request or its mirror lost) gets its result,
+        aborted with the steps it recorded, so it stops showing "running" and pinning images."""
+        try:
+            request = self.request()
+        except (OSError, ValueError):
+            request = {}  # what could not be read is what ends it
+        result = report.result_document(self.id, request, report.ABORTED, self.steps(), reason=reason,
+                                        started=self.file(REQUEST).stat().st_mtime if self.exists else None,
+                                        finished=time.time())
+        self.write_result(result)
+        return result
 
 
 def pinned_images(state_dir: str | os.PathLike) -> set[str]:

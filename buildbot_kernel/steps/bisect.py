@@ -40,7 +40,7 @@ from buildbot_kernel import settings
 from buildbot_kernel.bisect import records, report
 from buildbot_kernel.bisect.engine import BAD, GOOD, SKIP, BisectInputError, Build, Done, Test, Unresolved, start_bisect
 from buildbot_kernel.bisect.engine import remaining_candidates as engine_remaining
-from buildbot_kernel.bisect.mirror import update_mirror
+from buildbot_kernel.bisect.mirror import mirror_to_resume, update_mirror
 from buildbot_kernel.bisect.request import FIELDS, BisectRequest, Target, parse_request
 from buildbot_kernel.bisect.session import BisectSession
 from buildbot_kernel.bisect.tester import TesterAbort
@@ -272,7 +272,10 @@ class StartBisect(_BisectStep):
         try:
             resumed = bdir.exists
             if resumed:
-                request = BisectRequest.from_json(bdir.request())
+                try:
+                    request = BisectRequest.from_json(bdir.request())
+                except (OSError, ValueError, KeyError, TypeError) as e:  # torn or edited by hand
+                    raise BisectInputError("request", f"{records.REQUEST} of {bdir.id} cannot be read: {e}") from None
             else:
                 props = {f: self.getProperty(f) for f in FIELDS if self.getProperty(f) is not None}
                 request = parse_request(props, ctx.targets, ctx.builds, ctx.machines, ctx.tests)
@@ -292,8 +295,8 @@ class StartBisect(_BisectStep):
             def progress(line: str) -> None:  # called in the git thread
                 self.master.reactor.callFromThread(mirror_log.addStdout, line + "\n")
 
-            mirror = yield threads.deferToThread(update_mirror, ctx.state_dir, request.repository, request.url,
-                                                 progress)
+            mirror = yield threads.deferToThread(mirror_to_resume if resumed else update_mirror, ctx.state_dir,
+                                                 request.repository, request.url, progress)
             if resumed and bdir.file(records.LOG).is_file():
                 run.session = yield threads.deferToThread(BisectSession.resume, mirror, bdir.file(records.LOG))
             else:
@@ -305,6 +308,8 @@ class StartBisect(_BisectStep):
         except BisectInputError as e:
             if created:
                 bdir.remove()
+            elif resumed:  # it cannot go on: it ends, said, instead of showing "running" and pinning images
+                yield threads.deferToThread(bdir.end_unresumable, f"cannot resume: {e.field}: {e.message}")
             yield self.addCompleteLog("input error", f"{e.field}: {e.message}\n")
             self.build_summary = True
             self.show(f"refused: {e.field}: {e.message}")
