@@ -61,7 +61,7 @@ class ConnectionCaps:
             self.open.pop(address, None)
 
 
-class _Refusal(protocol.Protocol):
+class Refusal(protocol.Protocol):
     """What a connection over the caps gets: ``words`` (maybe none) and the end."""
 
     def __init__(self, words: bytes):
@@ -120,7 +120,7 @@ class _Ledger(policies.WrappingFactory):
     def buildProtocol(self, addr):
         address = str(getattr(addr, "host", addr))
         if not self.caps.admit(address):
-            return _Refusal(self.refusal)
+            return Refusal(self.refusal)
         inner = self.inner_build(addr)
         if inner is None:
             self.caps.released(address)
@@ -131,14 +131,20 @@ class _Ledger(policies.WrappingFactory):
         return wrapper
 
 
+def installed_ledger(factory) -> _Ledger | None:
+    """The ledger :func:`limit_connections` put on ``factory``, None when it has none.  Asked of the
+    factory itself: a listener made after a reconfig may reuse a freed one's ``id()``."""
+    ledger = getattr(factory.__dict__.get("buildProtocol"), "__self__", None)
+    return ledger if isinstance(ledger, _Ledger) else None
+
+
 def limit_connections(factory, caps: ConnectionCaps, *, deadline: float | None = None, refusal: bytes = b"",
                       clock=None) -> _Ledger:
     """Make every later connection ``factory`` builds a :class:`CountedConnection` under ``caps``, with
     ``deadline`` to settle; one over the caps gets ``refusal`` and is closed.  Idempotent: the ledger
     already installed is returned."""
-    current = factory.__dict__.get("buildProtocol")
-    ledger = getattr(current, "__self__", None)
-    if isinstance(ledger, _Ledger):
+    ledger = installed_ledger(factory)
+    if ledger is not None:
         return ledger
     if clock is None:
         from twisted.internet import reactor as clock

@@ -24,11 +24,10 @@ from __future__ import annotations
 import io
 from urllib.parse import unquote_plus
 
-from twisted.internet import protocol
 from twisted.python import log
 from twisted.web import http, server
 
-from buildbot_kernel.connlimits import ABORT_GRACE, ConnectionCaps, cancel
+from buildbot_kernel.connlimits import ABORT_GRACE, ConnectionCaps, Refusal, cancel
 from buildbot_kernel.ratelog import RateLimitedLog
 
 HEAD_TIMEOUT = 10.0  # seconds for a whole request to arrive
@@ -50,14 +49,6 @@ def _response(status: bytes, body: bytes, *extra: bytes) -> bytes:
 _TIMEOUT_RESPONSE = _response(b"408 Request Timeout", b"408 the request did not arrive in time\n")
 BUSY_RESPONSE = _response(b"503 Service Unavailable", b"503 too many connections; try again later\n",
                            b"Retry-After: 10")
-
-
-class _Busy(protocol.Protocol):
-    """What a connection over the limits gets instead of an HTTP channel."""
-
-    def connectionMade(self):
-        self.transport.write(BUSY_RESPONSE)
-        self.transport.loseConnection()
 
 
 class GuardedChannel(http.HTTPChannel):
@@ -107,11 +98,17 @@ class GuardedChannel(http.HTTPChannel):
     def _expired(self) -> None:
         self._deadline = None
         if self._heard or self.requests:
-            self.site.throttled.warning("deadline", f"closed a connection from {self.address} that did not send a "
+            self.site.throttled.warning("deadline", f"closed a connection from {self.peer()} that did not send a "
                                                  f"whole request within {self.head_timeout:g} s (408)")
             self.transport.write(_TIMEOUT_RESPONSE)
         self.loseConnection()
         self._abortingCall = self.callLater(ABORT_GRACE, self._abort)
+
+    def peer(self) -> str:
+        """The client's address for a log line (set by a GuardedSite; Buildbot's site sets none)."""
+        if self.address is not None:
+            return self.address
+        return str(getattr(self.transport.getPeer(), "host", "?")) if self.transport is not None else "?"
 
     def _abort(self) -> None:
         self._abortingCall = None  # fired: connectionLost must not cancel it
@@ -182,7 +179,7 @@ class GuardedSite(server.Site):
     def buildProtocol(self, addr):
         address = str(getattr(addr, "host", addr))
         if not self.caps.admit(address):
-            return _Busy()
+            return Refusal(BUSY_RESPONSE)
         channel = super().buildProtocol(addr)
         channel.head_timeout = self.head_timeout
         channel.address = address

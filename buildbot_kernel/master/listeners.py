@@ -20,7 +20,7 @@ from __future__ import annotations
 from twisted.python import log
 
 from buildbot_kernel.buildbot_adapter import on_worker_login, web_site, worker_listeners
-from buildbot_kernel.connlimits import ConnectionCaps, limit_connections, settle
+from buildbot_kernel.connlimits import ConnectionCaps, installed_ledger, limit_connections, settle
 from buildbot_kernel.imagetree.httpguard import BUSY_RESPONSE, GuardedChannel, install_body_limit
 from buildbot_kernel.master.installer import InstallWhenReady
 
@@ -64,24 +64,30 @@ class ListenerGuard(InstallWhenReady):
         self.worker_caps.per_address, self.worker_caps.total = worker_per_address, worker_total
         self.web_max_body = web_max_body
         self.login_timeout = login_timeout
-        self._guarded: set[int] = set()  # the listeners (by id) to bring up to these values again
+        self._told: set[str] = set()  # what the log said under these values
         return super().reconfigService(**kwargs)
 
     def install(self) -> bool:
         """Guard what exists; True once the web site and a worker port do."""
         site = web_site(self.master)
-        if site is not None and id(site) not in self._guarded:
-            guard_web_site(site, self.web_caps, self.web_max_body)
-            self._guarded.add(id(site))
-            log.msg(f"web UI: request bodies up to {self.web_max_body} bytes, {self.web_caps.per_address} "
-                    f"connections per address and {self.web_caps.total} in all")
+        if site is not None:
+            if installed_ledger(site) is None or site.max_body != self.web_max_body:
+                guard_web_site(site, self.web_caps, self.web_max_body)
+            self._say("web", f"web UI: request bodies up to {self.web_max_body} bytes, {self.web_caps.per_address} "
+                             f"connections per address and {self.web_caps.total} in all")
         listeners = worker_listeners(self.master)
         for factory in listeners:
-            if id(factory) not in self._guarded:
+            if installed_ledger(factory) is None or installed_ledger(factory).deadline != self.login_timeout:
                 ledger = limit_connections(factory, self.worker_caps, clock=self.master.reactor)
                 ledger.deadline = self.login_timeout  # also a ledger an earlier configuration installed
-                self._guarded.add(id(factory))
-                log.msg(f"worker port: log in within {self.login_timeout:g} s, {self.worker_caps.per_address} "
-                        f"connections per address and {self.worker_caps.total} in all")
+                self._told.discard("worker")
+            self._say("worker", f"worker port: log in within {self.login_timeout:g} s, "
+                                f"{self.worker_caps.per_address} connections per address and "
+                                f"{self.worker_caps.total} in all")
         on_worker_login(self.master, settle)
         return site is not None and bool(listeners)
+
+    def _say(self, what: str, line: str) -> None:
+        if what not in self._told:
+            self._told.add(what)
+            log.msg(line)
