@@ -16,8 +16,6 @@ allows loopback listeners, and everyone who can reach them is an admin.
 
 from __future__ import annotations
 
-from http.cookies import CookieError, SimpleCookie
-
 from buildbot.www import auth as bbauth
 from buildbot.www.authz import authz as bbauthz
 from buildbot.www.authz import endpointmatchers as em
@@ -165,25 +163,32 @@ def may_run_command(auth: Auth | None, owner) -> bool:
     return auth is None or (isinstance(owner, str) and owner in auth.admins)
 
 
+def session_tokens(cookie_header: str) -> list[str]:
+    """The values of Buildbot's session cookies in a ``Cookie`` header, read the way Twisted reads a
+    cookie for Buildbot (``name=value`` pairs split at ``;``).  Not :class:`http.cookies.SimpleCookie`:
+    it stops, without a word, at the first cookie it cannot parse (another application's JSON value on
+    the same host), and a logged-in user was then refused."""
+    out = []
+    for part in cookie_header.split(";"):
+        name, eq, value = part.strip().partition("=")
+        if eq and name in SESSION_COOKIES:
+            out.append(value.strip().strip('"'))
+    return out
+
+
 def logged_in(environ: dict, master) -> bool:
-    """For pages Buildbot's authz does not cover (the WSGI dashboards): does the request carry a valid
-    Buildbot session of a logged-in user?  Checked with the master's own session secret."""
+    """For pages Buildbot's authz does not cover (the WSGI dashboards, ``/sse``): does the request carry a
+    valid Buildbot session of a logged-in user?  Checked with the master's own session secret."""
     secret = session_secret(master)
     if not secret:
         return False
-    cookies = SimpleCookie()
-    try:
-        cookies.load(environ.get("HTTP_COOKIE", ""))
-    except CookieError:
-        return False
-    for name in SESSION_COOKIES:
-        if name in cookies:
-            try:
-                info = bbauth.parse_user_info_from_token(cookies[name].value, secret)
-            except KeyError:  # expired, forged or malformed
-                continue
-            if isinstance(info, dict) and info.get("username") and not info.get("anonymous"):
-                return True
+    for token in session_tokens(environ.get("HTTP_COOKIE", "")):
+        try:
+            info = bbauth.parse_user_info_from_token(token, secret)
+        except KeyError:  # expired, forged or malformed
+            continue
+        if isinstance(info, dict) and info.get("username") and not info.get("anonymous"):
+            return True
     return False
 
 

@@ -321,6 +321,10 @@ def test_anonymous_none_hides_everything(lab):
         # and so are Buildbot's /sse streams, which check no permission themselves: every build, step and
         # forced reason went by for anyone
         assert events_status(anon) == 403 and events_status(forged) == 403 and events_status(carol) == 200
+        # another application's cookie on the same host, one Python's cookie parser gives up at
+        crowded = Client(lab["port"])
+        crowded.cookie = 'prefs={"theme": "dark"}; ' + carol.cookie
+        assert page_status(crowded) == 200 and events_status(crowded) == 200
     finally:
         (master.dir / "settings.toml").write_text(lab["settings"])
         master._run(BIN / "buildbot", "reconfig", str(master.dir))
@@ -345,3 +349,12 @@ def test_checkconfig_refuses_an_open_listener(tmp_path, server, password, says):
     r = checkconfig(master.dir)
     assert r.returncode != 0 and says in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_the_session_cookie_is_found_beside_cookies_pythons_parser_gives_up_at():
+    from buildbot_kernel.master.auth import session_tokens
+
+    for header in ('prefs={"a":1}; TWISTED_SESSION=abc', "x=a b; TWISTED_SESSION=abc", "TWISTED_SESSION=abc",
+                   'TWISTED_SESSION="abc"; other=1'):
+        assert session_tokens(header) == ["abc"], header
+    assert session_tokens("TWISTED_SESSIONX=abc; session=abc") == []
