@@ -420,6 +420,7 @@ class Settings:
     tests: tuple[Test, ...] = ()
     auth: Auth | None = None  # None: no [auth] section (only loopback listeners, everyone is admin)
     notify: Notify | None = None  # None: no [notify] section (no mail)
+    master_dir: str | None = None  # the master's directory when the master loaded them (see tree_root)
 
     def listener(self, name: str) -> str:
         """The address of one listener (``web_bind``, ``worker_bind``, ``image_bind``)."""
@@ -591,7 +592,8 @@ def parse(text: str, path: str = "settings.toml", master_dir: str | os.PathLike 
         raise SettingsError(path, problems)
     typed = {name: RECORDS[name].from_toml(table) for name, table in {**sections, **optional}.items()}
     rows = {name: tuple(RECORDS[name].from_toml(t) for t in items) for name, items in tables.items()}
-    return Settings(path=path, server=typed["server"], images=typed["images"],
+    return Settings(path=path, master_dir=None if master_dir is None else str(master),
+                    server=typed["server"], images=typed["images"],
                     repositories=rows["repository"], builds=rows["build"], workers=rows["worker"],
                     machines=rows["machine"], tests=rows["test"], auth=typed.get("auth"), notify=typed.get("notify"))
 
@@ -912,6 +914,21 @@ def load(path: str | os.PathLike, master_dir: str | os.PathLike | None = None) -
 def locate(config_dir: str | os.PathLike, environ=os.environ) -> str:
     """The contract: ``$BUILDBOT_KERNEL_SETTINGS``, else ``settings.toml`` beside master.cfg."""
     return environ.get(ENV_VAR) or os.path.join(str(config_dir), "settings.toml")
+
+
+def tree_root(settings: Settings) -> Path:
+    """``[images].root``: relative to the master's directory (settings the master loaded), else to the
+    settings file's (the CLI, which knows no master: a settings file beside master.cfg gives the same)."""
+    return _from_master(settings, settings.images.root)
+
+
+def state_path(settings: Settings) -> Path:
+    """``[server].state_dir``, relative as :func:`tree_root`."""
+    return _from_master(settings, settings.server.state_dir)
+
+
+def _from_master(settings: Settings, p: str) -> Path:
+    return (Path(p) if os.path.isabs(p) else Path(settings.master_dir or settings.base_dir) / p).resolve()
 
 
 def resolve(settings: Settings, p: str) -> Path:

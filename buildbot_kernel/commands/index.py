@@ -35,13 +35,13 @@ def run(args) -> int:
     keep = budget = 0
     root, base_url, group = args.root, args.base_url, args.group
     if args.settings:
-        from buildbot_kernel.settings import SettingsError, load, resolve
+        from buildbot_kernel.settings import SettingsError, load, tree_root
 
         try:
             s = load(args.settings)
         except SettingsError as e:
             raise CommandError(str(e)) from None
-        root = root or str(resolve(s, s.images.root))
+        root = root or str(tree_root(s))
         base_url = base_url or s.images.base_url
         keep, budget = s.images.keep_per_branch, s.images.max_bytes
         group = s.images.group if group is None else group

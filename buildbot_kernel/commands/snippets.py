@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from buildbot_kernel.imagetree.snippets import TEMPLATES, embedded_server_url, render, snippet_vars
-    from buildbot_kernel.settings import SettingsError, load, resolve
+    from buildbot_kernel.settings import SettingsError, load, tree_root
 
     try:
         s = load(args.settings)
@@ -28,7 +28,7 @@ def run(args) -> int:
         raise CommandError(str(e)) from None
     try:
         upstream = embedded_server_url(s.listener("image_bind"), s.server.image_port)
-        variables = snippet_vars(str(resolve(s, s.images.root)), s.images.base_url, args.nfs_clients,
+        variables = snippet_vars(str(tree_root(s)), s.images.base_url, args.nfs_clients,
                                  group=s.images.group, upstream=upstream, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key)
     except ValueError as e:

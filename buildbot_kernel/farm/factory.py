@@ -23,7 +23,7 @@ from buildbot_kernel.farm.instructions import BootFile
 from buildbot_kernel.farm.qemu import QemuMachine
 from buildbot_kernel.farm.registry import Registry, write_state
 from buildbot_kernel.farm.stage1 import stage1_artifacts
-from buildbot_kernel.settings import Machine, Settings, resolve
+from buildbot_kernel.settings import Machine, Settings, resolve, tree_root
 
 
 class OffReactorWriter:
@@ -139,7 +139,7 @@ def make_farm(settings: Settings, state_path: str | os.PathLike, workdir: str | 
         raise keys_mod.KeyFileError(f"[[machine]] {shared[0][1]!r}: {keys_mod.shared_key_problem(*shared[0])}")
     registry = Registry([m.name for m in machines], state_path, keys=machine_keys, writer=writer)
     poll, initrds = {}, {}
-    index_path = str(resolve(settings, settings.images.root) / "index.json")
+    index_path = str(tree_root(settings) / "index.json")
     farm = Farm(registry, MachinesResource(registry, poll, initrds))
     for m in machines:
         name = m.name

@@ -14,7 +14,7 @@ import os
 import sys
 
 from buildbot_kernel.errors import BuildbotKernelError
-from buildbot_kernel.settings import SettingsError, load, locate, resolve
+from buildbot_kernel.settings import SettingsError, load, locate, tree_root
 
 
 class UsageError(BuildbotKernelError):
@@ -67,7 +67,7 @@ def run_step(args) -> int:
         settings = load(args.settings or locate(os.getcwd()))
     except SettingsError as e:
         raise UsageError(str(e)) from None
-    images = resolve(settings, settings.images.root)
+    images = tree_root(settings)
     entry = fetch_entry(args.image, settings.images.base_url, images)
     port = args.port or settings.server.image_port
     farm = make_farm(settings, args.state, args.workdir, base_url=settings.images.base_url)

@@ -38,10 +38,10 @@ class ImageTree:
 
     @classmethod
     def from_settings(cls, settings, pins: Callable[[], Iterable[str]] = frozenset) -> ImageTree:
-        from buildbot_kernel.settings import resolve
+        from buildbot_kernel.settings import tree_root
 
         images = settings.images
-        return cls(resolve(settings, images.root), images.base_url,
+        return cls(tree_root(settings), images.base_url,
                    keep_per_branch=images.keep_per_branch, max_bytes=images.max_bytes, pins=pins,
                    modes=Modes.for_group(images.group))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
 from buildbot import config as bbconfig
 from buildbot.plugins import changes, schedulers, util
@@ -82,8 +81,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
         return {}  # not reached: error() raises once collected by checkconfig
 
     basedir = os.path.abspath(basedir)
-    images_root = str(Path(basedir, s.images.root).resolve())
-    state_dir = os.path.join(basedir, s.server.state_dir)  # absolute: shared by several masters
+    images_root = str(settings_mod.tree_root(s))
+    state_dir = str(settings_mod.state_path(s))  # absolute: shared by several masters
     try:
         os.makedirs(images_root, exist_ok=True)
     except OSError as e:  # images.root is relative to the master's directory, checked here for real

@@ -51,7 +51,7 @@ class FarmService(BuildbotService):
         old, self.farm, self.error = self.farm, None, None
         if old is not None:
             yield threads.deferToThread(old.stop)
-        s = settings_mod.load(settings_path)
+        s = settings_mod.load(settings_path, master_dir=self.master.basedir)
         os.makedirs(state_dir, exist_ok=True)
         self._state_file = os.path.join(state_dir, "farm.json")
         self._machine_names = [m.name for m in s.machines]

@@ -262,6 +262,23 @@ def test_settings_elsewhere_still_keep_the_master_directory_unserved(tmp_path):
     assert "[server].state_dir: 'images/state' lies inside the image tree" in msg, msg
 
 
+def test_every_reader_of_the_master_takes_the_tree_from_the_master_directory(tmp_path):
+    """The checks above and the master agreed, but the master's farm service and the image tree's own
+    constructor resolved images.root against the settings file's directory: with the settings kept
+    elsewhere, the farm read another tree's index than the one the master published."""
+    from buildbot_kernel.imagetree.tree import ImageTree
+
+    master, etc = tmp_path / "m", tmp_path / "etc"
+    master.mkdir()
+    etc.mkdir()
+    (etc / "settings.toml").write_text(SHIPPED)
+    s = settings.load(etc / "settings.toml", master_dir=master)
+    assert settings.tree_root(s) == ImageTree.from_settings(s).root == master / "images"
+    assert settings.state_path(s) == master / "state"
+    cli = settings.load(etc / "settings.toml")  # the CLI knows no master
+    assert settings.tree_root(cli) == etc / "images"
+
+
 def test_the_mail_outbox_stays_out_of_the_tree(tmp_path):
     """The hole: the master's mail outbox is ``<master>/state/outbox`` whatever ``state_dir`` says, and
     nothing kept it out of the tree: with ``root = "state"`` and the state elsewhere, a mail file anyone
