@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -327,13 +328,15 @@ def staging_dir(root: str | os.PathLike, prefix: str = "image-") -> Path:
     return Path(root) / INCOMING / os.path.basename(made)
 
 
-def check_staging_parent(staging: str | os.PathLike) -> None:
-    """Make the directory a staging directory goes in (``<root>/.incoming``) a real one before an upload
-    lands there (Buildbot's upload writes by path, through whatever is there); raises
-    ``reserved.RefusedEntry`` when it is a symlink or a file."""
-    parent = Path(staging).parent
-    with reserved.opened(parent.parent, parent.name, create=True):
-        pass
+@contextlib.contextmanager
+def held_staging(staging: str | os.PathLike) -> Iterator[Path]:
+    """``staging`` as a path through its parent ``<root>/.incoming`` held open (``/proc/self/fd/N/name``)
+    for as long as the block runs: the upload writes, and publish reads and renames, by path, and a root
+    others may write to could swap ``.incoming`` for a symlink between a check and the write.  The parent
+    is made a real directory first; raises ``reserved.RefusedEntry`` when it is a symlink or a file."""
+    staging = Path(staging)
+    with reserved.opened(staging.parent.parent, staging.parent.name, create=True) as incoming:
+        yield Path(f"/proc/self/fd/{incoming}") / staging.name
 
 
 def remove_staging(staging: str | os.PathLike) -> None:

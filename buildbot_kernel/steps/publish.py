@@ -7,6 +7,7 @@ now") builds it again once there is space (README.md, "When things fail").
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -90,6 +91,12 @@ def publish_package(target: BuildTarget, incoming: Path, fields: dict, modes: Mo
     return package.publish(incoming, target.images_root, target.branch, fields["name"], modes)
 
 
+def publish_held(target: BuildTarget, incoming: Path, fields: dict, modes: Modes = WORLD_READABLE) -> Path:
+    """:func:`publish_package` through ``.incoming`` held open (:func:`package.held_staging`)."""
+    with package.held_staging(incoming) as staging:
+        return publish_package(target, staging, fields, modes)
+
+
 @defer.inlineCallbacks
 def host_failure(step: buildstep.BuildStep, msg: str, problems: str):
     """The host failed, not the commit: said, and the commit not remembered as failed (RecordOutcome),
@@ -113,12 +120,17 @@ class UploadImage(DirectoryUpload):
 
     @defer.inlineCallbacks
     def run(self):
-        """Only into a real ``.incoming``: one that is a symlink would take the upload out of the tree."""
+        """Only into a real ``.incoming``, held open for the whole transfer (Buildbot unpacks by path): one
+        that is, or becomes, a symlink would take the upload out of the tree."""
+        held = contextlib.ExitStack()
         try:
-            yield threads.deferToThread(package.check_staging_parent, os.path.expanduser(self.masterdest))
+            dest = yield threads.deferToThread(held.enter_context,
+                                               package.held_staging(os.path.expanduser(self.masterdest)))
         except reserved.RefusedEntry as e:
             return (yield host_failure(self, f"not uploaded: {e.summary}", f"{e}\n"))
-        return (yield super().run())
+        with held:
+            self.masterdest = str(dest)
+            return (yield super().run())
 
     @defer.inlineCallbacks
     def interrupt(self, reason):
@@ -164,7 +176,7 @@ class PublishImage(buildstep.BuildStep):
         tree = named_service(self.master, IMAGE_TREE_SERVICE)
         modes = tree.modes if tree is not None else WORLD_READABLE
         try:
-            path = yield threads.deferToThread(publish_package, self.target, incoming, fields, modes)
+            path = yield threads.deferToThread(publish_held, self.target, incoming, fields, modes)
         except package.ImageExists:
             self.descriptionDone = [f"{fields['name']} was already published"]
             yield threads.deferToThread(package.remove_staging, incoming)

@@ -157,10 +157,37 @@ def test_a_symlinked_incoming_gets_no_staging_directory_or_upload(tmp_path):
     (root / ".incoming").symlink_to("../victim")
     with pytest.raises(RefusedEntry, match="incoming is a symbolic link"):
         package.staging_dir(root)
-    with pytest.raises(RefusedEntry, match="incoming is a symbolic link"):
-        package.check_staging_parent(root / ".incoming" / "img.1234abcd")  # before a build's upload
+    with pytest.raises(RefusedEntry, match="incoming is a symbolic link"), \
+            package.held_staging(root / ".incoming" / "img.1234abcd"):  # before a build's upload
+        pass
     package.remove_staging(root / ".incoming" / "sub")  # an upload not published: not through the link
     assert contents(outside) == before
+
+
+def test_incoming_swapped_for_a_symlink_during_an_upload_takes_nothing_out_of_the_tree(tmp_path):
+    """The hole: the upload step checked ``.incoming`` once, then Buildbot unpacked the whole transfer
+    by path; whoever may write the tree's root swapped ``.incoming`` for a symlink meanwhile (the staging
+    name is a public build property), and the image was written outside the tree.  The same archive
+    call as Buildbot's, through the path the step now gives it."""
+    import io
+    import tarfile
+
+    root = tmp_path / "images"
+    root.mkdir()
+    outside, before = victim(tmp_path)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("vmlinuz")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x7fELF"))
+    with package.held_staging(root / ".incoming" / "6.1-x.deadbeef") as dest:
+        (root / ".incoming").rename(root / ".incoming-real")  # the swap, after the check
+        (root / ".incoming").symlink_to("../victim")
+        archive.seek(0)
+        with tarfile.open(fileobj=archive) as tar:
+            tar.extractall(path=str(dest), filter="data")  # Buildbot's unpack, by path
+    assert contents(outside) == before
+    assert (root / ".incoming-real" / "6.1-x.deadbeef" / "vmlinuz").read_bytes() == b"\x7fELF"
 
 
 class TestTheSteps(TestBuildStepMixin, TestReactorMixin, trial.TestCase):
