@@ -42,8 +42,9 @@ class ConnectionCaps:
         self.throttled = RateLimitedLog(lambda line: log.msg(f"{label}: {line}"), LOG_EVERY, clock)
 
     def admit(self, address: str) -> bool:
-        """Count a new connection from ``address``, or log the refusal and say no."""
-        if self.open.get(address, 0) >= self.per_address or self.open_total >= self.total:
+        """Count a new connection from ``address``, or log the refusal and say no (a ``per_address`` of 0:
+        only the total counts)."""
+        if 0 < self.per_address <= self.open.get(address, 0) or self.open_total >= self.total:
             self.throttled.warning("busy", f"refused a connection from {address}{self.answer}: open connections "
                                            f"{self.open.get(address, 0)} from it, {self.open_total} in all, "
                                            f"limits {self.per_address} and {self.total}")

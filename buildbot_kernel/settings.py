@@ -186,6 +186,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
                            lambda v: _ip_address(v, allow_empty=True)),
         "image_bind": Key((str,), "", _BIND_EXPECT + " for the image server (default: bind)",
                           lambda v: _ip_address(v, allow_empty=True)),
+        "web_per_address": Key((int,), 64, "open web UI connections one client address may hold, 1-256, or 0 "
+                               "for no such cap (behind a reverse proxy every browser has the proxy's address; "
+                               "the cap of 256 in all still holds)", lambda v: 0 <= v <= 256),
         # --- several masters: README.md "Growing past one machine" ---
         "mq_router": Key((str,), "", "the ws:// URL of the crossbar router the masters share (\"\" = one master)"),
         "state_dir": Key((str,), "state", "a directory path for the ledger, bisect records and machine registry "

@@ -114,7 +114,7 @@ def make_config(basedir: str, settings_path: str) -> dict:
         "schedulers": [],
         "builders": [],
         # README "When things fail"; the web UI's and the worker port's limits (README "Images")
-        "services": [dbreconnect.ReconnectingDatabase(), ListenerGuard()],
+        "services": [dbreconnect.ReconnectingDatabase(), ListenerGuard(web_per_address=srv.web_per_address)],
     }
     build_workers = [w.name for w in s.workers]
 
