@@ -186,7 +186,8 @@ def make_config(basedir: str, settings_path: str) -> dict:
     c["services"] += notify_services(s, state_dir, images_root, [b for _, b in targets],  # README "Notifications"
                                      outbox_dir=os.path.join(basedir, settings_mod.MASTER_STATE))
     if s.machines and srv.test_farm:  # else another master runs it (README "Growing past one machine")
-        c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir))
+        c["services"].append(FarmService(settings_path=os.path.abspath(settings_path), state_dir=state_dir,
+                                       master_dir=basedir))
     add_machines(c, [m.name for m in s.machines], CONTROL_WORKER, can_start=farm_gate(s, repaired_machine))
     if srv.mq_router:
         add_cluster(c, srv.mq_router, srv.master_timeout)

@@ -46,12 +46,12 @@ class FarmService(BuildbotService):
         super().__init__(*args, **kwargs)
 
     @defer.inlineCallbacks
-    def reconfigService(self, settings_path, state_dir, **kwargs):
+    def reconfigService(self, settings_path, state_dir, master_dir=None, **kwargs):
         yield super().reconfigService(**kwargs)
         old, self.farm, self.error = self.farm, None, None
         if old is not None:
             yield threads.deferToThread(old.stop)
-        s = settings_mod.load(settings_path, master_dir=self.master.basedir)
+        s = settings_mod.load(settings_path, master_dir=master_dir)  # images.root as the master reads it
         os.makedirs(state_dir, exist_ok=True)
         self._state_file = os.path.join(state_dir, "farm.json")
         self._machine_names = [m.name for m in s.machines]
