@@ -32,7 +32,7 @@ NAME_OVERHEAD = len(f"-_{'0' * SHA_CHARS}_yyyymmdd_+")
 # for "6.10.0-rc7" and localversion files such as "-rt12".
 MAX_BRANCH_CHARS = 100
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+\Z")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")  # NUL and the other control characters (one C-level search)
+CONTROL = re.compile("[\x00-\x1f\x7f]")  # NUL and the other control characters (one C-level search)
 
 
 class NameError_(BuildbotKernelError, ValueError):
@@ -53,7 +53,7 @@ def component_problem(text: object, what: str = "name") -> str:
         return f"{what} is empty"
     if "/" in text or "\\" in text:
         return f"{what} {text!r} holds a path separator; expected one path component"
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         return f"{what} {text!r} holds a NUL or control character"
     if text.startswith("."):
         return f"{what} {text!r} starts with '.' (., .. and hidden names are never images or files of one)"

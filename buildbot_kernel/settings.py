@@ -595,7 +595,7 @@ def parse(text: str, path: str = "settings.toml", master_dir: str | os.PathLike 
         raise SettingsError(path, problems)
     typed = {name: RECORDS[name].from_toml(table) for name, table in {**sections, **optional}.items()}
     rows = {name: tuple(RECORDS[name].from_toml(t) for t in items) for name, items in tables.items()}
-    return Settings(path=path, master_dir=None if master_dir is None else str(master),
+    return Settings(path=path, master_dir=None if master_dir is None else os.path.abspath(master_dir),
                     server=typed["server"], images=typed["images"],
                     repositories=rows["repository"], builds=rows["build"], workers=rows["worker"],
                     machines=rows["machine"], tests=rows["test"], auth=typed.get("auth"), notify=typed.get("notify"))
@@ -922,16 +922,17 @@ def locate(config_dir: str | os.PathLike, environ=os.environ) -> str:
 def tree_root(settings: Settings) -> Path:
     """``[images].root``: relative to the master's directory (settings the master loaded), else to the
     settings file's (the CLI, which knows no master: a settings file beside master.cfg gives the same)."""
-    return _from_master(settings, settings.images.root)
+    return _from_master(settings, settings.images.root).resolve()
 
 
 def state_path(settings: Settings) -> Path:
-    """``[server].state_dir``, relative as :func:`tree_root`."""
+    """``[server].state_dir``, relative as :func:`tree_root`; not resolved, as the master always named it
+    (the paths under it, the change poller's clone among them, stay the same across an upgrade)."""
     return _from_master(settings, settings.server.state_dir)
 
 
 def _from_master(settings: Settings, p: str) -> Path:
-    return (Path(p) if os.path.isabs(p) else Path(settings.master_dir or settings.base_dir) / p).resolve()
+    return Path(p) if os.path.isabs(p) else Path(settings.master_dir or settings.base_dir) / p
 
 
 def resolve(settings: Settings, p: str) -> Path:

@@ -11,7 +11,6 @@ instructions").
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -20,12 +19,12 @@ if TYPE_CHECKING:
     from buildbot_kernel.settings import Machine
 
 from buildbot_kernel.errors import BuildbotKernelError
+from buildbot_kernel.naming import CONTROL
 
 # the keys stage 1 understands (scripts/stage1/bbk-lib.sh, bbk_parse_instructions)
 KEYS = ("NAME", "TOKEN", "KERNEL_URL", "KERNEL_SHA256", "INITRD_URL", "INITRD_SHA256", "MODULES_URL",
         "MODULES_SHA256", "CMDLINE", "WAIT", "REBOOT")
 MODES = ("boot", "test")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")  # a newline forges another key; a tab or an escape is no better
 
 
 class InstructionError(BuildbotKernelError, ValueError):
@@ -152,7 +151,7 @@ def make_assignment(
 def control_problem(value: str) -> str:
     """Why ``value`` cannot be one boot instruction value, or "".  It never quotes the value: the command
     line holds the live token, and the message may reach a log or a step summary."""
-    m = _CONTROL.search(value)
+    m = CONTROL.search(value)  # a newline forges another key; a tab or an escape is no better
     return f"holds the control character {m.group()!r} at position {m.start()}" if m else ""
 
 

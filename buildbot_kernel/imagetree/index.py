@@ -41,8 +41,8 @@ INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
 LATEST = "latest"
 GENERATED_FILES = (INDEX_JSON, INDEX_HTML, LATEST)
-CACHE = ".state/index-cache.json"
-LOCK = ".state/index.lock"  # one index writer at a time, also across masters (imagetree/treelock.py)
+CACHE = f"{STATE}/index-cache.json"
+LOCK = f"{STATE}/index.lock"  # one index writer at a time, also across masters (imagetree/treelock.py)
 CACHE_SCHEMA = 5  # 2: entries carry "head" and "on_demand"; 3: each image also keeps its test results;
 # 4: one line per image (parsed line by line: no long parse holding the interpreter lock); 5: data only,
 # no rendered JSON or HTML (the cache lies on the tree: what it claims is checked, then rendered here)

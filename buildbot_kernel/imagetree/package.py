@@ -43,10 +43,10 @@ REQUIRED_FIELDS = (
 )
 DATE_FIELDS = ("commit_date", "build_date")
 # directories of the tree that are never branches: staging, deletion in progress, server state
-RESERVED_DIRS = (".incoming", ".trash", ".state")
 INCOMING = ".incoming"
 TRASH = ".trash"
 STATE = ".state"
+RESERVED_DIRS = (INCOMING, TRASH, STATE)
 
 MAX_SMALL_FILE = 16 << 20  # a manifest or test result: a few KB; more is not one of ours
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")

@@ -35,6 +35,9 @@ from buildbot_kernel.master.installer import InstallWhenReady
 from buildbot_kernel.settings import Auth
 
 SESSION_COOKIES = ("TWISTED_SESSION", "TWISTED_SECURE_SESSION")  # Buildbot's, for a site at "/"
+LOG_IN = b"Log in to see this page.\n"  # what a page or stream for logged-in users says to anyone else
+EVENTS = b"sse"  # Buildbot's server-sent event streams: /sse/listen/builds/*/*
+EVENTS_GUARD_SERVICE = "web-events-login"
 ADMIN = "admin"
 MAINTAINER = "maintainer"
 OWNER = "owner"
@@ -213,11 +216,6 @@ class LoginRequired:
                                              ("Content-Length", str(len(LOG_IN)))])
             return [LOG_IN]
         return self.app(environ, start_response)
-
-
-LOG_IN = b"Log in to see this page.\n"
-EVENTS = b"sse"  # Buildbot's server-sent event streams: /sse/listen/builds/*/*
-EVENTS_GUARD_SERVICE = "web-events-login"
 
 
 class EventsLoginRequired(resource.Resource):

@@ -77,10 +77,10 @@ class ListenerGuard(InstallWhenReady):
                              f"connections per address and {self.web_caps.total} in all")
         listeners = worker_listeners(self.master)
         for factory in listeners:
-            if installed_ledger(factory) is None or installed_ledger(factory).deadline != self.login_timeout:
-                ledger = limit_connections(factory, self.worker_caps, clock=self.master.reactor)
-                ledger.deadline = self.login_timeout  # also a ledger an earlier configuration installed
+            if installed_ledger(factory) is None:  # a new worker port (the first, or one a reconfig moved)
                 self._told.discard("worker")
+            # also a ledger an earlier configuration installed: the deadline is this configuration's
+            limit_connections(factory, self.worker_caps, clock=self.master.reactor).deadline = self.login_timeout
             self._say("worker", f"worker port: log in within {self.login_timeout:g} s, "
                                 f"{self.worker_caps.per_address} connections per address and "
                                 f"{self.worker_caps.total} in all")
